@@ -1,0 +1,1 @@
+"""Bus adapters: one module per bus, each implementing the protocols in ``base``."""

@@ -1,0 +1,65 @@
+"""The broker roles. A newcomer adding a bus reads this file, one adapter and the conformance suite.
+
+* :class:`Publisher` — the relay's side: send an event and learn when the broker confirmed it.
+* :class:`Delivered` — what a subscriber reads back (used by the inbox, the demo and the lab).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from outboxkit.core.envelope import OutboxEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What a bus promises; the conformance suite and the relay read these."""
+
+    native_dedupe: bool  # the broker drops a re-sent event id within its window (G4)
+    persistent: bool  # a confirmed message survives a broker restart (given safe settings, H7)
+    ordered: bool  # messages of one key, sent one after another, are stored in that order
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """One message as a subscriber received it, with the CloudEvents attributes decoded."""
+
+    event_id: str
+    topic: str
+    key: str | None
+    payload: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Publisher(Protocol):
+    """Publishes events with confirmation. Used by one relay task; not thread-safe.
+
+    Errors are outboxkit types only: ``UnroutableError`` when nothing takes the topic,
+    ``PermanentError`` when the broker refuses the message for good (too large), any other
+    ``TransientError`` for what a retry may fix (timeouts, lost connection).
+    """
+
+    features: Features
+
+    async def connect(self) -> None:
+        """Connect, failing fast with ``UnavailableError`` if the broker cannot be reached now.
+
+        After a successful connect the adapter reconnects by itself on later outages."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and close. Safe to call twice."""
+        ...
+
+    async def publish(self, event: OutboxEvent) -> asyncio.Future[None]:
+        """Hand ``event`` to the broker and return a future resolved when the broker confirmed it
+        (G3), or failed with an outboxkit error (including a timeout).
+
+        Returning from this call means the message was sent, not confirmed: callers pipeline many
+        publishes and await the futures. Publishes are sent in call order on one connection.
+        Every copy carries ``event.id`` as the broker's native dedupe id where one exists (G4).
+        """
+        ...

@@ -1,0 +1,183 @@
+"""The ``outboxkit`` command. Parses arguments and calls the layers below; nothing imports it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.exceptions import TyperException
+from rich.console import Console
+
+from outboxkit.config import Settings, resolve
+from outboxkit.errors import ConfigurationError, OutboxkitError, UnavailableError
+
+app = typer.Typer(
+    name="outboxkit",
+    help="Transactional outbox toolkit: migrate the schema, run the relay, run the demo.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, soft_wrap=True)
+_state: dict[str, Any] = {"debug": False}
+
+DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (env OUTBOXKIT_DB).", show_default=False)]
+BrokerOpt = Annotated[
+    str | None, typer.Option("--broker", help="Broker URL, e.g. nats://127.0.0.1:4222 (env OUTBOXKIT_BROKER).")
+]
+TableOpt = Annotated[str | None, typer.Option("--table", help="Outbox table name (default outbox).")]
+SchemaOpt = Annotated[str | None, typer.Option("--schema", help="Database schema (PostgreSQL).")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", help="TOML config file (env OUTBOXKIT_CONFIG).")]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show info logs.")] = False,
+) -> None:
+    _state["debug"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
+    if not debug:
+        # Driver chatter (nats-py logs every reconnect attempt) is summarised by our own lines.
+        logging.getLogger("nats").setLevel(logging.CRITICAL)
+
+
+def _settings(config: str | None, **flags: Any) -> Settings:
+    return resolve(flags, config_file=config)
+
+
+@app.command()
+def migrate(
+    db: DbOpt = None,
+    table: TableOpt = None,
+    schema: SchemaOpt = None,
+    config: ConfigOpt = None,
+    sql: Annotated[bool, typer.Option("--sql", help="Print the DDL instead of running it.")] = False,
+    dialect: Annotated[
+        str | None, typer.Option("--dialect", help="With --sql and no --db: postgresql or sqlite.")
+    ] = None,
+    no_notify: Annotated[
+        bool, typer.Option("--no-notify", help="PostgreSQL: no NOTIFY trigger (the relay then polls).")
+    ] = False,
+) -> None:
+    """Create or upgrade the outbox schema (idempotent)."""
+    from outboxkit.migrate import migrate as run_migrate
+    from outboxkit.migrate import migration_sql
+
+    settings = _settings(config, db=db, table=table, schema=schema)
+    if sql:
+        target = settings.db or dialect
+        if not target:
+            raise ConfigurationError("--sql needs --db URL or --dialect postgresql|sqlite")
+        for stmt in migration_sql(target, settings.ref, notify=not no_notify):
+            typer.echo(stmt.rstrip() + ";\n")
+        return
+    count = run_migrate(settings.require_db(), settings.ref, notify=not no_notify)
+    err.print(f"migrated {settings.ref.qualified}: {count} statements, schema is up to date")
+
+
+@app.command()
+def relay(
+    db: DbOpt = None,
+    broker: BrokerOpt = None,
+    table: TableOpt = None,
+    schema: SchemaOpt = None,
+    config: ConfigOpt = None,
+    source: Annotated[str | None, typer.Option("--source", help="CloudEvents source for rows without one.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per fetch (default 2000).")] = None,
+    window: Annotated[int | None, typer.Option("--window", help="Unconfirmed publishes at once (1000).")] = None,
+    poll_interval: Annotated[
+        float | None, typer.Option("--poll-interval", help="Seconds between polls without notification (1.0).")
+    ] = None,
+    skip_dead_keys: Annotated[
+        bool, typer.Option("--skip-dead-keys", help="Let a key's later events pass its dead letters.")
+    ] = False,
+) -> None:
+    """Publish committed outbox rows to the broker until SIGTERM/SIGINT."""
+    from outboxkit.relay.process import build_relay, serve
+
+    settings = _settings(
+        config,
+        db=db,
+        broker=broker,
+        table=table,
+        schema=schema,
+        source=source,
+        batch_size=batch_size,
+        window=window,
+        poll_interval=poll_interval,
+        hold_dead_keys=False if skip_dead_keys else None,
+    )
+    db_url, broker_url = settings.require_db(), settings.require_broker()
+    relay_ = build_relay(
+        db_url,
+        broker_url,
+        ref=settings.ref,
+        source=settings.source,
+        config=settings.relay,
+        hold_dead_keys=settings.hold_dead_keys,
+    )
+    stats = asyncio.run(serve(relay_, db=db_url, broker=broker_url))
+    err.print(f"relay stopped: {stats.published} published, {stats.dead_lettered} dead-lettered")
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option("--events", "-n", help="Events to commit.")] = 5000,
+    writers: Annotated[int, typer.Option("--writers", help="Concurrent writer threads.")] = 4,
+    kills: Annotated[int, typer.Option("--kills", help="SIGKILLs of the relay during the run.")] = 3,
+    db: Annotated[str | None, typer.Option("--db", help="Use this database instead of a temporary SQLite.")] = None,
+    broker: Annotated[
+        str | None, typer.Option("--broker", help="Use this NATS instead of an embedded nats-server.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed for a repeatable run.")] = None,
+) -> None:
+    """Run an orders service, a relay that gets SIGKILLed, and a subscriber; print the tally."""
+    from outboxkit.config import check_broker_url, check_db_url
+    from outboxkit.lab.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        events=events,
+        writers=writers,
+        kills=kills,
+        db=check_db_url(db) if db else None,
+        broker=check_broker_url(broker) if broker else None,
+        seed=seed,
+    )
+    if events < 1 or writers < 1 or kills < 0:
+        raise ConfigurationError("--events and --writers must be positive, --kills not negative")
+    result = run_demo(options, Console())
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def main() -> None:
+    """Console entry point: one line per error, tracebacks only with --debug."""
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
+        if _state["debug"]:
+            raise
+        if isinstance(exc, typer.Abort):
+            sys.exit(130)
+        show = getattr(exc, "show", None)
+        if isinstance(exc, TyperException) and callable(show):  # usage errors: typer's own message
+            show()
+            sys.exit(int(getattr(exc, "exit_code", 2)))
+        code = 2 if isinstance(exc, ConfigurationError) else 1
+        if isinstance(exc, OutboxkitError):
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            if isinstance(exc, UnavailableError):
+                err.print("is the service running and the URL right?", style="dim")
+        else:
+            err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} (run with --debug for details)")
+        sys.exit(code)

@@ -1,0 +1,143 @@
+"""Settings from CLI flags, environment variables (``OUTBOXKIT_*``) and an optional TOML file,
+in that order of precedence. Validated once, here, so bad configuration fails at start-up.
+
+TOML file (``--config FILE`` or ``OUTBOXKIT_CONFIG``)::
+
+    db = "postgresql://app@127.0.0.1/app"
+    broker = "nats://127.0.0.1:4222"
+    table = "outbox"
+    [relay]
+    batch_size = 2000
+    window = 1000
+    poll_interval = 1.0
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from outboxkit.core.urls import redact_url, scheme_of
+from outboxkit.errors import ConfigurationError
+from outboxkit.relay.loop import RelayConfig
+from outboxkit.stores.base import TableRef
+
+_DB_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg", "sqlite"}
+_BROKER_SCHEMES = {"nats", "tls", "amqp", "amqps", "kafka", "redis", "rediss", "mqtt", "mqtts"}
+
+#: setting name -> environment variable
+ENV = {
+    "db": "OUTBOXKIT_DB",
+    "broker": "OUTBOXKIT_BROKER",
+    "table": "OUTBOXKIT_TABLE",
+    "schema": "OUTBOXKIT_SCHEMA",
+    "source": "OUTBOXKIT_SOURCE",
+    "batch_size": "OUTBOXKIT_BATCH_SIZE",
+    "window": "OUTBOXKIT_WINDOW",
+    "poll_interval": "OUTBOXKIT_POLL_INTERVAL",
+}
+_RELAY_KEYS = {"batch_size", "window", "poll_interval"}
+_KNOWN = set(ENV) | {"relay", "hold_dead_keys"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str | None
+    broker: str | None
+    ref: TableRef
+    source: str
+    relay: RelayConfig
+    hold_dead_keys: bool = True
+
+    def require_db(self) -> str:
+        if not self.db:
+            raise ConfigurationError("no database: pass --db URL or set OUTBOXKIT_DB")
+        return self.db
+
+    def require_broker(self) -> str:
+        if not self.broker:
+            raise ConfigurationError("no broker: pass --broker URL or set OUTBOXKIT_BROKER")
+        return self.broker
+
+
+def _load_file(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigurationError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"config file {path} is not valid TOML: {exc}") from None
+    data = dict(data.get("outboxkit", data))
+    unknown = set(data) - _KNOWN
+    if unknown:
+        raise ConfigurationError(f"config file {path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    relay = data.pop("relay", {}) or {}
+    if not isinstance(relay, dict) or set(relay) - _RELAY_KEYS:
+        raise ConfigurationError(f"config file {path}: [relay] takes {', '.join(sorted(_RELAY_KEYS))}")
+    data.update(relay)
+    return data
+
+
+def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a number, got {value!r}") from None
+    if number < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, got {number}")
+    return number
+
+
+def check_db_url(url: str) -> str:
+    if scheme_of(url) not in _DB_SCHEMES or "://" not in url:
+        raise ConfigurationError(
+            f"unsupported database URL {redact_url(url)!r}: use postgresql://user@host/db or sqlite:///file.db"
+        )
+    return url
+
+
+def check_broker_url(url: str) -> str:
+    if scheme_of(url) not in _BROKER_SCHEMES or "://" not in url:
+        raise ConfigurationError(f"unsupported broker URL {redact_url(url)!r}: use nats://host:4222")
+    return url
+
+
+def resolve(
+    flags: Mapping[str, Any], *, config_file: str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Merge flags > environment > file > defaults and validate the result."""
+    env = os.environ if environ is None else environ
+    file_values = _load_file(config_file or env.get("OUTBOXKIT_CONFIG"))
+    merged: dict[str, Any] = {}
+    for name, var in ENV.items():
+        if flags.get(name) is not None:
+            merged[name] = flags[name]
+        elif env.get(var):
+            merged[name] = env[var]
+        elif name in file_values:
+            merged[name] = file_values[name]
+    hold = flags.get("hold_dead_keys")
+    if hold is None:
+        hold = file_values.get("hold_dead_keys", True)
+    defaults = RelayConfig()
+    relay = RelayConfig(
+        batch_size=_number("batch_size", merged.get("batch_size", defaults.batch_size), int, 1),
+        window=_number("window", merged.get("window", defaults.window), int, 1),
+        poll_interval=_number("poll_interval", merged.get("poll_interval", defaults.poll_interval), float, 0.001),
+    )
+    db = merged.get("db")
+    broker = merged.get("broker")
+    return Settings(
+        db=check_db_url(db) if db else None,
+        broker=check_broker_url(broker) if broker else None,
+        ref=TableRef(merged.get("table", "outbox"), merged.get("schema")),
+        source=str(merged.get("source", "/outboxkit")),
+        relay=relay,
+        hold_dead_keys=bool(hold),
+    )

@@ -1,0 +1,163 @@
+"""The event envelope: ids, topic rules, payload encoding and the CloudEvents attributes.
+
+Everything here is pure: emit() uses it to refuse bad input before writing, the relay uses it to
+build the wire headers, and the lab reuses it to read them back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import uuid_utils
+
+from outboxkit.errors import EncodingError, InvalidTopicError
+
+#: Default payload limit: NATS' default max_payload is 1 MiB and it counts the headers too,
+#: so leave room for them. Configurable on ``Outbox``.
+DEFAULT_MAX_PAYLOAD = 1024 * 1024 - 16 * 1024
+
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+
+# A routing name every bus accepts: NATS subject tokens (no wildcards, no empty tokens), AMQP
+# routing keys, Kafka topics (legal characters . _ - and alphanumerics), Redis stream names.
+_TOKEN = r"[A-Za-z0-9_\-]+"
+_TOPIC = re.compile(rf"{_TOKEN}(?:\.{_TOKEN})*")
+MAX_TOPIC_LENGTH = 249  # Kafka's limit, the strictest of the buses
+_HEADER_NAME = re.compile(r"[A-Za-z0-9_\-.]+")
+_RESERVED_HEADERS = frozenset({"nats-msg-id", "content-type"})
+
+Encoder = Callable[[Any], bytes]
+
+
+def new_event_id() -> str:
+    """A UUIDv7: unique, and sortable by creation time, which keeps the id index compact."""
+    return str(uuid_utils.uuid7())
+
+
+def validate_topic(topic: object) -> str:
+    """Return ``topic`` if every bus can route it, else raise :class:`InvalidTopicError`."""
+    if not isinstance(topic, str):
+        raise InvalidTopicError(f"topic must be a str, got {type(topic).__name__}")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise InvalidTopicError(f"topic is {len(topic)} characters long; the limit is {MAX_TOPIC_LENGTH}")
+    if not _TOPIC.fullmatch(topic):
+        raise InvalidTopicError(
+            f"invalid topic {topic!r}: use dot-separated tokens of letters, digits, '_' and '-' "
+            "(for example 'orders.created'); wildcards, spaces and empty tokens cannot be routed"
+        )
+    return topic
+
+
+def validate_key(key: object) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key:
+        raise EncodingError(f"key must be a non-empty str or None, got {key!r}")
+    if len(key.encode()) > 1024:
+        raise EncodingError("key is longer than 1024 bytes")
+    return key
+
+
+def validate_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """User headers travel as message headers: names must be tokens and values printable str."""
+    if not headers:
+        return {}
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise EncodingError(f"invalid header name {name!r}: use letters, digits, '_', '-', '.'")
+        lowered = name.lower()
+        if lowered.startswith("ce-") or lowered in _RESERVED_HEADERS:
+            raise EncodingError(f"header {name!r} is set by outboxkit; pass type= or key= instead")
+        if not isinstance(value, str) or "\r" in value or "\n" in value:
+            raise EncodingError(f"header {name!r} must be a str without line breaks")
+        out[name] = value
+    return out
+
+
+def json_encoder(value: Any) -> bytes:
+    """Compact JSON. NaN and infinities are refused: they are not JSON and other languages choke."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def encode_payload(
+    payload: Any, encoder: Encoder = json_encoder, *, max_bytes: int = DEFAULT_MAX_PAYLOAD
+) -> tuple[bytes, str]:
+    """Encode ``payload`` to ``(bytes, content_type)``; ``bytes`` pass through untouched."""
+    if isinstance(payload, bytes | bytearray | memoryview):
+        data, content_type = bytes(payload), OCTET_STREAM
+    else:
+        try:
+            data = encoder(payload)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise EncodingError(f"payload cannot be encoded as JSON: {exc}") from exc
+        if not isinstance(data, bytes):
+            raise EncodingError(f"the encoder returned {type(data).__name__}, not bytes")
+        content_type = JSON
+    if len(data) > max_bytes:
+        raise EncodingError(
+            f"payload is {len(data)} bytes; the limit is {max_bytes} (the broker would refuse it). "
+            "Store large data elsewhere and send a reference, or raise Outbox(max_payload=...)"
+        )
+    return data, content_type
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One committed outbox row, as the relay reads it."""
+
+    seq: int
+    id: str
+    topic: str
+    payload: bytes
+    key: str | None = None
+    type: str | None = None
+    source: str | None = None
+    content_type: str = JSON
+    headers: Mapping[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+    attempts: int = 0
+
+
+def format_time(value: datetime | None) -> str:
+    """RFC 3339 in UTC, as CloudEvents' ``time`` wants it."""
+    when = value or datetime.now(UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def cloudevent_attributes(event: OutboxEvent, default_source: str) -> dict[str, str]:
+    """The CloudEvents 1.0 context attributes of ``event`` (unprefixed names)."""
+    attrs = {
+        "specversion": "1.0",
+        "id": event.id,
+        "source": event.source or default_source,
+        "type": event.type or event.topic,
+        "time": format_time(event.created_at),
+        "datacontenttype": event.content_type,
+    }
+    if event.key is not None:
+        attrs["subject"] = event.key
+    return attrs
+
+
+def binary_headers(event: OutboxEvent, default_source: str) -> dict[str, str]:
+    """Headers for binary content mode as in the CloudEvents HTTP binding (used by NATS).
+
+    ``datacontenttype`` maps to ``Content-Type`` there; every other attribute gets ``ce-``.
+    User headers (``traceparent`` among them) ride along unchanged.
+    """
+    headers = dict(event.headers)
+    for name, value in cloudevent_attributes(event, default_source).items():
+        if name == "datacontenttype":
+            headers["content-type"] = value
+        else:
+            headers[f"ce-{name}"] = value
+    return headers

@@ -1,0 +1,71 @@
+"""The one exception hierarchy of outboxkit.
+
+Driver errors are translated at the adapter boundary; the relay decides on these types only::
+
+    OutboxkitError
+    ├── ConfigurationError          bad URL, option or file; raised at start-up
+    ├── EmitError                   emit() refused; nothing was written
+    │   ├── NoTransactionError      the connection has no open transaction
+    │   ├── EncodingError           the payload cannot be encoded (or is too large)
+    │   └── InvalidTopicError       the topic is not a valid routing name
+    ├── SchemaError                 the outbox table is missing or too old
+    └── DeliveryError               a publish or a store operation failed
+        ├── TransientError          worth retrying: connection lost, timeout, broker busy
+        │   ├── UnavailableError    the service cannot be reached at all (outage)
+        │   └── UnroutableError     no stream/queue takes this topic (yet); retried, reported
+        └── PermanentError          retrying cannot help: dead-letter the event
+"""
+
+from __future__ import annotations
+
+
+class OutboxkitError(Exception):
+    """Base of every error outboxkit raises on purpose."""
+
+
+class ConfigurationError(OutboxkitError):
+    """Bad configuration: a URL, an option or a file. Raised at start-up, before any work."""
+
+
+class EmitError(OutboxkitError):
+    """``emit()`` refused the event. Nothing was written; the caller's transaction is untouched."""
+
+
+class NoTransactionError(EmitError):
+    """The connection given to ``emit()`` has no open transaction."""
+
+
+class EncodingError(EmitError):
+    """The payload cannot be encoded, or its encoding exceeds the configured size limit."""
+
+
+class InvalidTopicError(EmitError):
+    """The topic is not a valid routing name on every supported bus."""
+
+
+class SchemaError(OutboxkitError):
+    """The outbox schema is missing or older than this version: run ``outboxkit migrate``."""
+
+
+class DeliveryError(OutboxkitError):
+    """A publish or store operation failed."""
+
+
+class TransientError(DeliveryError):
+    """Retrying later may succeed (lost connection, timeout, broker temporarily unable)."""
+
+
+class UnavailableError(TransientError):
+    """The database or broker cannot be reached at all."""
+
+
+class UnroutableError(TransientError):
+    """The broker has nowhere to put this topic (no stream captures the subject).
+
+    Treated as transient because creating the stream fixes it, but reported as an error:
+    such an event is never counted as delivered.
+    """
+
+
+class PermanentError(DeliveryError):
+    """Retrying cannot help (message too large, rejected by the broker): dead-letter it."""

@@ -1,0 +1,53 @@
+"""Running a relay as a process: adapters from URLs, signal handling, a summary at exit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from outboxkit.brokers.registry import publisher_for
+from outboxkit.core.urls import redact_url
+from outboxkit.relay.loop import Relay, RelayConfig, RelayStats
+from outboxkit.stores.base import TableRef
+from outboxkit.stores.registry import store_for
+
+log = logging.getLogger("outboxkit.relay")
+
+
+def build_relay(
+    db: str,
+    broker: str,
+    *,
+    ref: TableRef | None = None,
+    source: str = "/outboxkit",
+    config: RelayConfig | None = None,
+    hold_dead_keys: bool = True,
+) -> Relay:
+    config = config or RelayConfig()
+    # Build once now so a bad URL fails here, at start-up, not inside the retry loop.
+    store_for(db, ref, hold_dead_keys=hold_dead_keys)
+    publisher_for(broker, source=source, max_in_flight=config.window)
+    return Relay(
+        lambda: store_for(db, ref, hold_dead_keys=hold_dead_keys),
+        lambda: publisher_for(broker, source=source, max_in_flight=config.window),
+        config,
+    )
+
+
+async def serve(relay: Relay, *, db: str, broker: str) -> RelayStats:
+    """Start (failing fast if a side is unreachable), then relay until SIGTERM/SIGINT.
+
+    A signal lets the current batch finish (its confirmations are marked) before exiting."""
+    first = await relay.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("relay started: %s -> %s", redact_url(db), redact_url(broker))
+    try:
+        await relay.run(stop, first=first)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return relay.stats

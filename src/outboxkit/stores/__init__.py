@@ -1,0 +1,1 @@
+"""Database adapters: one module per database, each implementing the protocols in ``base``."""

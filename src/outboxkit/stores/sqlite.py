@@ -1,0 +1,245 @@
+"""SQLite: schema, and the relay's store (sqlite3 on one dedicated worker thread).
+
+SQLite has no notifications; ``PRAGMA data_version`` changes whenever another connection commits,
+and reading it costs microseconds, so the relay polls it every few milliseconds instead of
+re-running its scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit
+
+from outboxkit.core.envelope import OutboxEvent
+from outboxkit.errors import ConfigurationError, SchemaError, UnavailableError
+from outboxkit.stores.base import SCHEMA_VERSION, Filter, TableRef
+
+T = TypeVar("T")
+
+# A UUIDv4 in SQL, so a plain-SQL INSERT without an id still gets a well-formed one.
+_UUID4_SQL = (
+    "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-' || "
+    "substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))"
+)
+_NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` -> a filesystem path."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc not in ("", "localhost"):
+        raise ConfigurationError(f"not a SQLite URL: {url!r} (use sqlite:///path/to/file.db)")
+    path = unquote(parts.path)
+    path = path[1:] if path.startswith("/") else path
+    if not path or path == ":memory:":
+        raise ConfigurationError("SQLite outbox needs a file (the relay runs in another process)")
+    return path
+
+
+def connect(path: str, *, timeout: float = 10.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    # WAL lets the relay read while writers write; NORMAL sync is durable across process crashes
+    # (only an OS crash can lose the last commits, as the docs say).
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+class SqliteSchema:
+    """DDL and INSERT text for SQLite 3.35+."""
+
+    def ddl(self, ref: TableRef, *, notify: bool = True) -> list[str]:
+        if ref.schema:
+            raise ConfigurationError("SQLite has no schemas; leave schema unset")
+        t = ref.qualified
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {t} (
+    -- AUTOINCREMENT: a seq is never reused after deletes, so relay order stays commit order.
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL DEFAULT ({_UUID4_SQL}),
+    topic        TEXT NOT NULL,
+    key          TEXT,
+    type         TEXT,
+    source       TEXT,
+    payload      BLOB NOT NULL,
+    content_type TEXT NOT NULL DEFAULT 'application/json',
+    headers      TEXT NOT NULL DEFAULT '{{}}',
+    created_at   TEXT NOT NULL DEFAULT ({_NOW_SQL}),
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT,
+    delivered_at TEXT,
+    dead_at      TEXT
+)""",
+            f"CREATE INDEX IF NOT EXISTS {ref.index_name('pending')} ON {t} (seq) "
+            "WHERE delivered_at IS NULL AND dead_at IS NULL",
+            f"CREATE INDEX IF NOT EXISTS {ref.index_name('dead_keys')} ON {t} (key) WHERE dead_at IS NOT NULL",
+            f"""CREATE TABLE IF NOT EXISTS {ref.derived("meta")} (
+    singleton      INTEGER PRIMARY KEY CHECK (singleton = 1),
+    schema_version INTEGER NOT NULL
+)""",
+            f"INSERT INTO {ref.derived('meta')} (singleton, schema_version) VALUES (1, {SCHEMA_VERSION}) "
+            "ON CONFLICT (singleton) DO UPDATE SET schema_version = excluded.schema_version",
+        ]
+
+    def insert_sql(self, ref: TableRef, paramstyle: str) -> str:
+        cols = "id, topic, key, type, source, payload, content_type, headers"
+        if paramstyle == "named":
+            values = ":id, :topic, :key, :type, :source, :payload, :content_type, :headers"
+        else:
+            values = ", ".join("?" * 8)
+        return f"INSERT INTO {ref.qualified} ({cols}) VALUES ({values})"
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+class SqliteOutboxStore:
+    """Relay store for a SQLite file. All sqlite3 calls run on one worker thread, in order."""
+
+    def __init__(self, url: str, ref: TableRef | None = None, *, hold_dead_keys: bool = True) -> None:
+        self.path = sqlite_path(url)
+        self.ref = ref or TableRef()
+        self.hold_dead_keys = hold_dead_keys
+        self._pool: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._version: int | None = None
+        t = self.ref.qualified
+        hold = (
+            f" AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} d WHERE d.dead_at IS NOT NULL AND d.key = o.key))"
+            if hold_dead_keys
+            else ""
+        )
+        # No cursor (H1): see PostgresOutboxStore. On SQLite writers are serialised anyway, but a
+        # plain-SQL writer may hold a transaction open across our scans.
+        self._fetch_sql = (
+            "SELECT o.seq, o.id, o.topic, o.key, o.type, o.source, o.payload, o.content_type, o.headers,"
+            f" o.created_at, o.attempts FROM {t} o WHERE o.delivered_at IS NULL AND o.dead_at IS NULL"
+            f" AND o.topic NOT IN (SELECT value FROM json_each(?)){hold} ORDER BY o.seq LIMIT ?"
+        )
+        self._mark_sql = (
+            f"UPDATE {t} SET delivered_at = {_NOW_SQL} "
+            "WHERE seq IN (SELECT value FROM json_each(?)) AND delivered_at IS NULL"
+        )
+        self._fail_sql = (
+            f"UPDATE {t} SET attempts = attempts + 1, last_error = ?,"
+            f" dead_at = CASE WHEN ? THEN {_NOW_SQL} ELSE dead_at END WHERE seq = ?"
+        )
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._pool is None or self._conn is None:
+            raise UnavailableError("SQLite store is closed")
+        conn = self._conn
+
+        def run() -> T:
+            try:
+                return fn(conn)
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    raise SchemaError(
+                        f"outbox table {self.ref.qualified} not found in {self.path}: run `outboxkit migrate`"
+                    ) from None
+                raise UnavailableError(f"SQLite {self.path}: {exc}") from None
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    async def open(self) -> None:
+        if not os.path.exists(self.path):
+            raise SchemaError(f"SQLite file {self.path} does not exist: run `outboxkit migrate` first")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outboxkit-sqlite")
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._pool, connect, self.path)
+        row = await self._call(
+            lambda c: c.execute(f"SELECT schema_version FROM {self.ref.derived('meta')}").fetchone()
+        )
+        if row is None or row[0] < SCHEMA_VERSION:
+            raise SchemaError("outbox schema is older than this outboxkit: run `outboxkit migrate`")
+        self._version = await self._call(lambda c: int(c.execute("PRAGMA data_version").fetchone()[0]))
+
+    async def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+        if self._pool is not None and self._conn is not None:
+            conn = self._conn
+            await asyncio.get_running_loop().run_in_executor(self._pool, conn.close)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        self._pool = None
+        self._conn = None
+
+    async def acquire_relay_lock(self) -> bool:
+        # flock on a side file: the kernel drops it when the holder dies, however it dies.
+        if self._lock_fd is not None:
+            return True
+        fd = os.open(f"{self.path}.relay-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    async def fetch_pending(self, limit: int, skip: Filter) -> Sequence[OutboxEvent]:
+        params = (json.dumps(sorted(skip.paused_topics)), limit)
+        rows = await self._call(lambda c: c.execute(self._fetch_sql, params).fetchall())
+        return [
+            OutboxEvent(
+                seq=r[0],
+                id=r[1],
+                topic=r[2],
+                key=r[3],
+                type=r[4],
+                source=r[5],
+                payload=bytes(r[6]) if not isinstance(r[6], str) else r[6].encode(),
+                content_type=r[7],
+                headers=json.loads(r[8] or "{}"),
+                created_at=_parse_time(r[9]),
+                attempts=r[10],
+            )
+            for r in rows
+        ]
+
+    async def mark_delivered(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            payload = json.dumps(list(seqs))
+            await self._call(lambda c: c.execute(self._mark_sql, (payload,)))
+
+    async def record_failure(self, seq: int, error: str, *, dead: bool) -> None:
+        params = (error[:2000], int(dead), seq)
+        await self._call(lambda c: c.execute(self._fail_sql, params))
+
+    async def wait_for_new(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+
+        def version(c: sqlite3.Connection) -> int:
+            return int(c.execute("PRAGMA data_version").fetchone()[0])
+
+        start = self._version if self._version is not None else await self._call(version)
+        while True:
+            current = await self._call(version)
+            if current != start:
+                self._version = current
+                return
+            if time.monotonic() >= deadline:
+                self._version = current
+                return
+            await asyncio.sleep(0.002)
+
+    async def pending_count(self) -> int:
+        sql = f"SELECT count(*) FROM {self.ref.qualified} WHERE delivered_at IS NULL AND dead_at IS NULL"
+        row = await self._call(lambda c: c.execute(sql).fetchone())
+        return int(row[0])
+

@@ -1,0 +1,97 @@
+"""A small TCP proxy whose connections a test can cut, to simulate a network failure."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from outboxkit.testing.servers import free_port
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:``port`` to ``target``. ``cut()`` drops every live connection (as a
+    broken network would); ``block()`` also refuses new ones until ``unblock()``."""
+
+    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
+        self.target = (target_host, target_port)
+        self.port = port or free_port()
+        self._server: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._blocked = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> TcpProxy:
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", self.port))
+        srv.listen(64)
+        self._server = srv
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+        return self
+
+    def _accept(self) -> None:
+        assert self._server is not None
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self._blocked:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                self._drop(s)
+
+    def _drop(self, s: socket.socket) -> None:
+        with self._lock:
+            self._conns.discard(s)
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        s.close()
+
+    def cut(self) -> int:
+        """Drop every live connection; returns how many sockets were cut."""
+        with self._lock:
+            conns = list(self._conns)
+        for s in conns:
+            self._drop(s)
+        return len(conns)
+
+    def block(self) -> None:
+        self._blocked = True
+        self.cut()
+
+    def unblock(self) -> None:
+        self._blocked = False
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.cut()
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,185 @@
+"""A small orders service used by the demo, the fault tests and the lab.
+
+Each transaction bumps a customer's counter by the number of events it emits and records every
+event id in ``order_events`` next to the order, so the database itself is the ground truth: the
+events that committed, and for each customer (the event key) the exact commit order ``n``.
+Some transactions roll back on purpose; their ids are kept to recognise phantoms.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from outboxkit.core.urls import scheme_of
+from outboxkit.emit import Outbox
+from outboxkit.stores.base import TableRef, validate_identifier
+
+
+@dataclass
+class WriterStats:
+    committed_tx: int = 0
+    rolled_back_tx: int = 0
+    committed_events: int = 0
+    rolled_back_ids: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class OrdersWorkload:
+    """Business tables + writers for one database URL (``sqlite:///...`` or ``postgresql://...``).
+
+    ``schema`` isolates a run on PostgreSQL (tests use a unique one and drop it after)."""
+
+    def __init__(
+        self, db: str, *, topic_prefix: str = "orders", keys: int = 100, schema: str | None = None
+    ) -> None:
+        self.db = db
+        self.dialect = "sqlite" if scheme_of(db) == "sqlite" else "postgresql"
+        self.schema = validate_identifier(schema, "schema") if schema else None
+        self.topic = f"{topic_prefix}.created"
+        self.keys = [f"customer-{i:03d}" for i in range(keys)]
+        self.outbox = Outbox(schema=self.schema, source="/outboxkit/demo/orders")
+        self.stats = WriterStats()
+        q = f'"{self.schema}".' if self.schema else ""
+        self._customers, self._orders, self._events = f"{q}customers", f"{q}orders", f"{q}order_events"
+
+    @property
+    def ref(self) -> TableRef:
+        return self.outbox.ref
+
+    def connect(self) -> Any:
+        if self.dialect == "sqlite":
+            from outboxkit.stores.sqlite import connect, sqlite_path
+
+            return connect(sqlite_path(self.db), timeout=30)
+        import psycopg
+
+        # Autocommit plus explicit BEGIN/COMMIT, so rolling back on purpose is one plain statement.
+        return psycopg.connect("postgresql://" + self.db.split("://", 1)[1], autocommit=True)
+
+    def _p(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    def setup(self) -> None:
+        conn = self.connect()
+        try:
+            serial = "INTEGER PRIMARY KEY AUTOINCREMENT" if self.dialect == "sqlite" else "bigserial PRIMARY KEY"
+            if self.schema:
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self._customers} (id text PRIMARY KEY, n integer NOT NULL)")
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._orders} (id {serial}, customer text NOT NULL, amount integer)"
+            )
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._events} (event_id text PRIMARY KEY, customer text, n integer)"
+            )
+            for key in self.keys:
+                conn.execute(
+                    self._p(f"INSERT INTO {self._customers} (id, n) VALUES (?, 0) ON CONFLICT (id) DO NOTHING"),
+                    (key,),
+                )
+        finally:
+            conn.close()
+
+    def write(
+        self,
+        transactions: int,
+        *,
+        seed: int,
+        rollback_ratio: float = 0.1,
+        max_events: int = 3,
+        on_commit: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """One writer: ``transactions`` transactions of 1..max_events events each."""
+        rng = random.Random(seed)
+        conn = self.connect()
+        is_pg = self.dialect == "postgresql"
+        try:
+            for _ in range(transactions):
+                if stop is not None and stop.is_set():
+                    return
+                key = rng.choice(self.keys)
+                count = rng.randint(1, max_events)
+                rollback = rng.random() < rollback_ratio
+                ids: list[str] = []
+                if is_pg:
+                    conn.execute("BEGIN")
+                else:
+                    conn.execute("BEGIN IMMEDIATE")
+                try:
+                    # The counter row is the business lock: same-key transactions serialise here,
+                    # so their outbox seqs and their commit order agree.
+                    row = conn.execute(
+                        self._p(f"UPDATE {self._customers} SET n = n + ? WHERE id = ? RETURNING n"), (count, key)
+                    ).fetchone()
+                    base = int(row[0]) - count
+                    conn.execute(
+                        self._p(f"INSERT INTO {self._orders} (customer, amount) VALUES (?, ?)"),
+                        (key, rng.randint(1, 500)),
+                    )
+                    for i in range(1, count + 1):
+                        n = base + i
+                        event_id = self.outbox.emit(
+                            conn, self.topic, {"customer": key, "n": n, "amount": rng.randint(1, 500)}, key=key
+                        )
+                        ids.append(event_id)
+                        conn.execute(
+                            self._p(f"INSERT INTO {self._events} (event_id, customer, n) VALUES (?, ?, ?)"),
+                            (event_id, key, n),
+                        )
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                if rollback:
+                    conn.execute("ROLLBACK")
+                    with self.stats.lock:
+                        self.stats.rolled_back_tx += 1
+                        self.stats.rolled_back_ids.extend(ids)
+                else:
+                    conn.execute("COMMIT")
+                    with self.stats.lock:
+                        self.stats.committed_tx += 1
+                        self.stats.committed_events += count
+                    if on_commit is not None:
+                        on_commit(count)
+        finally:
+            conn.close()
+
+    def committed(self) -> dict[str, tuple[str | None, int | None]]:
+        """Ground truth: event id -> (key, n) for every event whose transaction committed."""
+        conn = self.connect()
+        try:
+            rows = conn.execute(f"SELECT event_id, customer, n FROM {self._events}").fetchall()
+        finally:
+            conn.close()
+        return {str(r[0]): (r[1], r[2]) for r in rows}
+
+    def drop(self) -> None:
+        """Remove the business tables (and the schema on PostgreSQL)."""
+        conn = self.connect()
+        try:
+            if self.dialect == "postgresql":
+                if self.schema:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+                    return
+            for t in (self._events, self._orders, self._customers):
+                conn.execute(f"DROP TABLE IF EXISTS {t}")
+        finally:
+            conn.close()
+
+
+
+def delivered_count(workload: OrdersWorkload) -> int:
+    """Outbox rows the relay marked delivered (what it believes it published)."""
+    conn = workload.connect()
+    try:
+        row = conn.execute(
+            f"SELECT count(*) FROM {workload.ref.qualified} WHERE delivered_at IS NOT NULL"
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(row[0])

@@ -1,0 +1,151 @@
+"""Shared fixtures: real services, isolated per test (own schema, own stream), cleaned up after.
+
+Under CI (CI=true) a missing service fails the test instead of skipping it, so a green run means
+everything ran.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from outboxkit import migrate
+from outboxkit.brokers.nats import connect, ensure_stream
+from outboxkit.stores.base import TableRef
+from outboxkit.testing import NatsServer
+
+PG_URL = os.environ.get("OUTBOXKIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+NATS_URL = os.environ.get("OUTBOXKIT_TEST_NATS", "nats://127.0.0.1:4222")
+CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require(name: str, host: str, port: int) -> None:
+    if not _reachable(host, port):
+        message = f"{name} is not reachable at {host}:{port}"
+        if CI:
+            pytest.fail(message + " (CI=true: services are required)")
+        pytest.skip(message)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def pg_url() -> str:
+    require("PostgreSQL", "127.0.0.1", 5432)
+    return PG_URL
+
+
+@pytest.fixture
+def pg_ref(pg_url: str) -> Iterator[TableRef]:
+    """A migrated outbox in a schema of its own, dropped after the test."""
+    ref = TableRef("outbox", unique("okt"))
+    migrate(pg_url, ref)
+    yield ref
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{ref.schema}" CASCADE'.encode())
+
+
+@pytest.fixture
+def nats_url() -> str:
+    require("NATS", "127.0.0.1", 4222)
+    return NATS_URL
+
+
+@dataclass(frozen=True)
+class Stream:
+    url: str
+    name: str
+    prefix: str  # topics under it are captured: f"{prefix}.anything"
+
+    def topic(self, name: str = "events") -> str:
+        return f"{self.prefix}.{name}"
+
+
+async def _make_stream(url: str) -> Stream:
+    name, prefix = unique("OKT").upper(), unique("okt")
+    nc = await connect(url)
+    try:
+        await ensure_stream(nc, name, [f"{prefix}.>"])
+    finally:
+        await nc.close()
+    return Stream(url, name, prefix)
+
+
+async def _drop_stream(stream: Stream) -> None:
+    nc = await connect(stream.url)
+    try:
+        await nc.jetstream().delete_stream(stream.name)
+    except Exception:  # noqa: BLE001 - the server may be gone in a restart test
+        pass
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def nats_stream(nats_url: str) -> AsyncIterator[Stream]:
+    stream = await _make_stream(nats_url)
+    yield stream
+    await _drop_stream(stream)
+
+
+@pytest.fixture
+def embedded_nats() -> Iterator[NatsServer]:
+    with NatsServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: object) -> str:
+    url = f"sqlite:///{tmp_path}/outbox.db"
+    migrate(url)
+    return url
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One database + one broker stream, ready to emit into and relay from."""
+
+    name: str
+    db: str
+    ref: TableRef
+    stream: Stream
+
+
+@pytest.fixture(params=["sqlite+embedded-nats", "postgres+nats"])
+async def backend(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[Backend]:
+    if request.param.startswith("sqlite"):
+        server = NatsServer().start()
+        request.addfinalizer(server.close)
+        db = f"sqlite:///{tmp_path}/outbox.db"
+        migrate(db)
+        stream = await _make_stream(server.url)
+        yield Backend(request.param, db, TableRef(), stream)
+        return
+    require("PostgreSQL", "127.0.0.1", 5432)
+    require("NATS", "127.0.0.1", 4222)
+    ref = TableRef("outbox", unique("okt"))
+    migrate(PG_URL, ref)
+    stream = await _make_stream(NATS_URL)
+    try:
+        yield Backend(request.param, PG_URL, ref, stream)
+    finally:
+        await _drop_stream(stream)
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{ref.schema}" CASCADE'.encode())
+
