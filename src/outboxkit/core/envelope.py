@@ -155,6 +155,10 @@ def binary_headers(event: OutboxEvent, default_source: str) -> dict[str, str]:
     User headers (``traceparent`` among them) ride along unchanged.
     """
     headers = dict(event.headers)
+    if "traceparent" in headers:
+        # The W3C header is what tracing instrumentations read; the CloudEvents distributed
+        # tracing extension carries the same value as an attribute, so SDKs see it too.
+        headers["ce-traceparent"] = headers["traceparent"]
     for name, value in cloudevent_attributes(event, default_source).items():
         if name == "datacontenttype":
             headers["content-type"] = value

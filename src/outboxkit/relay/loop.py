@@ -276,7 +276,7 @@ class Relay:
             count = self._topic_failures.get(event.topic, 0) + 1
             self._topic_failures[event.topic] = count
             if event.topic not in self._paused_topics:
-                delay = backoff_delay(count, base=0.5, cap=30.0, rng=self._rng)
+                delay = backoff_delay(count, base=0.5, cap=self.config.retry_cap, rng=self._rng)
                 self._paused_topics[event.topic] = time.monotonic() + delay
                 if count == 1 or count % 10 == 0:
                     log.error("%s; its events wait (not delivered), retrying in %.1fs", error, delay)

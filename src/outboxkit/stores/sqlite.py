@@ -124,10 +124,19 @@ class SqliteOutboxStore:
         )
         # No cursor (H1): see PostgresOutboxStore. On SQLite writers are serialised anyway, but a
         # plain-SQL writer may hold a transaction open across our scans.
-        self._fetch_sql = (
-            "SELECT o.seq, o.id, o.topic, o.key, o.type, o.source, o.payload, o.content_type, o.headers,"
-            f" o.created_at, o.attempts FROM {t} o WHERE o.delivered_at IS NULL AND o.dead_at IS NULL"
-            f" AND o.topic NOT IN (SELECT value FROM json_each(?)){hold} ORDER BY o.seq LIMIT ?"
+        columns = (
+            "o.seq, o.id, o.topic, o.key, o.type, o.source, o.payload, o.content_type, o.headers,"
+            " o.created_at, o.attempts"
+        )
+        pending = "o.delivered_at IS NULL AND o.dead_at IS NULL"
+        self._fetch_sql = f"SELECT {columns} FROM {t} o WHERE {pending}{hold} ORDER BY o.seq LIMIT ?"
+        # Paused topics hold every key that has a row on them (G5); see PostgresOutboxStore.
+        self._fetch_paused_sql = (
+            f"WITH held AS (SELECT DISTINCT h.key FROM {t} h WHERE h.delivered_at IS NULL"
+            " AND h.dead_at IS NULL AND h.topic IN (SELECT value FROM json_each(?)) AND h.key IS NOT NULL)"
+            f" SELECT {columns} FROM {t} o WHERE {pending}{hold}"
+            " AND o.topic NOT IN (SELECT value FROM json_each(?))"
+            " AND (o.key IS NULL OR o.key NOT IN (SELECT key FROM held)) ORDER BY o.seq LIMIT ?"
         )
         self._mark_sql = (
             f"UPDATE {t} SET delivered_at = {_NOW_SQL} "
@@ -193,8 +202,12 @@ class SqliteOutboxStore:
         return True
 
     async def fetch_pending(self, limit: int, skip: Filter) -> Sequence[OutboxEvent]:
-        params = (json.dumps(sorted(skip.paused_topics)), limit)
-        rows = await self._call(lambda c: c.execute(self._fetch_sql, params).fetchall())
+        if skip.paused_topics:
+            paused = json.dumps(sorted(skip.paused_topics))
+            sql, params = self._fetch_paused_sql, (paused, paused, limit)
+        else:
+            sql, params = self._fetch_sql, (limit,)
+        rows = await self._call(lambda c: c.execute(sql, params).fetchall())
         return [
             OutboxEvent(
                 seq=r[0],

@@ -1,0 +1,206 @@
+"""Shared helpers for the benchmarks: isolated PostgreSQL schema + JetStream stream per run,
+payloads, percentiles, tables and JSON results.
+
+Every run creates its own schema ``bench_<hex>`` and its own stream ``BENCH_<HEX>`` capturing
+``bench_<hex>.>``, and removes both at the end (try/finally). Shared services are never restarted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import statistics
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+import outboxkit
+from outboxkit.stores.base import TableRef
+
+PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+NATS_URL = os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=PG_URL, help="PostgreSQL URL (default %(default)s)")
+    parser.add_argument("--broker", default=NATS_URL, help="NATS URL (default %(default)s)")
+    parser.add_argument("--no-json", action="store_true", help="do not write benchmarks/results/*.json")
+
+
+@dataclass
+class Env:
+    tag: str  # bench_<hex>: schema name and subject prefix
+    ref: TableRef
+    db: str
+    broker: str
+
+    @property
+    def stream(self) -> str:
+        return self.tag.upper()
+
+    @property
+    def subject_prefix(self) -> str:
+        return self.tag
+
+    def topic(self, name: str = "orders.created") -> str:
+        return f"{self.tag}.{name}"
+
+
+def new_tag() -> str:
+    return f"bench_{secrets.token_hex(4)}"
+
+
+def migrate_outbox(env: Env, *, notify: bool) -> None:
+    """(Re)create the outbox in the run's schema; notify=False drops the NOTIFY trigger."""
+    outboxkit.migrate(env.db, env.ref, notify=notify)
+
+
+def drop_schema(db: str, schema: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def nats_connect(url: str) -> Any:
+    import nats
+
+    return await nats.connect(servers=[url], name="outboxkit-bench", connect_timeout=3, pending_size=64 * 1024 * 1024)
+
+
+async def create_stream(url: str, name: str, subjects: Sequence[str]) -> None:
+    nc = await nats_connect(url)
+    try:
+        js = nc.jetstream()
+        # File storage, the default kind a relay user runs (and the one the relay is compared to).
+        await js.add_stream(name=name, subjects=list(subjects))
+    finally:
+        await nc.close()
+
+
+async def purge_stream(url: str, name: str) -> None:
+    nc = await nats_connect(url)
+    try:
+        await nc.jetstream().purge_stream(name)
+    finally:
+        await nc.close()
+
+
+async def delete_stream(url: str, name: str) -> None:
+    nc = await nats_connect(url)
+    try:
+        await nc.jetstream().delete_stream(name)
+    except Exception as exc:
+        print(f"warning: could not delete stream {name}: {exc}")
+    finally:
+        await nc.close()
+
+
+@contextlib.asynccontextmanager
+async def bench_env(db: str, broker: str, *, notify: bool = True) -> AsyncIterator[Env]:
+    """A fresh schema with the outbox, and a fresh stream; both removed at the end."""
+    tag = new_tag()
+    env = Env(tag=tag, ref=TableRef("outbox", tag), db=db, broker=broker)
+    stream_created = False
+    try:
+        await asyncio.to_thread(migrate_outbox, env, notify=notify)
+        await create_stream(broker, env.stream, [f"{env.subject_prefix}.>"])
+        stream_created = True
+        yield env
+    finally:
+        if stream_created:
+            await delete_stream(broker, env.stream)
+        await asyncio.to_thread(drop_schema, db, tag)
+
+
+@contextlib.contextmanager
+def pg_schema(db: str) -> Iterator[str]:
+    """Just a schema (for write-only benchmarks); dropped at the end."""
+    tag = new_tag()
+    try:
+        yield tag
+    finally:
+        drop_schema(db, tag)
+
+
+def payload(i: int) -> dict[str, Any]:
+    """About 200 bytes of JSON once encoded."""
+    return {
+        "order_id": i,
+        "customer": f"customer-{i % 1000:04d}",
+        "status": "created",
+        "currency": "EUR",
+        "amount_cents": 1000 + (i * 37) % 90000,
+        "items": [{"sku": f"SKU-{(i * 7) % 10000:05d}", "qty": 1 + i % 5}],
+        "note": "x" * 48,
+    }
+
+
+def key_for(i: int, keys: int) -> str:
+    return f"customer-{i % keys}"
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of an unsorted sequence."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.2f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return str(v)
+
+    cells = [[fmt(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(out)
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    with contextlib.suppress(Exception):
+        with psycopg.connect(PG_URL) as conn:
+            info["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            info["pg_synchronous_commit"] = conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[index]
+            info["pg_fsync"] = conn.execute("SHOW fsync").fetchone()[0]  # type: ignore[index]
+    with contextlib.suppress(Exception):
+        import nats
+
+        info["nats_py"] = nats.__version__ if hasattr(nats, "__version__") else "?"
+    return info
+
+
+def write_results(name: str, data: dict[str, Any], *, disabled: bool = False) -> Path | None:
+    if disabled:
+        return None
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    path = RESULTS_DIR / f"{name}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+    doc = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "machine": machine(), **data}
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return path
