@@ -8,8 +8,11 @@ Some transactions roll back on purpose; their ids are kept to recognise phantoms
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,8 +96,13 @@ class OrdersWorkload:
         max_events: int = 3,
         on_commit: Callable[[int], None] | None = None,
         stop: threading.Event | None = None,
+        survive_outages: bool = False,
     ) -> None:
-        """One writer: ``transactions`` transactions of 1..max_events events each."""
+        """One writer: ``transactions`` transactions of 1..max_events events each.
+
+        With ``survive_outages`` a lost connection (database restarted, connection killed) is
+        reopened and the writer goes on; a transaction cut at COMMIT may or may not have committed,
+        which is fine: the ground truth is read back from the database, not from the writer."""
         rng = random.Random(seed)
         conn = self.connect()
         is_pg = self.dialect == "postgresql"
@@ -102,52 +110,87 @@ class OrdersWorkload:
             for _ in range(transactions):
                 if stop is not None and stop.is_set():
                     return
-                key = rng.choice(self.keys)
-                count = rng.randint(1, max_events)
-                rollback = rng.random() < rollback_ratio
-                ids: list[str] = []
-                if is_pg:
-                    conn.execute("BEGIN")
-                else:
-                    conn.execute("BEGIN IMMEDIATE")
+                if not survive_outages:
+                    self._transaction(conn, rng, is_pg, rollback_ratio, max_events, on_commit)
+                    continue
                 try:
-                    # The counter row is the business lock: same-key transactions serialise here,
-                    # so their outbox seqs and their commit order agree.
-                    row = conn.execute(
-                        self._p(f"UPDATE {self._customers} SET n = n + ? WHERE id = ? RETURNING n"), (count, key)
-                    ).fetchone()
-                    base = int(row[0]) - count
-                    conn.execute(
-                        self._p(f"INSERT INTO {self._orders} (customer, amount) VALUES (?, ?)"),
-                        (key, rng.randint(1, 500)),
-                    )
-                    for i in range(1, count + 1):
-                        n = base + i
-                        event_id = self.outbox.emit(
-                            conn, self.topic, {"customer": key, "n": n, "amount": rng.randint(1, 500)}, key=key
-                        )
-                        ids.append(event_id)
-                        conn.execute(
-                            self._p(f"INSERT INTO {self._events} (event_id, customer, n) VALUES (?, ?, ?)"),
-                            (event_id, key, n),
-                        )
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                if rollback:
-                    conn.execute("ROLLBACK")
-                    with self.stats.lock:
-                        self.stats.rolled_back_tx += 1
-                        self.stats.rolled_back_ids.extend(ids)
-                else:
-                    conn.execute("COMMIT")
-                    with self.stats.lock:
-                        self.stats.committed_tx += 1
-                        self.stats.committed_events += count
-                    if on_commit is not None:
-                        on_commit(count)
+                    self._transaction(conn, rng, is_pg, rollback_ratio, max_events, on_commit)
+                except Exception as exc:  # noqa: BLE001 - only connection loss is survived
+                    if not _is_connection_error(exc):
+                        raise
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    conn = self._reconnect(stop)
         finally:
-            conn.close()
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _reconnect(self, stop: threading.Event | None) -> Any:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return self.connect()
+            except Exception as exc:
+                if not _is_connection_error(exc) or time.monotonic() > deadline:
+                    raise
+                if stop is not None and stop.wait(0.1):
+                    return self.connect()
+                time.sleep(0.1)
+
+    def _transaction(
+        self,
+        conn: Any,
+        rng: random.Random,
+        is_pg: bool,
+        rollback_ratio: float,
+        max_events: int,
+        on_commit: Callable[[int], None] | None,
+    ) -> None:
+        key = rng.choice(self.keys)
+        count = rng.randint(1, max_events)
+        rollback = rng.random() < rollback_ratio
+        ids: list[str] = []
+        if is_pg:
+            conn.execute("BEGIN")
+        else:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            # The counter row is the business lock: same-key transactions serialise here,
+            # so their outbox seqs and their commit order agree.
+            row = conn.execute(
+                self._p(f"UPDATE {self._customers} SET n = n + ? WHERE id = ? RETURNING n"), (count, key)
+            ).fetchone()
+            base = int(row[0]) - count
+            conn.execute(
+                self._p(f"INSERT INTO {self._orders} (customer, amount) VALUES (?, ?)"),
+                (key, rng.randint(1, 500)),
+            )
+            for i in range(1, count + 1):
+                n = base + i
+                event_id = self.outbox.emit(
+                    conn, self.topic, {"customer": key, "n": n, "amount": rng.randint(1, 500)}, key=key
+                )
+                ids.append(event_id)
+                conn.execute(
+                    self._p(f"INSERT INTO {self._events} (event_id, customer, n) VALUES (?, ?, ?)"),
+                    (event_id, key, n),
+                )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+        if rollback:
+            conn.execute("ROLLBACK")
+            with self.stats.lock:
+                self.stats.rolled_back_tx += 1
+                self.stats.rolled_back_ids.extend(ids)
+        else:
+            conn.execute("COMMIT")
+            with self.stats.lock:
+                self.stats.committed_tx += 1
+                self.stats.committed_events += count
+            if on_commit is not None:
+                on_commit(count)
 
     def committed(self) -> dict[str, tuple[str | None, int | None]]:
         """Ground truth: event id -> (key, n) for every event whose transaction committed."""
@@ -183,3 +226,13 @@ def delivered_count(workload: OrdersWorkload) -> int:
     finally:
         conn.close()
     return int(row[0])
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)

@@ -1,0 +1,138 @@
+"""Write overhead of emit(): a 1-row business transaction with and without an outbox event.
+
+Variants, each with 1 and N concurrent writers (separate processes, one psycopg connection each,
+so the GIL cannot distort the result):
+
+* ``baseline``      INSERT INTO <schema>.orders ...; COMMIT
+* ``emit+notify``   the same plus ``emit()`` in the transaction; outbox has the NOTIFY trigger
+  (default ``migrate``), so every commit takes PostgreSQL's global notify lock (hazard H2)
+* ``emit``          the same, outbox migrated with ``notify=False`` (no trigger; the relay polls)
+
+Reports transactions/s, mean and p99 latency, and overhead = 1 - tps_with / tps_without.
+Target: overhead <= 15% at 8 writers.
+
+    .venv/bin/python -m benchmarks.write_overhead
+    .venv/bin/python -m benchmarks.write_overhead --writers 1,8 --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import psycopg
+
+from benchmarks.common import add_common_args, key_for, payload, percentile, pg_schema, table, write_results
+from outboxkit import Outbox, migrate
+from outboxkit.stores.base import TableRef
+
+VARIANTS = ("baseline", "emit+notify", "emit")
+
+
+def _writer(db: str, schema: str, with_emit: bool, start: float, duration: float, seed: int) -> dict[str, Any]:
+    outbox = Outbox(schema=schema)
+    topic = f"{schema}.orders.created"
+    insert = f'INSERT INTO "{schema}".orders (customer, amount_cents, status) VALUES (%s, %s, %s)'
+    lat: list[float] = []
+    with psycopg.connect(db) as conn:
+        # Warm up: connection, prepared statements, outbox SQL cache.
+        for i in range(20):
+            with conn.transaction():
+                conn.execute(insert, [key_for(i, 1000), 1000, "created"])
+                if with_emit:
+                    outbox.emit(conn, topic, payload(i), key=key_for(i, 1000))
+        while time.monotonic() < start:
+            time.sleep(0.001)
+        end = start + duration
+        i = seed * 1_000_000
+        while True:
+            t0 = time.perf_counter()
+            if time.monotonic() >= end:
+                break
+            with conn.transaction():
+                conn.execute(insert, [key_for(i, 1000), 1000 + i % 5000, "created"])
+                if with_emit:
+                    outbox.emit(conn, topic, payload(i), key=key_for(i, 1000))
+            lat.append(time.perf_counter() - t0)
+            i += 1
+    return {"count": len(lat), "lat": lat}
+
+
+def run_variant(pool: ProcessPoolExecutor, db: str, schema: str, variant: str, writers: int,
+                duration: float) -> dict[str, Any]:
+    start = time.monotonic() + 1.5  # every writer connected and warmed up before the clock starts
+    futures = [pool.submit(_writer, db, schema, variant != "baseline", start, duration, w) for w in range(writers)]
+    parts = [f.result() for f in futures]
+    lat = [x for p in parts for x in p["lat"]]
+    count = sum(p["count"] for p in parts)
+    return {
+        "variant": variant,
+        "writers": writers,
+        "transactions": count,
+        "tps": count / duration,
+        "mean_ms": 1000 * sum(lat) / len(lat),
+        "p99_ms": 1000 * percentile(lat, 99),
+    }
+
+
+def setup(db: str, schema: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(f'''CREATE TABLE "{schema}".orders (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            customer text NOT NULL,
+            amount_cents integer NOT NULL,
+            status text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now())''')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--writers", default="1,8", help="comma-separated writer counts")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args()
+    writer_counts = [int(w) for w in args.writers.split(",")]
+    variants = args.variants.split(",")
+    results: list[dict[str, Any]] = []
+    with pg_schema(args.db) as schema:
+        setup(args.db, schema)
+        ref = TableRef("outbox", schema)
+        migrate(args.db, ref, notify=True)
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=max(writer_counts), mp_context=ctx) as pool:
+            for writers in writer_counts:
+                for variant in variants:
+                    # The trigger is per table: switch it on or off for this variant.
+                    if variant == "emit+notify":
+                        migrate(args.db, ref, notify=True)
+                    elif variant == "emit":
+                        migrate(args.db, ref, notify=False)
+                    with psycopg.connect(args.db, autocommit=True) as conn:
+                        conn.execute("CHECKPOINT")  # start each run from a comparable WAL state
+                    r = run_variant(pool, args.db, schema, variant, writers, args.duration)
+                    results.append(r)
+                    print(f"  {writers} writer(s) {variant:<12} {r['tps']:>8,.0f} tx/s  mean {r['mean_ms']:.2f} ms"
+                          f"  p99 {r['p99_ms']:.2f} ms", flush=True)
+    rows = []
+    for r in results:
+        base = next(b for b in results if b["writers"] == r["writers"] and b["variant"] == "baseline")
+        r["overhead"] = 1 - r["tps"] / base["tps"]
+        target = ""
+        if r["variant"] != "baseline" and r["writers"] == 8:
+            target = "met" if r["overhead"] <= 0.15 else "MISSED"
+        rows.append([r["writers"], r["variant"], r["tps"], r["mean_ms"], r["p99_ms"],
+                     "" if r["variant"] == "baseline" else f"{100 * r['overhead']:.1f}%", target])
+    print()
+    print(table(["writers", "variant", "tx/s", "mean ms", "p99 ms", "overhead", "<=15% @8"], rows))
+    path = write_results("write_overhead", {"params": vars(args), "results": results}, disabled=args.no_json)
+    if path:
+        print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""H1 (late commits) and H9 (oversized payloads), plus the schema contract: plain-SQL rows relay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import psycopg
+import pytest
+
+from outboxkit import EncodingError, Outbox
+from outboxkit.relay import RelayConfig
+from outboxkit.relay.process import build_relay
+from outboxkit.stores.base import TableRef
+from tests.conftest import PG_URL, Backend, Stream
+from tests.helpers import db_connect, emit_many, pending, read_all, relay_for, running_relay, wait_drained
+
+
+async def test_h1_a_transaction_that_commits_late_is_still_published(
+    pg_url: str, pg_ref: TableRef, nats_stream: Stream
+) -> None:
+    """The held transaction takes the lowest seq, others commit and are delivered after it; a
+    relay paging with `seq > last_seq` would skip it forever."""
+    ref = pg_ref
+    outbox = Outbox(table=ref.table, schema=ref.schema)
+    topic = nats_stream.topic("late")
+    held = psycopg.connect(pg_url)
+    held.execute("SELECT 1")  # opens the transaction that will commit last
+    late_id = outbox.emit(held, topic, {"late": True}, key="late")
+    async with running_relay(relay_for(pg_url, nats_stream.url, ref)):
+        early = await asyncio.to_thread(emit_many, pg_url, ref, topic, [{"i": i} for i in range(50)])
+        await wait_drained(pg_url, ref)
+        await asyncio.sleep(1.0)  # the relay keeps polling while the first transaction is open
+        held.commit()
+        held.close()
+        await wait_drained(pg_url, ref)
+    got = [m.event_id for m in await read_all(nats_stream.url, nats_stream.name, expect=51)]
+    assert sorted(got) == sorted([*early, late_id])
+    assert got[-1] == late_id
+
+
+async def test_h9_oversized_payload_refused_at_emit(sqlite_url: str) -> None:
+    conn = db_connect(sqlite_url)
+    conn.execute("BEGIN")
+    with pytest.raises(EncodingError, match="limit"):
+        Outbox().emit(conn, "big.one", b"x" * (2 * 1024 * 1024))
+    conn.execute("ROLLBACK")
+    assert pending(sqlite_url, Outbox().ref) == 0
+
+
+@pytest.mark.parametrize("hold", [True, False], ids=["hold-key", "skip-key"])
+async def test_h9_oversized_row_from_plain_sql_is_dead_lettered_not_retried(backend: Backend, hold: bool) -> None:
+    """A row written by another program bypasses emit's limit; NATS refuses it for good. It becomes
+    a dead letter with the broker's reason, other keys flow, and the key's later events are held
+    (default) or pass (skip policy)."""
+    topic = backend.stream.topic("big")
+    conn = db_connect(backend.db)
+    ph = "?" if backend.db.startswith("sqlite") else "%s"
+    try:
+        conn.execute(
+            f"INSERT INTO {backend.ref.qualified} (topic, key, payload) VALUES ({ph}, {ph}, {ph})",
+            (topic, "k", b"x" * (2 * 1024 * 1024)),
+        )
+    finally:
+        conn.close()
+    after_same_key = emit_many(backend.db, backend.ref, topic, [{"n": 2}], key=lambda _: "k")
+    other_keys = emit_many(backend.db, backend.ref, topic, [{"i": i} for i in range(10)], key=lambda i: f"o{i}")
+    relay = build_relay(
+        backend.db, backend.stream.url, ref=backend.ref, config=RelayConfig(poll_interval=0.05), hold_dead_keys=hold
+    )
+    async with running_relay(relay):
+        expected = other_keys if hold else [*after_same_key, *other_keys]
+        got = await read_all(backend.stream.url, backend.stream.name, expect=len(expected), idle=1.0)
+        assert sorted(m.event_id for m in got) == sorted(expected)
+        assert relay.stats.dead_lettered == 1
+    conn = db_connect(backend.db)
+    try:
+        dead = conn.execute(
+            f"SELECT attempts, last_error FROM {backend.ref.qualified} WHERE dead_at IS NOT NULL"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert len(dead) == 1 and dead[0][0] == 1, "dead-lettered after one attempt, not retried"
+    assert "max_payload" in dead[0][1]
+    assert pending(backend.db, backend.ref) == (1 if hold else 0)
+
+
+async def test_rows_inserted_by_plain_sql_are_relayed(backend: Backend) -> None:
+    """The schema is a contract: another language inserts with plain SQL and only the required columns."""
+    topic = backend.stream.topic("plain")
+    conn = db_connect(backend.db)
+    ph = "?" if backend.db.startswith("sqlite") else "%s"
+    try:
+        for i in range(3):
+            conn.execute(
+                f"INSERT INTO {backend.ref.qualified} (topic, key, payload) VALUES ({ph}, {ph}, {ph})",
+                (topic, "k", json.dumps({"i": i}).encode()),
+            )
+    finally:
+        conn.close()
+    async with running_relay(relay_for(backend.db, backend.stream.url, backend.ref)):
+        await wait_drained(backend.db, backend.ref)
+    got = await read_all(backend.stream.url, backend.stream.name, expect=3)
+    assert [json.loads(m.payload)["i"] for m in got] == [0, 1, 2]
+    ids = {m.event_id for m in got}
+    assert len(ids) == 3 and all(len(i) == 36 for i in ids), "ids generated by the database default"
+    assert all(m.headers["content-type"] == "application/json" for m in got)
+
+
+def test_migrate_is_idempotent_and_sql_output_runs(pg_url: str) -> None:
+    from outboxkit import migrate, migration_sql
+    from outboxkit.stores.base import TableRef
+    from tests.conftest import unique
+
+    ref = TableRef("events_out", unique("okm"))
+    try:
+        ddl = ";\n".join(migration_sql("postgresql", ref)) + ";"
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(ddl.encode())  # what `outboxkit migrate --sql` prints runs as-is
+        migrate(pg_url, ref)
+        migrate(pg_url, ref)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            version = conn.execute(f"SELECT schema_version FROM {ref.derived('meta')}".encode()).fetchone()
+            assert version == (1,)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{ref.schema}" CASCADE'.encode())
