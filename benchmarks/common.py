@@ -182,12 +182,12 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "loadavg": os.getloadavg(),
     }
-    with contextlib.suppress(Exception):
-        with psycopg.connect(PG_URL) as conn:
-            info["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-            info["pg_synchronous_commit"] = conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[index]
-            info["pg_fsync"] = conn.execute("SHOW fsync").fetchone()[0]  # type: ignore[index]
+    with contextlib.suppress(Exception), psycopg.connect(PG_URL) as conn:
+        info["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        info["pg_synchronous_commit"] = conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[index]
+        info["pg_fsync"] = conn.execute("SHOW fsync").fetchone()[0]  # type: ignore[index]
     with contextlib.suppress(Exception):
         import nats
 

@@ -51,8 +51,9 @@ async def _relay_child(db: str, broker: str, schema: str, poll_interval: float, 
     from outboxkit.relay.process import build_relay
     from outboxkit.stores.base import TableRef
 
-    relay = build_relay(db, broker, ref=TableRef("outbox", schema),
-                        config=RelayConfig(poll_interval=poll_interval, window=window))
+    relay = build_relay(
+        db, broker, ref=TableRef("outbox", schema), config=RelayConfig(poll_interval=poll_interval, window=window)
+    )
     first = await relay.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -113,11 +114,15 @@ async def run_mode(args: argparse.Namespace, mode: str) -> dict[str, Any]:
                 received[event_id] = now
 
         nc = await nats_connect(env.broker)
-        sub = await nc.jetstream().subscribe(f"{env.subject_prefix}.>", stream=env.stream,
-                                             ordered_consumer=True, cb=on_msg)
+        sub = await nc.jetstream().subscribe(
+            f"{env.subject_prefix}.>", stream=env.stream, ordered_consumer=True, cb=on_msg
+        )
         relay = await asyncio.create_subprocess_exec(
             *_child("--relay-child", env.db, env.broker, env.tag, str(poll), str(args.window)),
-            cwd=REPO, env=env_vars, stdout=subprocess.PIPE)
+            cwd=REPO,
+            env=env_vars,
+            stdout=subprocess.PIPE,
+        )
         try:
             assert relay.stdout is not None
             line = await asyncio.wait_for(relay.stdout.readline(), 30)
@@ -128,11 +133,13 @@ async def run_mode(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             try:
                 writer = await asyncio.create_subprocess_exec(
                     *_child("--writer-child", env.db, env.tag, env.topic(), str(args.rate), str(args.duration), out),
-                    cwd=REPO, env=env_vars)
+                    cwd=REPO,
+                    env=env_vars,
+                )
                 rc = await writer.wait()
                 if rc != 0:
                     raise RuntimeError(f"writer child exited with {rc}")
-                w = json.loads(Path(out).read_text())
+                w = json.loads(await asyncio.to_thread(Path(out).read_text))
             finally:
                 os.unlink(out)
             commits: dict[str, float] = w["commits"]
@@ -176,8 +183,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     for mode in args.modes.split(","):
         print(f"mode {mode}: {args.rate:g} events/s for {args.duration:g}s ...", flush=True)
         r = await run_mode(args, mode)
-        print(f"  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  max {r['max_ms']:.1f} ms  "
-              f"({r['received']:,}/{r['events']:,} received, {r['achieved_rate']:.0f}/s written)", flush=True)
+        print(
+            f"  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  max {r['max_ms']:.1f} ms  "
+            f"({r['received']:,}/{r['events']:,} received, {r['achieved_rate']:.0f}/s written)",
+            flush=True,
+        )
         results.append(r)
     return {"params": vars(args), "results": results}
 
@@ -206,10 +216,22 @@ def main() -> None:
         target = ""
         if r["mode"] == "notify":
             target = "met" if r["p50_ms"] <= 10 and r["p99_ms"] <= 50 else "MISSED"
-        rows.append([r["mode"], r["poll_interval"], r["events"], r["received"], r["p50_ms"], r["p95_ms"],
-                     r["p99_ms"], r["max_ms"], target])
-    print(table(["mode", "poll s", "events", "received", "p50 ms", "p95 ms", "p99 ms", "max ms",
-                 "p50<=10,p99<=50"], rows))
+        rows.append(
+            [
+                r["mode"],
+                r["poll_interval"],
+                r["events"],
+                r["received"],
+                r["p50_ms"],
+                r["p95_ms"],
+                r["p99_ms"],
+                r["max_ms"],
+                target,
+            ]
+        )
+    print(
+        table(["mode", "poll s", "events", "received", "p50 ms", "p95 ms", "p99 ms", "max ms", "p50<=10,p99<=50"], rows)
+    )
     path = write_results("latency", result, disabled=args.no_json)
     if path:
         print(f"results: {path}")

@@ -54,10 +54,7 @@ class Target:
     def rows(self, ref: TableRef | None = None) -> list[dict[str, Any]]:
         """Committed rows of the outbox, in seq order, read on a connection of our own."""
         ref = ref or self.ref
-        sql = (
-            "SELECT id, topic, key, type, source, payload, content_type, headers "
-            f"FROM {ref.qualified} ORDER BY seq"
-        )
+        sql = f"SELECT id, topic, key, type, source, payload, content_type, headers FROM {ref.qualified} ORDER BY seq"
         names = ["id", "topic", "key", "type", "source", "payload", "content_type", "headers"]
         if self.dialect == "postgresql":
             with psycopg.connect(self.url, autocommit=True) as conn:
@@ -469,16 +466,33 @@ def test_sqlite3_default_mode_after_own_statement(sqlite_target: Target) -> None
     assert rolled_back != kept
 
 
-def test_sqlalchemy_autocommit_is_refused(pg_target: Target) -> None:
-    engine = create_engine(pg_target.sqlalchemy_url(async_=False), poolclass=NullPool)
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_sqlalchemy_autocommit_is_refused(dialect: str, request: pytest.FixtureRequest) -> None:
+    target = _target(dialect, request)
+    engine = create_engine(target.sqlalchemy_url(async_=False), poolclass=NullPool)
     try:
         with engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             with conn.begin(), pytest.raises(NoTransactionError, match="AUTOCOMMIT"):
-                pg_target.outbox().emit(conn, "orders.created", {"id": 1})
+                target.outbox().emit(conn, "orders.created", {"id": 1})
     finally:
         engine.dispose()
-    assert pg_target.rows() == []
+    assert target.rows() == []
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+async def test_sqlalchemy_async_autocommit_is_refused(dialect: str, request: pytest.FixtureRequest) -> None:
+    target = _target(dialect, request)
+    engine = create_async_engine(target.sqlalchemy_url(async_=True), poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            async with conn.begin():
+                with pytest.raises(NoTransactionError, match="AUTOCOMMIT"):
+                    await target.outbox().emit_async(conn, "orders.created", {"id": 1})
+    finally:
+        await engine.dispose()
+    assert target.rows() == []
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
