@@ -29,7 +29,9 @@ def db_connect(db: str) -> Any:
     return psycopg.connect(db, autocommit=True)
 
 
-def emit_many(db: str, ref: TableRef, topic: str, payloads: list[Any], *, key: Callable[[int], str | None] | None = None) -> list[str]:
+def emit_many(
+    db: str, ref: TableRef, topic: str, payloads: list[Any], *, key: Callable[[int], str | None] | None = None
+) -> list[str]:
     """Each payload in its own committed transaction; returns ids in commit order."""
     outbox = Outbox(table=ref.table, schema=ref.schema)
     conn = db_connect(db)
@@ -59,7 +61,7 @@ def relay_for(db: str, broker: str, ref: TableRef, **config: Any) -> Relay:
     return build_relay(db, broker, ref=ref, config=RelayConfig(**{"poll_interval": 0.05, **config}))
 
 
-class running_relay(AbstractAsyncContextManager["running_relay"]):  # noqa: N801 - reads as a block
+class running_relay(AbstractAsyncContextManager["running_relay"]):
     """Run a relay in this event loop for the duration of an ``async with``."""
 
     def __init__(self, relay: Relay) -> None:
@@ -86,7 +88,9 @@ async def wait_drained(db: str, ref: TableRef, timeout: float = 30.0) -> None:
     raise AssertionError(f"outbox not drained after {timeout}s: {pending(db, ref)} pending")
 
 
-async def read_all(url: str, stream: str, *, expect: int | None = None, idle: float = 1.0, timeout: float = 60.0) -> list[Delivered]:
+async def read_all(
+    url: str, stream: str, *, expect: int | None = None, idle: float = 1.0, timeout: float = 60.0
+) -> list[Delivered]:
     """All messages of a stream, in stream order. Stops at ``expect`` messages (plus ``idle`` seconds
     to catch extra copies) or after ``idle`` seconds without a message."""
     nc = await connect(url)
@@ -98,7 +102,7 @@ async def read_all(url: str, stream: str, *, expect: int | None = None, idle: fl
             wait = idle if expect is None or len(out) >= expect else min(5.0, deadline - time.monotonic())
             try:
                 msg = await sub.next_msg(timeout=max(wait, 0.01))
-            except Exception:  # noqa: BLE001 - nats TimeoutError: no more messages
+            except Exception:
                 if expect is None or len(out) >= expect:
                     break
                 continue

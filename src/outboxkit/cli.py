@@ -8,8 +8,8 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from typer.exceptions import TyperException
 from rich.console import Console
+from typer.exceptions import TyperException
 
 from outboxkit.config import Settings, resolve
 from outboxkit.errors import ConfigurationError, OutboxkitError, UnavailableError
@@ -164,7 +164,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
+    except Exception as exc:
         if _state["debug"]:
             raise
         if isinstance(exc, typer.Abort):

@@ -94,8 +94,15 @@ def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float
     return number
 
 
+def _scheme(url: str) -> str:
+    try:
+        return scheme_of(url)
+    except ValueError:
+        raise ConfigurationError(f"malformed URL {redact_url(url)!r}") from None
+
+
 def check_db_url(url: str) -> str:
-    if scheme_of(url) not in _DB_SCHEMES or "://" not in url:
+    if _scheme(url) not in _DB_SCHEMES or "://" not in url:
         raise ConfigurationError(
             f"unsupported database URL {redact_url(url)!r}: use postgresql://user@host/db or sqlite:///file.db"
         )
@@ -103,7 +110,7 @@ def check_db_url(url: str) -> str:
 
 
 def check_broker_url(url: str) -> str:
-    if scheme_of(url) not in _BROKER_SCHEMES or "://" not in url:
+    if _scheme(url) not in _BROKER_SCHEMES or "://" not in url:
         raise ConfigurationError(f"unsupported broker URL {redact_url(url)!r}: use nats://host:4222")
     return url
 

@@ -41,7 +41,7 @@ def _trace_headers() -> dict[str, str]:
     if "opentelemetry" not in sys.modules:
         return {}
     try:
-        from opentelemetry.propagate import inject
+        from opentelemetry.propagate import inject  # type: ignore[import-not-found,unused-ignore]
     except ImportError:  # pragma: no cover - partial installs
         return {}
     carrier: dict[str, str] = {}
@@ -183,9 +183,7 @@ class Outbox:
                 raise NoTransactionError(
                     "SQLAlchemy AsyncSession has no open transaction: use `async with session.begin():`"
                 )
-            return await self.emit_async(
-                await conn.connection(), topic, payload, key=key, headers=headers, type=type
-            )
+            return await self.emit_async(await conn.connection(), topic, payload, key=key, headers=headers, type=type)
         if _is(conn, "sqlalchemy.ext.asyncio", "AsyncConnection"):
             _check_sqlalchemy(conn)
             row = self._row(topic, payload, key, headers, type)
@@ -220,7 +218,9 @@ def _check_psycopg(conn: Any) -> None:
 
 
 def _check_sqlalchemy(conn: Any) -> None:
-    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+    # AsyncConnection has no get_execution_options(); its sync_connection does.
+    sync = getattr(conn, "sync_connection", None) or conn
+    if sync.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
         raise NoTransactionError("SQLAlchemy connection is in AUTOCOMMIT mode: emit inside `with engine.begin():`")
     if not conn.in_transaction():
         raise NoTransactionError(

@@ -22,14 +22,14 @@ def migrate(url: str, ref: TableRef | None = None, *, notify: bool = True) -> in
     if scheme == "sqlite":
         from outboxkit.stores.sqlite import connect, sqlite_path
 
-        conn = connect(sqlite_path(url))
+        lite = connect(sqlite_path(url))
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            lite.execute("BEGIN IMMEDIATE")
             for stmt in statements:
-                conn.execute(stmt)
-            conn.execute("COMMIT")
+                lite.execute(stmt)
+            lite.execute("COMMIT")
         finally:
-            conn.close()
+            lite.close()
         return len(statements)
     if scheme.startswith("postgres"):
         import psycopg
@@ -40,7 +40,7 @@ def migrate(url: str, ref: TableRef | None = None, *, notify: bool = True) -> in
                 # Serialise concurrent migrations of the same outbox (two deploys at once).
                 conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", [ref.lock_name])
                 for stmt in statements:
-                    conn.execute(stmt.encode())
+                    conn.execute(stmt.encode())  # bytes: DDL text with validated, quoted identifiers
         except psycopg.OperationalError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UnavailableError(f"PostgreSQL at {redact_url(url)} is unavailable: {first}") from None

@@ -30,7 +30,10 @@ def _start_writers(workload: OrdersWorkload, stop: threading.Event, writers: int
 
     threads = [
         threading.Thread(
-            target=workload.write, args=(10**9,), kwargs={"seed": i, "stop": stop, "on_commit": pace, "survive_outages": True}, daemon=True
+            target=workload.write,
+            args=(10**9,),
+            kwargs={"seed": i, "stop": stop, "on_commit": pace, "survive_outages": True},
+            daemon=True,
         )
         for i in range(writers)
     ]

@@ -79,7 +79,14 @@ async def test_g4_id_travels_as_cloudevent_and_dedupe_id(backend: Backend) -> No
     conn = db_connect(backend.db)
     try:
         conn.execute("BEGIN")
-        event_id = outbox.emit(conn, topic, {"total": 12}, key="cust-1", headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}, type="com.example.order.created")
+        event_id = outbox.emit(
+            conn,
+            topic,
+            {"total": 12},
+            key="cust-1",
+            headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
+            type="com.example.order.created",
+        )
         conn.execute("COMMIT")
     finally:
         conn.close()

@@ -9,6 +9,7 @@ server with ``sync_interval: always`` or a replicated stream if an OS crash must
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -137,10 +138,8 @@ class NatsPublisher:
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
-            try:
+            with contextlib.suppress(TimeoutError, nats.errors.Error):
                 await asyncio.wait_for(self._nc.close(), 5)
-            except (TimeoutError, nats.errors.Error):
-                pass
         self._nc = None
 
     async def publish(self, event: OutboxEvent) -> asyncio.Future[None]:
@@ -152,7 +151,7 @@ class NatsPublisher:
         result: asyncio.Future[None] = loop.create_future()
         try:
             ack = await self._js.publish_async(event.topic, event.payload, headers=headers, wait_stall=self.ack_timeout)
-        except Exception as exc:  # noqa: BLE001 - translated below, never swallowed
+        except Exception as exc:
             result.set_exception(_translate(exc, event))
             return result
 

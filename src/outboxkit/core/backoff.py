@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 
 
-def backoff_delay(
-    attempt: int, *, base: float = 0.1, cap: float = 5.0, rng: random.Random | None = None
-) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based): uniform in [0, min(cap, base*2^(n-1))]."""
+def backoff_delay(attempt: int, *, base: float = 0.1, cap: float = 5.0, rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): uniform in [c/2, c], c = min(cap, base*2^(n-1)).
+
+    "Equal jitter": spreads retries of many relays apart while keeping a floor, so a retry storm
+    cannot come back almost immediately."""
     if attempt < 1:
         return 0.0
     ceiling = min(cap, base * (2 ** min(attempt - 1, 30)))

@@ -26,8 +26,8 @@ OCTET_STREAM = "application/octet-stream"
 
 # A routing name every bus accepts: NATS subject tokens (no wildcards, no empty tokens), AMQP
 # routing keys, Kafka topics (legal characters . _ - and alphanumerics), Redis stream names.
-_TOKEN = r"[A-Za-z0-9_\-]+"
-_TOPIC = re.compile(rf"{_TOKEN}(?:\.{_TOKEN})*")
+_WORD = r"[A-Za-z0-9_\-]+"
+_TOPIC = re.compile(rf"{_WORD}(?:\.{_WORD})*")
 MAX_TOPIC_LENGTH = 249  # Kafka's limit, the strictest of the buses
 _HEADER_NAME = re.compile(r"[A-Za-z0-9_\-.]+")
 _RESERVED_HEADERS = frozenset({"nats-msg-id", "content-type"})

@@ -26,6 +26,7 @@ class KeyedDispatcher:
         self._queues: dict[object, deque[OutboxEvent]] = {}
         self._ready: list[tuple[int, object]] = []
         self._in_flight = 0
+        self._taken: set[int] = set()  # seqs handed out and not yet resolved
         self._withdrawn: list[OutboxEvent] = []
         for event in events:
             # Keyless events get a private queue each: nothing orders them.
@@ -55,15 +56,23 @@ class KeyedDispatcher:
         out: list[OutboxEvent] = []
         while self._ready and len(out) < limit:
             _, lane = heapq.heappop(self._ready)
-            out.append(self._queues[lane][0])
+            event = self._queues[lane][0]
+            self._taken.add(event.seq)
+            out.append(event)
         self._in_flight += len(out)
         return out
 
+    def _resolve(self, event: OutboxEvent) -> deque[OutboxEvent]:
+        lane = self._lane(event)
+        queue = self._queues.get(lane)
+        if event.seq not in self._taken or not queue or queue[0] is not event:
+            raise ValueError(f"event {event.seq} is not in flight")
+        self._taken.discard(event.seq)
+        return queue
+
     def confirmed(self, event: OutboxEvent) -> None:
         lane = self._lane(event)
-        queue = self._queues[lane]
-        if not queue or queue[0] is not event:
-            raise ValueError(f"event {event.seq} is not in flight")
+        queue = self._resolve(event)
         queue.popleft()
         self._in_flight -= 1
         if queue:
@@ -72,10 +81,8 @@ class KeyedDispatcher:
             del self._queues[lane]
 
     def failed(self, event: OutboxEvent) -> None:
-        lane = self._lane(event)
-        queue = self._queues.pop(lane)
-        if not queue or queue[0] is not event:
-            raise ValueError(f"event {event.seq} is not in flight")
+        queue = self._resolve(event)
+        del self._queues[self._lane(event)]
         self._in_flight -= 1
         queue.popleft()
         self._withdrawn.extend(queue)

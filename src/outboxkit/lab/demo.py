@@ -158,7 +158,11 @@ async def _demo(options: DemoOptions, console: Console) -> DemoResult:
 
             def refresh(note: str = "") -> None:
                 committed = workload.stats.committed_events
-                progress.update(committed_bar, completed=min(committed, target), note=f"rolled back tx: {workload.stats.rolled_back_tx}")
+                progress.update(
+                    committed_bar,
+                    completed=min(committed, target),
+                    note=f"rolled back tx: {workload.stats.rolled_back_tx}",
+                )
                 progress.update(
                     received_bar,
                     total=max(committed, 1),
@@ -214,7 +218,12 @@ def _print(console: Console, t: Tally, kills: int, relay_exit: int, elapsed: flo
         ("lost", t.lost, "committed but never received", t.lost == 0),
         ("phantom", t.phantom, "received but never committed", t.phantom == 0),
         ("duplicates", t.duplicates, "extra copies (at-least-once; dedupe in the inbox)", None),
-        ("order violations", t.order_violations, "per-key first deliveries out of commit order", t.order_violations == 0),
+        (
+            "order violations",
+            t.order_violations,
+            "per-key first deliveries out of commit order",
+            t.order_violations == 0,
+        ),
         ("relay SIGKILLs", kills, "crashes injected into the relay", None),
         ("relay exit", relay_exit, "exit code after SIGTERM (0 = clean)", relay_exit == 0),
     ]
@@ -222,5 +231,9 @@ def _print(console: Console, t: Tally, kills: int, relay_exit: int, elapsed: flo
         style = None if passed is None else (good if passed else bad)
         table.add_row(name, str(value), meaning, style=style)
     console.print(table)
-    verdict = "[bold green]OK[/]: nothing lost, no phantom, per-key order kept" if t.ok and relay_exit == 0 else "[bold red]FAILED[/]"
+    verdict = (
+        "[bold green]OK[/]: nothing lost, no phantom, per-key order kept"
+        if t.ok and relay_exit == 0
+        else "[bold red]FAILED[/]"
+    )
     console.print(f"{verdict}  ({elapsed:.1f}s, {t.committed / max(elapsed, 0.001):.0f} events/s end to end)")

@@ -61,7 +61,7 @@ class TableRef:
     @property
     def channel(self) -> str:
         """NOTIFY channel: short and stable (channel names are limited to 63 bytes)."""
-        digest = hashlib.sha1(f"{self.schema or ''}.{self.table}".encode()).hexdigest()[:16]
+        digest = hashlib.sha1(f"{self.schema or ''}.{self.table}".encode(), usedforsecurity=False).hexdigest()[:16]
         return f"outboxkit_{digest}"
 
     @property
@@ -136,4 +136,3 @@ class OutboxStore(Protocol):
     async def pending_count(self) -> int:
         """Rows neither delivered nor dead (for status and tests)."""
         ...
-

@@ -8,6 +8,7 @@ benchmarks/write_overhead.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -187,10 +188,9 @@ class PostgresOutboxStore:
             self._listener = None
         for conn in (self._listen, self._conn):
             if conn is not None:
-                try:
+                # Closing a dead connection may fail; there is nothing left to do with it.
+                with contextlib.suppress(Exception):
                     await conn.close()
-                except Exception:  # noqa: S110 - closing a dead connection may fail; nothing to do
-                    pass
         self._conn = self._listen = None
 
     def _work(self) -> psycopg.AsyncConnection[Any]:
@@ -242,10 +242,8 @@ class PostgresOutboxStore:
         await self._run(self._fail_sql, [error[:2000], dead, seq])
 
     async def wait_for_new(self, timeout: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._woken.wait(), timeout)
-        except TimeoutError:
-            pass
         self._woken.clear()
 
     async def pending_count(self) -> int:

@@ -34,9 +34,7 @@ def store_for(url: str, ref: TableRef | None = None, *, hold_dead_keys: bool = T
         from outboxkit.stores.sqlite import SqliteOutboxStore
 
         return SqliteOutboxStore(url, ref, hold_dead_keys=hold_dead_keys)
-    raise ConfigurationError(
-        f"unsupported database URL {redact_url(url)!r}: use postgresql://... or sqlite:///path.db"
-    )
+    raise ConfigurationError(f"unsupported database URL {redact_url(url)!r}: use postgresql://... or sqlite:///path.db")
 
 
 def _libpq_url(url: str) -> str:

@@ -165,13 +165,11 @@ class SqliteOutboxStore:
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
     async def open(self) -> None:
-        if not os.path.exists(self.path):
+        if not os.path.exists(self.path):  # noqa: ASYNC240 - one stat at start-up
             raise SchemaError(f"SQLite file {self.path} does not exist: run `outboxkit migrate` first")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outboxkit-sqlite")
         self._conn = await asyncio.get_running_loop().run_in_executor(self._pool, connect, self.path)
-        row = await self._call(
-            lambda c: c.execute(f"SELECT schema_version FROM {self.ref.derived('meta')}").fetchone()
-        )
+        row = await self._call(lambda c: c.execute(f"SELECT schema_version FROM {self.ref.derived('meta')}").fetchone())
         if row is None or row[0] < SCHEMA_VERSION:
             raise SchemaError("outbox schema is older than this outboxkit: run `outboxkit migrate`")
         self._version = await self._call(lambda c: int(c.execute("PRAGMA data_version").fetchone()[0]))
@@ -202,6 +200,7 @@ class SqliteOutboxStore:
         return True
 
     async def fetch_pending(self, limit: int, skip: Filter) -> Sequence[OutboxEvent]:
+        params: tuple[object, ...]
         if skip.paused_topics:
             paused = json.dumps(sorted(skip.paused_topics))
             sql, params = self._fetch_paused_sql, (paused, paused, limit)
@@ -255,4 +254,3 @@ class SqliteOutboxStore:
         sql = f"SELECT count(*) FROM {self.ref.qualified} WHERE delivered_at IS NULL AND dead_at IS NULL"
         row = await self._call(lambda c: c.execute(sql).fetchone())
         return int(row[0])
-

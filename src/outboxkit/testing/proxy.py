@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -64,10 +65,8 @@ class TcpProxy:
     def _drop(self, s: socket.socket) -> None:
         with self._lock:
             self._conns.discard(s)
-        try:
+        with contextlib.suppress(OSError):
             s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         s.close()
 
     def cut(self) -> int:

@@ -36,9 +36,7 @@ class OrdersWorkload:
 
     ``schema`` isolates a run on PostgreSQL (tests use a unique one and drop it after)."""
 
-    def __init__(
-        self, db: str, *, topic_prefix: str = "orders", keys: int = 100, schema: str | None = None
-    ) -> None:
+    def __init__(self, db: str, *, topic_prefix: str = "orders", keys: int = 100, schema: str | None = None) -> None:
         self.db = db
         self.dialect = "sqlite" if scheme_of(db) == "sqlite" else "postgresql"
         self.schema = validate_identifier(schema, "schema") if schema else None
@@ -115,7 +113,7 @@ class OrdersWorkload:
                     continue
                 try:
                     self._transaction(conn, rng, is_pg, rollback_ratio, max_events, on_commit)
-                except Exception as exc:  # noqa: BLE001 - only connection loss is survived
+                except Exception as exc:
                     if not _is_connection_error(exc):
                         raise
                     with contextlib.suppress(Exception):
@@ -205,24 +203,20 @@ class OrdersWorkload:
         """Remove the business tables (and the schema on PostgreSQL)."""
         conn = self.connect()
         try:
-            if self.dialect == "postgresql":
-                if self.schema:
-                    conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
-                    return
+            if self.dialect == "postgresql" and self.schema:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+                return
             for t in (self._events, self._orders, self._customers):
                 conn.execute(f"DROP TABLE IF EXISTS {t}")
         finally:
             conn.close()
 
 
-
 def delivered_count(workload: OrdersWorkload) -> int:
     """Outbox rows the relay marked delivered (what it believes it published)."""
     conn = workload.connect()
     try:
-        row = conn.execute(
-            f"SELECT count(*) FROM {workload.ref.qualified} WHERE delivered_at IS NOT NULL"
-        ).fetchone()
+        row = conn.execute(f"SELECT count(*) FROM {workload.ref.qualified} WHERE delivered_at IS NOT NULL").fetchone()
     finally:
         conn.close()
     return int(row[0])
