@@ -174,6 +174,11 @@ async def run_mode(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         "p99_ms": percentile(lat, 99),
         "max_ms": max(lat) if lat else float("nan"),
         "mean_ms": sum(lat) / len(lat) if lat else float("nan"),
+        # Coarse histogram: a mass near poll_interval means the relay slept through wake-ups.
+        "histogram_ms": {
+            f"<{hi}": sum(1 for x in lat if lo <= x < hi)
+            for lo, hi in [(0, 10), (10, 50), (50, 100), (100, 250), (250, 500), (500, 900), (900, 10**9)]
+        },
         "relay": relay_stats,
     }
 

@@ -57,6 +57,7 @@ def _writer(db: str, schema: str, with_emit: bool, ready: Any, go: Any, duration
         ready.put(seed)
         go.wait()
         start = time.monotonic()
+        cpu0 = time.process_time()
         end = start + duration
         i = seed * 1_000_000
         while True:
@@ -69,7 +70,8 @@ def _writer(db: str, schema: str, with_emit: bool, ready: Any, go: Any, duration
                     outbox.emit(conn, topic, payload(i), key=key_for(i, 1000))
             lat.append(time.perf_counter() - t0)
             i += 1
-    return {"count": len(lat), "lat": lat}
+        cpu = time.process_time() - cpu0
+    return {"count": len(lat), "lat": lat, "client_cpu_s": cpu}
 
 
 def run_variant(
@@ -92,6 +94,8 @@ def run_variant(
         "tps": count / duration,
         "mean_ms": 1000 * sum(lat) / len(lat),
         "p99_ms": 1000 * percentile(lat, 99),
+        # Writer-process CPU per transaction: on 2 cores the clients compete with the server.
+        "client_cpu_us_per_tx": 1e6 * sum(p["client_cpu_s"] for p in parts) / max(1, count),
         "loadavg_1m_before": load_before,
         "loadavg_1m_after": os.getloadavg()[0],
     }
@@ -138,7 +142,7 @@ def main() -> None:
                 results.append(r)
                 print(
                     f"  rep {rep + 1} {writers} writer(s) {variant:<12} {r['tps']:>8,.0f} tx/s"
-                    f"  mean {r['mean_ms']:.2f} ms"
+                    f"  mean {r['mean_ms']:.2f} ms  client cpu {r['client_cpu_us_per_tx']:.0f} us/tx"
                     f"  p99 {r['p99_ms']:.2f} ms  (load {r['loadavg_1m_before']:.1f})",
                     flush=True,
                 )
