@@ -77,8 +77,9 @@ class Stream:
         return f"{self.prefix}.{name}"
 
 
-async def _make_stream(url: str) -> Stream:
-    name, prefix = unique("OKT").upper(), unique("okt")
+async def make_stream(url: str, prefix: str | None = None) -> Stream:
+    """A stream capturing ``prefix.>`` (a fresh prefix unless given); delete it with drop_stream."""
+    name, prefix = unique("OKT").upper(), prefix or unique("okt")
     nc = await connect(url)
     try:
         await ensure_stream(nc, name, [f"{prefix}.>"])
@@ -87,7 +88,7 @@ async def _make_stream(url: str) -> Stream:
     return Stream(url, name, prefix)
 
 
-async def _drop_stream(stream: Stream) -> None:
+async def drop_stream(stream: Stream) -> None:
     nc = await connect(stream.url)
     try:
         await nc.jetstream().delete_stream(stream.name)
@@ -99,9 +100,9 @@ async def _drop_stream(stream: Stream) -> None:
 
 @pytest.fixture
 async def nats_stream(nats_url: str) -> AsyncIterator[Stream]:
-    stream = await _make_stream(nats_url)
+    stream = await make_stream(nats_url)
     yield stream
-    await _drop_stream(stream)
+    await drop_stream(stream)
 
 
 @pytest.fixture
@@ -134,17 +135,17 @@ async def backend(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIter
         request.addfinalizer(server.close)
         db = f"sqlite:///{tmp_path}/outbox.db"
         migrate(db)
-        stream = await _make_stream(server.url)
+        stream = await make_stream(server.url)
         yield Backend(request.param, db, TableRef(), stream)
         return
     require("PostgreSQL", "127.0.0.1", 5432)
     require("NATS", "127.0.0.1", 4222)
     ref = TableRef("outbox", unique("okt"))
     migrate(PG_URL, ref)
-    stream = await _make_stream(NATS_URL)
+    stream = await make_stream(NATS_URL)
     try:
         yield Backend(request.param, PG_URL, ref, stream)
     finally:
-        await _drop_stream(stream)
+        await drop_stream(stream)
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{ref.schema}" CASCADE'.encode())

@@ -14,13 +14,13 @@ import psycopg
 import pytest
 
 from outboxkit import migrate
-from outboxkit.brokers.nats import NatsPublisher, connect, ensure_stream
+from outboxkit.brokers.nats import NatsPublisher
 from outboxkit.core.tally import Delivery, tally
 from outboxkit.relay import Relay, RelayConfig
 from outboxkit.stores.postgres import PostgresOutboxStore
 from outboxkit.testing import NatsServer, RelayProcess, TcpProxy
 from outboxkit.testing.workload import OrdersWorkload
-from tests.conftest import PG_URL, Stream, require, unique
+from tests.conftest import PG_URL, drop_stream, make_stream, require, unique
 from tests.helpers import read_all, running_relay, wait_drained
 
 
@@ -51,16 +51,6 @@ async def _verify(workload: OrdersWorkload, url: str, stream: str) -> None:
     assert result.lost == 0 and result.phantom == 0 and result.order_violations == 0
 
 
-async def _stream_on(url: str, prefix: str) -> Stream:
-    name = unique("OKF").upper()
-    nc = await connect(url)
-    try:
-        await ensure_stream(nc, name, [f"{prefix}.>"])
-    finally:
-        await nc.close()
-    return Stream(url, name, prefix)
-
-
 async def test_nats_restarted_twice_mid_run(tmp_path: Path) -> None:
     with NatsServer(str(tmp_path / "nats")) as server:
         db = f"sqlite:///{tmp_path}/orders.db"
@@ -68,7 +58,7 @@ async def test_nats_restarted_twice_mid_run(tmp_path: Path) -> None:
         workload = OrdersWorkload(db, topic_prefix=prefix)
         migrate(db)
         workload.setup()
-        stream = await _stream_on(server.url, prefix)
+        stream = await make_stream(server.url, prefix)
         stop = threading.Event()
         with RelayProcess(db, server.url, "--poll-interval", "0.1", log_path=str(tmp_path / "relay.log")) as relay:
             threads = _start_writers(workload, stop)
@@ -129,7 +119,7 @@ def _takes_app(fn: Callable[..., Any]) -> bool:
 
 
 async def test_relay_database_connections_terminated(pg_workload: OrdersWorkload, nats_url: str) -> None:
-    stream = await _stream_on(nats_url, pg_workload.topic.split(".")[0])
+    stream = await make_stream(nats_url, pg_workload.topic.split(".")[0])
     killed: list[int] = []
 
     def terminate(app: str) -> None:
@@ -144,13 +134,11 @@ async def test_relay_database_connections_terminated(pg_workload: OrdersWorkload
         assert sum(killed) >= 3, f"the relay's connections were terminated: {killed}"
         await _verify(pg_workload, nats_url, stream.name)
     finally:
-        nc = await connect(nats_url)
-        await nc.jetstream().delete_stream(stream.name)
-        await nc.close()
+        await drop_stream(stream)
 
 
 async def test_network_to_database_cut_through_proxy(pg_workload: OrdersWorkload, nats_url: str) -> None:
-    stream = await _stream_on(nats_url, pg_workload.topic.split(".")[0])
+    stream = await make_stream(nats_url, pg_workload.topic.split(".")[0])
     with TcpProxy("127.0.0.1", 5432) as proxy:
         proxied = PG_URL.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
         cuts: list[int] = []
@@ -163,9 +151,7 @@ async def test_network_to_database_cut_through_proxy(pg_workload: OrdersWorkload
             assert sum(cuts) >= 3
             await _verify(pg_workload, nats_url, stream.name)
         finally:
-            nc = await connect(nats_url)
-            await nc.jetstream().delete_stream(stream.name)
-            await nc.close()
+            await drop_stream(stream)
 
 
 async def test_postgresql_restarted_mid_run(tmp_path: Path, nats_url: str) -> None:
@@ -178,7 +164,7 @@ async def test_postgresql_restarted_mid_run(tmp_path: Path, nats_url: str) -> No
         workload = OrdersWorkload(url, topic_prefix=unique("okf"))
         migrate(url)
         workload.setup()
-        stream = await _stream_on(nats_url, workload.topic.split(".")[0])
+        stream = await make_stream(nats_url, workload.topic.split(".")[0])
 
         def restart() -> None:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
@@ -189,8 +175,6 @@ async def test_postgresql_restarted_mid_run(tmp_path: Path, nats_url: str) -> No
             assert relay.stats.published > 0
             await _verify(workload, nats_url, stream.name)
         finally:
-            nc = await connect(nats_url)
-            await nc.jetstream().delete_stream(stream.name)
-            await nc.close()
+            await drop_stream(stream)
     finally:
         server.cleanup()
