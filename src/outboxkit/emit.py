@@ -103,7 +103,7 @@ class Outbox:
                 "source": self.source,
                 "payload": data,
                 "content_type": content_type,
-                "headers": json.dumps(all_headers, separators=(",", ":")),
+                "headers": json.dumps(all_headers, separators=(",", ":")) if all_headers else "{}",
             },
         )
 
@@ -201,20 +201,32 @@ def _is(obj: Any, module: str, name: str) -> bool:
     return cls is not None and isinstance(obj, cls)
 
 
-def _check_psycopg(conn: Any) -> None:
-    from psycopg.pq import TransactionStatus
+_psycopg_status: Any = None
 
+
+def _check_psycopg(conn: Any) -> None:
+    global _psycopg_status
+    if _psycopg_status is None:
+        from psycopg.pq import TransactionStatus
+
+        _psycopg_status = TransactionStatus
     # Status, not the autocommit flag: an autocommit connection after an explicit BEGIN is in a
     # real transaction, and a non-autocommit one before its first statement is not (yet).
     status = conn.info.transaction_status
-    if status == TransactionStatus.INERROR:
+    if status == _psycopg_status.INTRANS:
+        return
+    if status == _psycopg_status.ACTIVE and conn._pipeline is not None:
+        # Pipeline mode: statements are in flight, so the status says ACTIVE. psycopg opened a
+        # transaction for them unless the connection is in autocommit mode outside transaction().
+        if not conn.autocommit or getattr(conn, "_num_transactions", 0) > 0:
+            return
+    if status == _psycopg_status.INERROR:
         raise NoTransactionError("the transaction is aborted (an earlier statement failed): roll back first")
-    if status != TransactionStatus.INTRANS:
-        raise NoTransactionError(
-            "psycopg connection has no open transaction"
-            + (" (it is in autocommit mode)" if conn.autocommit else "")
-            + ": emit inside `with conn.transaction():` so the event commits with your change"
-        )
+    raise NoTransactionError(
+        "psycopg connection has no open transaction"
+        + (" (it is in autocommit mode)" if conn.autocommit else "")
+        + ": emit inside `with conn.transaction():` so the event commits with your change"
+    )
 
 
 def _check_sqlalchemy(conn: Any) -> None:

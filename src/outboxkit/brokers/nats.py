@@ -150,7 +150,9 @@ class NatsPublisher:
         loop = asyncio.get_running_loop()
         result: asyncio.Future[None] = loop.create_future()
         try:
-            ack = await self._js.publish_async(event.topic, event.payload, headers=headers, wait_stall=self.ack_timeout)
+            # No wait_stall: the relay never has more than max_in_flight unconfirmed publishes, so the
+            # client's semaphore never blocks, and wait_stall would cost a Task per message.
+            ack = await self._js.publish_async(event.topic, event.payload, headers=headers)
         except Exception as exc:
             result.set_exception(_translate(exc, event))
             return result

@@ -81,9 +81,13 @@ def validate_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
+# One encoder instance: json.dumps with non-default options builds a new JSONEncoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def json_encoder(value: Any) -> bytes:
     """Compact JSON. NaN and infinities are refused: they are not JSON and other languages choke."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _JSON.encode(value).encode()
 
 
 def encode_payload(
