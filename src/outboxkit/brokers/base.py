@@ -1,15 +1,17 @@
 """The broker roles. A newcomer adding a bus reads this file, one adapter and the conformance suite.
 
 * :class:`Publisher` — the relay's side: send an event and learn when the broker confirmed it.
+* :class:`Consumer` — the inbox's side: receive messages, acknowledge them after the consumer's
+  database transaction committed, or ask for a later redelivery.
 * :class:`Delivered` — what a subscriber reads back (used by the inbox, the demo and the lab).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from outboxkit.core.envelope import OutboxEvent
 
@@ -62,4 +64,48 @@ class Publisher(Protocol):
         publishes and await the futures. Publishes are sent in call order on one connection.
         Every copy carries ``event.id`` as the broker's native dedupe id where one exists (G4).
         """
+        ...
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A message handed to a consumer, not yet acknowledged.
+
+    ``attempt`` is the broker's delivery count when it has one (1 = first delivery), else 1.
+    ``handle`` is the adapter's own reference (a nats Msg, an aio-pika message, a Kafka
+    ``(partition, offset)``, a Redis entry id, ...); only the adapter that produced it reads it."""
+
+    message: Delivered
+    attempt: int = 1
+    handle: Any = None
+
+
+class Consumer(Protocol):
+    """Receives messages of one subscription (a durable consumer / queue / group / session) for the
+    inbox runner. Used by one task; not thread-safe.
+
+    Delivery is at-least-once: a message not acked before a crash, a restart or ``ack_wait`` comes
+    back. ``ack`` is called only after the consumer's database transaction committed (G7).
+    """
+
+    features: Features
+
+    async def connect(self) -> None:
+        """Connect and create the durable subscription if missing (idempotent)."""
+        ...
+
+    async def close(self) -> None:
+        """Close without acking anything still in hand (the broker will redeliver it)."""
+        ...
+
+    async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout`` seconds for the first."""
+        ...
+
+    async def ack(self, incoming: Incoming) -> None:
+        """The message is processed for good (or dead-lettered): never deliver it again."""
+        ...
+
+    async def retry(self, incoming: Incoming, delay: float) -> None:
+        """Deliver this message again after about ``delay`` seconds."""
         ...
