@@ -39,7 +39,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
         (["relay", "--db", "sqlite:///x.db", "--broker", "http://x"], "unsupported broker URL"),
         (["relay", "--db", "sqlite:///x.db"], "no broker"),
         (["relay", "--broker", "nats://127.0.0.1:4222"], "no database"),
-        (["relay", "--db", "sqlite:///x.db", "--broker", "kafka://127.0.0.1:9092"], "planned"),
+        (["relay", "--db", "sqlite:///x.db", "--broker", "pulsar://127.0.0.1:6650"], "unsupported broker URL"),
         (["relay", "--db", "sqlite:///x.db", "--broker", "nats://h:4222", "--window", "0"], "window must be"),
         (["migrate", "--db", "sqlite:///x.db", "--table", "bad-name;drop"], "invalid table name"),
         (["migrate", "--sql"], "--sql needs"),

@@ -1,22 +1,65 @@
-"""URL scheme -> publisher adapter. The one place that knows every bus module."""
+"""URL scheme -> broker adapter. The one place that knows every bus module.
+
+Each bus lives in its own module ``outboxkit.brokers.<bus>`` with ``<Bus>Publisher(url, *, source,
+max_in_flight)`` and ``<Bus>Consumer(url, *, group, topics)``; modules are imported lazily so that a
+missing optional dependency only matters for the bus that needs it.
+"""
 
 from __future__ import annotations
 
-from outboxkit.brokers.base import Publisher
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+from outboxkit.brokers.base import Consumer, Publisher
 from outboxkit.core.urls import redact_url, scheme_of
 from outboxkit.errors import ConfigurationError
 
-_PLANNED = {"amqp", "amqps", "kafka", "redis", "rediss", "mqtt", "mqtts"}
+#: scheme -> (module, publisher class, consumer class, pip extra)
+_BUSES: dict[str, tuple[str, str, str, str]] = {
+    "nats": ("nats", "NatsPublisher", "NatsConsumer", "nats"),
+    "tls": ("nats", "NatsPublisher", "NatsConsumer", "nats"),
+    "amqp": ("rabbitmq", "RabbitMQPublisher", "RabbitMQConsumer", "rabbitmq"),
+    "amqps": ("rabbitmq", "RabbitMQPublisher", "RabbitMQConsumer", "rabbitmq"),
+    "kafka": ("kafka", "KafkaPublisher", "KafkaConsumer", "kafka"),
+    "redis": ("redis", "RedisPublisher", "RedisConsumer", "redis"),
+    "rediss": ("redis", "RedisPublisher", "RedisConsumer", "redis"),
+    "mqtt": ("mqtt", "MqttPublisher", "MqttConsumer", "mqtt"),
+    "mqtts": ("mqtt", "MqttPublisher", "MqttConsumer", "mqtt"),
+}
+
+SCHEMES = frozenset(_BUSES)
+
+
+def _load(url: str, which: int) -> Any:
+    scheme = scheme_of(url)
+    entry = _BUSES.get(scheme)
+    if entry is None:
+        raise ConfigurationError(
+            f"unsupported broker URL {redact_url(url)!r}: use nats://, amqp://, kafka://, redis:// or mqtt://"
+        )
+    module_name, extra = entry[0], entry[3]
+    try:
+        module = importlib.import_module(f"outboxkit.brokers.{module_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"outboxkit.brokers.{module_name}":
+            raise ConfigurationError(f"the {scheme}:// adapter is planned but not in this release") from None
+        raise ConfigurationError(f"{scheme}:// needs `pip install 'outboxkit[{extra}]'` ({exc})") from None
+    except ImportError as exc:
+        raise ConfigurationError(f"{scheme}:// needs `pip install 'outboxkit[{extra}]'` ({exc})") from None
+    cls = getattr(module, entry[which], None)
+    if cls is None:
+        raise ConfigurationError(f"the {scheme}:// adapter has no {entry[which]} yet")
+    return cls
 
 
 def publisher_for(url: str, *, source: str = "/outboxkit", max_in_flight: int = 4096) -> Publisher:
-    scheme = scheme_of(url)
-    if scheme in ("nats", "tls"):
-        try:
-            from outboxkit.brokers.nats import NatsPublisher
-        except ImportError as exc:  # pragma: no cover - depends on installed extras
-            raise ConfigurationError("NATS support needs `pip install outboxkit[nats]`") from exc
-        return NatsPublisher(url, source=source, max_in_flight=max_in_flight)
-    if scheme in _PLANNED:
-        raise ConfigurationError(f"the {scheme}:// publisher is planned but not in this release; use nats://")
-    raise ConfigurationError(f"unsupported broker URL {redact_url(url)!r}: use nats://host:4222")
+    cls = _load(url, 1)
+    publisher: Publisher = cls(url, source=source, max_in_flight=max_in_flight)
+    return publisher
+
+
+def consumer_for(url: str, *, group: str, topics: Sequence[str]) -> Consumer:
+    cls = _load(url, 2)
+    consumer: Consumer = cls(url, group=group, topics=list(topics))
+    return consumer
