@@ -65,12 +65,31 @@ def migrate(
     no_notify: Annotated[
         bool, typer.Option("--no-notify", help="PostgreSQL: no NOTIFY trigger (the relay then polls).")
     ] = False,
+    inbox: Annotated[
+        bool, typer.Option("--inbox", help="Create the consumer's inbox tables (default table inbox) instead.")
+    ] = False,
 ) -> None:
     """Create or upgrade the outbox schema (idempotent)."""
     from outboxkit.migrate import migrate as run_migrate
     from outboxkit.migrate import migration_sql
 
     settings = _settings(config, db=db, table=table, schema=schema)
+    if inbox:
+        from outboxkit.inbox.schema import inbox_sql, migrate_inbox
+        from outboxkit.stores.base import TableRef
+
+        ref = TableRef(table or "inbox", schema)
+        if sql:
+            target = settings.db or dialect
+            if not target:
+                raise ConfigurationError("--sql needs --db URL or --dialect postgresql|sqlite")
+            kind = "sqlite" if target.startswith("sqlite") else "postgresql"
+            for stmt in inbox_sql(kind, ref):
+                typer.echo(stmt.rstrip() + ";\n")
+            return
+        migrate_inbox(settings.require_db(), ref)
+        err.print(f"migrated inbox {ref.qualified}: schema is up to date")
+        return
     if sql:
         target = settings.db or dialect
         if not target:
@@ -125,6 +144,47 @@ def relay(
     )
     stats = asyncio.run(serve(relay_, db=db_url, broker=broker_url))
     err.print(f"relay stopped: {stats.published} published, {stats.dead_lettered} dead-lettered")
+
+
+@app.command()
+def consume(
+    handler: Annotated[str, typer.Option("--handler", help="module:function called as handler(conn, event).")],
+    group: Annotated[str, typer.Option("--group", help="Consumer name: durable subscription and inbox key.")],
+    topic: Annotated[list[str], typer.Option("--topic", help="Topic (pattern) to consume; repeatable.")],
+    db: DbOpt = None,
+    broker: BrokerOpt = None,
+    schema: SchemaOpt = None,
+    config: ConfigOpt = None,
+    inbox_table: Annotated[str, typer.Option("--inbox-table", help="Inbox table name.")] = "inbox",
+    max_attempts: Annotated[int, typer.Option("--max-attempts", help="Failures before a dead letter.")] = 5,
+    check_order: Annotated[
+        bool, typer.Option("--check-order", help="Report per-key out-of-order arrivals (sequence attribute).")
+    ] = False,
+) -> None:
+    """Consume effectively once: each event's handler runs in the inbox's transaction, then the ack."""
+    from outboxkit.inbox.process import load_handler, serve_inbox
+
+    settings = _settings(config, db=db, broker=broker, schema=schema)
+    if max_attempts < 1:
+        raise ConfigurationError("--max-attempts must be at least 1")
+    fn = load_handler(handler)
+    stats = asyncio.run(
+        serve_inbox(
+            settings.require_broker(),
+            settings.require_db(),
+            group=group,
+            topics=topic,
+            handler=fn,
+            table=inbox_table,
+            schema=settings.ref.schema,
+            max_attempts=max_attempts,
+            check_order=check_order,
+        )
+    )
+    err.print(
+        f"consumer stopped: {stats.processed} processed, {stats.duplicates} duplicates skipped, "
+        f"{stats.dead_lettered} dead-lettered"
+    )
 
 
 @app.command()

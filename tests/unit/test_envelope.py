@@ -237,6 +237,7 @@ def test_binary_headers_defaults() -> None:
         "ce-source": "/svc",
         "ce-type": "orders.created",
         "ce-time": "2024-01-02T03:04:05.123456Z",
+        "ce-sequence": "00000000000000000001",
         "content-type": JSON,
     }
 

@@ -22,7 +22,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from outboxkit.brokers.base import Delivered, Features
+from outboxkit.brokers.base import Delivered, Features, Incoming
 from outboxkit.core.envelope import OutboxEvent, binary_headers
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import (
@@ -194,6 +194,86 @@ def _translate(exc: BaseException, event: OutboxEvent) -> DeliveryError:
     if isinstance(exc, nats.errors.BadHeaderError | nats.errors.BadSubjectError):
         return PermanentError(f"NATS refused the message: {exc}")
     return TransientError(f"NATS publish failed: {type(exc).__name__}: {exc}")
+
+
+class NatsConsumer:
+    """Durable JetStream pull consumer named ``group`` over ``topics`` (subjects, wildcards allowed).
+
+    The stream that captures the topics must exist (the relay's stream); ``connect`` finds it and
+    creates or updates the durable consumer. Acks are synchronous (double-ack) so that "acked" means
+    the server recorded it. ``retry`` is a NAK with delay; ``attempt`` is JetStream's delivery count.
+    Unacked messages come back after ``ack_wait`` (default 30 s).
+    """
+
+    features = NatsPublisher.features
+
+    def __init__(self, url: str, *, group: str, topics: Sequence[str], ack_wait: float = 30.0) -> None:
+        _check_url(url)
+        if not topics:
+            raise ConfigurationError("a NATS consumer needs at least one topic (subject)")
+        self.url = url
+        self.group = group
+        self.topics = list(topics)
+        self.ack_wait = ack_wait
+        self._nc: Client | None = None
+        self._sub: Any = None
+
+    async def connect(self) -> None:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        self._nc = await connect(self.url, name=f"outboxkit-consumer-{self.group}")
+        js = self._nc.jetstream()
+        try:
+            stream = await js.find_stream_name_by_subject(self.topics[0])
+        except nats.js.errors.NotFoundError:
+            await self.close()
+            raise ConfigurationError(f"no JetStream stream captures {self.topics[0]!r}: create one") from None
+        config = ConsumerConfig(
+            durable_name=self.group,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait,
+            max_ack_pending=10_000,
+            **({"filter_subject": self.topics[0]} if len(self.topics) == 1 else {"filter_subjects": self.topics}),
+        )
+        self._sub = await js.pull_subscribe(self.topics[0], durable=self.group, stream=stream, config=config)
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(TimeoutError, nats.errors.Error):
+                await asyncio.wait_for(self._nc.close(), 5)
+        self._nc = None
+        self._sub = None
+
+    async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        if self._sub is None:
+            raise UnavailableError("NATS consumer is not connected")
+        try:
+            msgs = await self._sub.fetch(max_messages, timeout=timeout)
+        except nats.errors.TimeoutError:
+            return []
+        except (nats.errors.Error, OSError) as exc:
+            raise TransientError(f"NATS fetch failed: {exc}") from None
+        return [Incoming(delivered_from(m), attempt=_delivery_count(m), handle=m) for m in msgs]
+
+    async def ack(self, incoming: Incoming) -> None:
+        try:
+            await incoming.handle.ack_sync(timeout=5.0)
+        except (nats.errors.Error, OSError) as exc:
+            raise TransientError(f"NATS ack failed: {exc}") from None
+
+    async def retry(self, incoming: Incoming, delay: float) -> None:
+        try:
+            await incoming.handle.nak(delay=delay)
+        except (nats.errors.Error, OSError) as exc:
+            raise TransientError(f"NATS nak failed: {exc}") from None
+
+
+def _delivery_count(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:  # a message outside JetStream has no metadata
+        return 1
 
 
 # -- helpers for subscribers, the demo and tests ---------------------------------------------------

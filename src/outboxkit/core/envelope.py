@@ -149,6 +149,9 @@ def cloudevent_attributes(event: OutboxEvent, default_source: str) -> dict[str, 
     }
     if event.key is not None:
         attrs["subject"] = event.key
+    # CloudEvents "sequence" extension: the outbox seq, zero-padded so that string order is
+    # numeric order. Lets a consumer check per-key order (the inbox's order check reads it).
+    attrs["sequence"] = f"{event.seq:020d}"
     return attrs
 
 
