@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import nats
 import nats.errors
@@ -41,6 +41,13 @@ _PERMANENT_CODES = {
     10054,  # message size exceeds maximum allowed
     10060,  # expected stream does not match
 }
+
+
+def split_options(url: str) -> tuple[str, dict[str, str]]:
+    """``nats://h:4222?ack_wait=5`` -> (``nats://h:4222``, {"ack_wait": "5"}): options are ours, not the server's."""
+    parts = urlsplit(url)
+    options = dict(parse_qsl(parts.query))
+    return urlunsplit(parts._replace(query="")), options
 
 
 def _check_url(url: str) -> tuple[str, int]:
@@ -125,7 +132,7 @@ class NatsPublisher:
         max_in_flight: int = 4096,
     ) -> None:
         _check_url(url)
-        self.url = url
+        self.url = split_options(url)[0]
         self.source = source
         self.ack_timeout = ack_timeout
         self.max_in_flight = max_in_flight
@@ -207,8 +214,13 @@ class NatsConsumer:
 
     features = NatsPublisher.features
 
-    def __init__(self, url: str, *, group: str, topics: Sequence[str], ack_wait: float = 30.0) -> None:
+    def __init__(self, url: str, *, group: str, topics: Sequence[str], ack_wait: float | None = None) -> None:
         _check_url(url)
+        url, options = split_options(url)
+        try:
+            ack_wait = ack_wait if ack_wait is not None else float(options.get("ack_wait", 30.0))
+        except ValueError:
+            raise ConfigurationError(f"ack_wait must be a number of seconds, got {options['ack_wait']!r}") from None
         if not topics:
             raise ConfigurationError("a NATS consumer needs at least one topic (subject)")
         self.url = url
