@@ -117,6 +117,12 @@ def relay(
     skip_dead_keys: Annotated[
         bool, typer.Option("--skip-dead-keys", help="Let a key's later events pass its dead letters.")
     ] = False,
+    lease_ttl: Annotated[
+        float | None, typer.Option("--lease-ttl", help="Seconds a bucket lease lives without renewal (6).")
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option("--max-attempts", help="Failed attempts before a dead letter (0 = never).")
+    ] = None,
 ) -> None:
     """Publish committed outbox rows to the broker until SIGTERM/SIGINT."""
     from outboxkit.relay.process import build_relay, serve
@@ -131,6 +137,8 @@ def relay(
         batch_size=batch_size,
         window=window,
         poll_interval=poll_interval,
+        lease_ttl=lease_ttl,
+        max_attempts=max_attempts,
         hold_dead_keys=False if skip_dead_keys else None,
     )
     db_url, broker_url = settings.require_db(), settings.require_broker()
@@ -143,7 +151,10 @@ def relay(
         hold_dead_keys=settings.hold_dead_keys,
     )
     stats = asyncio.run(serve(relay_, db=db_url, broker=broker_url))
-    err.print(f"relay stopped: {stats.published} published, {stats.dead_lettered} dead-lettered")
+    err.print(
+        f"relay stopped: {stats.published} published, {stats.dead_lettered} dead-lettered, "
+        f"{stats.fenced} fenced, {stats.handovers} buckets taken over"
+    )
 
 
 @app.command()

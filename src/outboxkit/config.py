@@ -38,8 +38,10 @@ ENV = {
     "batch_size": "OUTBOXKIT_BATCH_SIZE",
     "window": "OUTBOXKIT_WINDOW",
     "poll_interval": "OUTBOXKIT_POLL_INTERVAL",
+    "lease_ttl": "OUTBOXKIT_LEASE_TTL",
+    "max_attempts": "OUTBOXKIT_MAX_ATTEMPTS",
 }
-_RELAY_KEYS = {"batch_size", "window", "poll_interval"}
+_RELAY_KEYS = {"batch_size", "window", "poll_interval", "lease_ttl", "max_attempts"}
 _KNOWN = set(ENV) | {"relay", "hold_dead_keys"}
 
 
@@ -137,6 +139,8 @@ def resolve(
         batch_size=_number("batch_size", merged.get("batch_size", defaults.batch_size), int, 1),
         window=_number("window", merged.get("window", defaults.window), int, 1),
         poll_interval=_number("poll_interval", merged.get("poll_interval", defaults.poll_interval), float, 0.001),
+        lease_ttl=_number("lease_ttl", merged.get("lease_ttl", defaults.lease_ttl), float, 0.5),
+        max_attempts=_number("max_attempts", merged.get("max_attempts", defaults.max_attempts), int, 0),
     )
     db = merged.get("db")
     broker = merged.get("broker")

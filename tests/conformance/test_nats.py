@@ -48,7 +48,7 @@ class NatsHarness:
             while len(out) < expect and asyncio.get_running_loop().time() < deadline:
                 try:
                     out.append(delivered_from(await sub.next_msg(timeout=1.0)))
-                except Exception:  # noqa: BLE001 - nats timeout: keep waiting until the deadline
+                except Exception:  # nats timeout: keep waiting until the deadline
                     continue
             await sub.unsubscribe()
         finally:

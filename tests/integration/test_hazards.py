@@ -109,7 +109,7 @@ async def test_rows_inserted_by_plain_sql_are_relayed(backend: Backend) -> None:
 
 def test_migrate_is_idempotent_and_sql_output_runs(pg_url: str) -> None:
     from outboxkit import migrate, migration_sql
-    from outboxkit.stores.base import TableRef
+    from outboxkit.stores.base import SCHEMA_VERSION, TableRef
     from tests.conftest import unique
 
     ref = TableRef("events_out", unique("okm"))
@@ -121,7 +121,7 @@ def test_migrate_is_idempotent_and_sql_output_runs(pg_url: str) -> None:
         migrate(pg_url, ref)
         with psycopg.connect(pg_url, autocommit=True) as conn:
             version = conn.execute(f"SELECT schema_version FROM {ref.derived('meta')}".encode()).fetchone()
-            assert version == (1,)
+            assert version == (SCHEMA_VERSION,)
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{ref.schema}" CASCADE'.encode())

@@ -30,7 +30,11 @@ _WORD = r"[A-Za-z0-9_\-]+"
 _TOPIC = re.compile(rf"{_WORD}(?:\.{_WORD})*")
 MAX_TOPIC_LENGTH = 249  # Kafka's limit, the strictest of the buses
 _HEADER_NAME = re.compile(r"[A-Za-z0-9_\-.]+")
-_RESERVED_HEADERS = frozenset({"nats-msg-id", "content-type"})
+# Names the wire formats use: ce-* on NATS/HTTP, unprefixed attribute names on MQTT 5 and Redis.
+_RESERVED_HEADERS = frozenset(
+    {"nats-msg-id", "content-type", "specversion", "id", "source", "type", "time", "subject", "datacontenttype"}
+    | {"sequence", "data", "traceparent-ce"}
+)
 
 Encoder = Callable[[Any], bytes]
 

@@ -13,9 +13,13 @@ Correctness rests on three rules, each with a test:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import random
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,7 +35,7 @@ from outboxkit.errors import (
     UnavailableError,
     UnroutableError,
 )
-from outboxkit.stores.base import Filter, OutboxStore
+from outboxkit.stores.base import Filter, Leases, OutboxStore
 
 log = logging.getLogger("outboxkit.relay")
 
@@ -42,7 +46,9 @@ class RelayConfig:
     window: int = 1000  # unconfirmed publishes at once (also bounds duplicates per crash, G6)
     poll_interval: float = 1.0  # fallback when no notification arrives
     retry_cap: float = 5.0  # longest backoff after broker/database trouble
-    lock_retry: float = 1.0  # how often a standby relay retries the relay lock
+    lease_ttl: float = 6.0  # a dead relay's buckets move to others within about 1.33 x this
+    max_attempts: int = 0  # failed attempts before an unroutable event is dead-lettered (0: never)
+    owner: str | None = None  # this relay's name in the lease table (default host:pid:random)
 
 
 @dataclass
@@ -51,6 +57,8 @@ class RelayStats:
     dead_lettered: int = 0
     failed_attempts: int = 0
     batches: int = 0
+    fenced: int = 0  # confirmations not recorded because the lease was lost (re-sent by the new owner)
+    handovers: int = 0  # buckets acquired from an expired or released lease
     started: float = field(default_factory=time.monotonic)
 
 
@@ -58,8 +66,10 @@ class _Marker:
     """Marks confirmed rows in the background, coalescing whatever accumulated during the last
     round trip into one UPDATE, so marking overlaps publishing instead of pausing it."""
 
-    def __init__(self, store: OutboxStore) -> None:
+    def __init__(self, store: OutboxStore, leases: Leases, stats: RelayStats) -> None:
         self.store = store
+        self.leases = leases
+        self.stats = stats
         self.buffer: list[int] = []
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -80,10 +90,14 @@ class _Marker:
                 continue
             batch, self.buffer = self.buffer, []
             try:
-                await self.store.mark_delivered(batch)
+                marked = await self.store.mark_delivered(batch, self.leases)
             except BaseException as exc:
                 self.error = exc
                 return
+            if marked < len(batch):
+                # Fenced: our lease on some bucket ended (paused past the TTL, or rebalanced). The
+                # new owner publishes those rows again; consumers de-duplicate by id.
+                self.stats.fenced += len(batch) - marked
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run())
@@ -120,6 +134,9 @@ class Relay:
         self._trouble = 0  # consecutive batches with transient failures
         self._last_error = ""
         self._rng = random.Random()
+        self.owner = self.config.owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.leases: dict[int, int] = {}
+        self._leases_changed = asyncio.Event()
 
     # -- start-up ----------------------------------------------------------------------------------
     async def start(self) -> tuple[OutboxStore, Publisher]:
@@ -170,29 +187,60 @@ class Relay:
 
     # -- one connected session --------------------------------------------------------------------
     async def _serve(self, store: OutboxStore, publisher: Publisher, stop: asyncio.Event) -> None:
-        waiting_logged = False
-        while not await store.acquire_relay_lock():
-            if not waiting_logged:
-                log.warning("another relay holds this outbox; standing by")
-                waiting_logged = True
-            if await _sleep_or_stop(stop, self.config.lock_retry):
-                return
-        if waiting_logged:
-            log.warning("took over the outbox")
+        self.leases = await store.maintain_leases(self.owner, {}, self.config.lease_ttl, rebalance=True)
+        keeper = asyncio.create_task(self._keep_leases(store))
+        standby_logged = False
         trouble_since: float | None = None
-        while not stop.is_set():
-            progressed = await self.run_batch(store, publisher)
-            if self._trouble:
-                if trouble_since is None:
-                    trouble_since = time.monotonic()
-                    log.warning("broker is not confirming publishes (%s); backing off", self._last_error)
-                await _sleep_or_stop(stop, backoff_delay(self._trouble, base=0.1, cap=self.config.retry_cap))
-                continue
-            if trouble_since is not None:
-                log.warning("broker confirms again after %.1fs", time.monotonic() - trouble_since)
-                trouble_since = None
-            if not progressed:
-                await _wait_either(store.wait_for_new(self._idle_timeout()), stop)
+        try:
+            while not stop.is_set():
+                if keeper.done():
+                    keeper.result()  # re-raise the keeper's failure (database gone): reconnect
+                if not self.leases:
+                    if not standby_logged:
+                        log.warning("no bucket free for relay %s (others hold them); standing by", self.owner)
+                        standby_logged = True
+                    self._leases_changed.clear()
+                    await _wait_either(self._leases_changed.wait(), stop)
+                    continue
+                if standby_logged:
+                    log.warning("relay %s now holds %d buckets", self.owner, len(self.leases))
+                    standby_logged = False
+                progressed = await self.run_batch(store, publisher)
+                if self._trouble:
+                    if trouble_since is None:
+                        trouble_since = time.monotonic()
+                        log.warning("broker is not confirming publishes (%s); backing off", self._last_error)
+                    await _sleep_or_stop(stop, backoff_delay(self._trouble, base=0.1, cap=self.config.retry_cap))
+                    continue
+                if trouble_since is not None:
+                    log.warning("broker confirms again after %.1fs", time.monotonic() - trouble_since)
+                    trouble_since = None
+                if not progressed:
+                    self._leases_changed.clear()
+                    await _wait_either(store.wait_for_new(self._idle_timeout()), stop, self._leases_changed)
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            if stop.is_set():
+                # Clean exit: hand the buckets over now instead of after the TTL.
+                with contextlib.suppress(DeliveryError, OSError):
+                    await store.release_leases(self.owner)
+                self.leases = {}
+
+    async def _keep_leases(self, store: OutboxStore) -> None:
+        """Renew, rebalance and take over leases every third of the TTL, beside the batches, so a
+        long batch never lets a lease lapse."""
+        while True:
+            await asyncio.sleep(self.config.lease_ttl / 3)
+            before = self.leases
+            held = await store.maintain_leases(self.owner, before, self.config.lease_ttl, rebalance=True)
+            gained = held.keys() - before.keys()
+            lost = before.keys() - held.keys()
+            if gained or lost:
+                self.stats.handovers += len(gained)
+                log.info("relay %s leases: +%d -%d, now %d", self.owner, len(gained), len(lost), len(held))
+                self._leases_changed.set()
+            self.leases = held
 
     def _idle_timeout(self) -> float:
         now = time.monotonic()
@@ -208,11 +256,12 @@ class Relay:
 
     async def run_batch(self, store: OutboxStore, publisher: Publisher) -> bool:
         """Fetch and publish one batch. Returns whether any row was fetched."""
-        rows = await store.fetch_pending(self.config.batch_size, self._filter())
+        leases = dict(self.leases)  # the epochs in force for this batch fence its marks
+        rows = await store.fetch_pending(self.config.batch_size, self._filter(), leases)
         if not rows:
             return False
         self.stats.batches += 1
-        marker = _Marker(store)
+        marker = _Marker(store, leases, self.stats)
         marker.start()
         failures: list[tuple[OutboxEvent, DeliveryError]] = []
         try:
@@ -222,7 +271,7 @@ class Relay:
             await marker.drain()
         transient = False
         for event, error in failures:
-            transient |= await self._handle_failure(store, event, error)
+            transient |= await self._handle_failure(store, event, error, leases)
         self._trouble = self._trouble + 1 if transient else 0
         return True
 
@@ -263,16 +312,23 @@ class Relay:
                     break
                 event, exc = done.get_nowait()
 
-    async def _handle_failure(self, store: OutboxStore, event: OutboxEvent, error: DeliveryError) -> bool:
+    async def _handle_failure(
+        self, store: OutboxStore, event: OutboxEvent, error: DeliveryError, leases: Leases
+    ) -> bool:
         """Record a failed publish; returns True when it calls for a global backoff."""
         self.stats.failed_attempts += 1
+        limit = self.config.max_attempts
+        if isinstance(error, UnroutableError) and limit and event.attempts + 1 >= limit:
+            error = PermanentError(f"gave up after {event.attempts + 1} attempts: {error}")
         if isinstance(error, PermanentError):
-            await store.record_failure(event.seq, str(error), dead=True)
+            if not await store.record_failure(event.seq, str(error), dead=True, leases=leases):
+                return False  # fenced: no longer ours
             self.stats.dead_lettered += 1
             log.error("dead-lettered event %s (topic %s, key %s): %s", event.id, event.topic, event.key, error)
             return False
         if isinstance(error, UnroutableError):
-            await store.record_failure(event.seq, str(error), dead=False)
+            await store.record_failure(event.seq, str(error), dead=False, leases=leases)
+
             count = self._topic_failures.get(event.topic, 0) + 1
             self._topic_failures[event.topic] = count
             if event.topic not in self._paused_topics:
@@ -295,8 +351,9 @@ async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> bool:
     return True
 
 
-async def _wait_either(waiter: Awaitable[None], stop: asyncio.Event) -> None:
+async def _wait_either(waiter: Awaitable[object], stop: asyncio.Event, *more: asyncio.Event) -> None:
     tasks = [asyncio.ensure_future(waiter), asyncio.ensure_future(stop.wait())]
+    tasks += [asyncio.ensure_future(event.wait()) for event in more]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

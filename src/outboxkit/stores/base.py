@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.errors import ConfigurationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: lease and relay tables (many relays per outbox)
+
+#: Keys hash into this many buckets; relays lease buckets. Fixed: changing it would move keys
+#: between buckets while relays hold leases.
+BUCKETS = 64
+
+#: Leases held by one relay: bucket -> epoch. The epoch fences every mark (H6).
+Leases = Mapping[int, int]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 
@@ -106,27 +113,42 @@ class OutboxStore(Protocol):
         """Release connections and the relay lock. Safe to call twice or after a failure."""
         ...
 
-    async def acquire_relay_lock(self) -> bool:
-        """Try to become the one relay of this outbox; False if another relay holds it.
+    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> dict[int, int]:
+        """Heartbeat as ``owner``, renew the leases in ``held`` for ``ttl`` seconds, and, when
+        ``rebalance``, release buckets beyond this relay's fair share and acquire free or expired
+        ones up to it. Returns the leases now held (a lost lease is simply absent).
 
-        The lock dies with the holder's connection or process, so a SIGKILLed relay never leaves
-        it stuck."""
+        A lease dies with its holder after ``ttl`` (SIGKILL, pause, partition), so another relay
+        takes the bucket over with a higher epoch. Single-relay stores (SQLite) use a process lock
+        and return either every bucket or none."""
         ...
 
-    async def fetch_pending(self, limit: int, skip: Filter) -> Sequence[OutboxEvent]:
-        """Up to ``limit`` committed, undelivered, not dead rows in ascending ``seq``.
+    async def release_leases(self, owner: str) -> None:
+        """Give every lease of ``owner`` back at once (clean shutdown), so others take over now."""
+        ...
+
+    async def fetch_pending(
+        self, limit: int, skip: Filter, leases: Leases | None = None
+    ) -> Sequence[OutboxEvent]:
+        """Up to ``limit`` committed, undelivered, not dead rows in ascending ``seq``, of the leased
+        buckets only (``None``: every bucket).
 
         Must not page with a cursor (H1): a row whose transaction committed late, with a seq
         lower than rows already delivered, must still be returned. Rows whose key has a dead
         letter are left out when the store was opened with ``hold_dead_keys=True``."""
         ...
 
-    async def mark_delivered(self, seqs: Sequence[int]) -> None:
-        """Record that the broker confirmed these rows (G3). Durable when it returns."""
+    async def mark_delivered(self, seqs: Sequence[int], leases: Leases | None = None) -> int:
+        """Record that the broker confirmed these rows (G3). Durable when it returns.
+
+        Fenced (H6): a row is marked only while ``leases`` still holds its bucket at the same
+        epoch. Returns how many rows were marked; fewer than asked means a lease was lost (or
+        another relay marked them first)."""
         ...
 
-    async def record_failure(self, seq: int, error: str, *, dead: bool) -> None:
-        """Count an attempt and keep the error; ``dead=True`` makes the row a dead letter."""
+    async def record_failure(self, seq: int, error: str, *, dead: bool, leases: Leases | None = None) -> bool:
+        """Count an attempt and keep the error; ``dead=True`` makes the row a dead letter. Fenced
+        like ``mark_delivered``; returns whether the row was updated."""
         ...
 
     async def wait_for_new(self, timeout: float) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -19,7 +20,7 @@ from psycopg.rows import tuple_row
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import SchemaError, UnavailableError
-from outboxkit.stores.base import SCHEMA_VERSION, Filter, TableRef
+from outboxkit.stores.base import BUCKETS, SCHEMA_VERSION, Filter, Leases, TableRef
 
 
 class PostgresSchema:
@@ -59,6 +60,21 @@ class PostgresSchema:
 )""",
             f"INSERT INTO {ref.derived('meta')} (schema_version) VALUES ({SCHEMA_VERSION}) "
             f"ON CONFLICT (singleton) DO UPDATE SET schema_version = EXCLUDED.schema_version",
+            # Many relays share the outbox by leasing buckets of keys (schema version 2).
+            f"""CREATE TABLE IF NOT EXISTS {ref.derived("leases")} (
+    bucket     smallint PRIMARY KEY,
+    owner      text,
+    epoch      bigint NOT NULL DEFAULT 0,
+    expires_at timestamptz
+)""",
+            f"INSERT INTO {ref.derived('leases')} (bucket) SELECT generate_series(0, {BUCKETS - 1}) "
+            "ON CONFLICT (bucket) DO NOTHING",
+            f"""CREATE TABLE IF NOT EXISTS {ref.derived("relays")} (
+    owner        text PRIMARY KEY,
+    heartbeat_at timestamptz NOT NULL,
+    started_at   timestamptz NOT NULL,
+    info         jsonb NOT NULL DEFAULT '{{}}'::jsonb
+)""",
         ]
         fn = ref.derived("notify")
         trigger = ref.index_name("notify")
@@ -84,6 +100,12 @@ $$""",
         else:
             values = "%s, %s, %s, %s, %s, %s, %s, %s::jsonb"
         return f"INSERT INTO {ref.qualified} ({cols}) VALUES ({values})"
+
+
+def bucket_sql(alias: str) -> str:
+    """A row's bucket: its key's hash (keyless rows spread by id), the same function for every
+    relay and every PostgreSQL version (hashtextextended is what hash partitioning uses)."""
+    return f"abs(mod(hashtextextended(coalesce({alias}.key, {alias}.id::text), 0), {BUCKETS}))"
 
 
 def _unavailable(url: str, exc: BaseException) -> UnavailableError:
@@ -128,6 +150,12 @@ class PostgresOutboxStore:
         )
         pending = "o.delivered_at IS NULL AND o.dead_at IS NULL"
         self._fetch_sql = f"SELECT {columns} FROM {t} o WHERE {pending}{hold} ORDER BY o.seq LIMIT %s"
+        # With some buckets only (several relays): same scan, filtered by bucket. The filter costs a
+        # hash per pending row scanned; pending rows are few when relays keep up.
+        self._fetch_buckets_sql = (
+            f"SELECT {columns} FROM {t} o WHERE {pending}{hold} AND {bucket_sql('o')} = ANY(%s)"
+            " ORDER BY o.seq LIMIT %s"
+        )
         # While topics are paused (unroutable), their rows are left out AND so is every pending row
         # of a key that has a row on a paused topic: otherwise that key's later events on other
         # topics would overtake the held one (G5). Only used in that abnormal state; O(pending).
@@ -135,13 +163,32 @@ class PostgresOutboxStore:
             f"WITH held AS (SELECT DISTINCT h.key FROM {t} h WHERE h.delivered_at IS NULL"
             " AND h.dead_at IS NULL AND h.topic = ANY(%s) AND h.key IS NOT NULL)"
             f" SELECT {columns} FROM {t} o WHERE {pending}{hold} AND NOT (o.topic = ANY(%s))"
-            " AND (o.key IS NULL OR o.key NOT IN (SELECT key FROM held)) ORDER BY o.seq LIMIT %s"
+            " AND (o.key IS NULL OR o.key NOT IN (SELECT key FROM held))"
+            f" AND ({bucket_sql('o')} = ANY(%s) OR %s) ORDER BY o.seq LIMIT %s"
+        )
+        leases = self.ref.derived("leases")
+        # Fencing (H6): the mark applies only while this relay still holds the row's bucket at the
+        # epoch it was granted. A relay that paused past its lease (its bucket re-leased with a
+        # higher epoch) marks nothing; the new owner re-publishes, and consumers dedupe by id.
+        # %(epochs)s is an array indexed by bucket (1-based in SQL), -1 where not held.
+        fence = (
+            f"EXISTS (SELECT 1 FROM {leases} l WHERE l.bucket = {bucket_sql('o')} AND l.owner = %(owner)s"
+            " AND l.epoch = (%(epochs)s::bigint[])[l.bucket + 1] AND l.expires_at > now())"
         )
         self._mark_sql = f"UPDATE {t} SET delivered_at = now() WHERE seq = ANY(%s) AND delivered_at IS NULL"
-        self._fail_sql = (
-            f"UPDATE {t} SET attempts = attempts + 1, last_error = %s,"
-            " dead_at = CASE WHEN %s THEN now() ELSE dead_at END WHERE seq = %s"
+        self._mark_fenced_sql = (
+            f"UPDATE {t} o SET delivered_at = now() WHERE o.seq = ANY(%(seqs)s) AND o.delivered_at IS NULL AND {fence}"
         )
+        self._fail_sql = (
+            f"UPDATE {t} o SET attempts = attempts + 1, last_error = %(error)s,"
+            " dead_at = CASE WHEN %(dead)s THEN now() ELSE dead_at END WHERE o.seq = %(seq)s"
+        )
+        self._fail_fenced_sql = self._fail_sql + f" AND {fence}"
+        self.owner: str | None = None
+        # Leases get a connection of their own: the keeper runs beside the batches, and a
+        # transaction on a shared connection would swallow the batch's statements.
+        self._lease: psycopg.AsyncConnection[Any] | None = None
+        self._lease_lock = asyncio.Lock()
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         try:
@@ -186,12 +233,12 @@ class PostgresOutboxStore:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
-        for conn in (self._listen, self._conn):
+        for conn in (self._listen, self._conn, self._lease):
             if conn is not None:
                 # Closing a dead connection may fail; there is nothing left to do with it.
                 with contextlib.suppress(Exception):
                     await conn.close()
-        self._conn = self._listen = None
+        self._conn = self._listen = self._lease = None
 
     def _work(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -205,18 +252,16 @@ class PostgresOutboxStore:
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise _unavailable(self.url, exc) from None
 
-    async def acquire_relay_lock(self) -> bool:
-        # Session-level advisory lock: released by the server when our connection ends, however
-        # it ends, so a SIGKILLed relay never leaves the outbox locked.
-        rows = await self._run("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [self.ref.lock_name])
-        return bool(rows[0][0])
-
-    async def fetch_pending(self, limit: int, skip: Filter) -> Sequence[OutboxEvent]:
+    async def fetch_pending(self, limit: int, skip: Filter, leases: Leases | None = None) -> Sequence[OutboxEvent]:
+        every = leases is None or len(leases) >= BUCKETS
+        buckets = [] if every or leases is None else sorted(leases)
         if skip.paused_topics:
             paused = sorted(skip.paused_topics)
-            rows = await self._run(self._fetch_paused_sql, [paused, paused, limit])
-        else:
+            rows = await self._run(self._fetch_paused_sql, [paused, paused, buckets, every, limit])
+        elif every:
             rows = await self._run(self._fetch_sql, [limit])
+        else:
+            rows = await self._run(self._fetch_buckets_sql, [buckets, limit])
         return [
             OutboxEvent(
                 seq=r[0],
@@ -234,12 +279,114 @@ class PostgresOutboxStore:
             for r in rows
         ]
 
-    async def mark_delivered(self, seqs: Sequence[int]) -> None:
-        if seqs:
-            await self._run(self._mark_sql, [list(seqs)])
+    def _fence(self, leases: Leases) -> dict[str, Any]:
+        epochs = [-1] * BUCKETS
+        for bucket, epoch in leases.items():
+            epochs[bucket] = epoch
+        return {"owner": self.owner, "epochs": epochs}
 
-    async def record_failure(self, seq: int, error: str, *, dead: bool) -> None:
-        await self._run(self._fail_sql, [error[:2000], dead, seq])
+    async def mark_delivered(self, seqs: Sequence[int], leases: Leases | None = None) -> int:
+        if not seqs:
+            return 0
+        if leases is None:
+            return await self._count(self._mark_sql, [list(seqs)])
+        return await self._count(self._mark_fenced_sql, {"seqs": list(seqs), **self._fence(leases)})
+
+    async def record_failure(self, seq: int, error: str, *, dead: bool, leases: Leases | None = None) -> bool:
+        params: dict[str, Any] = {"error": error[:2000], "dead": dead, "seq": seq}
+        if leases is None:
+            return await self._count(self._fail_sql, params) == 1
+        return await self._count(self._fail_fenced_sql, {**params, **self._fence(leases)}) == 1
+
+    async def _count(self, sql: str, params: Any) -> int:
+        try:
+            cur = await self._work().execute(sql, params)
+            return int(cur.rowcount)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise _unavailable(self.url, exc) from None
+
+    # -- leases ------------------------------------------------------------------------------------
+    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> dict[int, int]:
+        self.owner = owner
+        async with self._lease_lock:
+            conn = await self._lease_connection()
+            return await self._maintain(conn, owner, held, ttl, rebalance=rebalance)
+
+    async def _lease_connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._lease is None or self._lease.closed:
+            self._lease = await self._connect()
+        return self._lease
+
+    async def _maintain(
+        self, conn: psycopg.AsyncConnection[Any], owner: str, held: Leases, ttl: float, *, rebalance: bool
+    ) -> dict[int, int]:
+        relays, leases = self.ref.derived("relays"), self.ref.derived("leases")
+        interval = timedelta(seconds=ttl)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    f"INSERT INTO {relays} (owner, heartbeat_at, started_at) VALUES (%s, now(), now())"
+                    " ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
+                    [owner],
+                )
+                # Renew what we still hold at the same epoch and not yet expired. A lease that
+                # expired is not renewed even if nobody took it: it is re-acquired below with a new
+                # epoch, so marks made under the old one stay fenced.
+                cur = await conn.execute(
+                    f"UPDATE {leases} SET expires_at = now() + %s WHERE owner = %s AND expires_at > now()"
+                    " RETURNING bucket, epoch",
+                    [interval, owner],
+                )
+                now_held = {int(b): int(e) for b, e in await cur.fetchall() if held.get(int(b), int(e)) == int(e)}
+                if not rebalance:
+                    return now_held
+                cur = await conn.execute(
+                    f"SELECT count(*) FROM {relays} WHERE heartbeat_at > now() - %s", [interval]
+                )
+                row = await cur.fetchone()
+                live = max(1, int(row[0]) if row else 1)
+                share = -(-BUCKETS // live)  # ceil
+                if len(now_held) > share:
+                    extra = sorted(now_held)[share:]
+                    # Released between batches, with nothing in flight: the next owner starts from
+                    # the lowest pending seq of each bucket, so no key's order is disturbed.
+                    await conn.execute(
+                        f"UPDATE {leases} SET owner = NULL, expires_at = NULL WHERE owner = %s AND bucket = ANY(%s)",
+                        [owner, extra],
+                    )
+                    for bucket in extra:
+                        now_held.pop(bucket)
+                elif len(now_held) < share:
+                    # SKIP LOCKED: two relays acquiring at once split the free buckets between them.
+                    cur = await conn.execute(
+                        f"UPDATE {leases} SET owner = %s, epoch = epoch + 1, expires_at = now() + %s"
+                        f" WHERE bucket IN (SELECT bucket FROM {leases}"
+                        "   WHERE expires_at IS NULL OR expires_at <= now()"
+                        "   ORDER BY bucket LIMIT %s FOR UPDATE SKIP LOCKED)"
+                        " RETURNING bucket, epoch",
+                        [owner, interval, share - len(now_held)],
+                    )
+                    now_held.update({int(b): int(e) for b, e in await cur.fetchall()})
+                # Forget relays long gone, so "live" stays right.
+                await conn.execute(
+                    f"DELETE FROM {relays} WHERE heartbeat_at < now() - %s", [timedelta(seconds=max(60.0, 10 * ttl))]
+                )
+                return now_held
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise _unavailable(self.url, exc) from None
+
+    async def release_leases(self, owner: str) -> None:
+        async with self._lease_lock:
+            try:
+                conn = await self._lease_connection()
+                async with conn.transaction():
+                    await conn.execute(
+                        f"UPDATE {self.ref.derived('leases')} SET owner = NULL, expires_at = NULL WHERE owner = %s",
+                        [owner],
+                    )
+                    await conn.execute(f"DELETE FROM {self.ref.derived('relays')} WHERE owner = %s", [owner])
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise _unavailable(self.url, exc) from None
 
     async def wait_for_new(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):

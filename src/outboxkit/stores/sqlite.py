@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.errors import ConfigurationError, SchemaError, UnavailableError
-from outboxkit.stores.base import SCHEMA_VERSION, Filter, TableRef
+from outboxkit.stores.base import BUCKETS, SCHEMA_VERSION, Filter, Leases, TableRef
 
 T = TypeVar("T")
 
@@ -186,8 +186,17 @@ class SqliteOutboxStore:
         self._pool = None
         self._conn = None
 
-    async def acquire_relay_lock(self) -> bool:
-        # flock on a side file: the kernel drops it when the holder dies, however it dies.
+    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> dict[int, int]:
+        # One relay per SQLite file (it lives on one machine): the process lock stands for every
+        # bucket, and the kernel drops it when the holder dies, however it dies.
+        return dict.fromkeys(range(BUCKETS), 0) if await self._lock() else {}
+
+    async def release_leases(self, owner: str) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def _lock(self) -> bool:
         if self._lock_fd is not None:
             return True
         fd = os.open(f"{self.path}.relay-lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -199,7 +208,7 @@ class SqliteOutboxStore:
         self._lock_fd = fd
         return True
 
-    async def fetch_pending(self, limit: int, skip: Filter) -> Sequence[OutboxEvent]:
+    async def fetch_pending(self, limit: int, skip: Filter, leases: Leases | None = None) -> Sequence[OutboxEvent]:
         params: tuple[object, ...]
         if skip.paused_topics:
             paused = json.dumps(sorted(skip.paused_topics))
@@ -224,14 +233,16 @@ class SqliteOutboxStore:
             for r in rows
         ]
 
-    async def mark_delivered(self, seqs: Sequence[int]) -> None:
-        if seqs:
-            payload = json.dumps(list(seqs))
-            await self._call(lambda c: c.execute(self._mark_sql, (payload,)))
+    async def mark_delivered(self, seqs: Sequence[int], leases: Leases | None = None) -> int:
+        # No fencing needed: the relay lock is held by this process for as long as it runs.
+        if not seqs:
+            return 0
+        payload = json.dumps(list(seqs))
+        return await self._call(lambda c: int(c.execute(self._mark_sql, (payload,)).rowcount))
 
-    async def record_failure(self, seq: int, error: str, *, dead: bool) -> None:
+    async def record_failure(self, seq: int, error: str, *, dead: bool, leases: Leases | None = None) -> bool:
         params = (error[:2000], int(dead), seq)
-        await self._call(lambda c: c.execute(self._fail_sql, params))
+        return await self._call(lambda c: int(c.execute(self._fail_sql, params).rowcount) == 1)
 
     async def wait_for_new(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
