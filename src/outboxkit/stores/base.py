@@ -138,6 +138,12 @@ class OutboxStore(Protocol):
         letter are left out when the store was opened with ``hold_dead_keys=True``."""
         ...
 
+    async def fetch_committed(self, ids: Sequence[str]) -> Sequence[OutboxEvent]:
+        """The pending rows among ``ids`` that are committed and have no earlier pending row of the
+        same key, in ``seq`` order: what a writer may publish right after its commit without
+        overtaking an earlier event of the key (G5). Rows that do not qualify are left to the relay."""
+        ...
+
     async def mark_delivered(self, seqs: Sequence[int], leases: Leases | None = None) -> int:
         """Record that the broker confirmed these rows (G3). Durable when it returns.
 

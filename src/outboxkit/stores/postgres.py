@@ -150,6 +150,13 @@ class PostgresOutboxStore:
         )
         pending = "o.delivered_at IS NULL AND o.dead_at IS NULL"
         self._fetch_sql = f"SELECT {columns} FROM {t} o WHERE {pending}{hold} ORDER BY o.seq LIMIT %s"
+        # Inline publishing (the writer, right after its commit): only rows no earlier pending
+        # row of the same key precedes, so the writer never overtakes the relay on a key (G5).
+        self._committed_sql = (
+            f"SELECT {columns} FROM {t} o WHERE {pending} AND o.id = ANY(%s::uuid[])"
+            f" AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} p WHERE p.key = o.key AND p.seq < o.seq"
+            " AND p.delivered_at IS NULL AND p.dead_at IS NULL)) ORDER BY o.seq"
+        )
         # With some buckets only (several relays): same scan, filtered by bucket. The filter costs a
         # hash per pending row scanned; pending rows are few when relays keep up.
         self._fetch_buckets_sql = (
@@ -262,22 +269,29 @@ class PostgresOutboxStore:
             rows = await self._run(self._fetch_sql, [limit])
         else:
             rows = await self._run(self._fetch_buckets_sql, [buckets, limit])
-        return [
-            OutboxEvent(
-                seq=r[0],
-                id=r[1],
-                topic=r[2],
-                key=r[3],
-                type=r[4],
-                source=r[5],
-                payload=bytes(r[6]),
-                content_type=r[7],
-                headers=r[8] if isinstance(r[8], dict) else json.loads(r[8] or "{}"),
-                created_at=r[9],
-                attempts=r[10],
-            )
-            for r in rows
-        ]
+        return [self._event(r) for r in rows]
+
+    @staticmethod
+    def _event(r: Sequence[Any]) -> OutboxEvent:
+        return OutboxEvent(
+            seq=r[0],
+            id=r[1],
+            topic=r[2],
+            key=r[3],
+            type=r[4],
+            source=r[5],
+            payload=bytes(r[6]),
+            content_type=r[7],
+            headers=r[8] if isinstance(r[8], dict) else json.loads(r[8] or "{}"),
+            created_at=r[9],
+            attempts=r[10],
+        )
+
+    async def fetch_committed(self, ids: Sequence[str]) -> Sequence[OutboxEvent]:
+        if not ids:
+            return []
+        rows = await self._run(self._committed_sql, [list(ids)])
+        return [self._event(r) for r in rows]
 
     def _fence(self, leases: Leases) -> dict[str, Any]:
         epochs = [-1] * BUCKETS

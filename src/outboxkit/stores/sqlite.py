@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from outboxkit.core.envelope import OutboxEvent
@@ -130,6 +130,13 @@ class SqliteOutboxStore:
         )
         pending = "o.delivered_at IS NULL AND o.dead_at IS NULL"
         self._fetch_sql = f"SELECT {columns} FROM {t} o WHERE {pending}{hold} ORDER BY o.seq LIMIT ?"
+        # Inline publishing (the writer, right after its commit): only rows no earlier pending
+        # row of the same key precedes, so the writer never overtakes the relay on a key (G5).
+        self._committed_sql = (
+            f"SELECT {columns} FROM {t} o WHERE {pending} AND o.id IN (SELECT value FROM json_each(?))"
+            f" AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} p WHERE p.key = o.key AND p.seq < o.seq"
+            " AND p.delivered_at IS NULL AND p.dead_at IS NULL)) ORDER BY o.seq"
+        )
         # Paused topics hold every key that has a row on them (G5); see PostgresOutboxStore.
         self._fetch_paused_sql = (
             f"WITH held AS (SELECT DISTINCT h.key FROM {t} h WHERE h.delivered_at IS NULL"
@@ -216,22 +223,30 @@ class SqliteOutboxStore:
         else:
             sql, params = self._fetch_sql, (limit,)
         rows = await self._call(lambda c: c.execute(sql, params).fetchall())
-        return [
-            OutboxEvent(
-                seq=r[0],
-                id=r[1],
-                topic=r[2],
-                key=r[3],
-                type=r[4],
-                source=r[5],
-                payload=bytes(r[6]) if not isinstance(r[6], str) else r[6].encode(),
-                content_type=r[7],
-                headers=json.loads(r[8] or "{}"),
-                created_at=_parse_time(r[9]),
-                attempts=r[10],
-            )
-            for r in rows
-        ]
+        return [self._event(r) for r in rows]
+
+    @staticmethod
+    def _event(r: Sequence[Any]) -> OutboxEvent:
+        return OutboxEvent(
+            seq=r[0],
+            id=r[1],
+            topic=r[2],
+            key=r[3],
+            type=r[4],
+            source=r[5],
+            payload=bytes(r[6]) if not isinstance(r[6], str) else r[6].encode(),
+            content_type=r[7],
+            headers=json.loads(r[8] or "{}"),
+            created_at=_parse_time(r[9]),
+            attempts=r[10],
+        )
+
+    async def fetch_committed(self, ids: Sequence[str]) -> Sequence[OutboxEvent]:
+        if not ids:
+            return []
+        payload = json.dumps(list(ids))
+        rows = await self._call(lambda c: c.execute(self._committed_sql, (payload,)).fetchall())
+        return [self._event(r) for r in rows]
 
     async def mark_delivered(self, seqs: Sequence[int], leases: Leases | None = None) -> int:
         # No fencing needed: the relay lock is held by this process for as long as it runs.
