@@ -13,7 +13,9 @@ CLOCK_MONOTONIC is system-wide on Linux, so the two timestamps are comparable ac
 Two modes:
 
 * ``notify``: NOTIFY trigger on the outbox, relay LISTENs, poll_interval 1.0 s (the default setup);
-* ``poll``: outbox migrated with ``notify=False`` (no trigger), relay polls every ``--poll-interval``.
+* ``poll``: outbox migrated with ``notify=False`` (no trigger), relay polls every ``--poll-interval``;
+* ``inline``: as ``notify``, plus the writer hands each committed id to an ``InlinePublisher``
+  (publish right after commit, issue 4), the relay being the safety net.
 
     .venv/bin/python -m benchmarks.latency
     .venv/bin/python -m benchmarks.latency --rate 500 --duration 20 --modes notify,poll
@@ -65,13 +67,16 @@ async def _relay_child(db: str, broker: str, schema: str, poll_interval: float, 
 
 
 # -- child: writer --------------------------------------------------------------------------------
-def _writer_child(db: str, schema: str, topic: str, rate: float, duration: float, out: str) -> None:
+def _writer_child(db: str, schema: str, topic: str, rate: float, duration: float, out: str, broker: str = "") -> None:
     import psycopg
 
     from benchmarks.common import key_for, payload
     from outboxkit import Outbox
+    from outboxkit.relay.inline import InlinePublisher
+    from outboxkit.stores.base import TableRef
 
     outbox = Outbox(schema=schema)
+    inline = InlinePublisher(db, broker, ref=TableRef("outbox", schema)).start() if broker else None
     n = int(rate * duration)
     commits: dict[str, float] = {}
     behind = 0
@@ -87,7 +92,11 @@ def _writer_child(db: str, schema: str, topic: str, rate: float, duration: float
             with conn.transaction():
                 event_id = outbox.emit(conn, topic, payload(i), key=key_for(i, 1000))
             commits[event_id] = time.monotonic()  # COMMIT has returned
+            if inline is not None:
+                inline.submit([event_id])  # returns at once; publishes on its own thread
         elapsed = time.monotonic() - t0
+    if inline is not None:
+        inline.close()
     Path(out).write_text(json.dumps({"commits": commits, "elapsed": elapsed, "behind": behind}))
 
 
@@ -97,7 +106,7 @@ def _child(*args: str) -> list[str]:
 
 
 async def run_mode(args: argparse.Namespace, mode: str) -> dict[str, Any]:
-    notify = mode == "notify"
+    notify = mode in ("notify", "inline")
     poll = 1.0 if notify else args.poll_interval
     env_vars = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     async with bench_env(args.db, args.broker, notify=notify) as env:
@@ -132,7 +141,16 @@ async def run_mode(args: argparse.Namespace, mode: str) -> dict[str, Any]:
                 out = tmp.name
             try:
                 writer = await asyncio.create_subprocess_exec(
-                    *_child("--writer-child", env.db, env.tag, env.topic(), str(args.rate), str(args.duration), out),
+                    *_child(
+                        "--writer-child",
+                        env.db,
+                        env.tag,
+                        env.topic(),
+                        str(args.rate),
+                        str(args.duration),
+                        out,
+                        env.broker if mode == "inline" else "",
+                    ),
                     cwd=REPO,
                     env=env_vars,
                 )
@@ -204,13 +222,13 @@ def main() -> None:
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--writer-child":
         db, schema, topic, rate, duration, out = sys.argv[2:8]
-        _writer_child(db, schema, topic, float(rate), float(duration), out)
+        _writer_child(db, schema, topic, float(rate), float(duration), out, *sys.argv[8:9])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     parser.add_argument("--rate", type=float, default=500.0, help="events (= transactions) per second")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of writing per mode")
-    parser.add_argument("--modes", default="notify,poll", help="comma-separated: notify, poll")
+    parser.add_argument("--modes", default="notify,poll,inline", help="comma-separated: notify, poll, inline")
     parser.add_argument("--poll-interval", type=float, default=0.1, help="relay poll interval in poll mode")
     parser.add_argument("--window", type=int, default=1000, help="relay in-flight window")
     args = parser.parse_args()
@@ -219,7 +237,7 @@ def main() -> None:
     rows = []
     for r in result["results"]:
         target = ""
-        if r["mode"] == "notify":
+        if r["mode"] in ("notify", "inline"):
             target = "met" if r["p50_ms"] <= 10 and r["p99_ms"] <= 50 else "MISSED"
         rows.append(
             [

@@ -48,9 +48,7 @@ from outboxkit.stores.base import TableRef
 VARIANTS = ("baseline", "baseline+insert", "emit+notify", "emit", "baseline/pipeline", "emit+notify/pipeline")
 
 
-def _writer(
-    db: str, schema: str, variant: str, ready: Any, go: Any, duration: float, seed: int
-) -> dict[str, Any]:
+def _writer(db: str, schema: str, variant: str, ready: Any, go: Any, duration: float, seed: int) -> dict[str, Any]:
     with_emit = not variant.startswith("baseline")
     second_insert = variant == "baseline+insert"
     audit = f'INSERT INTO "{schema}".audit (payload) VALUES (%s)'
@@ -124,7 +122,9 @@ def setup(db: str, schema: str) -> None:
             amount_cents integer NOT NULL,
             status text NOT NULL,
             created_at timestamptz NOT NULL DEFAULT now())''')
-        conn.execute(f'CREATE TABLE "{schema}".audit (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload bytea)')
+        conn.execute(
+            f'CREATE TABLE "{schema}".audit (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload bytea)'
+        )
 
 
 def main() -> None:

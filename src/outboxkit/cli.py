@@ -37,12 +37,18 @@ ConfigOpt = Annotated[str | None, typer.Option("--config", help="TOML config fil
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show info logs.")] = False,
+    log_format: Annotated[
+        str,
+        typer.Option("--log-format", envvar="OUTBOXKIT_LOG_FORMAT", help="plain, or json: one JSON object per line."),
+    ] = "plain",
 ) -> None:
+    from outboxkit.core.logfmt import LOG_FORMATS, configure_logging
+
     _state["debug"] = debug
+    if log_format not in LOG_FORMATS:
+        raise ConfigurationError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
-    )
+    configure_logging(level, "json" if log_format == "json" else "plain", sys.stderr)
     if not debug:
         # Driver chatter (nats-py logs every reconnect attempt) is summarised by our own lines.
         logging.getLogger("nats").setLevel(logging.CRITICAL)
@@ -123,9 +129,28 @@ def relay(
     max_attempts: Annotated[
         int | None, typer.Option("--max-attempts", help="Failed attempts before a dead letter (0 = never).")
     ] = None,
+    http_port: Annotated[
+        int,
+        typer.Option(
+            "--http-port",
+            envvar="OUTBOXKIT_HTTP_PORT",
+            min=0,
+            max=65535,
+            help="Serve /metrics, /healthz and /readyz on this port (0 = off, e.g. 9464).",
+        ),
+    ] = 0,
+    http_host: Annotated[
+        str,
+        typer.Option(
+            "--http-host",
+            envvar="OUTBOXKIT_HTTP_HOST",
+            help="Address for --http-port; anything but loopback (e.g. 0.0.0.0) is logged as a warning.",
+        ),
+    ] = "127.0.0.1",
 ) -> None:
     """Publish committed outbox rows to the broker until SIGTERM/SIGINT."""
-    from outboxkit.relay.process import build_relay, serve
+    from outboxkit.relay.process import build_relay
+    from outboxkit.web import RelayMetrics, serve_relay
 
     settings = _settings(
         config,
@@ -142,6 +167,7 @@ def relay(
         hold_dead_keys=False if skip_dead_keys else None,
     )
     db_url, broker_url = settings.require_db(), settings.require_broker()
+    metrics = RelayMetrics()
     relay_ = build_relay(
         db_url,
         broker_url,
@@ -149,8 +175,9 @@ def relay(
         source=settings.source,
         config=settings.relay,
         hold_dead_keys=settings.hold_dead_keys,
+        observer=metrics,
     )
-    stats = asyncio.run(serve(relay_, db=db_url, broker=broker_url))
+    stats = asyncio.run(serve_relay(relay_, metrics, db=db_url, broker=broker_url, host=http_host, port=http_port))
     err.print(
         f"relay stopped: {stats.published} published, {stats.dead_lettered} dead-lettered, "
         f"{stats.fenced} fenced, {stats.handovers} buckets taken over"
@@ -227,10 +254,25 @@ def demo(
     raise typer.Exit(0 if result.ok else 1)
 
 
+# Commands that live with their layer (the lab, operations), registered here so that nothing
+# below imports the CLI.
+from outboxkit.lab.cli import lab_app  # noqa: E402
+from outboxkit.ops.cli import cleanup, dead_letters_app, replay, status  # noqa: E402
+
+app.add_typer(lab_app, name="lab")
+app.command()(status)
+app.add_typer(dead_letters_app, name="dead-letters")
+app.command()(replay)
+app.command()(cleanup)
+
+
 def main() -> None:
     """Console entry point: one line per error, tracebacks only with --debug."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns typer.Exit's code instead of exiting: pass it on.
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

@@ -215,11 +215,11 @@ def _check_psycopg(conn: Any) -> None:
     status = conn.info.transaction_status
     if status == _psycopg_status.INTRANS:
         return
-    if status == _psycopg_status.ACTIVE and conn._pipeline is not None:
-        # Pipeline mode: statements are in flight, so the status says ACTIVE. psycopg opened a
-        # transaction for them unless the connection is in autocommit mode outside transaction().
-        if not conn.autocommit or getattr(conn, "_num_transactions", 0) > 0:
-            return
+    # Pipeline mode: statements are in flight, so the status says ACTIVE. psycopg opened a
+    # transaction for them unless the connection is in autocommit mode outside transaction().
+    in_pipeline = status == _psycopg_status.ACTIVE and conn._pipeline is not None
+    if in_pipeline and (not conn.autocommit or getattr(conn, "_num_transactions", 0) > 0):
+        return
     if status == _psycopg_status.INERROR:
         raise NoTransactionError("the transaction is aborted (an earlier statement failed): roll back first")
     raise NoTransactionError(

@@ -31,11 +31,10 @@ def test_emit_inside_pipeline_and_transaction(pg_url: str, pg_ref: TableRef, aut
 
 def test_pipeline_rolled_back_leaves_nothing(pg_url: str, pg_ref: TableRef) -> None:
     outbox = Outbox(schema=pg_ref.schema)
-    with psycopg.connect(pg_url) as conn, conn.pipeline():
-        with pytest.raises(RuntimeError), conn.transaction():
-            conn.execute("SELECT 1")
-            outbox.emit(conn, "orders.created", {"i": 1})
-            raise RuntimeError("business rule failed")
+    with psycopg.connect(pg_url) as conn, conn.pipeline(), pytest.raises(RuntimeError), conn.transaction():
+        conn.execute("SELECT 1")
+        outbox.emit(conn, "orders.created", {"i": 1})
+        raise RuntimeError("business rule failed")
     assert _count(pg_url, pg_ref) == 0
 
 

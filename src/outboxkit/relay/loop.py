@@ -35,6 +35,7 @@ from outboxkit.errors import (
     UnavailableError,
     UnroutableError,
 )
+from outboxkit.relay.observer import NullObserver, RelayObserver
 from outboxkit.stores.base import Filter, Leases, OutboxStore
 
 log = logging.getLogger("outboxkit.relay")
@@ -66,10 +67,11 @@ class _Marker:
     """Marks confirmed rows in the background, coalescing whatever accumulated during the last
     round trip into one UPDATE, so marking overlaps publishing instead of pausing it."""
 
-    def __init__(self, store: OutboxStore, leases: Leases, stats: RelayStats) -> None:
+    def __init__(self, store: OutboxStore, leases: Leases, stats: RelayStats, observer: RelayObserver) -> None:
         self.store = store
         self.leases = leases
         self.stats = stats
+        self.observer = observer
         self.buffer: list[int] = []
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -94,10 +96,12 @@ class _Marker:
             except BaseException as exc:
                 self.error = exc
                 return
+            self.observer.db_ok()
             if marked < len(batch):
                 # Fenced: our lease on some bucket ended (paused past the TTL, or rebalanced). The
                 # new owner publishes those rows again; consumers de-duplicate by id.
                 self.stats.fenced += len(batch) - marked
+                self.observer.fenced(len(batch) - marked)
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run())
@@ -124,11 +128,13 @@ class Relay:
         store_factory: Callable[[], OutboxStore],
         publisher_factory: Callable[[], Publisher],
         config: RelayConfig | None = None,
+        observer: RelayObserver | None = None,
     ) -> None:
         self.store_factory = store_factory
         self.publisher_factory = publisher_factory
         self.config = config or RelayConfig()
         self.stats = RelayStats()
+        self.observer: RelayObserver = observer or NullObserver()
         self._paused_topics: dict[str, float] = {}
         self._topic_failures: dict[str, int] = {}
         self._trouble = 0  # consecutive batches with transient failures
@@ -172,6 +178,7 @@ class Relay:
             except SchemaError:
                 raise
             except (UnavailableError, TransientError, OSError) as exc:
+                self.observer.set_leases(0)  # leases lapse with the connection; /readyz goes stale by itself
                 if outage_since is None:
                     outage_since = time.monotonic()
                     log.warning("relay paused: %s; retrying until it is back", exc)
@@ -188,6 +195,7 @@ class Relay:
     # -- one connected session --------------------------------------------------------------------
     async def _serve(self, store: OutboxStore, publisher: Publisher, stop: asyncio.Event) -> None:
         self.leases = await store.maintain_leases(self.owner, {}, self.config.lease_ttl, rebalance=True)
+        self._leases_seen(self.leases)
         keeper = asyncio.create_task(self._keep_leases(store))
         standby_logged = False
         trouble_since: float | None = None
@@ -234,13 +242,24 @@ class Relay:
             await asyncio.sleep(self.config.lease_ttl / 3)
             before = self.leases
             held = await store.maintain_leases(self.owner, before, self.config.lease_ttl, rebalance=True)
+            self._leases_seen(held)
             gained = held.keys() - before.keys()
             lost = before.keys() - held.keys()
             if gained or lost:
                 self.stats.handovers += len(gained)
+                if gained:
+                    self.observer.handover(len(gained))
                 log.info("relay %s leases: +%d -%d, now %d", self.owner, len(gained), len(lost), len(held))
                 self._leases_changed.set()
             self.leases = held
+
+    def _leases_seen(self, held: Leases) -> None:
+        """A lease round trip succeeded. A relay standing by (no bucket) has nothing to send, so
+        it counts as fine on the broker side too, as an idle relay does."""
+        self.observer.db_ok()
+        self.observer.set_leases(len(held))
+        if not held:
+            self.observer.broker_ok()
 
     def _idle_timeout(self) -> float:
         now = time.monotonic()
@@ -258,10 +277,12 @@ class Relay:
         """Fetch and publish one batch. Returns whether any row was fetched."""
         leases = dict(self.leases)  # the epochs in force for this batch fence its marks
         rows = await store.fetch_pending(self.config.batch_size, self._filter(), leases)
+        self.observer.db_ok()
         if not rows:
+            self.observer.broker_ok()  # nothing waits on the broker: idle is healthy
             return False
         self.stats.batches += 1
-        marker = _Marker(store, leases, self.stats)
+        marker = _Marker(store, leases, self.stats, self.observer)
         marker.start()
         failures: list[tuple[OutboxEvent, DeliveryError]] = []
         try:
@@ -283,25 +304,30 @@ class Relay:
         failures: list[tuple[OutboxEvent, DeliveryError]],
     ) -> None:
         dispatcher = KeyedDispatcher(rows)
-        done: asyncio.Queue[tuple[OutboxEvent, BaseException | None]] = asyncio.Queue()
+        done: asyncio.Queue[tuple[OutboxEvent, BaseException | None, float]] = asyncio.Queue()
+        observer = self.observer
 
-        def completion(event: OutboxEvent) -> Callable[[asyncio.Future[None]], None]:
+        def completion(event: OutboxEvent, sent: float) -> Callable[[asyncio.Future[None]], None]:
             def callback(fut: asyncio.Future[None]) -> None:
                 exc = fut.exception() if not fut.cancelled() else TransientError("cancelled")
-                done.put_nowait((event, exc))
+                # Latency is taken here, when the confirmation arrives, not when the loop gets
+                # round to it: queueing behind other confirmations is not the broker's time.
+                done.put_nowait((event, exc, time.monotonic() - sent))
 
             return callback
 
         while not dispatcher.finished():
             for event in dispatcher.take(self.config.window - dispatcher.in_flight):
+                sent = time.monotonic()
                 fut = await publisher.publish(event)
-                fut.add_done_callback(completion(event))
-            event, exc = await done.get()
+                fut.add_done_callback(completion(event, sent))
+            event, exc, latency = await done.get()
             while True:
                 if exc is None:
                     dispatcher.confirmed(event)
                     marker.add(event.seq)
                     self.stats.published += 1
+                    observer.published(event, latency)
                     if self._topic_failures:
                         self._topic_failures.pop(event.topic, None)
                 else:
@@ -310,13 +336,21 @@ class Relay:
                     failures.append((event, error))
                 if done.empty():
                     break
-                event, exc = done.get_nowait()
+                event, exc, latency = done.get_nowait()
 
     async def _handle_failure(
         self, store: OutboxStore, event: OutboxEvent, error: DeliveryError, leases: Leases
     ) -> bool:
         """Record a failed publish; returns True when it calls for a global backoff."""
         self.stats.failed_attempts += 1
+        # The kind the broker reported, before max_attempts turns an unroutable event permanent.
+        self.observer.failed(
+            "unroutable"
+            if isinstance(error, UnroutableError)
+            else "permanent"
+            if isinstance(error, PermanentError)
+            else "transient"
+        )
         limit = self.config.max_attempts
         if isinstance(error, UnroutableError) and limit and event.attempts + 1 >= limit:
             error = PermanentError(f"gave up after {event.attempts + 1} attempts: {error}")
@@ -324,6 +358,7 @@ class Relay:
             if not await store.record_failure(event.seq, str(error), dead=True, leases=leases):
                 return False  # fenced: no longer ours
             self.stats.dead_lettered += 1
+            self.observer.dead_lettered()
             log.error("dead-lettered event %s (topic %s, key %s): %s", event.id, event.topic, event.key, error)
             return False
         if isinstance(error, UnroutableError):

@@ -9,6 +9,7 @@ import signal
 from outboxkit.brokers.registry import publisher_for
 from outboxkit.core.urls import redact_url
 from outboxkit.relay.loop import Relay, RelayConfig, RelayStats
+from outboxkit.relay.observer import RelayObserver
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import store_for
 
@@ -23,6 +24,7 @@ def build_relay(
     source: str = "/outboxkit",
     config: RelayConfig | None = None,
     hold_dead_keys: bool = True,
+    observer: RelayObserver | None = None,
 ) -> Relay:
     config = config or RelayConfig()
     # Build once now so a bad URL fails here, at start-up, not inside the retry loop.
@@ -32,6 +34,7 @@ def build_relay(
         lambda: store_for(db, ref, hold_dead_keys=hold_dead_keys),
         lambda: publisher_for(broker, source=source, max_in_flight=config.window),
         config,
+        observer,
     )
 
 

@@ -127,9 +127,7 @@ class OutboxStore(Protocol):
         """Give every lease of ``owner`` back at once (clean shutdown), so others take over now."""
         ...
 
-    async def fetch_pending(
-        self, limit: int, skip: Filter, leases: Leases | None = None
-    ) -> Sequence[OutboxEvent]:
+    async def fetch_pending(self, limit: int, skip: Filter, leases: Leases | None = None) -> Sequence[OutboxEvent]:
         """Up to ``limit`` committed, undelivered, not dead rows in ascending ``seq``, of the leased
         buckets only (``None``: every bucket).
 

@@ -160,8 +160,7 @@ class PostgresOutboxStore:
         # With some buckets only (several relays): same scan, filtered by bucket. The filter costs a
         # hash per pending row scanned; pending rows are few when relays keep up.
         self._fetch_buckets_sql = (
-            f"SELECT {columns} FROM {t} o WHERE {pending}{hold} AND {bucket_sql('o')} = ANY(%s)"
-            " ORDER BY o.seq LIMIT %s"
+            f"SELECT {columns} FROM {t} o WHERE {pending}{hold} AND {bucket_sql('o')} = ANY(%s) ORDER BY o.seq LIMIT %s"
         )
         # While topics are paused (unroutable), their rows are left out AND so is every pending row
         # of a key that has a row on a paused topic: otherwise that key's later events on other
@@ -354,9 +353,7 @@ class PostgresOutboxStore:
                 now_held = {int(b): int(e) for b, e in await cur.fetchall() if held.get(int(b), int(e)) == int(e)}
                 if not rebalance:
                     return now_held
-                cur = await conn.execute(
-                    f"SELECT count(*) FROM {relays} WHERE heartbeat_at > now() - %s", [interval]
-                )
+                cur = await conn.execute(f"SELECT count(*) FROM {relays} WHERE heartbeat_at > now() - %s", [interval])
                 row = await cur.fetchone()
                 live = max(1, int(row[0]) if row else 1)
                 share = -(-BUCKETS // live)  # ceil
@@ -406,6 +403,15 @@ class PostgresOutboxStore:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._woken.wait(), timeout)
         self._woken.clear()
+
+    async def oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest pending row was written, on the database's clock (no skew)."""
+        rows = await self._run(
+            f"SELECT extract(epoch FROM clock_timestamp() - created_at)::float8 FROM {self.ref.qualified}"
+            " WHERE delivered_at IS NULL AND dead_at IS NULL ORDER BY seq LIMIT 1",
+            [],
+        )
+        return max(0.0, float(rows[0][0])) if rows else None
 
     async def pending_count(self) -> int:
         rows = await self._run(

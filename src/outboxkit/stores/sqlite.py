@@ -276,6 +276,15 @@ class SqliteOutboxStore:
                 return
             await asyncio.sleep(0.002)
 
+    async def oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest pending row was written."""
+        sql = (
+            f"SELECT (julianday('now') - julianday(created_at)) * 86400 FROM {self.ref.qualified}"
+            " WHERE delivered_at IS NULL AND dead_at IS NULL ORDER BY seq LIMIT 1"
+        )
+        row = await self._call(lambda c: c.execute(sql).fetchone())
+        return None if row is None else max(0.0, float(row[0]))
+
     async def pending_count(self) -> int:
         sql = f"SELECT count(*) FROM {self.ref.qualified} WHERE delivered_at IS NULL AND dead_at IS NULL"
         row = await self._call(lambda c: c.execute(sql).fetchone())

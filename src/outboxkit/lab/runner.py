@@ -1,0 +1,312 @@
+"""Run strategies one after another against the same database, broker and fault schedule.
+
+For each strategy: fresh business tables (own schema on PostgreSQL, own file on SQLite), own
+stream, its companion process if it has one, then the writer subprocess in segments: each crash
+ends a segment and the runner starts a new instance (as an orchestrator would), after deleting
+the instance's local files when the fault says the instance was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from outboxkit.brokers.nats import connect, ensure_stream
+from outboxkit.lab.faults import FAULTS, Scheduled, plan, schedule
+from outboxkit.lab.strategies import STRATEGIES
+from outboxkit.lab.strategy import Env, Strategy
+from outboxkit.lab.verify import Received, Verdict, WriterLog, verify
+from outboxkit.lab.writer import WriterSpec
+from outboxkit.testing.servers import NatsServer
+from outboxkit.testing.workload import OrdersWorkload
+
+DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass(frozen=True)
+class LabOptions:
+    strategies: tuple[str, ...] = tuple(STRATEGIES)
+    faults: tuple[str, ...] = tuple(FAULTS)
+    events: int = 600
+    seed: int = 1
+    db: str = DEFAULT_DB
+    rollback_ratio: float = 0.05
+    drain_timeout: float = 30.0
+    workdir: str | None = None
+
+
+@dataclass
+class StrategyRun:
+    strategy: str
+    summary: str
+    faults: list[Scheduled]
+    not_applicable: list[str]
+    verdict: Verdict
+    elapsed: float
+    restarts: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "summary": self.summary,
+            "faults": [f.as_dict() for f in self.faults],
+            "not_applicable": self.not_applicable,
+            "elapsed_s": self.elapsed,
+            "writer_restarts": self.restarts,
+            **self.verdict.as_dict(),
+        }
+
+
+@dataclass
+class LabRun:
+    options: LabOptions
+    runs: list[StrategyRun] = field(default_factory=list)
+    elapsed: float = 0.0
+
+
+def applicable(kind: str, strategy: Strategy, env: Env) -> bool:
+    if kind == "kill-relay":
+        return strategy.companion(env) is not None
+    if kind == "db-kill":
+        return env.dialect == "postgresql"
+    return True
+
+
+Phase = Callable[[str, str], None]
+
+
+async def run_lab(
+    options: LabOptions, on_phase: Phase | None = None, on_done: Callable[[StrategyRun], None] | None = None
+) -> LabRun:
+    unknown = [s for s in options.strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
+    phase = on_phase or (lambda _s, _p: None)
+    run_id = uuid.uuid4().hex[:8]
+    # A private directory per run (parallel runs never share one); removed at the end unless given.
+    workdir = Path(options.workdir or tempfile.mkdtemp(prefix=f"outboxkit-lab-{run_id}-"))
+    os.makedirs(workdir, exist_ok=True)
+    txns = len(plan(options.events, options.seed, rollback_ratio=options.rollback_ratio))
+    all_faults = schedule(list(options.faults), txns, options.seed)
+    lab = LabRun(options)
+    started = time.monotonic()
+    server = NatsServer(str(workdir / "nats")).start()
+    try:
+        for index, name in enumerate(options.strategies):
+            result = await _run_one(STRATEGIES[name], index, run_id, workdir, server, options, all_faults, phase)
+            lab.runs.append(result)
+            if on_done is not None:
+                on_done(result)
+    finally:
+        server.stop()
+        if options.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    lab.elapsed = time.monotonic() - started
+    return lab
+
+
+async def _run_one(
+    strategy: Strategy,
+    index: int,
+    run_id: str,
+    workdir: Path,
+    server: NatsServer,
+    options: LabOptions,
+    all_faults: list[Scheduled],
+    phase: Phase,
+) -> StrategyRun:
+    started = time.monotonic()
+    slug = f"lab_{run_id}_{index}"
+    sqlite = options.db.startswith("sqlite")
+    db = f"sqlite:///{workdir}/{slug}.db" if sqlite else options.db
+    env = Env(db, None if sqlite else slug, server.url, f"{slug}.orders", str(workdir / slug / "instance"))
+    faults = [f for f in all_faults if applicable(f.kind, strategy, env)]
+    skipped = sorted({f.kind for f in all_faults} - {f.kind for f in faults})
+    workload = OrdersWorkload(db, schema=env.schema)
+    stream = f"LAB_{run_id}_{index}".upper()
+    (workdir / slug).mkdir(parents=True, exist_ok=True)
+    async with contextlib.AsyncExitStack() as stack:
+        phase(strategy.name, "setting up")
+        workload.setup()
+        stack.callback(workload.drop)
+        strategy.prepare(env)
+        nc = await connect(server.url, name="outboxkit-lab")
+        stack.push_async_callback(nc.close)
+        await ensure_stream(nc, stream, [f"{slug}.>"])
+        companion = _Companion(strategy.companion(env), workdir / slug / "companion.log")
+        stack.callback(companion.stop)
+        companion.start()
+        phase(strategy.name, "writing")
+        restarts = await _write(
+            strategy, env, options, faults, workdir / slug / "writer.jsonl", server, companion, phase
+        )
+        phase(strategy.name, "draining")
+        deadline = time.monotonic() + options.drain_timeout
+        while strategy.backlog(env) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # a copy the companion sends while it is being stopped still counts
+        companion.stop()
+        phase(strategy.name, "verifying")
+        received = await _read_stream(nc, stream)
+        verdict = verify(workload.committed(), received, WriterLog.read(workdir / slug / "writer.jsonl"), faults)
+        await nc.jetstream().delete_stream(stream)
+    return StrategyRun(strategy.name, strategy.summary, faults, skipped, verdict, time.monotonic() - started, restarts)
+
+
+class _Companion:
+    """The strategy's background process (the relay), SIGKILLable and restartable."""
+
+    def __init__(self, argv: list[str] | None, log_path: Path) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.argv is None:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+async def _write(
+    strategy: Strategy,
+    env: Env,
+    options: LabOptions,
+    faults: list[Scheduled],
+    stats_path: Path,
+    server: NatsServer,
+    companion: _Companion,
+    phase: Phase,
+) -> int:
+    """Writer segments until the plan is done; returns how many times the instance was restarted."""
+    start, restarts = 0, 0
+    pending: list[asyncio.Task[None]] = []
+    while True:
+        spec = WriterSpec(
+            env, strategy.name, options.events, options.seed, start,
+            [f for f in faults if f.tx >= start], str(stats_path), options.rollback_ratio,
+        )  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "outboxkit.lab.writer", spec.to_json(),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stdin is not None
+        while line := (await proc.stdout.readline()).decode().strip():
+            if line.startswith("FAULT "):
+                kind = line.split()[1]
+                phase(strategy.name, f"fault: {kind}")
+                # The fault has happened when the writer goes on; recovery (restart) runs in the background.
+                later = await _act(kind, env, server, companion)
+                if later is not None:
+                    pending.append(asyncio.create_task(later))
+                proc.stdin.write(b"ok\n")
+                await proc.stdin.drain()
+        assert proc.stderr is not None
+        err = (await proc.stderr.read()).decode()
+        code = await proc.wait()
+        if code == 0:
+            break
+        crash = next((f for f in faults if f.tx >= start and f.crash), None)
+        if code != -9 or crash is None:
+            raise RuntimeError(f"{strategy.name} writer failed (exit {code}):\n{err[-3000:]}")
+        phase(strategy.name, f"crashed: {crash.kind}")
+        if crash.action == "wipe-instance":
+            shutil.rmtree(env.instance_dir, ignore_errors=True)
+        start, restarts = crash.tx + 1, restarts + 1
+    for task in pending:
+        await task
+    return restarts
+
+
+async def _act(kind: str, env: Env, server: NatsServer, companion: _Companion) -> Coroutine[Any, Any, None] | None:
+    """Make the fault happen now; return what brings the service back, to run in the background."""
+    if kind == "kill-relay":
+        companion.kill()
+        return _after(0.3, companion.start)
+    if kind == "broker-restart":
+        await asyncio.to_thread(server.stop)
+        return _after(1.0, server.start)
+    if kind == "db-kill":
+        await asyncio.to_thread(_kill_connections, env)
+    return None
+
+
+async def _after(delay: float, action: Callable[[], object]) -> None:
+    await asyncio.sleep(delay)
+    await asyncio.to_thread(action)
+
+
+def _kill_connections(env: Env) -> None:
+    """Terminate this run's writer connection and its relay's database connections."""
+    import psycopg
+
+    with psycopg.connect("postgresql://" + env.db.split("://", 1)[1], autocommit=True) as conn:
+        # The relay's connections are the outboxkit-relay sessions whose last statement touched this
+        # run's schema (fetch, mark, lease renewal); other tests' relays are left alone.
+        conn.execute(
+            """
+            SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE pid <> pg_backend_pid()
+              AND (application_name LIKE %s
+                   OR (application_name = 'outboxkit-relay' AND query LIKE %s))
+            """,
+            (f"outboxkit-lab-{env.schema}%", f'%"{env.schema}"%'),
+        )
+
+
+async def _read_stream(nc: Any, stream: str) -> list[Received]:
+    """Every message the stream holds, in stream order, with the broker's store time."""
+    import json
+
+    js = nc.jetstream()
+    total = (await js.stream_info(stream)).state.messages
+    out: list[Received] = []
+    if not total:
+        return out
+    sub = await js.subscribe(">", stream=stream, ordered_consumer=True)
+    try:
+        while len(out) < total:
+            msg = await sub.next_msg(timeout=10)
+            headers = msg.headers or {}
+            try:
+                tx = int(json.loads(msg.data)["tx"])
+            except (ValueError, KeyError, TypeError):
+                tx = None
+            out.append(
+                Received(
+                    headers.get("ce-id") or headers.get("Nats-Msg-Id", ""),
+                    headers.get("ce-subject"),
+                    tx,
+                    msg.metadata.timestamp.timestamp(),
+                )
+            )
+    finally:
+        await sub.unsubscribe()
+    return out

@@ -1,0 +1,292 @@
+"""The strategies, each a small honest implementation of a known approach.
+
+Every write path runs the same business change (``strategy.business``) and differs only in where
+the event goes and when. Crash points are passed where the approach really has them; see
+``faults`` for their names. A strategy never retries what the approach itself would not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import sys
+from typing import Any
+
+from outboxkit.core.envelope import new_event_id
+from outboxkit.lab.faults import Txn
+from outboxkit.lab.strategy import Env, Strategy, WriteContext, business, encode, event, local_dir, payload
+from outboxkit.migrate import migrate
+
+_NOW = {"postgresql": "now()", "sqlite": "strftime('%Y-%m-%dT%H:%M:%fZ','now')"}
+
+
+def _finish(ctx: WriteContext, txn: Txn) -> bool:
+    """COMMIT, or ROLLBACK when the business logic fails this transaction. True if it committed.
+
+    A connection dropped at COMMIT leaves the outcome unknown to the writer; it reconnects and
+    moves on, and the database (``order_events``) says what really committed."""
+    try:
+        ctx.conn.execute("ROLLBACK" if txn.rollback else "COMMIT")
+    except Exception as exc:
+        if not _connection_lost(exc):
+            raise
+        ctx.reconnect()
+        return False
+    return not txn.rollback
+
+
+def _begin(ctx: WriteContext) -> None:
+    ctx.conn.execute("BEGIN IMMEDIATE" if ctx.env.dialect == "sqlite" else "BEGIN")
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+class DualWrite:
+    """Commit, then publish. A crash or broker failure between the two loses the event."""
+
+    name = "dual-write"
+    summary = "commit, then publish"
+
+    def prepare(self, env: Env) -> None:
+        return None
+
+    def companion(self, env: Env) -> list[str] | None:
+        return None
+
+    def backlog(self, env: Env) -> int:
+        return 0
+
+    async def recover(self, ctx: WriteContext) -> None:
+        return None  # nothing was recorded anywhere that could be replayed
+
+    async def write(self, ctx: WriteContext, txn: Txn) -> None:
+        ids = [new_event_id() for _ in range(txn.events)]
+        bodies = [encode(payload(txn, i)) for i in range(txn.events)]
+        _begin(ctx)
+        business(ctx, txn, ids)
+        await ctx.at("mid-tx")
+        await ctx.at("before-commit")
+        if not _finish(ctx, txn):
+            return
+        ctx.committed(txn, ids)
+        await ctx.at("after-commit")
+        await ctx.at("before-publish")
+        await ctx.publish([event(ctx.env, i, txn, b) for i, b in zip(ids, bodies, strict=True)])
+        await ctx.at("before-mark")
+
+
+class PublishThenCommit:
+    """Publish inside the transaction scope, then commit. A failed or cut commit leaves a phantom."""
+
+    name = "publish-then-commit"
+    summary = "publish inside the transaction, then commit"
+
+    def prepare(self, env: Env) -> None:
+        return None
+
+    def companion(self, env: Env) -> list[str] | None:
+        return None
+
+    def backlog(self, env: Env) -> int:
+        return 0
+
+    async def recover(self, ctx: WriteContext) -> None:
+        return None  # a published event cannot be taken back
+
+    async def write(self, ctx: WriteContext, txn: Txn) -> None:
+        ids = [new_event_id() for _ in range(txn.events)]
+        bodies = [encode(payload(txn, i)) for i in range(txn.events)]
+        _begin(ctx)
+        business(ctx, txn, ids)
+        await ctx.at("mid-tx")
+        await ctx.at("before-publish")
+        if not await ctx.publish([event(ctx.env, i, txn, b) for i, b in zip(ids, bodies, strict=True)]):
+            ctx.conn.execute("ROLLBACK")  # the approach's one consolation: no commit without a publish
+            return
+        await ctx.at("before-commit")
+        if _finish(ctx, txn):
+            ctx.committed(txn, ids)
+            await ctx.at("after-commit")
+
+
+class LocalLog:
+    """Intent in a local SQLite file (fsync'd) first, then the main commit, then publish, then forget.
+
+    Recovery replays the log: an intent whose id is in the main database is published, one that
+    is not is dropped. It survives process crashes, but the log lives with the instance: when the
+    instance is replaced, its pending intents are gone."""
+
+    name = "local-log"
+    summary = "intent in a local SQLite log, commit, publish; replay at start-up"
+
+    def prepare(self, env: Env) -> None:
+        return None
+
+    def companion(self, env: Env) -> list[str] | None:
+        return None
+
+    def backlog(self, env: Env) -> int:
+        return 0
+
+    def _log(self, env: Env) -> sqlite3.Connection:
+        conn = sqlite3.connect(local_dir(env) / "intent-log.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # the intent must survive a crash right after it
+        conn.execute("CREATE TABLE IF NOT EXISTS intent (id TEXT PRIMARY KEY, key TEXT, body BLOB, tx INTEGER)")
+        return conn
+
+    async def recover(self, ctx: WriteContext) -> None:
+        log = self._log(ctx.env)
+        try:
+            rows = log.execute("SELECT id, key, body, tx FROM intent ORDER BY rowid").fetchall()
+            if not rows:
+                return
+            ids = [r[0] for r in rows]
+            marks = ",".join("?" * len(ids))
+            found = ctx.conn.execute(
+                ctx.sql(f"SELECT event_id FROM {ctx.env.table('order_events')} WHERE event_id IN ({marks})"), ids
+            ).fetchall()
+            committed = {str(r[0]) for r in found}
+            events = [event(ctx.env, r[0], Txn(r[3], r[1], 1, False), r[2]) for r in rows if r[0] in committed]
+            if await ctx.publish(events):
+                log.execute(f"DELETE FROM intent WHERE id IN ({marks})", ids)
+        finally:
+            log.close()
+
+    async def write(self, ctx: WriteContext, txn: Txn) -> None:
+        ids = [new_event_id() for _ in range(txn.events)]
+        bodies = [encode(payload(txn, i)) for i in range(txn.events)]
+        log = self._log(ctx.env)
+        try:
+            with log:  # one local transaction for all intents of this business transaction
+                log.executemany(
+                    "INSERT INTO intent (id, key, body, tx) VALUES (?, ?, ?, ?)",
+                    [(i, txn.key, b, txn.index) for i, b in zip(ids, bodies, strict=True)],
+                )
+            _begin(ctx)
+            business(ctx, txn, ids)
+            await ctx.at("mid-tx")
+            await ctx.at("before-commit")
+            if not _finish(ctx, txn):
+                if txn.rollback:  # known outcome: forget the intents; an unknown one is left to recovery
+                    log.execute(f"DELETE FROM intent WHERE id IN ({','.join('?' * len(ids))})", ids)
+                return
+            ctx.committed(txn, ids)
+            await ctx.at("after-commit")
+            await ctx.at("before-publish")
+            if await ctx.publish([event(ctx.env, i, txn, b) for i, b in zip(ids, bodies, strict=True)]):
+                await ctx.at("before-mark")
+                log.execute(f"DELETE FROM intent WHERE id IN ({','.join('?' * len(ids))})", ids)
+        finally:
+            log.close()
+
+
+class _Outbox:
+    """Shared by the outbox strategies: the event is a row written in the business transaction."""
+
+    name = ""
+    summary = ""
+    inline = False
+    relay: str | None = None  # "poll" or "notify"
+
+    def prepare(self, env: Env) -> None:
+        migrate(env.db, env.ref, notify=self.relay == "notify")
+
+    def companion(self, env: Env) -> list[str] | None:
+        if self.relay is None:
+            return None
+        args = [sys.executable, "-m", "outboxkit", "relay", "--db", env.db, "--broker", env.broker]
+        if env.schema:
+            args += ["--schema", env.schema]
+        return args
+
+    def backlog(self, env: Env) -> int:
+        if self.relay is None:
+            return 0
+        conn = _connect(env)
+        try:
+            return len(_unmarked(env, conn))
+        finally:
+            conn.close()
+
+    async def recover(self, ctx: WriteContext) -> None:
+        if self.inline and self.relay is None:
+            # No relay: the restarted service itself sends what it committed but did not mark.
+            for row in _unmarked(ctx.env, ctx.conn):
+                ev = event(ctx.env, str(row[1]), Txn(0, row[2], 1, False), bytes(row[3]))
+                if await ctx.publish([ev]):
+                    _mark(ctx, [ev.id])
+
+    async def write(self, ctx: WriteContext, txn: Txn) -> None:
+        bodies = [payload(txn, i) for i in range(txn.events)]
+        _begin(ctx)
+        ids = [ctx.outbox.emit(ctx.conn, ctx.env.topic, body, key=txn.key) for body in bodies]
+        business(ctx, txn, ids)
+        await ctx.at("mid-tx")
+        await ctx.at("before-commit")
+        if not _finish(ctx, txn):
+            return
+        ctx.committed(txn, ids)
+        await ctx.at("after-commit")
+        if not self.inline:
+            return
+        await ctx.at("before-publish")
+        events = [event(ctx.env, i, txn, encode(b)) for i, b in zip(ids, bodies, strict=True)]
+        if await ctx.publish(events):
+            await ctx.at("before-mark")
+            _mark(ctx, ids)
+
+
+def _connect(env: Env) -> Any:
+    from outboxkit.testing.workload import OrdersWorkload
+
+    return OrdersWorkload(env.db, schema=env.schema).connect()
+
+
+def _unmarked(env: Env, conn: Any) -> list[Any]:
+    sql = f"SELECT seq, id, key, payload FROM {env.ref.qualified} WHERE delivered_at IS NULL AND dead_at IS NULL"
+    return list(conn.execute(sql + " ORDER BY seq").fetchall())
+
+
+def _mark(ctx: WriteContext, ids: list[str]) -> None:
+    # The mark is best effort: a dropped connection leaves the row for the relay or the next start-up.
+    with contextlib.suppress(Exception):
+        marks = ",".join("?" * len(ids))
+        ctx.conn.execute(
+            ctx.sql(f"UPDATE {ctx.env.ref.qualified} SET delivered_at = {_NOW[ctx.env.dialect]} WHERE id IN ({marks})"),
+            ids,
+        )
+
+
+class OutboxInline(_Outbox):
+    name, summary, inline = "outbox-inline", "outbox row in the transaction; the writer publishes and marks", True
+
+
+class OutboxRelayPoll(_Outbox):
+    name, summary, relay = "outbox-relay-poll", "outbox row; a relay process polls (1 s)", "poll"
+
+
+class OutboxRelayNotify(_Outbox):
+    name, summary, relay = "outbox-relay-notify", "outbox row; a relay woken by LISTEN/NOTIFY", "notify"
+
+
+class OutboxInlineRelay(_Outbox):
+    name, summary = "outbox-inline+relay", "outbox row; writer publishes right away, relay as safety net"
+    inline, relay = True, "notify"
+
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        DualWrite(),
+        PublishThenCommit(),
+        LocalLog(),
+        OutboxInline(),
+        OutboxRelayPoll(),
+        OutboxRelayNotify(),
+        OutboxInlineRelay(),
+    )
+}

@@ -1,0 +1,93 @@
+"""Each strategy's known failure mode, reproduced by its exact crash point; the outbox ones hold.
+
+Runs are small (a few dozen events) and use ``rollback_ratio=0`` so every anomaly comes from the
+fault alone: the expected counts are exact, not "at least one".
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from outboxkit.lab.faults import Scheduled, plan, schedule
+from outboxkit.lab.runner import LabOptions, StrategyRun, run_lab
+
+EVENTS, SEED = 40, 11
+
+
+async def lab(db: str, strategies: tuple[str, ...], faults: tuple[str, ...]) -> list[StrategyRun]:
+    options = LabOptions(strategies=strategies, faults=faults, events=EVENTS, seed=SEED, db=db, rollback_ratio=0.0)
+    return (await run_lab(options)).runs
+
+
+def fault_events(kind: str, faults: tuple[str, ...]) -> int:
+    """How many events the transaction hit by ``kind`` carries."""
+    txns = plan(EVENTS, SEED, rollback_ratio=0.0)
+    hit: Scheduled = next(f for f in schedule(list(faults), len(txns), SEED) if f.kind == kind)
+    return txns[hit.tx].events
+
+
+def window(run: StrategyRun, kind: str) -> dict[str, int]:
+    return next(f for f in run.verdict.per_fault if f["kind"] == kind)
+
+
+async def test_dual_write_loses_the_events_of_a_crash_after_commit(lab_pg: str) -> None:
+    faults = ("kill-after-commit",)
+    (run,) = await lab(lab_pg, ("dual-write",), faults)
+    expected = fault_events("kill-after-commit", faults)
+    assert run.verdict.tally.lost == expected
+    assert window(run, "kill-after-commit")["lost"] == expected
+    assert run.verdict.tally.phantom == 0
+
+
+async def test_publish_then_commit_leaves_phantoms_after_a_crash_before_commit(lab_pg: str) -> None:
+    faults = ("kill-after-publish",)
+    (run,) = await lab(lab_pg, ("publish-then-commit",), faults)
+    assert run.verdict.tally.phantom == fault_events("kill-after-publish", faults)
+    assert run.verdict.tally.lost == 0
+
+
+async def test_local_log_survives_a_crash_but_not_the_loss_of_its_instance(lab_pg: str) -> None:
+    faults = ("kill-after-commit", "instance-lost")
+    (run,) = await lab(lab_pg, ("local-log",), faults)
+    assert window(run, "kill-after-commit")["lost"] == 0  # replayed from the log at restart
+    assert window(run, "instance-lost")["lost"] == fault_events("instance-lost", faults)
+    assert run.verdict.tally.phantom == 0
+
+
+CRASHES = ("kill-after-commit", "kill-after-publish", "kill-before-mark", "instance-lost")
+
+
+@pytest.mark.parametrize("strategy", ["outbox-inline", "outbox-relay-notify", "outbox-inline+relay"])
+async def test_outbox_strategies_lose_nothing_and_invent_nothing_under_the_same_crashes(
+    lab_pg: str, strategy: str
+) -> None:
+    (run,) = await lab(lab_pg, (strategy,), CRASHES)
+    assert run.restarts == len(CRASHES)
+    assert run.verdict.tally.lost == 0
+    assert run.verdict.tally.phantom == 0
+    assert run.verdict.tally.committed > EVENTS // 2  # a crash before COMMIT takes its transaction along
+
+
+async def test_relay_strategies_recover_from_relay_broker_and_database_faults(lab_pg: str) -> None:
+    (run,) = await lab(lab_pg, ("outbox-relay-poll",), ("kill-relay", "broker-restart", "db-kill"))
+    assert not run.not_applicable
+    assert run.verdict.tally.lost == 0
+    assert run.verdict.tally.phantom == 0
+
+
+async def test_sqlite_main_database_same_failure_modes(tmp_path: object) -> None:
+    faults = ("kill-after-commit", "db-kill")
+    runs = await lab("sqlite", ("dual-write", "outbox-inline"), faults)
+    dual, inline = runs
+    assert dual.not_applicable == ["db-kill"]  # SQLite has no server connections to kill
+    assert dual.verdict.tally.lost == fault_events("kill-after-commit", faults)
+    assert inline.verdict.tally.lost == 0
+    assert inline.verdict.tally.phantom == 0
+
+
+async def test_a_seed_reproduces_the_same_anomalies(lab_pg: str) -> None:
+    faults = ("kill-after-commit", "kill-after-publish")
+    first = await lab(lab_pg, ("dual-write", "publish-then-commit"), faults)
+    second = await lab(lab_pg, ("dual-write", "publish-then-commit"), faults)
+    summary = [(r.verdict.tally.lost, r.verdict.tally.phantom, r.verdict.per_fault) for r in first]
+    assert summary == [(r.verdict.tally.lost, r.verdict.tally.phantom, r.verdict.per_fault) for r in second]
