@@ -19,7 +19,7 @@ from outboxkit.core.tally import Delivery, tally
 from outboxkit.relay import Relay, RelayConfig
 from outboxkit.stores.postgres import PostgresOutboxStore
 from outboxkit.testing import NatsServer, RelayProcess, TcpProxy
-from outboxkit.testing.workload import OrdersWorkload
+from outboxkit.testing.workload import OrdersWorkload, delivered_count
 from tests.conftest import PG_URL, drop_stream, make_stream, require, unique
 from tests.helpers import read_all, running_relay, wait_drained
 
@@ -62,6 +62,9 @@ async def test_nats_restarted_twice_mid_run(tmp_path: Path) -> None:
         stop = threading.Event()
         with RelayProcess(db, server.url, "--poll-interval", "0.1", log_path=str(tmp_path / "relay.log")) as relay:
             threads = _start_writers(workload, stop)
+            # The relay must be up before the first restart: at start-up it fails fast by design.
+            while delivered_count(workload) == 0:
+                await asyncio.sleep(0.1)
             for _ in range(2):
                 await asyncio.sleep(1.5)
                 await asyncio.to_thread(server.restart, 1.0)

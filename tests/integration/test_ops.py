@@ -50,7 +50,7 @@ class Box:
             conn.close()
 
     def ts(self, age: timedelta) -> Any:
-        moment = NOW - age
+        moment = datetime.now(UTC) - age  # now, not at import: the suite may import this module minutes earlier
         return moment if self.pg else _sqlite_text(moment)
 
     def add(

@@ -20,8 +20,10 @@ Why it is safe:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -48,6 +50,7 @@ class InlinePublisher:
         self._publisher: Publisher | None = None
         self.published = 0
         self.left_to_relay = 0
+        self._inflight: set[Future[int]] = set()
 
     def start(self) -> InlinePublisher:
         self._thread.start()
@@ -62,7 +65,10 @@ class InlinePublisher:
 
     def submit(self, ids: Sequence[str]) -> Future[int]:
         """Publish these just-committed events in the background; the future gives how many went out."""
-        return asyncio.run_coroutine_threadsafe(self.publish_committed(list(ids)), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self.publish_committed(list(ids)), self._loop)
+        self._inflight.add(future)
+        future.add_done_callback(self._inflight.discard)
+        return future
 
     async def publish_committed(self, ids: Sequence[str]) -> int:
         store, publisher = self._store, self._publisher
@@ -108,6 +114,11 @@ class InlinePublisher:
                 await self._store.close()
 
         if self._thread.is_alive():
+            # Let submitted publishes finish (they are short); what does not, the relay delivers.
+            deadline = time.monotonic() + 10
+            for future in list(self._inflight):
+                with contextlib.suppress(Exception):
+                    future.result(max(0.0, deadline - time.monotonic()))
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(30)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)

@@ -50,6 +50,7 @@ class ChaosResult:
     faults: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
     relay_exits: list[int] = field(default_factory=list)
+    supervisor_restarts: int = 0  # relays that exited at start-up during an outage, restarted
 
     @property
     def ok(self) -> bool:
@@ -138,6 +139,8 @@ async def _chaos(options: ChaosOptions, progress: Callable[[str], None]) -> Chao
             w.start()
         for n in range(options.faults):
             await asyncio.sleep(rng.uniform(*options.gap))
+            for relay in relays:
+                relay.ensure_running()  # one that started during an outage exited with one line
             kind = rng.choice(options.kinds)
             await _inject(kind, rng, relays, nats, pg, proxy, options)
             result.faults[kind] += 1
@@ -146,10 +149,14 @@ async def _chaos(options: ChaosOptions, progress: Callable[[str], None]) -> Chao
         for w in writers:
             await asyncio.to_thread(w.join)
         progress("draining")
+        await asyncio.sleep(1.0)
+        for relay in relays:
+            relay.ensure_running()
         await _drained(workload)
         committed = await asyncio.to_thread(workload.committed)
         deliveries = await _read_all(nats.url)
         result.relay_exits = [await asyncio.to_thread(r.stop) for r in relays]
+        result.supervisor_restarts = sum(r.restarts for r in relays)
         result.tally = tally(committed, deliveries)
         result.elapsed = time.monotonic() - started
         return result

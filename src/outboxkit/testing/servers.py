@@ -114,6 +114,7 @@ class RelayProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
+        self.restarts = 0  # by ensure_running(), after the relay exited on its own
 
     def start(self) -> RelayProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -124,6 +125,16 @@ class RelayProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def ensure_running(self) -> bool:
+        """Restart the relay if it exited on its own, as a supervisor (systemd, Kubernetes) would:
+        a relay that cannot reach its database or broker at start-up exits with one line by
+        design. Returns whether it had to be restarted."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self.restarts += 1
+            self.start()
+            return True
+        return False
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no final marks, exactly like an OOM kill or a power cut of the process."""
