@@ -16,13 +16,9 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
-import subprocess
-import tempfile
-import time
 
 from outboxkit.errors import ConfigurationError
-from outboxkit.testing.servers import free_port, wait_port
+from outboxkit.testing.servers import ServerProcess
 
 
 def mosquitto_binary() -> str:
@@ -33,7 +29,7 @@ def mosquitto_binary() -> str:
     return found
 
 
-class MosquittoServer:
+class MosquittoServer(ServerProcess):
     """A private ``mosquitto`` with persistence in ``store_dir``; restartable with the same data.
 
     ``message_size_limit`` (bytes, 0 = none) makes the broker refuse larger PUBLISH packets, which
@@ -50,15 +46,11 @@ class MosquittoServer:
         max_packet_size: int = 0,
         autosave_every_change: bool = False,
     ) -> None:
-        self._own_dir = store_dir is None
-        self.store_dir = store_dir or tempfile.mkdtemp(prefix="outboxkit-mosquitto-")
-        os.makedirs(self.store_dir, exist_ok=True)
-        self.port = port or free_port()
+        super().__init__(store_dir, port)
         self.message_size_limit = message_size_limit
         self.max_queued_messages = max_queued_messages
         self.max_packet_size = max_packet_size
         self.autosave_every_change = autosave_every_change
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -94,42 +86,11 @@ class MosquittoServer:
             lines.append(f"max_packet_size {self.max_packet_size}")
         return "\n".join(lines) + "\n"
 
-    def start(self) -> MosquittoServer:
+    prefix = "outboxkit-mosquitto-"
+
+    def prepare(self) -> None:
         with open(self.config_path, "w") as f:
             f.write(self.config())
-        log = open(os.path.join(self.store_dir, "server.log"), "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", self.config_path], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        try:
-            wait_port(self.port)
-        except TimeoutError:
-            self.stop()
-            raise
-        return self
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """SIGTERM (Mosquitto saves its store on the way out) and wait."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def restart(self, downtime: float = 0.5, sig: int = signal.SIGTERM) -> None:
-        self.stop(sig)
-        time.sleep(downtime)
-        self.start()
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.store_dir, ignore_errors=True)
-
-    def __enter__(self) -> MosquittoServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def command(self) -> list[str]:
+        return [mosquitto_binary(), "-c", self.config_path]

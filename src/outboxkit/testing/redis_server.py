@@ -6,15 +6,10 @@ acknowledged is still there afterwards, which only holds with an append-only fil
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import tempfile
-import time
 
 from outboxkit.errors import ConfigurationError
-from outboxkit.testing.servers import free_port, wait_port
+from outboxkit.testing.servers import ServerProcess
 
 
 def redis_server_binary() -> str:
@@ -24,7 +19,7 @@ def redis_server_binary() -> str:
     return found
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """``redis-server`` on a free loopback port with AOF (``appendfsync always``) in ``data_dir``.
 
     Restartable with the same data::
@@ -34,69 +29,25 @@ class RedisServer:
             server.restart()
     """
 
+    prefix = "outboxkit-redis-"
+
     def __init__(self, data_dir: str | None = None, port: int | None = None, *, appendonly: bool = True) -> None:
-        self._own_dir = data_dir is None
-        self.data_dir = data_dir or tempfile.mkdtemp(prefix="outboxkit-redis-")
-        os.makedirs(self.data_dir, exist_ok=True)
-        self.port = port or free_port()
+        super().__init__(data_dir, port)
         self.appendonly = appendonly
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
-        args = [
+    def command(self) -> list[str]:
+        return [
             redis_server_binary(),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--dir",
-            self.data_dir,
-            "--appendonly",
-            "yes" if self.appendonly else "no",
-            "--appendfsync",
-            "always",
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", self.data_dir,
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always",
             # No RDB snapshots: the AOF alone is what the restart must recover from.
-            "--save",
-            "",
-            "--logfile",
-            os.path.join(self.data_dir, "server.log"),
-            "--daemonize",
-            "no",
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_port(self.port)
-        except TimeoutError:
-            self.stop()
-            raise
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def restart(self, downtime: float = 0.5, sig: int = signal.SIGTERM) -> None:
-        self.stop(sig)
-        time.sleep(downtime)
-        self.start()
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+            "--save", "",
+            "--daemonize", "no",
+        ]  # fmt: skip

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from outboxkit.errors import ConfigurationError
 
@@ -46,32 +47,36 @@ def nats_server_binary() -> str:
     return found
 
 
-class NatsServer:
-    """A private nats-server with JetStream on a free loopback port; restartable, same data dir.
+class ServerProcess:
+    """A server process a test owns: started on a free loopback port, stopped with a signal,
+    restarted on the same data, closed (deleting its directory if it created it).
 
-    >>> with NatsServer() as server:          # doctest: +SKIP
-    ...     print(server.url)
-    """
+    Subclasses say how to run it (:meth:`command`) and may write a config first (:meth:`prepare`).
+    Output goes to ``server.log`` in the data directory."""
 
-    def __init__(self, store_dir: str | None = None, port: int | None = None) -> None:
-        self._own_dir = store_dir is None
-        self.store_dir = store_dir or tempfile.mkdtemp(prefix="outboxkit-nats-")
-        os.makedirs(self.store_dir, exist_ok=True)
+    prefix = "outboxkit-server-"
+
+    def __init__(self, data_dir: str | None = None, port: int | None = None) -> None:
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix=self.prefix)
+        os.makedirs(self.data_dir, exist_ok=True)
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+    def store_dir(self) -> str:
+        return self.data_dir
 
-    def start(self) -> NatsServer:
-        log = open(os.path.join(self.store_dir, "server.log"), "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store_dir],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Called before every start (write a config file, ...)."""
+
+    def start(self) -> Self:
+        self.prepare()
+        with open(os.path.join(self.data_dir, "server.log"), "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_port(self.port)
         except TimeoutError:
@@ -97,13 +102,30 @@ class NatsServer:
     def close(self) -> None:
         self.stop()
         if self._own_dir:
-            shutil.rmtree(self.store_dir, ignore_errors=True)
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> NatsServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class NatsServer(ServerProcess):
+    """A private nats-server with JetStream on a free loopback port; restartable, same data dir.
+
+    >>> with NatsServer() as server:          # doctest: +SKIP
+    ...     print(server.url)
+    """
+
+    prefix = "outboxkit-nats-"
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.data_dir]
 
 
 class RelayProcess:
