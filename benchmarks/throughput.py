@@ -161,7 +161,8 @@ async def run_ceiling(env: Env, n: int, keys: int, *, window: int) -> dict[str, 
     try:
         js = nc.jetstream(publish_async_max_pending=window)
         t0 = time.perf_counter()
-        futures = [await js.publish_async(s, p, headers=h, wait_stall=30) for s, p, h in messages]
+        # No wait_stall, like the relay's publisher: with it nats-py wraps every call in a Task.
+        futures = [await js.publish_async(s, p, headers=h) for s, p, h in messages]
         acks = await asyncio.gather(*futures, return_exceptions=True)
         elapsed = time.perf_counter() - t0
     finally:

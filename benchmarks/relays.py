@@ -1,0 +1,160 @@
+"""Many relays: drain 50,000 pre-written events (PostgreSQL -> NATS) with 1 and with 3 relay
+processes sharing the outbox through bucket leases; events/s and the ratio 3 relays / 1 relay.
+
+    .venv/bin/python -m benchmarks.relays
+    .venv/bin/python -m benchmarks.relays --events 50000 --counts 1,2,3
+
+Each relay is a separate ``outboxkit relay`` process (as in production). The relays start on an
+empty outbox and spread the 64 buckets between them; they are then paused (SIGSTOP) while the
+events are written, resumed (SIGCONT), and the clock runs until the outbox is drained. CPU time
+of the relays, PostgreSQL and nats-server over that interval says which is the limit here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from benchmarks.common import add_common_args, bench_env, table, write_results
+from benchmarks.throughput import prewrite
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _pids(name: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", name], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+async def run(env: Any, relays: int, n: int, keys: int) -> dict[str, Any]:
+    procs = [
+        subprocess.Popen(  # noqa: ASYNC220 - started once per run, before the clock
+            [
+                sys.executable,
+                "-m",
+                "outboxkit",
+                "relay",
+                "--db",
+                env.db,
+                "--broker",
+                env.broker,
+                "--schema",
+                env.ref.schema,
+                "--lease-ttl",
+                "30",
+                "--poll-interval",
+                "0.2",
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(relays)
+    ]
+    try:
+        leases = env.ref.derived("leases")
+        async with await psycopg.AsyncConnection.connect(env.db, autocommit=True) as conn:
+            # Wait until the buckets are spread over every relay (rebalancing takes a few rounds).
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                cur = await conn.execute(
+                    f"SELECT count(DISTINCT owner), count(*) FROM {leases} WHERE expires_at > now()"
+                )
+                owners, held = await cur.fetchone() or (0, 0)
+                if owners == relays and held == 64:
+                    break
+                await asyncio.sleep(0.2)
+            for p in procs:
+                p.send_signal(signal.SIGSTOP)
+            await asyncio.to_thread(prewrite, env, n, keys, "executemany")
+            for p in procs:
+                p.send_signal(signal.SIGCONT)
+            relay_pids = [p.pid for p in procs]
+            pg_pids, nats_pids = _pids("postgres:"), _pids("nats-server")
+            cpu0 = (_cpu_seconds(relay_pids), _cpu_seconds(pg_pids), _cpu_seconds(nats_pids))
+            t0 = time.perf_counter()
+            while True:
+                cur = await conn.execute(f"SELECT count(*) FROM {env.ref.qualified} WHERE delivered_at IS NULL")
+                row = await cur.fetchone()
+                if row is not None and row[0] == 0:
+                    break
+                if time.perf_counter() - t0 > 300:
+                    raise TimeoutError("relays did not drain the outbox in 300 s")
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - t0
+            cpu1 = (_cpu_seconds(relay_pids), _cpu_seconds(pg_pids), _cpu_seconds(nats_pids))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+    cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
+    return {
+        "relays": relays,
+        "events": n,
+        "seconds": elapsed,
+        "events_per_s": n / elapsed,
+        "cpu_relays_s": cpu[0],
+        "cpu_postgres_s": cpu[1],
+        "cpu_nats_s": cpu[2],
+        "machine_cores": os.cpu_count(),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
+    results = []
+    for count in [int(c) for c in args.counts.split(",")]:
+        async with bench_env(args.db, args.broker, notify=True) as env:
+            r = await run(env, count, args.events, args.keys)
+            print(f"  {count} relay(s): {r['events_per_s']:,.0f} events/s", flush=True)
+            results.append(r)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--counts", default="1,3")
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    one = next((r for r in results if r["relays"] == 1), None)
+    rows = []
+    for r in results:
+        ratio = r["events_per_s"] / one["events_per_s"] if one else float("nan")
+        busy = r["cpu_relays_s"] + r["cpu_postgres_s"] + r["cpu_nats_s"]
+        rows.append(
+            [r["relays"], r["events_per_s"], f"{ratio:.2f}", f"{r['cpu_relays_s']:.1f}", f"{r['cpu_postgres_s']:.1f}",
+             f"{r['cpu_nats_s']:.1f}", f"{busy / (r['seconds'] * (r['machine_cores'] or 1)):.0%}"]
+        )  # fmt: skip
+    print(table(["relays", "events/s", "x one relay", "cpu relays s", "cpu pg s", "cpu nats s", "machine busy"], rows))
+    path = write_results("relays", {"params": vars(args), "results": results}, disabled=args.no_json)
+    if path:
+        print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
