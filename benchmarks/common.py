@@ -16,6 +16,7 @@ import os
 import platform
 import secrets
 import statistics
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,3 +205,76 @@ def write_results(name: str, data: dict[str, Any], *, disabled: bool = False) ->
     doc = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "machine": machine(), **data}
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return path
+
+
+async def pending_rows(conn: Any, env: Env) -> int:
+    """Rows the relay still has to deliver."""
+    cur = await conn.execute(f"SELECT count(*) FROM {env.ref.qualified} WHERE delivered_at IS NULL AND dead_at IS NULL")
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def relay_run(env: Env, n: int, *, window: int, batch_size: int, timeout: float) -> dict[str, Any]:
+    """Run an in-process relay over ``env`` until the ``n`` pre-written events are delivered (or
+    ``timeout``); the same measurement for every bus, so the figures compare."""
+    import psycopg
+
+    from outboxkit.relay.loop import RelayConfig
+    from outboxkit.relay.process import build_relay
+
+    relay = build_relay(
+        env.db, env.broker, ref=env.ref, config=RelayConfig(batch_size=batch_size, window=window, poll_interval=1.0)
+    )
+    first = await relay.start()
+    stop = asyncio.Event()
+    async with await psycopg.AsyncConnection.connect(env.db, autocommit=True) as check:
+        t0 = time.perf_counter()
+        task = asyncio.create_task(relay.run(stop, first=first))
+        try:
+            deadline = t0 + timeout
+            # Cheap in-loop progress check first, then the authoritative one: 0 pending rows.
+            while relay.stats.published < n and time.perf_counter() < deadline and not task.done():
+                await asyncio.sleep(0.005)
+            while await pending_rows(check, env) > 0 and time.perf_counter() < deadline and not task.done():
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - t0
+            left = await pending_rows(check, env)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+    delivered = n - left
+    return {
+        "seconds": elapsed,
+        "events": delivered,
+        "events_per_s": delivered / elapsed,
+        "pending_left": left,
+        "batches": relay.stats.batches,
+        "failed_attempts": relay.stats.failed_attempts,
+    }
+
+
+def report_windows(name: str, result: dict[str, Any], started: float, *, disabled: bool) -> None:
+    """Print the per-window table (relay, ceiling, ratio against the 0.6 target) and save ``result``."""
+    print()
+    rows = [
+        [
+            s["window"],
+            s["batch_size"],
+            s["relay_median"],
+            s["ceiling_median"],
+            round(s["ratio"], 2),
+            "met" if s["ratio"] >= 0.6 else "MISSED",
+        ]
+        for s in result["summary"]
+    ]
+    print(table(["window", "batch", "relay ev/s", "ceiling ev/s", "ratio", "target>=0.6"], rows))
+    best = max(result["summary"], key=lambda s: s["relay_median"])
+    print(
+        f"\nbest window: {best['window']} ({best['relay_median']:,.0f} events/s, median of {best['reps']})"
+        f"; total {time.perf_counter() - started:.0f}s"
+    )
+    result["best_window"] = best["window"]
+    path = write_results(name, result, disabled=disabled)
+    if path:
+        print(f"results: {path}")

@@ -36,13 +36,11 @@ from benchmarks.common import (
     nats_connect,
     payload,
     purge_stream,
-    table,
-    write_results,
+    relay_run,
+    report_windows,
 )
 from outboxkit import Outbox
 from outboxkit.core.envelope import OutboxEvent, binary_headers
-from outboxkit.relay.loop import RelayConfig
-from outboxkit.relay.process import build_relay
 from outboxkit.stores.postgres import PostgresSchema
 
 TXN_ROWS = 500
@@ -107,36 +105,9 @@ async def stream_messages(env: Env) -> int:
 
 
 async def run_relay(env: Env, n: int, *, window: int, batch_size: int, timeout: float) -> dict[str, Any]:
-    relay = build_relay(
-        env.db, env.broker, ref=env.ref, config=RelayConfig(batch_size=batch_size, window=window, poll_interval=1.0)
-    )
-    first = await relay.start()
-    stop = asyncio.Event()
-    async with await psycopg.AsyncConnection.connect(env.db, autocommit=True) as check:
-        t0 = time.perf_counter()
-        task = asyncio.create_task(relay.run(stop, first=first))
-        try:
-            deadline = t0 + timeout
-            # Cheap in-loop progress check first, then the authoritative one: 0 pending rows.
-            while relay.stats.published < n and time.perf_counter() < deadline and not task.done():
-                await asyncio.sleep(0.005)
-            while await _pending(check, env) > 0 and time.perf_counter() < deadline and not task.done():
-                await asyncio.sleep(0.005)
-            elapsed = time.perf_counter() - t0
-            left = await _pending(check, env)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
-    delivered = n - left
-    return {
-        "seconds": elapsed,
-        "events": delivered,
-        "events_per_s": delivered / elapsed,
-        "pending_left": left,
-        "batches": relay.stats.batches,
-        "failed_attempts": relay.stats.failed_attempts,
-        "stream_messages": await stream_messages(env),
-    }
+    result = await relay_run(env, n, window=window, batch_size=batch_size, timeout=timeout)
+    result["stream_messages"] = await stream_messages(env)
+    return result
 
 
 async def run_ceiling(env: Env, n: int, keys: int, *, window: int) -> dict[str, Any]:
@@ -242,32 +213,7 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.perf_counter()
     result = asyncio.run(main_async(args))
-    print()
-    print(
-        table(
-            ["window", "batch", "relay ev/s", "ceiling ev/s", "ratio", "target>=0.6"],
-            [
-                [
-                    s["window"],
-                    s["batch_size"],
-                    s["relay_median"],
-                    s["ceiling_median"],
-                    round(s["ratio"], 2),
-                    "met" if s["ratio"] >= 0.6 else "MISSED",
-                ]
-                for s in result["summary"]
-            ],
-        )
-    )
-    best = max(result["summary"], key=lambda s: s["relay_median"])
-    print(
-        f"\nbest window: {best['window']} ({best['relay_median']:,.0f} events/s, median of {best['reps']})"
-        f"; total {time.perf_counter() - t0:.0f}s"
-    )
-    result["best_window"] = best["window"]
-    path = write_results("throughput", result, disabled=args.no_json)
-    if path:
-        print(f"results: {path}")
+    report_windows("throughput", result, t0, disabled=args.no_json)
 
 
 if __name__ == "__main__":

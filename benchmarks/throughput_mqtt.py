@@ -22,48 +22,29 @@ import os
 import time
 from typing import Any
 
-from benchmarks.common import PG_URL, Env, drop_schema, key_for, median, migrate_outbox, new_tag, table, write_results
-from benchmarks.throughput import _encoded, _pending, prewrite
+from benchmarks.common import (
+    PG_URL,
+    Env,
+    drop_schema,
+    key_for,
+    median,
+    migrate_outbox,
+    new_tag,
+    relay_run,
+    table,
+    write_results,
+)
+from benchmarks.throughput import _encoded, prewrite
 from outboxkit.brokers.mqtt import _Client, encode, mqtt_topic, parse_url
 from outboxkit.core.envelope import OutboxEvent
-from outboxkit.relay.loop import RelayConfig
-from outboxkit.relay.process import build_relay
 from outboxkit.stores.base import TableRef
 
 MQTT_URL = os.environ.get("BENCH_MQTT_URL", "mqtt://127.0.0.1:1883")
 
 
 async def run_relay(env: Env, n: int, *, window: int, batch_size: int, timeout: float) -> dict[str, Any]:
-    import psycopg
-
-    relay = build_relay(
-        env.db, env.broker, ref=env.ref, config=RelayConfig(batch_size=batch_size, window=window, poll_interval=1.0)
-    )
-    first = await relay.start()
-    stop = asyncio.Event()
-    async with await psycopg.AsyncConnection.connect(env.db, autocommit=True) as check:
-        t0 = time.perf_counter()
-        task = asyncio.create_task(relay.run(stop, first=first))
-        try:
-            deadline = t0 + timeout
-            while relay.stats.published < n and time.perf_counter() < deadline and not task.done():
-                await asyncio.sleep(0.005)
-            while await _pending(check, env) > 0 and time.perf_counter() < deadline and not task.done():
-                await asyncio.sleep(0.005)
-            elapsed = time.perf_counter() - t0
-            left = await _pending(check, env)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
-    delivered = n - left
-    return {
-        "seconds": elapsed,
-        "events": delivered,
-        "events_per_s": delivered / elapsed,
-        "pending_left": left,
-        "batches": relay.stats.batches,
-        "failed_attempts": relay.stats.failed_attempts,
-    }
+    result = await relay_run(env, n, window=window, batch_size=batch_size, timeout=timeout)
+    return result
 
 
 async def run_ceiling(env: Env, n: int, keys: int, *, window: int) -> dict[str, Any]:

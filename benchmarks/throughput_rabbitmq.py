@@ -34,12 +34,19 @@ import aiormq
 import psycopg
 import uuid_utils
 
-from benchmarks.common import Env, drop_schema, key_for, median, migrate_outbox, new_tag, table, write_results
+from benchmarks.common import (
+    Env,
+    drop_schema,
+    key_for,
+    median,
+    migrate_outbox,
+    new_tag,
+    relay_run,
+    report_windows,
+)
 from benchmarks.throughput import _encoded, prewrite
 from outboxkit.brokers.rabbitmq import RabbitMQPublisher, amqp_properties
 from outboxkit.core.envelope import OutboxEvent
-from outboxkit.relay.loop import RelayConfig
-from outboxkit.relay.process import build_relay
 from outboxkit.stores.base import TableRef
 
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -87,35 +94,9 @@ async def _pending(conn: psycopg.AsyncConnection[Any], env: Env) -> int:
 
 
 async def run_relay(env: Env, amqp: str, n: int, *, window: int, batch_size: int, timeout: float) -> dict[str, Any]:
-    relay = build_relay(
-        env.db, env.broker, ref=env.ref, config=RelayConfig(batch_size=batch_size, window=window, poll_interval=1.0)
-    )
-    first = await relay.start()
-    stop = asyncio.Event()
-    async with await psycopg.AsyncConnection.connect(env.db, autocommit=True) as check:
-        t0 = time.perf_counter()
-        task = asyncio.create_task(relay.run(stop, first=first))
-        try:
-            deadline = t0 + timeout
-            while relay.stats.published < n and time.perf_counter() < deadline and not task.done():
-                await asyncio.sleep(0.005)
-            while await _pending(check, env) > 0 and time.perf_counter() < deadline and not task.done():
-                await asyncio.sleep(0.005)
-            elapsed = time.perf_counter() - t0
-            left = await _pending(check, env)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
-    delivered = n - left
-    return {
-        "seconds": elapsed,
-        "events": delivered,
-        "events_per_s": delivered / elapsed,
-        "pending_left": left,
-        "batches": relay.stats.batches,
-        "failed_attempts": relay.stats.failed_attempts,
-        "queue_messages": await queue_op(amqp, env.tag, "count"),
-    }
+    result = await relay_run(env, n, window=window, batch_size=batch_size, timeout=timeout)
+    result["queue_messages"] = await queue_op(amqp, env.tag, "count")
+    return result
 
 
 async def run_ceiling(env: Env, amqp: str, n: int, keys: int, *, window: int) -> dict[str, Any]:
@@ -234,32 +215,7 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.perf_counter()
     result = asyncio.run(main_async(args))
-    print()
-    print(
-        table(
-            ["window", "batch", "relay ev/s", "ceiling ev/s", "ratio", "target>=0.6"],
-            [
-                [
-                    s["window"],
-                    s["batch_size"],
-                    s["relay_median"],
-                    s["ceiling_median"],
-                    round(s["ratio"], 2),
-                    "met" if s["ratio"] >= 0.6 else "MISSED",
-                ]
-                for s in result["summary"]
-            ],
-        )
-    )
-    best = max(result["summary"], key=lambda s: s["relay_median"])
-    print(
-        f"\nbest window: {best['window']} ({best['relay_median']:,.0f} events/s, median of {best['reps']})"
-        f"; total {time.perf_counter() - t0:.0f}s"
-    )
-    result["best_window"] = best["window"]
-    path = write_results("throughput_rabbitmq", result, disabled=args.no_json)
-    if path:
-        print(f"results: {path}")
+    report_windows("throughput_rabbitmq", result, t0, disabled=args.no_json)
 
 
 if __name__ == "__main__":

@@ -27,18 +27,25 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import uuid_utils
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from benchmarks.common import PG_URL, Env, drop_schema, key_for, median, migrate_outbox, new_tag, payload, table
-from benchmarks.common import write_results as _write_results
-from benchmarks.throughput import _pending, prewrite
+from benchmarks.common import (
+    PG_URL,
+    Env,
+    drop_schema,
+    key_for,
+    median,
+    migrate_outbox,
+    new_tag,
+    payload,
+    relay_run,
+    report_windows,
+)
+from benchmarks.throughput import prewrite
 from outboxkit.brokers.redis import _pack, entry_fields
 from outboxkit.core.envelope import OutboxEvent
-from outboxkit.relay.loop import RelayConfig
-from outboxkit.relay.process import build_relay
 from outboxkit.stores.base import TableRef
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -61,35 +68,9 @@ async def drop_stream(env: Env) -> None:
 
 
 async def run_relay(env: Env, n: int, *, window: int, batch_size: int, timeout: float) -> dict[str, Any]:
-    relay = build_relay(
-        env.db, env.broker, ref=env.ref, config=RelayConfig(batch_size=batch_size, window=window, poll_interval=1.0)
-    )
-    first = await relay.start()
-    stop = asyncio.Event()
-    async with await psycopg.AsyncConnection.connect(env.db, autocommit=True) as check:
-        t0 = time.perf_counter()
-        task = asyncio.create_task(relay.run(stop, first=first))
-        try:
-            deadline = t0 + timeout
-            while relay.stats.published < n and time.perf_counter() < deadline and not task.done():
-                await asyncio.sleep(0.005)
-            while await _pending(check, env) > 0 and time.perf_counter() < deadline and not task.done():
-                await asyncio.sleep(0.005)
-            elapsed = time.perf_counter() - t0
-            left = await _pending(check, env)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
-    delivered = n - left
-    return {
-        "seconds": elapsed,
-        "events": delivered,
-        "events_per_s": delivered / elapsed,
-        "pending_left": left,
-        "batches": relay.stats.batches,
-        "failed_attempts": relay.stats.failed_attempts,
-        "stream_entries": await stream_length(env),
-    }
+    result = await relay_run(env, n, window=window, batch_size=batch_size, timeout=timeout)
+    result["stream_entries"] = await stream_length(env)
+    return result
 
 
 def _encoded(i: int) -> bytes:
@@ -241,32 +222,7 @@ def main() -> None:
     t0 = time.perf_counter()
     result = asyncio.run(main_async(args))
     result["broker"] = asyncio.run(_redis_info(args.broker))
-    print()
-    print(
-        table(
-            ["window", "batch", "relay ev/s", "ceiling ev/s", "ratio", "target>=0.6"],
-            [
-                [
-                    s["window"],
-                    s["batch_size"],
-                    s["relay_median"],
-                    s["ceiling_median"],
-                    round(s["ratio"], 2),
-                    "met" if s["ratio"] >= 0.6 else "MISSED",
-                ]
-                for s in result["summary"]
-            ],
-        )
-    )
-    best = max(result["summary"], key=lambda s: s["relay_median"])
-    print(
-        f"\nbest window: {best['window']} ({best['relay_median']:,.0f} events/s, median of {best['reps']})"
-        f"; total {time.perf_counter() - t0:.0f}s"
-    )
-    result["best_window"] = best["window"]
-    path = _write_results("throughput_redis", result, disabled=args.no_json)
-    if path:
-        print(f"results: {path}")
+    report_windows("throughput_redis", result, t0, disabled=args.no_json)
 
 
 if __name__ == "__main__":
