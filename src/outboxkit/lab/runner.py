@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -147,6 +148,8 @@ async def _run_one(
         companion = _Companion(strategy.companion(env), workdir / slug / "companion.log")
         stack.callback(companion.stop)
         companion.start()
+        supervisor = asyncio.create_task(companion.supervise())
+        stack.callback(supervisor.cancel)
         phase(strategy.name, "writing")
         restarts = await _write(
             strategy, env, options, faults, workdir / slug / "writer.jsonl", server, companion, phase
@@ -156,6 +159,7 @@ async def _run_one(
         while strategy.backlog(env) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # a copy the companion sends while it is being stopped still counts
+        supervisor.cancel()
         companion.stop()
         phase(strategy.name, "verifying")
         received = await _read_stream(nc, stream)
@@ -165,12 +169,25 @@ async def _run_one(
 
 
 class _Companion:
-    """The strategy's background process (the relay), SIGKILLable and restartable."""
+    """The strategy's background process (the relay), SIGKILLable and restartable.
+
+    Supervised as in production (systemd ``Restart=on-failure``, a Kubernetes restart policy): a
+    relay started while the broker or the database is down exits at once with one line, by design,
+    and the supervisor starts it again. A SIGKILL injected by the lab is not restarted here: the
+    fault's own recovery step does that."""
 
     def __init__(self, argv: list[str] | None, log_path: Path) -> None:
         self.argv = argv
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.supervisor_restarts = 0
+
+    async def supervise(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if self.proc is not None and self.proc.poll() not in (None, 0, -signal.SIGKILL):
+                self.supervisor_restarts += 1
+                self.start()
 
     def start(self) -> None:
         if self.argv is None:
