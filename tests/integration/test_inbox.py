@@ -225,3 +225,28 @@ async def test_retention_deletes_only_old_ids(consumer_db: Any) -> None:
         assert [r[0] for r in conn.execute(f"SELECT event_id FROM {ref.qualified}").fetchall()] == ["new"]
     finally:
         conn.close()
+
+
+async def test_order_check_reports_a_key_arriving_out_of_order(
+    consumer_db: Any, nats_stream: Stream, group: str
+) -> None:
+    url, ref = consumer_db
+    topic = nats_stream.topic("orders")
+    nc = await connect(nats_stream.url)
+    try:
+        for seq, key in ((1, "a"), (3, "a"), (2, "a"), (1, "b")):  # a's 2 arrives after its 3
+            headers = {"ce-id": str(uuid.uuid4()), "ce-subject": key, "ce-sequence": f"{seq:020d}"}
+            await nc.jetstream().publish(topic, b"{}", headers=headers)
+    finally:
+        await nc.close()
+    runner = InboxRunner(
+        lambda: NatsConsumer(nats_stream.url, group=group, topics=[topic]),
+        url,
+        group,
+        _handler_in(ref.schema, record),
+        ref=ref,
+        check_order=True,
+    )
+    async with _Runner(runner) as r:
+        await wait_for(lambda: r.stats.processed == 4)
+    assert r.stats.out_of_order == 1
