@@ -15,16 +15,11 @@ join can take about 20 s; consumers that ``assign()`` partitions (from offset 0)
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import signal
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 from outboxkit.errors import ConfigurationError
-from outboxkit.testing.servers import free_port, wait_port
+from outboxkit.testing.servers import ServerProcess
 
 
 def tansu_binary() -> str:
@@ -41,43 +36,19 @@ def tansu_binary() -> str:
     return found
 
 
-class _Process:
-    """A child process listening on one loopback port, logging to a file of its own."""
-
-    def __init__(self, port: int, log_path: str) -> None:
-        self.port = port
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _spawn(self, args: list[str]) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-        try:
-            wait_port(self.port)
-        except TimeoutError:
-            self.stop()
-            raise
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                # Tansu drains connections for ~5 s on SIGTERM; its memory holds nothing to save.
-                self.proc.wait(2)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
-class TansuServer(_Process):
+class TansuServer(ServerProcess):
     """``tansu broker`` with memory storage on a free loopback port (listening = advertised)."""
 
+    prefix = "outboxkit-tansu-"
+    log_name = "tansu.log"
+    stop_timeout = 2.0  # Tansu drains connections for ~5 s on SIGTERM; its memory holds nothing to save
+
     def __init__(self, port: int | None = None, log_dir: str | None = None) -> None:
-        self._own_dir = log_dir is None
-        self.log_dir = log_dir or tempfile.mkdtemp(prefix="outboxkit-tansu-")
-        super().__init__(port or free_port(), os.path.join(self.log_dir, "tansu.log"))
+        super().__init__(log_dir, port)
+
+    @property
+    def log_dir(self) -> str:
+        return self.data_dir
 
     @property
     def bootstrap(self) -> str:
@@ -87,41 +58,17 @@ class TansuServer(_Process):
     def url(self) -> str:
         return f"kafka://{self.bootstrap}"
 
-    def start(self) -> TansuServer:
+    def command(self) -> list[str]:
         address = f"tcp://127.0.0.1:{self.port}"
-        self._spawn(
-            [
-                tansu_binary(),
-                "broker",
-                "--listener-url",
-                address,
-                "--advertised-listener-url",
-                address,
-                "--storage-engine",
-                "memory://tansu/",
-            ]
-        )
-        return self
-
-    def restart(self, downtime: float = 0.5, sig: int = signal.SIGTERM) -> None:
-        """Stop and start on the same port. Memory storage: every topic and offset is gone."""
-        self.stop(sig)
-        time.sleep(downtime)
-        self.start()
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.log_dir, ignore_errors=True)
-
-    def __enter__(self) -> TansuServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return [
+            tansu_binary(), "broker",
+            "--listener-url", address,
+            "--advertised-listener-url", address,
+            "--storage-engine", "memory://tansu/",
+        ]  # fmt: skip
 
 
-class TansuProxy(_Process):
+class TansuProxy(ServerProcess):
     """``tansu proxy``: a Kafka-aware proxy on ``port`` forwarding to ``origin`` that advertises
     ``advertised_port`` in metadata.
 
@@ -131,31 +78,22 @@ class TansuProxy(_Process):
     point the TcpProxy at ``port``.
     """
 
+    stop_timeout = 2.0
+
     def __init__(self, origin: TansuServer, advertised_port: int, port: int | None = None) -> None:
-        super().__init__(port or free_port(), os.path.join(origin.log_dir, f"proxy-{advertised_port}.log"))
+        # Logs beside the origin's; the directory is the origin's, so closing the proxy keeps it.
+        super().__init__(origin.data_dir, port)
+        self.log_name = f"proxy-{advertised_port}.log"
         self.origin = origin
         self.advertised_port = advertised_port
 
-    def start(self) -> TansuProxy:
-        self._spawn(
-            [
-                tansu_binary(),
-                "proxy",
-                "--listener-url",
-                f"tcp://127.0.0.1:{self.port}",
-                "--advertised-listener-url",
-                f"tcp://127.0.0.1:{self.advertised_port}",
-                "--origin-url",
-                f"tcp://127.0.0.1:{self.origin.port}",
-            ]
-        )
-        return self
-
-    def __enter__(self) -> TansuProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def command(self) -> list[str]:
+        return [
+            tansu_binary(), "proxy",
+            "--listener-url", f"tcp://127.0.0.1:{self.port}",
+            "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port}",
+            "--origin-url", f"tcp://127.0.0.1:{self.origin.port}",
+        ]  # fmt: skip
 
 
 __all__ = ["TansuProxy", "TansuServer", "tansu_binary"]

@@ -55,6 +55,8 @@ class ServerProcess:
     Output goes to ``server.log`` in the data directory."""
 
     prefix = "outboxkit-server-"
+    log_name = "server.log"
+    stop_timeout = 10.0  # seconds between the signal and SIGKILL
 
     def __init__(self, data_dir: str | None = None, port: int | None = None) -> None:
         self._own_dir = data_dir is None
@@ -75,8 +77,8 @@ class ServerProcess:
 
     def start(self) -> Self:
         self.prepare()
-        with open(os.path.join(self.data_dir, "server.log"), "ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        with open(os.path.join(self.data_dir, self.log_name), "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             wait_port(self.port)
         except TimeoutError:
@@ -88,7 +90,7 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(10)
+                self.proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
