@@ -69,6 +69,14 @@ def _emit_json(doc: Any) -> None:
     typer.echo(json.dumps(doc, indent=2, default=str))
 
 
+def _report(as_json: bool, doc: dict[str, Any], text: str) -> None:
+    """The outcome of a command: ``doc`` as JSON on stdout for scripts, else ``text`` for humans."""
+    if as_json:
+        _emit_json(doc)
+    else:
+        err.print(text)
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -234,10 +242,7 @@ def dead_retry(
     selector = _dead_selector(ids, topic, key, everything)
     with _session(db, table, schema, config) as conn:
         count = q.retry_dead(conn, selector)
-    if as_json:
-        _emit_json({"action": "retry", "rows": count})
-    else:
-        err.print(f"{count:,} dead letter(s) pending again")
+    _report(as_json, {"action": "retry", "rows": count}, f"{count:,} dead letter(s) pending again")
 
 
 @dead_letters_app.command("discard")
@@ -263,10 +268,11 @@ def dead_discard(
         if not yes:
             _confirm(f"{'Delete' if delete else 'Discard'} {q.count_dead(conn, selector):,} dead letter(s)?", yes)
         count = q.discard_dead(conn, selector, delete=delete)
-    if as_json:
-        _emit_json({"action": "delete" if delete else "discard", "rows": count})
-    else:
-        err.print(f"{count:,} dead letter(s) {'deleted' if delete else 'discarded'}")
+    _report(
+        as_json,
+        {"action": "delete" if delete else "discard", "rows": count},
+        f"{count:,} dead letter(s) {'deleted' if delete else 'discarded'}",
+    )
 
 
 def replay(
@@ -299,10 +305,11 @@ def replay(
         if not yes:
             _confirm(f"Replay {q.count_replay(conn, selector):,} delivered event(s)?", yes)
         count = q.replay(conn, selector)
-    if as_json:
-        _emit_json({"action": "replay", "rows": count})
-    else:
-        err.print(f"{count:,} event(s) pending again; the relay publishes them in seq order")
+    _report(
+        as_json,
+        {"action": "replay", "rows": count},
+        f"{count:,} event(s) pending again; the relay publishes them in seq order",
+    )
 
 
 def cleanup(
@@ -339,10 +346,11 @@ def cleanup(
     with _session(db, table, schema, config) as conn:
         if dry_run:
             count = q.count_cleanup(conn, keep)
-            if as_json:
-                _emit_json({"dry_run": True, "deleted": 0, "would_delete": count})
-            else:
-                err.print(f"would delete {count:,} delivered row(s) older than {older_than}")
+            _report(
+                as_json,
+                {"dry_run": True, "deleted": 0, "would_delete": count},
+                f"would delete {count:,} delivered row(s) older than {older_than}",
+            )
             return
         shown = 0.0
         last = None
