@@ -44,11 +44,9 @@ def _connection_lost(exc: BaseException) -> bool:
     return psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
-class DualWrite:
-    """Commit, then publish. A crash or broker failure between the two loses the event."""
-
-    name = "dual-write"
-    summary = "commit, then publish"
+class _NoOutbox:
+    """Defaults for the strategies that keep no outbox: nothing to set up, no companion process,
+    never a backlog to drain."""
 
     def prepare(self, env: Env) -> None:
         return None
@@ -58,6 +56,13 @@ class DualWrite:
 
     def backlog(self, env: Env) -> int:
         return 0
+
+
+class DualWrite(_NoOutbox):
+    """Commit, then publish. A crash or broker failure between the two loses the event."""
+
+    name = "dual-write"
+    summary = "commit, then publish"
 
     async def recover(self, ctx: WriteContext) -> None:
         return None  # nothing was recorded anywhere that could be replayed
@@ -78,20 +83,11 @@ class DualWrite:
         await ctx.at("before-mark")
 
 
-class PublishThenCommit:
+class PublishThenCommit(_NoOutbox):
     """Publish inside the transaction scope, then commit. A failed or cut commit leaves a phantom."""
 
     name = "publish-then-commit"
     summary = "publish inside the transaction, then commit"
-
-    def prepare(self, env: Env) -> None:
-        return None
-
-    def companion(self, env: Env) -> list[str] | None:
-        return None
-
-    def backlog(self, env: Env) -> int:
-        return 0
 
     async def recover(self, ctx: WriteContext) -> None:
         return None  # a published event cannot be taken back
@@ -112,7 +108,7 @@ class PublishThenCommit:
             await ctx.at("after-commit")
 
 
-class LocalLog:
+class LocalLog(_NoOutbox):
     """Intent in a local SQLite file (fsync'd) first, then the main commit, then publish, then forget.
 
     Recovery replays the log: an intent whose id is in the main database is published, one that
@@ -121,15 +117,6 @@ class LocalLog:
 
     name = "local-log"
     summary = "intent in a local SQLite log, commit, publish; replay at start-up"
-
-    def prepare(self, env: Env) -> None:
-        return None
-
-    def companion(self, env: Env) -> list[str] | None:
-        return None
-
-    def backlog(self, env: Env) -> int:
-        return 0
 
     def _log(self, env: Env) -> sqlite3.Connection:
         conn = sqlite3.connect(local_dir(env) / "intent-log.db", isolation_level=None)
