@@ -254,6 +254,28 @@ async def relay_run(env: Env, n: int, *, window: int, batch_size: int, timeout: 
     }
 
 
+def summarize_windows(runs: list[dict[str, Any]], windows: Sequence[int], batch_size: int) -> list[dict[str, Any]]:
+    """Per window: the median relay and ceiling rates over the repetitions, and their ratio."""
+    summary = []
+    for window in windows:
+        mine = [r for r in runs if r["window"] == window]
+        rel = median([r["relay"]["events_per_s"] for r in mine])
+        ceil = median([r["ceiling"]["events_per_s"] for r in mine])
+        summary.append(
+            {
+                "window": window,
+                "batch_size": batch_size,
+                "relay_median": rel,
+                "ceiling_median": ceil,
+                "ratio": rel / ceil,
+                "reps": len(mine),
+                "relay_all": [round(r["relay"]["events_per_s"]) for r in mine],
+                "ceiling_all": [round(r["ceiling"]["events_per_s"]) for r in mine],
+            }
+        )
+    return summary
+
+
 def report_windows(name: str, result: dict[str, Any], started: float, *, disabled: bool) -> None:
     """Print the per-window table (relay, ceiling, ratio against the 0.6 target) and save ``result``."""
     print()

@@ -32,12 +32,12 @@ from benchmarks.common import (
     add_common_args,
     bench_env,
     key_for,
-    median,
     nats_connect,
     payload,
     purge_stream,
     relay_run,
     report_windows,
+    summarize_windows,
 )
 from outboxkit import Outbox
 from outboxkit.core.envelope import OutboxEvent, binary_headers
@@ -175,23 +175,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     f"left {relay['pending_left']})  ceiling {ceiling['events_per_s']:>8,.0f}/s  "
                     f"ratio {run['ratio']:.2f}  [prewrite {pw:.1f}s]"
                 )
-    summary = []
-    for window in windows:
-        mine = [r for r in runs if r["window"] == window]
-        rel = median([r["relay"]["events_per_s"] for r in mine])
-        ceil = median([r["ceiling"]["events_per_s"] for r in mine])
-        summary.append(
-            {
-                "window": window,
-                "batch_size": args.batch_size,
-                "relay_median": rel,
-                "ceiling_median": ceil,
-                "ratio": rel / ceil,
-                "reps": len(mine),
-                "relay_all": [round(r["relay"]["events_per_s"]) for r in mine],
-                "ceiling_all": [round(r["ceiling"]["events_per_s"]) for r in mine],
-            }
-        )
+    summary = summarize_windows(runs, windows, args.batch_size)
     return {"params": vars(args), "runs": runs, "summary": summary}
 
 

@@ -38,11 +38,11 @@ from benchmarks.common import (
     Env,
     drop_schema,
     key_for,
-    median,
     migrate_outbox,
     new_tag,
     relay_run,
     report_windows,
+    summarize_windows,
 )
 from benchmarks.throughput import _encoded, prewrite
 from outboxkit.brokers.rabbitmq import RabbitMQPublisher, amqp_properties
@@ -181,23 +181,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     f"(errors {ceiling['errors']})  ratio {run['ratio']:.2f}  [prewrite {pw:.1f}s]"
                 )
         await queue_op(args.amqp, env.tag, "purge")
-    summary = []
-    for window in windows:
-        mine = [r for r in runs if r["window"] == window]
-        rel = median([r["relay"]["events_per_s"] for r in mine])
-        ceil = median([r["ceiling"]["events_per_s"] for r in mine])
-        summary.append(
-            {
-                "window": window,
-                "batch_size": args.batch_size,
-                "relay_median": rel,
-                "ceiling_median": ceil,
-                "ratio": rel / ceil,
-                "reps": len(mine),
-                "relay_all": [round(r["relay"]["events_per_s"]) for r in mine],
-                "ceiling_all": [round(r["ceiling"]["events_per_s"]) for r in mine],
-            }
-        )
+    summary = summarize_windows(runs, windows, args.batch_size)
     return {"params": {k: v for k, v in vars(args).items() if k != "amqp"}, "runs": runs, "summary": summary}
 
 

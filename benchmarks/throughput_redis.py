@@ -36,12 +36,12 @@ from benchmarks.common import (
     Env,
     drop_schema,
     key_for,
-    median,
     migrate_outbox,
     new_tag,
     payload,
     relay_run,
     report_windows,
+    summarize_windows,
 )
 from benchmarks.throughput import prewrite
 from outboxkit.brokers.redis import _pack, entry_fields
@@ -177,23 +177,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await drop_stream(env)
         await asyncio.to_thread(drop_schema, args.db, tag)
-    summary = []
-    for window in windows:
-        mine = [r for r in runs if r["window"] == window]
-        rel = median([r["relay"]["events_per_s"] for r in mine])
-        ceil = median([r["ceiling"]["events_per_s"] for r in mine])
-        summary.append(
-            {
-                "window": window,
-                "batch_size": args.batch_size,
-                "relay_median": rel,
-                "ceiling_median": ceil,
-                "ratio": rel / ceil,
-                "reps": len(mine),
-                "relay_all": [round(r["relay"]["events_per_s"]) for r in mine],
-                "ceiling_all": [round(r["ceiling"]["events_per_s"]) for r in mine],
-            }
-        )
+    summary = summarize_windows(runs, windows, args.batch_size)
     return {"params": vars(args), "runs": runs, "summary": summary}
 
 
