@@ -199,6 +199,10 @@ def consume(
     check_order: Annotated[
         bool, typer.Option("--check-order", help="Report per-key out-of-order arrivals (sequence attribute).")
     ] = False,
+    skip_failed_keys: Annotated[
+        bool,
+        typer.Option("--skip-failed-keys", help="Let a key's later messages pass one that is failing (default: wait)."),
+    ] = False,
 ) -> None:
     """Consume effectively once: each event's handler runs in the inbox's transaction, then the ack."""
     from outboxkit.inbox.process import load_handler, serve_inbox
@@ -218,6 +222,7 @@ def consume(
             schema=settings.ref.schema,
             max_attempts=max_attempts,
             check_order=check_order,
+            hold_failed_keys=not skip_failed_keys,
         )
     )
     err.print(
