@@ -293,10 +293,13 @@ def main() -> None:
             show()
             sys.exit(int(getattr(exc, "exit_code", 2)))
         code = 2 if isinstance(exc, ConfigurationError) else 1
+        from outboxkit.core.logfmt import redact_text
+
+        text = redact_text(str(exc))  # a driver's message may quote a URL or a password
         if isinstance(exc, OutboxkitError):
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {text}", highlight=False, markup=True)
             if isinstance(exc, UnavailableError):
                 err.print("is the service running and the URL right?", style="dim")
         else:
-            err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} (run with --debug for details)")
+            err.print(f"[bold red]error:[/] {type(exc).__name__}: {text} (run with --debug for details)")
         sys.exit(code)

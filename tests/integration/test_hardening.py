@@ -31,7 +31,8 @@ from outboxkit.relay.process import build_relay
 from outboxkit.stores.base import Filter, TableRef
 from outboxkit.stores.postgres import PostgresOutboxStore
 from outboxkit.stores.registry import store_for
-from tests.conftest import Backend, Stream, unique
+from outboxkit.testing import NatsServer
+from tests.conftest import Backend, Stream, make_stream, unique
 from tests.helpers import db_connect, emit_many, pending, read_all, running_relay, wait_drained
 
 MiB = 1024 * 1024
@@ -416,3 +417,38 @@ async def test_item6_rebalancing_does_not_re_send(pg_url: str, pg_ref: TableRef,
     assert a.stats.fenced == 0 and b.stats.fenced == 0
     assert a.stats.published + b.stats.published == total, (a.stats.published, b.stats.published)
     assert b.stats.published > 0
+
+
+async def test_item8_inline_publishing_has_backpressure_during_a_broker_outage(tmp_path: Any) -> None:
+    """With the broker gone, InlinePublisher neither piles up work nor slows the writer: at most
+    max_pending events are in its hands, the rest go to the relay at once; after the outage it
+    publishes again (its client rebuilt), and the relay delivers everything it left."""
+    db = f"sqlite:///{tmp_path}/inline.db"
+    migrate(db)
+    ref = TableRef()
+    with NatsServer() as server:
+        stream = await make_stream(server.url)
+        ids = emit_many(db, ref, stream.topic("bp"), [{"i": i} for i in range(3000)], key=lambda i: f"k{i % 50}")
+        inline = await asyncio.to_thread(lambda: InlinePublisher(db, server.url, ref=ref, max_pending=500).start())
+        try:
+            server.stop()
+            started = time.monotonic()
+            futures = [inline.submit(ids[i : i + 100]) for i in range(0, 3000, 100)]
+            submitting = time.monotonic() - started
+            assert inline.pending <= 500, "never more than max_pending events in hand"
+            results = [await asyncio.wrap_future(f) for f in futures]
+            assert sum(results) == 0 and inline.left_to_relay == 3000
+            assert submitting < 5.0, f"submit did not wait for the broker ({submitting:.1f}s)"
+            server.start()
+            more = emit_many(db, ref, stream.topic("bp"), [{"m": i} for i in range(10)], key=lambda i: f"m{i}")
+            deadline = time.monotonic() + 60
+            while inline.published == 0 and time.monotonic() < deadline:
+                await asyncio.wrap_future(inline.submit(more))
+                await asyncio.sleep(0.5)
+            assert inline.published > 0, "inline publishing resumed after the outage"
+        finally:
+            await asyncio.to_thread(inline.close)
+        async with running_relay(build_relay(db, server.url, ref=ref, config=RelayConfig(poll_interval=0.05))):
+            await wait_drained(db, ref, timeout=60)
+        got = await read_all(server.url, stream.name, expect=3010, idle=1.0)
+        assert sorted({m.event_id for m in got}) == sorted([*ids, *more])
