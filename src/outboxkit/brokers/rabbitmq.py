@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 import weakref
 from collections.abc import Sequence
 from typing import Any, cast
@@ -35,6 +34,7 @@ import aiormq.abc
 import aiormq.exceptions
 from pamqp.common import FieldValue
 
+from outboxkit.brokers._errors import Outage, Row, classify, consumer_errors, timed_out, unexpected
 from outboxkit.brokers.base import Delivered, Features, Incoming
 from outboxkit.core.envelope import OutboxEvent, cloudevent_attributes
 from outboxkit.core.urls import redact_url
@@ -62,6 +62,40 @@ _BINDINGS = {"amqp": (CE_AMQP_PREFIX,), "both": (CE_AMQP_PREFIX, CE_RABBITMQ_PRE
 # RabbitMQ closes the channel with: PRECONDITION_FAILED - message size 2000000 is larger than
 # configured max size 1048576
 _TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
+
+# -- error translation (H12; every row is in docs/exceptions.md and tests/unit) ---------------------
+
+#: Exceptions of the publish path, most specific first (aiormq's, re-exported by aio-pika). A channel
+#: error closes the channel for every publish in flight on it, so most channel rows are transient:
+#: only the publish that caused it knows it is the culprit (the oversized one, see :func:`translate`).
+PUBLISH_ERRORS: tuple[Row, ...] = (
+    # basic.return of a mandatory publish: no queue is bound for the routing key (H8).
+    (aiormq.exceptions.PublishError, UnroutableError),
+    # basic.nack: the broker did not take it (a full queue with overflow=reject-publish, an internal error).
+    (aiormq.exceptions.DeliveryError, TransientError),
+    # Channel closed by the broker: 404 the exchange is gone (deleted under us; the robust channel
+    # declares it again), 403 this user may not write to it.
+    (aiormq.exceptions.ChannelNotFoundEntity, UnroutableError),
+    (aiormq.exceptions.ChannelAccessRefused, UnroutableError),
+    (aiormq.exceptions.ChannelPreconditionFailed, TransientError),  # 406, but see _TOO_LARGE
+    (aiormq.exceptions.ChannelLockedResource, TransientError),  # 405
+    (aiormq.exceptions.ChannelClosed, TransientError),  # any other reply code
+    (aiormq.exceptions.ChannelInvalidStateError, TransientError),  # the channel closed under the publish
+    # The connection is gone (320 CONNECTION_FORCED, 530 NOT_ALLOWED, a reset socket, ...): the robust
+    # connection reconnects in the background.
+    (aiormq.exceptions.AMQPConnectionError, UnavailableError),
+    (ConnectionError, UnavailableError),
+    # aiormq refuses a routing key over 255 bytes before sending: the topic is invalid on AMQP.
+    (ValueError, PermanentError),
+)
+
+#: Consumer calls: a lost connection or channel makes the runner reconnect; the rest is retried.
+CONSUMER_ERRORS: tuple[Row, ...] = (
+    (aiormq.exceptions.AMQPConnectionError, UnavailableError),
+    (ConnectionError, UnavailableError),
+    (aiormq.exceptions.ChannelInvalidStateError, UnavailableError),
+    (aiormq.exceptions.AMQPError, TransientError),
+)
 
 
 class _Settings:
@@ -134,31 +168,14 @@ for _name in ("aio_pika.robust_connection", "aio_pika.tools", "aiormq.connection
     logging.getLogger(_name).addFilter(_OneLinePerOutage())
 
 
-class _Outage:
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.since: float | None = None
-        self.closing = False
-
-    def down(self, *_: Any) -> None:
-        if self.since is None and not self.closing:
-            self.since = time.monotonic()
-            log.warning("%s connection lost; reconnecting in the background", self.what)
-
-    def up(self, *_: Any) -> None:
-        if self.since is not None:
-            log.warning("%s reconnected after %.1fs", self.what, time.monotonic() - self.since)
-            self.since = None
-
-
 async def connect(
     url: str, *, name: str = "outboxkit", reconnect_interval: float = 0.5
-) -> tuple[aio_pika.abc.AbstractRobustConnection, _Outage]:
-    """A robust connection that reconnects forever after a successful first connect; fails fast
-    with ``UnavailableError`` when the broker cannot be reached now."""
+) -> tuple[aio_pika.abc.AbstractRobustConnection, Outage]:
+    """A robust connection that reconnects forever after a successful first connect (aio-pika never
+    gives up); fails fast with ``UnavailableError`` when the broker cannot be reached now."""
     settings = _Settings(url)
     await probe(settings.host, settings.port, settings.display)
-    outage = _Outage(f"RabbitMQ {settings.display}")
+    outage = Outage(log, f"RabbitMQ {settings.display}")
     try:
         conn = await aio_pika.connect_robust(
             settings.client_url,
@@ -169,9 +186,18 @@ async def connect(
     except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
         raise UnavailableError(f"RabbitMQ at {settings.display} is unavailable: {exc or type(exc).__name__}") from None
     _OURS.add(conn)
-    conn.close_callbacks.add(outage.down)
-    conn.reconnect_callbacks.add(outage.up)
+    conn.close_callbacks.add(lambda *_: outage.down())
+    conn.reconnect_callbacks.add(lambda *_: outage.up())
     return conn, outage
+
+
+def blocked(conn: aio_pika.abc.AbstractConnection | None) -> bool:
+    """Whether RabbitMQ blocks this connection's publishes (a memory or disk alarm): it then reads
+    nothing from the socket until the alarm clears, so confirms stop without the connection dropping.
+    aiormq keeps the state in a private event; without it we cannot know (False)."""
+    transport = getattr(conn, "transport", None)
+    unblocked = getattr(getattr(transport, "connection", None), "_Connection__connection_unblocked", None)
+    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
 
 
 async def declare_exchange(channel: aio_pika.abc.AbstractChannel, name: str) -> aio_pika.abc.AbstractExchange:
@@ -236,9 +262,10 @@ class RabbitMQPublisher:
         self.ack_timeout = ack_timeout
         self.reconnect_interval = reconnect_interval
         self._conn: aio_pika.abc.AbstractRobustConnection | None = None
-        self._outage: _Outage | None = None
+        self._outage = Outage(log, f"RabbitMQ {self.settings.display}")
         self._channel: aio_pika.abc.AbstractRobustChannel | None = None
         self._underlay: aiormq.Channel | None = None
+        self._channel_error = ""  # why the broker last closed our channel, for the log line
 
     async def connect(self) -> None:
         self._conn, self._outage = await connect(
@@ -248,6 +275,9 @@ class RabbitMQPublisher:
             # on_return_raises: a basic.return fails the confirmation with PublishError (H8).
             channel = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
             await declare_exchange(channel, self.settings.exchange)
+        except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, OSError) as exc:
+            await self.close()
+            raise UnavailableError(f"RabbitMQ at {self.settings.display}: cannot open the channel: {exc!r}") from None
         except BaseException:
             await self.close()
             raise
@@ -256,41 +286,62 @@ class RabbitMQPublisher:
 
     async def close(self) -> None:
         conn, self._conn, self._channel, self._underlay = self._conn, None, None, None
+        self._outage.closing = True
         if conn is not None and not conn.is_closed:
-            if self._outage is not None:
-                self._outage.closing = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 5)
 
     async def _ready_channel(self) -> aiormq.Channel:
         """The open underlying channel; after an outage or a channel error (an oversized message
-        closes the channel) wait until aio-pika has reopened it."""
+        closes the channel) wait until aio-pika has reopened it.
+
+        The robust channel reopens itself within milliseconds of a channel error, declaring the
+        exchange again. If it did not within ``ack_timeout`` while the connection is up, its restore
+        failed (the exchange was re-created with another type, permissions changed) and aio-pika
+        will not try again before the connection drops: the channel is closed for good."""
         underlay = self._underlay
         if underlay is not None and not underlay.is_closed:
             return underlay
         assert self._channel is not None
-        async with asyncio.timeout(self.ack_timeout):
-            while True:
-                with contextlib.suppress(aiormq.exceptions.ChannelInvalidStateError):
-                    # The concrete aiormq.Channel: its basic_publish takes wait=False.
-                    underlay = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-                    if not underlay.is_closed:
-                        self._underlay = underlay
-                        return underlay
-                await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(self.ack_timeout):
+                while True:
+                    with contextlib.suppress(aiormq.exceptions.ChannelInvalidStateError):
+                        # The concrete aiormq.Channel: its basic_publish takes wait=False.
+                        underlay = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+                        if not underlay.is_closed:
+                            self._underlay = underlay
+                            return underlay
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            pass
+        if not self._outage.is_down:
+            # One reopen of our own, to learn why (or to find it works now).
+            try:
+                await asyncio.wait_for(self._channel.reopen(), self.ack_timeout)
+                underlay = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+            except Exception as exc:
+                closed_by = self._channel_error or "no reason given"
+                why = exc.args[0] if exc.args else repr(exc)
+                self._outage.kill(f"the broker closed its channel ({closed_by}) and it cannot be reopened: {why}")
+            else:
+                self._underlay = underlay
+                return underlay
+        raise self._outage.unavailable(f"no open RabbitMQ channel within {self.ack_timeout}s")
 
     async def publish(self, event: OutboxEvent) -> asyncio.Future[None]:
         if self._channel is None:
             raise UnavailableError("RabbitMQ publisher is not connected")
         loop = asyncio.get_running_loop()
         result: asyncio.Future[None] = loop.create_future()
+        if self._outage.is_down:  # reconnecting in the background, or the channel is dead
+            result.set_exception(self._outage.unavailable(f"RabbitMQ cannot publish {event.id}"))
+            return result
         try:
             # Awaited here, in call order, so a later publish never overtakes this one (G5).
             channel = await self._ready_channel()
-        except TimeoutError:
-            result.set_exception(
-                TransientError(f"RabbitMQ {self.settings.display}: no open channel within {self.ack_timeout}s")
-            )
+        except UnavailableError as exc:
+            result.set_exception(exc)
             return result
         properties = amqp_properties(event, self.source, self.settings.prefixes)
         # wait=False: the frame is queued for the writer in order; the task then only waits for the
@@ -308,7 +359,13 @@ class RabbitMQPublisher:
 
         def on_timeout() -> None:
             if not result.done():
-                result.set_exception(TransientError(f"no confirm for {event.id} within {self.ack_timeout}s"))
+                message = f"no confirm for {event.id} within {self.ack_timeout}s"
+                if blocked(self._conn):
+                    # A resource alarm (memory, disk) stops the broker from reading: an outage of
+                    # the broker, which must not burn the event's attempts.
+                    result.set_exception(UnavailableError(f"{message}: RabbitMQ blocks publishers (resource alarm)"))
+                else:
+                    result.set_exception(timed_out(self._outage, message))
             send.cancel()
 
         timer = loop.call_later(self.ack_timeout, on_timeout)
@@ -320,11 +377,13 @@ class RabbitMQPublisher:
                     fut.exception()  # retrieved: no "exception was never retrieved" noise
                 return
             if fut.cancelled():
-                result.set_exception(TransientError(f"publish of {event.id} was cancelled"))
+                result.set_exception(timed_out(self._outage, f"publish of {event.id} was cancelled"))
                 return
             exc = fut.exception()
             if exc is not None:
-                result.set_exception(translate(exc, event))
+                if isinstance(exc, aiormq.exceptions.ChannelClosed):
+                    self._channel_error = str(exc)
+                result.set_exception(translate(exc, event, self._outage))
             elif isinstance(fut.result(), aiormq.spec.Basic.Ack):
                 result.set_result(None)
             else:  # a returned message when on_return_raises is off; never counted as delivered
@@ -334,10 +393,13 @@ class RabbitMQPublisher:
         return result
 
 
-def translate(exc: BaseException, event: OutboxEvent) -> DeliveryError:
-    """A driver error -> an outboxkit error, keeping the broker's reason."""
+def translate(exc: BaseException, event: OutboxEvent, outage: Outage | None = None) -> DeliveryError:
+    """A driver error -> an outboxkit error (:data:`PUBLISH_ERRORS`), keeping the broker's reason."""
     if isinstance(exc, DeliveryError):
         return exc
+    kind = classify(exc, PUBLISH_ERRORS)
+    if kind is None:
+        return unexpected(exc, f"RabbitMQ publish of {event.id}")
     if isinstance(exc, aiormq.exceptions.PublishError):
         frame = exc.message.delivery if exc.message is not None else None
         reason = f"{getattr(frame, 'reply_code', '?')} {getattr(frame, 'reply_text', '')}".strip()
@@ -347,17 +409,30 @@ def translate(exc: BaseException, event: OutboxEvent) -> DeliveryError:
         )
     if isinstance(exc, aiormq.exceptions.DeliveryError):
         return TransientError(f"RabbitMQ nacked {event.id} (queue full or internal error)")
+    text = str(exc.args[0]) if exc.args else repr(exc)
     if isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
-        text = str(exc.args[0]) if exc.args else str(exc)
         match = _TOO_LARGE.search(text)
         # One oversized message closes the channel: every publish in flight on it fails with the
         # same reason, but only the one that is really over the limit is refused for good.
         if match and len(event.payload) > int(match.group(2)):
             return PermanentError(f"RabbitMQ refused {event.id}: {text}")
         return TransientError(f"RabbitMQ closed the channel: {text}")
-    if isinstance(exc, aiormq.exceptions.ChannelClosed | aiormq.exceptions.ChannelInvalidStateError):
-        return TransientError(f"RabbitMQ channel closed: {exc}")
-    return TransientError(f"RabbitMQ publish failed: {type(exc).__name__}: {exc}")
+    if kind is UnroutableError:
+        return UnroutableError(f"RabbitMQ closed the channel publishing {event.id} to {event.topic!r}: {text}")
+    if kind is UnavailableError or (outage is not None and outage.is_down and kind is TransientError):
+        # A channel that closed because the connection went down is an outage, not this event's fault.
+        message = f"RabbitMQ cannot publish {event.id}: {type(exc).__name__}: {exc}"
+        return outage.unavailable(message) if outage is not None and outage.is_down else UnavailableError(message)
+    if kind is PermanentError:
+        return PermanentError(f"RabbitMQ cannot route {event.id} with routing key {event.topic!r}: {exc}")
+    return TransientError(f"RabbitMQ channel closed: {text}")
+
+
+def _consumer_error(exc: Exception) -> DeliveryError:
+    kind = classify(exc, CONSUMER_ERRORS)
+    if kind is None:
+        return unexpected(exc, "RabbitMQ consumer")
+    return kind(f"RabbitMQ consumer: {type(exc).__name__}: {exc}")
 
 
 # -- consumer -----------------------------------------------------------------------------------------
@@ -413,7 +488,7 @@ class RabbitMQConsumer:
         self.topics = list(topics)
         self.prefetch = prefetch or self.settings.prefetch
         self._conn: aio_pika.abc.AbstractRobustConnection | None = None
-        self._outage: _Outage | None = None
+        self._outage = Outage(log, f"RabbitMQ consumer {self.settings.display}")
         self._inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
         self._later: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -421,22 +496,24 @@ class RabbitMQConsumer:
     async def connect(self) -> None:
         self._conn, self._outage = await connect(self.url, name=f"outboxkit-consumer-{self.group}")
         try:
-            channel = await self._conn.channel()
-            await channel.set_qos(prefetch_count=self.prefetch)
-            exchange = await declare_exchange(channel, self.settings.exchange)
-            try:
-                # Quorum: replicated and fsynced before the confirm, and it counts deliveries (H7).
-                queue = await channel.declare_queue(self.group, durable=True, arguments={"x-queue-type": "quorum"})
-            except aiormq.exceptions.ChannelPreconditionFailed as exc:
-                raise ConfigurationError(
-                    f"queue {self.group!r} exists with other settings (want quorum): {exc}"
-                ) from None
-            for topic in self.topics:
-                await queue.bind(exchange, routing_key=topic)
-            await queue.consume(self._on_message)
+            with consumer_errors(_consumer_error):
+                await self._subscribe(self._conn)
         except BaseException:
             await self.close()
             raise
+
+    async def _subscribe(self, conn: aio_pika.abc.AbstractRobustConnection) -> None:
+        channel = await conn.channel()
+        await channel.set_qos(prefetch_count=self.prefetch)
+        exchange = await declare_exchange(channel, self.settings.exchange)
+        try:
+            # Quorum: replicated and fsynced before the confirm, and it counts deliveries (H7).
+            queue = await channel.declare_queue(self.group, durable=True, arguments={"x-queue-type": "quorum"})
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise ConfigurationError(f"queue {self.group!r} exists with other settings (want quorum): {exc}") from None
+        for topic in self.topics:
+            await queue.bind(exchange, routing_key=topic)
+        await queue.consume(self._on_message)
 
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         self._inbox.put_nowait(message)  # unbounded, but prefetch bounds what is unacked
@@ -448,15 +525,18 @@ class RabbitMQConsumer:
         for task in list(self._tasks):
             task.cancel()
         conn, self._conn = self._conn, None
+        self._outage.closing = True
         if conn is not None and not conn.is_closed:
-            if self._outage is not None:
-                self._outage.closing = True
             # Unacked messages go back to the queue when the channel closes.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 5)
         self._inbox = asyncio.Queue()
 
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        with consumer_errors(_consumer_error):
+            return await self._receive(max_messages, timeout)
+
+    async def _receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
         out: list[Incoming] = []
         deadline = asyncio.get_running_loop().time() + timeout
         while len(out) < max_messages:
@@ -482,20 +562,24 @@ class RabbitMQConsumer:
 
     async def ack(self, incoming: Incoming) -> None:
         message: aio_pika.abc.AbstractIncomingMessage = incoming.handle
-        try:
-            await message.ack()
-        except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError) as exc:
-            # The channel it came on is gone, so the broker already put it back: it will be
-            # delivered again and the inbox drops it as a duplicate (at-least-once).
-            log.info("ack of %s not possible (%s); it will be redelivered", incoming.message.event_id, exc)
+        with consumer_errors(_consumer_error):
+            try:
+                await message.ack()
+            except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, ConnectionError) as exc:
+                # The channel it came on is gone, so the broker already put it back: it will be
+                # delivered again and the inbox drops it as a duplicate (at-least-once).
+                log.info("ack of %s not possible (%s); it will be redelivered", incoming.message.event_id, exc)
 
     async def retry(self, incoming: Incoming, delay: float) -> None:
         message: aio_pika.abc.AbstractIncomingMessage = incoming.handle
         loop = asyncio.get_running_loop()
 
         async def requeue() -> None:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError):
+            try:
                 await message.nack(requeue=True)
+            except Exception as exc:  # a background task: nobody awaits it, so nothing may escape
+                # The channel it came on is gone: the broker has put the message back already.
+                log.debug("nack of %s failed (%s); the broker redelivers it", incoming.message.event_id, exc)
 
         def fire(handle: list[asyncio.TimerHandle]) -> None:
             self._later.discard(handle[0])
