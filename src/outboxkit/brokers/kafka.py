@@ -31,6 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from outboxkit.brokers._errors import Outage, consumer_errors, timed_out, unexpected
 from outboxkit.brokers.base import Delivered, Features, Incoming
 from outboxkit.core.envelope import OutboxEvent, cloudevent_attributes
 from outboxkit.core.urls import redact_url
@@ -48,24 +49,77 @@ log = logging.getLogger("outboxkit.kafka")
 #: URL options read by outboxkit itself; every other ``?name=value`` goes to librdkafka as is.
 _OWN_OPTIONS = frozenset({"assign", "ack_timeout"})
 
-_PERMANENT = {
-    KafkaError.MSG_SIZE_TOO_LARGE,
-    KafkaError.INVALID_MSG_SIZE,
-    KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.INVALID_RECORD,
-    KafkaError.INVALID_MSG,
-    KafkaError._INVALID_ARG,
-    KafkaError._KEY_SERIALIZATION,
-    KafkaError._VALUE_SERIALIZATION,
+# -- error translation (H12; every row is in docs/exceptions.md and tests/unit) ---------------------
+
+E = KafkaError
+
+#: librdkafka error codes (a delivery report's, a KafkaException's) -> class. A code not listed is a
+#: counted ``TransientError``; a *fatal* error (``err.fatal()``) is ``UnavailableError`` whatever its
+#: code: the producer can never send again and is replaced (see :meth:`KafkaPublisher._on_error`).
+CODES: dict[int, type[DeliveryError]] = {
+    # Refused for good: the message (or its topic name) is invalid for this cluster.
+    E.MSG_SIZE_TOO_LARGE: PermanentError,
+    E.INVALID_MSG_SIZE: PermanentError,
+    E.RECORD_LIST_TOO_LARGE: PermanentError,
+    E.INVALID_RECORD: PermanentError,
+    E.INVALID_MSG: PermanentError,
+    E._BAD_MSG: PermanentError,
+    E._INVALID_ARG: PermanentError,
+    E._KEY_SERIALIZATION: PermanentError,
+    E._VALUE_SERIALIZATION: PermanentError,
+    E.TOPIC_EXCEPTION: PermanentError,  # an invalid topic name
+    E.POLICY_VIOLATION: PermanentError,
+    E.UNSUPPORTED_FOR_MESSAGE_FORMAT: PermanentError,  # headers on a pre-0.11 message format
+    # Nothing takes the topic: it does not exist (and is not auto-created), or ACLs deny it.
+    E.UNKNOWN_TOPIC_OR_PART: UnroutableError,
+    E._UNKNOWN_TOPIC: UnroutableError,
+    E._UNKNOWN_PARTITION: UnroutableError,
+    E.UNKNOWN_TOPIC_ID: UnroutableError,
+    E.TOPIC_AUTHORIZATION_FAILED: UnroutableError,
+    # No broker can be reached, or this producer cannot send any more (it is replaced).
+    E._TRANSPORT: UnavailableError,
+    E._ALL_BROKERS_DOWN: UnavailableError,
+    E._RESOLVE: UnavailableError,
+    E._SSL: UnavailableError,
+    E._AUTHENTICATION: UnavailableError,
+    E.SASL_AUTHENTICATION_FAILED: UnavailableError,
+    E.CLUSTER_AUTHORIZATION_FAILED: UnavailableError,  # the idempotent producer needs IdempotentWrite
+    E._FATAL: UnavailableError,
+    E._DESTROY: UnavailableError,
+    E._DESTROY_BROKER: UnavailableError,
+    E._PURGE_QUEUE: UnavailableError,  # purged because the producer was replaced or closed
+    E._PURGE_INFLIGHT: UnavailableError,
+    E.PRODUCER_FENCED: UnavailableError,
+    E.INVALID_PRODUCER_EPOCH: UnavailableError,
+    E.INVALID_PRODUCER_ID_MAPPING: UnavailableError,
+    E.OUT_OF_ORDER_SEQUENCE_NUMBER: UnavailableError,
+    # Per event, a retry may fix it (counted). _MSG_TIMED_OUT is UnavailableError during an outage.
+    E._MSG_TIMED_OUT: TransientError,
+    E._TIMED_OUT: TransientError,
+    E._TIMED_OUT_QUEUE: TransientError,
+    E._QUEUE_FULL: TransientError,
+    E._INVALID_DIFFERENT_RECORD: TransientError,  # a neighbour in the batch was invalid, not this one
+    E._ISR_INSUFF: TransientError,
+    E.REQUEST_TIMED_OUT: TransientError,
+    E.NOT_ENOUGH_REPLICAS: TransientError,
+    E.NOT_ENOUGH_REPLICAS_AFTER_APPEND: TransientError,
+    E.LEADER_NOT_AVAILABLE: TransientError,
+    E.NOT_LEADER_FOR_PARTITION: TransientError,
+    E.BROKER_NOT_AVAILABLE: TransientError,
+    E.NETWORK_EXCEPTION: TransientError,
+    E.KAFKA_STORAGE_ERROR: TransientError,
+    E.THROTTLING_QUOTA_EXCEEDED: TransientError,
+    E.INVALID_TIMESTAMP: TransientError,  # our timestamps are "now": a skewed clock, not the event
+    E.UNKNOWN_PRODUCER_ID: TransientError,  # librdkafka bumps the epoch itself; see _check_stuck
 }
-_UNROUTABLE = {
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._UNKNOWN_TOPIC,
-    KafkaError._UNKNOWN_PARTITION,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
-    KafkaError.TOPIC_EXCEPTION,
+#: codes librdkafka reports while no broker can be reached: an outage starts
+_OUTAGE = {E._TRANSPORT, E._ALL_BROKERS_DOWN, E._RESOLVE}
+#: a producer whose delivery reports carry these must be replaced (idempotence state is broken)
+_REBUILD = {
+    code
+    for code, kind in CODES.items()
+    if kind is UnavailableError and code not in _OUTAGE and code not in (E._PURGE_QUEUE, E._PURGE_INFLIGHT)
 }
-_OUTAGE = {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE}
 
 
 @dataclass(frozen=True)
@@ -121,42 +175,29 @@ class _LibrdkafkaLog:
         self._log.debug(msg, *args)
 
 
-class _Outage:
-    """One warning when the brokers become unreachable and one when traffic flows again."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.since: float | None = None
-
-    def down(self, reason: str) -> None:
-        if self.since is None:
-            self.since = time.monotonic()
-            log.warning("%s unreachable (%s); librdkafka reconnects in the background", self.what, reason)
-
-    def up(self) -> None:
-        if self.since is not None:
-            log.warning("%s reachable again after %.1fs", self.what, time.monotonic() - self.since)
-            self.since = None
-
-
-def translate(err: KafkaError | BaseException, topic: str = "?") -> DeliveryError:
-    """A librdkafka error (a delivery report's or an exception's) as an outboxkit error."""
+def translate(err: KafkaError | BaseException, topic: str = "?", outage: Outage | None = None) -> DeliveryError:
+    """A librdkafka error (a delivery report's or an exception's) as an outboxkit error (:data:`CODES`)."""
     if isinstance(err, DeliveryError):
         return err
     if isinstance(err, KafkaException) and err.args and isinstance(err.args[0], KafkaError):
         err = err.args[0]
     if isinstance(err, BufferError):
         return TransientError(f"Kafka producer queue is full: {err}")
+    if isinstance(err, RuntimeError) and "closed" in str(err):
+        return UnavailableError(f"Kafka client is closed: {err}")
     if not isinstance(err, KafkaError):
-        return TransientError(f"Kafka publish failed: {type(err).__name__}: {err}")
-    code, reason = err.code(), err.str()
-    if code in _PERMANENT:
-        return PermanentError(f"Kafka refused the message: {reason} ({err.name()})")
-    if code in _UNROUTABLE:
-        return UnroutableError(f"Kafka topic {topic!r} is not available: {reason} ({err.name()}); create it")
-    if code in _OUTAGE:
-        return UnavailableError(f"Kafka is unreachable: {reason}")
-    return TransientError(f"Kafka publish failed: {reason} ({err.name()})")
+        return unexpected(err, f"Kafka call for topic {topic!r}")
+    code, reason = err.code(), f"{err.str()} ({err.name()})"
+    kind = UnavailableError if err.fatal() else CODES.get(code, TransientError)
+    if code == E._MSG_TIMED_OUT:
+        return timed_out(outage, f"Kafka did not confirm in time: {reason}") if outage else TransientError(reason)
+    if kind is PermanentError:
+        return PermanentError(f"Kafka refused the message: {reason}")
+    if kind is UnroutableError:
+        return UnroutableError(f"Kafka topic {topic!r} is not available: {reason}; create it")
+    if kind is UnavailableError:
+        return UnavailableError(f"Kafka cannot deliver now: {reason}")
+    return TransientError(f"Kafka publish failed: {reason}")
 
 
 def kafka_headers(event: OutboxEvent, default_source: str) -> list[tuple[str, str | bytes | None]]:
@@ -217,7 +258,7 @@ class KafkaPublisher:
         self._running = False
         self._fatal: KafkaError | None = None
         self._last_delivery = time.monotonic()
-        self._outage = _Outage(f"Kafka {redact_url(url)}")
+        self._outage = Outage(log, f"Kafka {redact_url(url)}", recovery="librdkafka reconnects in the background")
         # Filled by the poll thread, drained on the loop (deque append/popleft are thread-safe).
         self._reports: deque[tuple[asyncio.Future[None], KafkaError | None, str]] = deque()
 
@@ -269,8 +310,8 @@ class KafkaPublisher:
                 headers=kafka_headers(event, self.source),
                 on_delivery=on_delivery,
             )
-        except (KafkaException, BufferError) as exc:
-            result.set_exception(translate(exc, topic))
+        except Exception as exc:  # KafkaException, BufferError, RuntimeError (closed), TypeError, ...
+            result.set_exception(translate(exc, topic, self._outage))
         return result
 
     # -- delivery reports -----------------------------------------------------------------------
@@ -298,9 +339,12 @@ class KafkaPublisher:
                 fut.set_result(None)
                 delivered = True
             else:
-                fut.set_exception(translate(err, topic))
+                fut.set_exception(translate(err, topic, self._outage))
                 if err.code() == KafkaError._MSG_TIMED_OUT:
                     self._check_stuck()
+                elif self._fatal is None and (err.fatal() or err.code() in _REBUILD):
+                    log.error("Kafka producer cannot send any more (%s); starting a new producer", err.str())
+                    self._fatal = err
         if delivered:
             self._last_delivery = time.monotonic()
             self._outage.up()
@@ -333,7 +377,7 @@ class KafkaPublisher:
         self._last_delivery = time.monotonic()  # at most one replacement per 3 timeouts
         if old is not None:
             old.purge()
-            await asyncio.to_thread(old.flush, 1)  # fails its pending futures (TransientError)
+            await asyncio.to_thread(old.flush, 1)  # fails its pending futures (purged: UnavailableError)
             self._settle_batch()
 
 
@@ -353,6 +397,15 @@ def ensure_topics(config: dict[str, Any], topics: Sequence[str], timeout: float 
 
 
 _ADMIN_KEYS = frozenset({"bootstrap.servers", "security.protocol", "client.id", "socket.connection.setup.timeout.ms"})
+
+
+def _consumer_error(exc: Exception) -> DeliveryError:
+    """A consumer call's exception: the client cannot go on (outage, fatal, closed) -> Unavailable
+    (the runner builds a new consumer); a failed commit or anything else -> Transient (retried)."""
+    error = translate(exc)
+    if isinstance(error, UnavailableError):
+        return UnavailableError(f"Kafka consumer: {error}")
+    return TransientError(f"Kafka consumer: {error}")
 
 
 # -- consumer -----------------------------------------------------------------------------------
@@ -437,7 +490,8 @@ class KafkaConsumer:
     async def connect(self) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="outboxkit-kafka-consumer")
         try:
-            await self._run(self._connect)
+            with consumer_errors(_consumer_error):
+                await self._run(self._connect)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -496,7 +550,8 @@ class KafkaConsumer:
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
         if self._consumer is None:
             raise UnavailableError("Kafka consumer is not connected")
-        result: list[Incoming] = await self._run(self._receive, max_messages, timeout)
+        with consumer_errors(_consumer_error):
+            result: list[Incoming] = await self._run(self._receive, max_messages, timeout)
         return result
 
     def _receive(self, max_messages: int, timeout: float) -> list[Incoming]:
@@ -508,6 +563,8 @@ class KafkaConsumer:
             for msg in self._consumer.consume(max_messages, max(wait, 0.0)):
                 err = msg.error()
                 if err is not None:
+                    if err.fatal():  # this consumer can never fetch again: the runner builds a new one
+                        raise _consumer_error(KafkaException(err))
                     if err.code() != KafkaError._PARTITION_EOF:
                         log.debug("Kafka consumer error: %s", err.str())
                     continue
@@ -549,7 +606,8 @@ class KafkaConsumer:
         return Incoming(message=delivered_from(msg), attempt=attempt, handle=(topic, partition, offset))
 
     async def ack(self, incoming: Incoming) -> None:
-        await self._run(self._ack, incoming.handle)
+        with consumer_errors(_consumer_error):
+            await self._run(self._ack, incoming.handle)
 
     def _ack(self, handle: tuple[str, int, int]) -> None:
         assert self._consumer is not None
@@ -565,11 +623,12 @@ class KafkaConsumer:
                 # Synchronous: once ack() returns, the offset is stored by the group coordinator.
                 self._consumer.commit(offsets=[TopicPartition(topic, partition, position)], asynchronous=False)
             except KafkaException as exc:
-                raise translate(exc, topic) from None
+                raise _consumer_error(exc) from None
             state.committed = position
 
     async def retry(self, incoming: Incoming, delay: float) -> None:
-        await self._run(self._retry, incoming.handle, delay)
+        with consumer_errors(_consumer_error):
+            await self._run(self._retry, incoming.handle, delay)
 
     def _retry(self, handle: tuple[str, int, int], delay: float) -> None:
         assert self._consumer is not None
