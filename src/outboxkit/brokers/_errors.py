@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from outboxkit.errors import DeliveryError, OutboxkitError, PermanentError, TransientError, UnavailableError
+from outboxkit.errors import DeliveryError, OutboxkitError, TransientError, UnavailableError
 
 log = logging.getLogger("outboxkit.brokers")
 
@@ -123,7 +123,11 @@ def consumer_errors(translate: Callable[[Exception], DeliveryError]) -> Iterator
     except OutboxkitError:  # classed already (or a ConfigurationError of connect(): not ours to change)
         raise
     except Exception as exc:
-        error = translate(exc)
-        if isinstance(error, PermanentError) or not isinstance(error, TransientError):
-            error = TransientError(str(error))
-        raise error from exc
+        raise for_consumer(translate(exc)) from exc
+
+
+def for_consumer(error: DeliveryError) -> TransientError:
+    """``error`` as a consumer call may raise it: unavailable or transient, never permanent."""
+    if isinstance(error, TransientError):
+        return error
+    return TransientError(str(error))

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import redis.exceptions as rx
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -37,12 +38,14 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from outboxkit.brokers._errors import Outage, Row, classify, consumer_errors, for_consumer, timed_out, unexpected
 from outboxkit.brokers.base import Delivered, Features, Incoming
 from outboxkit.core.envelope import OutboxEvent, cloudevent_attributes
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import (
     ConfigurationError,
     DeliveryError,
+    OutboxkitError,
     PermanentError,
     TransientError,
     UnavailableError,
@@ -59,6 +62,46 @@ DATA_FIELD = "data"
 _MAX_PIPELINE = 4096  # XADDs per pipeline; more wait for the next round trip
 _OPTIONS = frozenset({"maxlen", "max_bytes", "start", "claim_idle", "consumer"})
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+
+# -- error translation (H12; every row is in docs/exceptions.md and tests/unit) ---------------------
+
+#: redis-py exceptions, most specific first. redis-py turns an error reply into a class by its first
+#: word (and strips that word from the message): -NOAUTH/-WRONGPASS AuthenticationError, -LOADING
+#: BusyLoadingError, -READONLY ReadOnlyError, -OOM OutOfMemoryError, -NOPERM NoPermissionError, ...
+#: Other replies are a plain ResponseError, classed by their first word (:data:`REPLY_PREFIXES`).
+PUBLISH_ERRORS: tuple[Row, ...] = (
+    # The server cannot take writes from us now, whatever the event: an outage (not counted).
+    (rx.AuthenticationError, UnavailableError),  # -NOAUTH, -WRONGPASS (a password changed)
+    (rx.AuthorizationError, UnavailableError),
+    (rx.BusyLoadingError, UnavailableError),  # -LOADING: a restarted server still reads its data
+    (RedisConnectionError, UnavailableError),  # lost/refused connection, -ERR max number of clients
+    (rx.ReadOnlyError, UnavailableError),  # -READONLY: we talk to a replica (after a failover)
+    (rx.OutOfMemoryError, UnavailableError),  # -OOM: maxmemory reached with noeviction
+    (rx.MasterDownError, UnavailableError),  # -MASTERDOWN: a replica lost its primary
+    (rx.ClusterDownError, UnavailableError),  # -CLUSTERDOWN
+    (rx.InvalidResponse, UnavailableError),  # replies out of step: the connection is reset
+    # This stream (key) takes nothing from us: ACL, or another cluster node owns it.
+    (rx.NoPermissionError, UnroutableError),  # -NOPERM
+    (rx.AskError, UnroutableError),  # -MOVED, -ASK: a cluster; outboxkit speaks to one node
+    # The entry itself cannot be encoded.
+    (rx.DataError, PermanentError),
+    # Per event, a retry may fix it (counted).
+    (RedisTimeoutError, TransientError),  # no reply within ack_timeout (UnavailableError in an outage)
+    (rx.TryAgainError, TransientError),
+    (rx.ExecAbortError, TransientError),
+    (rx.NoScriptError, TransientError),
+    (ResponseError, TransientError),  # by REPLY_PREFIXES first
+    (OSError, UnavailableError),
+)
+
+#: First word of an error reply redis-py has no class for -> class; any other reply is transient.
+REPLY_PREFIXES: dict[str, type[DeliveryError]] = {
+    "WRONGTYPE": UnroutableError,  # the key exists and is not a stream
+    "MISCONF": UnavailableError,  # RDB snapshots fail: the server refuses writes until fixed
+    "NOREPLICAS": UnavailableError,  # min-replicas-to-write not met
+    "BUSY": TransientError,  # a script or module command is running
+    "ERR": TransientError,  # a generic error (an unknown or renamed command, ...)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,24 +204,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class _Outage:
-    """One line when the connection is lost and one when it is back, not one per failed attempt."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.since: float | None = None
-
-    def down(self, exc: BaseException) -> None:
-        if self.since is None:
-            self.since = time.monotonic()
-            log.warning("%s connection lost (%s); reconnecting on the next attempt", self.what, exc)
-
-    def up(self) -> None:
-        if self.since is not None:
-            log.warning("%s reconnected after %.1fs", self.what, time.monotonic() - self.since)
-            self.since = None
-
-
 # -- wire format -----------------------------------------------------------------------------------
 
 
@@ -219,17 +244,35 @@ def delivered_from(topic: str, fields: Mapping[bytes, bytes] | Mapping[str, Any]
     )
 
 
-def _translate(exc: BaseException, topic: str) -> DeliveryError:
+def translate(exc: BaseException, topic: str, outage: Outage | None = None) -> DeliveryError:
+    """A redis-py exception of the XADD path as an outboxkit error (tables above)."""
     if isinstance(exc, DeliveryError):
         return exc
-    if isinstance(exc, ResponseError):
-        text = str(exc)
-        if text.startswith("WRONGTYPE"):
-            return UnroutableError(f"Redis key {topic!r} exists and is not a stream: {text}")
-        if text.startswith("NOPERM"):
-            return UnroutableError(f"Redis ACL refuses XADD to {topic!r}: {text}")
-        return TransientError(f"Redis refused XADD to {topic!r}: {text}")
-    return TransientError(f"Redis publish failed: {type(exc).__name__}: {exc}")
+    kind = classify(exc, PUBLISH_ERRORS)
+    if kind is None:
+        return unexpected(exc, f"Redis XADD to {topic!r}")
+    text = str(exc) or type(exc).__name__
+    if type(exc) is ResponseError:
+        word = text.split(" ", 1)[0]
+        kind = REPLY_PREFIXES.get(word, TransientError)
+    elif isinstance(exc, RedisTimeoutError | TimeoutError):
+        message = f"no reply to XADD to {topic!r}: {text}"
+        return timed_out(outage, message) if outage is not None else TransientError(message)
+    code = getattr(exc, "status_code", None)  # the reply's first word, which redis-py removed
+    reply = f"{code} {text}" if code else text
+    if kind is UnroutableError:
+        if reply.startswith("WRONGTYPE"):
+            return UnroutableError(f"Redis key {topic!r} exists and is not a stream: {reply}")
+        return UnroutableError(f"Redis refuses XADD to {topic!r}: {reply}")
+    if kind is UnavailableError:
+        return UnavailableError(f"Redis cannot take XADD to {topic!r} now: {type(exc).__name__}: {reply}")
+    if kind is PermanentError:
+        return PermanentError(f"Redis cannot store the entry for {topic!r}: {reply}")
+    return TransientError(f"Redis refused XADD to {topic!r}: {reply}")
+
+
+def _consumer_error(exc: Exception) -> DeliveryError:
+    return translate(exc, "the consumer's streams")
 
 
 # -- publisher -------------------------------------------------------------------------------------
@@ -283,7 +326,7 @@ class RedisPublisher:
         self._unconfirmed = 0
         self._writer: asyncio.Task[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
-        self._outage = _Outage(f"Redis {redact_url(url)}")
+        self._outage = Outage(log, f"Redis {redact_url(url)}", recovery="reconnecting on the next attempt")
 
     async def connect(self) -> None:
         self._client = await _open(self.url, self.options.client_url, socket_timeout=self.ack_timeout)
@@ -311,7 +354,9 @@ class RedisPublisher:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        self._fail([*self._sending, *self._queue], TransientError("Redis publisher closed before a reply"))
+        self._outage.closing = True
+        # Not the events' fault: they were handed over and the publisher went away (not counted).
+        self._fail([*self._sending, *self._queue], UnavailableError("Redis publisher closed before a reply"))
         self._queue.clear()
         if self._conn is not None:
             with contextlib.suppress(RedisError, OSError):
@@ -331,6 +376,14 @@ class RedisPublisher:
             raise UnavailableError("Redis publisher is not connected")
         loop = asyncio.get_running_loop()
         result: asyncio.Future[None] = loop.create_future()
+        writer = self._writer
+        if writer is not None and writer.done() and self._outage.dead is None:
+            # The only sender stopped (it never should): nothing would ever be sent again.
+            failure = None if writer.cancelled() else writer.exception()
+            self._outage.kill(f"its writer task stopped ({failure!r})")
+        if self._outage.dead is not None:
+            result.set_exception(self._outage.unavailable(f"Redis cannot publish {event.id}"))
+            return result
         packed = _pack(["XADD", event.topic, *self._trim, "*", *entry_fields(event, self.source)])
         if len(packed) > self.max_bytes:
             result.set_exception(
@@ -369,7 +422,7 @@ class RedisPublisher:
         for pending in [*self._sending, *self._queue]:
             if pending.deadline > now:
                 break
-            self._settle(pending, TransientError(f"no XADD reply within {self.ack_timeout}s"))
+            self._settle(pending, timed_out(self._outage, f"no XADD reply within {self.ack_timeout}s"))
         self._watchdog = loop.call_later(min(0.25, self.ack_timeout / 4), self._watch)
 
     async def _write_loop(self, conn: Any) -> None:
@@ -398,22 +451,26 @@ class RedisPublisher:
                 try:
                     await conn.read_response()
                 except ResponseError as exc:  # this XADD was refused; the connection is fine
-                    self._settle(pending, _translate(exc, pending.topic))
+                    self._settle(pending, translate(exc, pending.topic, self._outage))
                 else:
                     self._settle(pending, None)
                 answered += 1
         except asyncio.CancelledError:
-            self._fail(batch[answered:], TransientError("Redis publisher closed while sending"))
+            self._fail(batch[answered:], UnavailableError("Redis publisher closed while sending"))
             raise
         except _CONNECTION_ERRORS as exc:
-            # redis-py has dropped the connection; the next send opens a new one (G8).
-            self._outage.down(exc)
-            self._fail(batch[answered:], TransientError(f"Redis connection lost: {type(exc).__name__}: {exc}"))
+            # redis-py has dropped the connection; the next send opens a new one (G8). A refused or
+            # lost connection is an outage; a reply that did not come in time is counted.
+            error = translate(exc, batch[answered].topic, self._outage)
+            if isinstance(error, UnavailableError):
+                self._outage.down(exc)
+                error = UnavailableError(f"Redis connection lost: {type(exc).__name__}: {exc}")
+            self._fail(batch[answered:], error)
             return
         except Exception as exc:  # any other driver failure fails this batch, never the writer
             with contextlib.suppress(Exception):
                 await conn.disconnect()
-            self._fail(batch[answered:], _translate(exc, batch[0].topic))
+            self._fail(batch[answered:], translate(exc, batch[answered].topic, self._outage))
             return
         self._outage.up()
 
@@ -466,7 +523,7 @@ class RedisConsumer:
         self._own_backlog: set[str] = set()  # topics whose own pending list is not re-read yet
         self._retries: dict[tuple[str, str], tuple[float, int]] = {}  # (topic, id) -> (due, min idle ms)
         self._next_sweep = 0.0
-        self._outage = _Outage(f"Redis consumer {redact_url(url)}")
+        self._outage = Outage(log, f"Redis consumer {redact_url(url)}", recovery="reconnecting on the next attempt")
 
     async def connect(self) -> None:
         # BLOCK of up to _MAX_BLOCK seconds must fit in the socket timeout.
@@ -474,10 +531,19 @@ class RedisConsumer:
         await warn_if_not_durable(self._client, self.url)
         for topic in self.topics:
             try:
-                await _call(self._client, "XGROUP", "CREATE", topic, self.group, self.start, "MKSTREAM")
-            except ResponseError as exc:
-                if not str(exc).startswith("BUSYGROUP"):
-                    raise UnroutableError(f"cannot create consumer group {self.group!r} on {topic!r}: {exc}") from None
+                with consumer_errors(_consumer_error):
+                    try:
+                        await _call(self._client, "XGROUP", "CREATE", topic, self.group, self.start, "MKSTREAM")
+                    except ResponseError as exc:
+                        if type(exc) is ResponseError and not str(exc).startswith("BUSYGROUP"):
+                            raise UnroutableError(
+                                f"cannot create consumer group {self.group!r} on {topic!r}: {exc}"
+                            ) from None
+                        if type(exc) is not ResponseError:
+                            raise  # READONLY, NOPERM, OOM, ...: classed by the table
+            except BaseException:
+                await self.close()
+                raise
         self._own_backlog = set(self.topics)
         self._next_sweep = 0.0
 
@@ -511,33 +577,31 @@ class RedisConsumer:
                 out = await self._due_retries(client, max_messages)
                 if not out and time.monotonic() >= self._next_sweep:
                     out = await self._sweep(client, max_messages)
-        except _CONNECTION_ERRORS as exc:
-            self._outage.down(exc)
-            raise TransientError(f"Redis receive failed: {type(exc).__name__}: {exc}") from None
-        except RedisError as exc:
-            raise TransientError(f"Redis receive failed: {exc}") from None
+        except OutboxkitError:
+            raise
+        except Exception as exc:
+            error = for_consumer(_consumer_error(exc))
+            if isinstance(error, UnavailableError):
+                self._outage.down(exc)  # the runner reconnects
+            raise error from exc
         self._outage.up()
         return out
 
     async def ack(self, incoming: Incoming) -> None:
         topic, entry_id = incoming.handle
         self._retries.pop((topic, entry_id), None)
-        try:
+        with consumer_errors(_consumer_error):
             await _call(self._connected(), "XACK", topic, self.group, entry_id)
-        except (RedisError, *_CONNECTION_ERRORS) as exc:
-            raise TransientError(f"Redis XACK failed: {exc}") from None
 
     async def retry(self, incoming: Incoming, delay: float) -> None:
         topic, entry_id = incoming.handle
         delay = min(max(delay, 0.0), self.claim_idle)
-        try:
+        with consumer_errors(_consumer_error):
             # Re-claim it to ourselves with JUSTID: resets its idle time (so nobody's reclaim takes it
             # before the delay) without counting a delivery.
             await _call(
                 self._connected(), "XCLAIM", topic, self.group, self.name, 0, entry_id, "JUSTID", parse_justid=True
             )
-        except (RedisError, *_CONNECTION_ERRORS) as exc:
-            raise TransientError(f"Redis XCLAIM for retry failed: {exc}") from None
         # The guard leaves a little slack for clock granularity between our clock and the server's.
         self._retries[(topic, entry_id)] = (time.monotonic() + delay, max(0, int(delay * 1000) - 50))
 
