@@ -24,7 +24,6 @@ import json
 import logging
 import secrets
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from outboxkit.brokers._errors import Outage, consumer_errors, timed_out, unexpected
 from outboxkit.brokers.base import Delivered, Features, Incoming
 from outboxkit.core.envelope import JSON, OutboxEvent, cloudevent_attributes
 from outboxkit.core.urls import redact_url
@@ -54,10 +54,56 @@ STRUCTURED = "application/cloudevents+json"
 #: CloudEvents attributes carried as MQTT 5 user properties (datacontenttype is Content Type).
 CE_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject")
 _NO_SUBSCRIBERS = 0x10
-# PUBACK/PUBREC reason codes no retry fixes; 0x95 (packet too large) is not a legal PUBACK code, but
-# a broker that sends it means it. Other failures (0x80 unspecified, 0x97 quota) are transient.
-_PERMANENT_CODES = {0x83, 0x87, 0x90, 0x95, 0x99}
 _MAX_BACKOFF = 5.0
+
+# -- error translation (H12; every row is in docs/exceptions.md and tests/unit) ---------------------
+
+#: MQTT 5 PUBACK/PUBREC reason codes >= 0x80 (and 0x10) -> class; an unlisted failure code is a
+#: counted TransientError. 0x95 is not a legal PUBACK code, but a broker that sends it means it.
+PUBACK_CODES: dict[int, type[DeliveryError]] = {
+    0x10: UnroutableError,  # no matching subscribers: the broker dropped it (with require_subscriber)
+    0x80: TransientError,  # unspecified error
+    0x83: PermanentError,  # implementation specific error: the broker will not take this message
+    0x87: UnroutableError,  # not authorized: an ACL denies this topic (fixed by granting it)
+    0x90: PermanentError,  # topic name invalid
+    0x91: TransientError,  # packet identifier in use
+    0x95: PermanentError,  # packet too large
+    0x97: TransientError,  # quota exceeded
+    0x99: PermanentError,  # payload format invalid
+}
+
+#: paho's return code of ``publish()`` (the message was not queued) -> class.
+PAHO_CODES: dict[int, type[DeliveryError]] = {
+    paho.MQTT_ERR_NO_CONN: UnavailableError,
+    paho.MQTT_ERR_CONN_LOST: UnavailableError,
+    paho.MQTT_ERR_KEEPALIVE: UnavailableError,
+    paho.MQTT_ERR_PAYLOAD_SIZE: PermanentError,
+    paho.MQTT_ERR_QUEUE_SIZE: TransientError,
+    paho.MQTT_ERR_NOMEM: TransientError,
+}
+
+
+def puback_error(code: int, event_id: str, reason: object) -> DeliveryError:
+    """The outboxkit error of a refused PUBACK (``code`` >= 0x80, or 0x10 when a subscriber is required)."""
+    kind = PUBACK_CODES.get(code, TransientError)
+    if kind is UnroutableError and code == _NO_SUBSCRIBERS:
+        return UnroutableError(f"no MQTT subscription matches the topic of {event_id}: the broker dropped it")
+    if kind is UnroutableError:
+        return UnroutableError(f"MQTT broker refused {event_id} for its topic: {reason} (0x{code:02X})")
+    return kind(f"MQTT broker refused {event_id}: {reason} (0x{code:02X})")
+
+
+def client_error(exc: BaseException, what: str) -> DeliveryError:
+    """An exception of paho/aiomqtt as an outboxkit error: a refused or lost connection (MqttError,
+    MqttCodeError with a CONNACK/DISCONNECT reason code, a socket error, a timeout) is an outage;
+    paho's ValueError (invalid topic, QoS, payload over 256 MB) refuses the message for good."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, aiomqtt.MqttError | OSError | TimeoutError):
+        return UnavailableError(f"{what}: {exc or type(exc).__name__}")
+    if isinstance(exc, ValueError):
+        return PermanentError(f"{what}: MQTT refused the message: {exc}")
+    return unexpected(exc, what)
 
 
 # -- URL and topics ------------------------------------------------------------------------------
@@ -305,6 +351,9 @@ class _Client(aiomqtt.Client):
 class _Link:
     """One live connection, replaced after an outage: one log line when it drops, one when back.
 
+    aiomqtt does not reconnect by itself; this does, in the background. While it is down,
+    ``outage.is_down`` holds and publishes fail with ``UnavailableError`` (not counted).
+
     ``make`` builds a fresh client (a fresh paho state, so nothing half-sent is replayed behind our
     back); ``on_up`` runs on every (re)connect before the link counts as up; ``on_down`` fails what
     depended on the lost connection."""
@@ -323,53 +372,66 @@ class _Link:
         self.on_up = on_up
         self.on_down = on_down
         self.client: _Client | None = None
+        self.outage = Outage(log, self.what)
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
 
     async def _open(self) -> _Client:
         client = self.make()
         try:
             await asyncio.wait_for(client.__aenter__(), self.settings.connect_timeout + 1)
-        except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+        except Exception as exc:
             with contextlib.suppress(Exception):
                 client.raw.disconnect()
-            raise UnavailableError(f"{self.what} is unavailable: {exc or 'timed out'}") from None
+            error = client_error(exc, f"{self.what} is unavailable")
+            raise UnavailableError(str(error)) from None
         try:
             await self.on_up(client)
-        except BaseException:
+        except BaseException as exc:
             await _quit(client)
+            if isinstance(exc, Exception) and not isinstance(exc, DeliveryError):
+                raise client_error(exc, f"{self.what}: set-up after connect failed") from exc
             raise
         return client
 
     async def start(self) -> None:
         self.client = await self._open()
         self._task = asyncio.create_task(self._supervise(), name=f"outboxkit-mqtt-link {self.what}")
+        self._task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        # The supervisor never ends before close(); if it did, nothing would reconnect this link.
+        if not self.outage.closing:
+            failure = None if task.cancelled() else task.exception()
+            self.outage.kill(f"its reconnect task stopped ({failure!r})")
+
+    @property
+    def dead(self) -> bool:
+        return self.outage.dead is not None
 
     async def _supervise(self) -> None:
-        while not self._closing:
+        while not self.outage.closing:
             client = self.client
             assert client is not None
             await client.wait_closed()
-            if self._closing:
+            if self.outage.closing:
                 return
             self.client = None
+            self.outage.down()
             self.on_down()
-            since = time.monotonic()
-            log.warning("%s connection lost; reconnecting in the background", self.what)
             delay = 0.1
-            while not self._closing:
+            while not self.outage.closing:
                 await asyncio.sleep(delay)
                 try:
                     self.client = await self._open()
-                except DeliveryError as exc:
+                except Exception as exc:  # whatever it is, the next attempt may work: keep trying
                     log.debug("%s reconnect failed: %s", self.what, exc)
                     delay = min(delay * 2, _MAX_BACKOFF)
                     continue
-                log.warning("%s reconnected after %.1fs", self.what, time.monotonic() - since)
+                self.outage.up()
                 break
 
     async def close(self) -> None:
-        self._closing = True
+        self.outage.closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -439,10 +501,11 @@ class MqttPublisher:
         self._fail_all("MQTT connection lost before the broker confirmed")
 
     def _fail_all(self, why: str) -> None:
+        # A lost connection (or our own close) is not the events' fault: not counted.
         pending, self._pending = self._pending, {}
         for p in pending.values():
             if not p.future.done():
-                p.future.set_exception(TransientError(f"{why} {p.event_id}"))
+                p.future.set_exception(UnavailableError(f"{why} {p.event_id}"))
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -461,13 +524,13 @@ class MqttPublisher:
         if self._link is None:
             raise UnavailableError("MQTT publisher is not connected")
         client = self._link.client
-        if client is None:
-            result.set_exception(TransientError(f"{self._link.what} is reconnecting; {event.id} not sent"))
+        if client is None or self._link.dead:
+            result.set_exception(self._link.outage.unavailable(f"MQTT cannot publish {event.id}"))
             return result
         try:
             self._send(client, event, result, loop.time())
-        except DeliveryError as exc:
-            result.set_exception(exc)
+        except Exception as exc:
+            result.set_exception(client_error(exc, f"MQTT publish of {event.id}"))
         return result
 
     def _send(self, client: _Client, event: OutboxEvent, result: asyncio.Future[None], now: float) -> None:
@@ -480,12 +543,10 @@ class MqttPublisher:
                 raise PermanentError(
                     f"MQTT message of {size} bytes exceeds the broker's maximum packet size of {min(limits)} bytes"
                 )
-        try:
-            info = client.raw.publish(topic, payload, self.settings.qos, False, props)
-        except ValueError as exc:
-            raise PermanentError(f"MQTT refused the message: {exc}") from None
+        info = client.raw.publish(topic, payload, self.settings.qos, False, props)  # ValueError: client_error
         if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise TransientError(f"MQTT publish failed: {paho.error_string(info.rc)}")
+            kind = PAHO_CODES.get(info.rc, TransientError)
+            raise kind(f"MQTT publish of {event.id} failed: {paho.error_string(info.rc)}")
         self._pending[info.mid] = _Pending(result, event.id, now + self.ack_timeout)
 
     def _on_ack(self, mid: int, reason: ReasonCode) -> None:
@@ -495,14 +556,8 @@ class MqttPublisher:
         code = int(reason.value)
         if code < 0x80 and not (code == _NO_SUBSCRIBERS and self.settings.require_subscriber):
             pending.future.set_result(None)
-        elif code == _NO_SUBSCRIBERS:
-            pending.future.set_exception(
-                UnroutableError(f"no MQTT subscription matches the topic of {pending.event_id}: the broker dropped it")
-            )
-        elif code in _PERMANENT_CODES:
-            pending.future.set_exception(PermanentError(f"MQTT broker refused {pending.event_id}: {reason}"))
         else:
-            pending.future.set_exception(TransientError(f"MQTT broker refused {pending.event_id}: {reason}"))
+            pending.future.set_exception(puback_error(code, pending.event_id, reason))
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -517,9 +572,9 @@ class MqttPublisher:
             for mid in expired:
                 p = self._pending.pop(mid)
                 if not p.future.done():
-                    p.future.set_exception(
-                        TransientError(f"no MQTT PUBACK for {p.event_id} within {self.ack_timeout}s")
-                    )
+                    outage = self._link.outage if self._link is not None else None
+                    message = f"no MQTT PUBACK for {p.event_id} within {self.ack_timeout}s"
+                    p.future.set_exception(timed_out(outage, message) if outage else TransientError(message))
 
 
 # -- consumer ------------------------------------------------------------------------------------
@@ -593,6 +648,14 @@ class MqttConsumer:
             self._link = None
 
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        if self._link is None:
+            raise UnavailableError("MQTT consumer is not connected")
+        if self._link.dead:
+            raise self._link.outage.unavailable("MQTT consumer cannot receive")
+        with consumer_errors(_consumer_error):
+            return await self._receive(max_messages, timeout)
+
+    async def _receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
         out: list[Incoming] = []
         deadline = asyncio.get_running_loop().time() + timeout
         while not out:
@@ -622,7 +685,9 @@ class MqttConsumer:
             # The connection that delivered it is gone; the broker sends it again and the inbox
             # drops the duplicate by its id.
             return
-        client.raw.ack(handle.mid, handle.qos)
+        with consumer_errors(_consumer_error):
+            # A failed PUBACK (NO_CONN) needs nothing: the broker sends the message again.
+            client.raw.ack(handle.mid, handle.qos)
 
     async def retry(self, incoming: Incoming, delay: float) -> None:
         again = Incoming(incoming.message, attempt=incoming.attempt + 1, handle=incoming.handle)
@@ -634,6 +699,10 @@ class MqttConsumer:
 
         timer = asyncio.get_running_loop().call_later(max(delay, 0.0), requeue)
         self._timers.add(timer)
+
+
+def _consumer_error(exc: Exception) -> DeliveryError:
+    return client_error(exc, "MQTT consumer")
 
 
 def _code(granted: object) -> int:
