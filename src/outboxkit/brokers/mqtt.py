@@ -93,6 +93,12 @@ def puback_error(code: int, event_id: str, reason: object) -> DeliveryError:
     return kind(f"MQTT broker refused {event_id}: {reason} (0x{code:02X})")
 
 
+def paho_error(rc: int, event_id: str) -> DeliveryError:
+    """The outboxkit error of a ``publish()`` paho did not queue (its return code)."""
+    kind = PAHO_CODES.get(rc, TransientError)
+    return kind(f"MQTT publish of {event_id} failed: {paho.error_string(rc)}")
+
+
 def client_error(exc: BaseException, what: str) -> DeliveryError:
     """An exception of paho/aiomqtt as an outboxkit error: a refused or lost connection (MqttError,
     MqttCodeError with a CONNACK/DISCONNECT reason code, a socket error, a timeout) is an outage;
@@ -545,8 +551,7 @@ class MqttPublisher:
                 )
         info = client.raw.publish(topic, payload, self.settings.qos, False, props)  # ValueError: client_error
         if info.rc != paho.MQTT_ERR_SUCCESS:
-            kind = PAHO_CODES.get(info.rc, TransientError)
-            raise kind(f"MQTT publish of {event.id} failed: {paho.error_string(info.rc)}")
+            raise paho_error(info.rc, event.id)
         self._pending[info.mid] = _Pending(result, event.id, now + self.ack_timeout)
 
     def _on_ack(self, mid: int, reason: ReasonCode) -> None:

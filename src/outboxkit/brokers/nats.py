@@ -263,7 +263,8 @@ class NatsPublisher:
         self._nc = None
         for result, _ in self._waiting.values():
             if not result.done():
-                result.set_exception(TransientError("NATS publisher closed before the PubAck"))
+                # Not the event's fault: the publisher went away before the answer (not counted).
+                result.set_exception(UnavailableError("NATS publisher closed before the PubAck"))
         self._waiting.clear()
 
     async def publish(self, event: OutboxEvent) -> asyncio.Future[None]:
