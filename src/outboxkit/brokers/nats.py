@@ -172,7 +172,7 @@ async def connect(
             return
         reason = client.last_error
         outage.kill(
-            f"the server replied -ERR '{str(reason).removeprefix('nats: ')}'"
+            f"closed after an -ERR reply of the server ({str(reason).removeprefix('nats: ')})"
             if reason is not None
             else "the connection was closed and is not reconnected"
         )
