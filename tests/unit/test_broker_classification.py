@@ -29,9 +29,9 @@ from redis.exceptions import DataError, InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from outboxkit.brokers import _errors, kafka, mqtt, rabbitmq
-from outboxkit.brokers import nats as nats_bus
 from outboxkit.brokers import redis as redis_bus
 from outboxkit.brokers._errors import Outage, Row
+from outboxkit.brokers.nats import errors as nats_bus
 from outboxkit.core.envelope import OutboxEvent, new_event_id
 from outboxkit.errors import (
     ConfigurationError,
