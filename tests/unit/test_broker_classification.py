@@ -325,7 +325,7 @@ def test_rabbitmq_a_channel_lost_with_its_connection_is_not_counted() -> None:
     ids=lambda v: type(v).__name__,
 )
 def test_rabbitmq_consumer_table(exc: Exception, kind: type[DeliveryError]) -> None:
-    assert type(_errors.for_consumer(rabbitmq._consumer_error(exc))) is kind
+    assert type(_errors.for_consumer(rabbitmq.errors._consumer_error(exc))) is kind
 
 
 def test_rabbitmq_consumer_every_row_has_a_case() -> None:
