@@ -411,8 +411,8 @@ def test_kafka_message_timeout_depends_on_the_connection() -> None:
 
 def test_kafka_producer_is_replaced_for_broken_idempotence_codes() -> None:
     E = KafkaError
-    assert {E.OUT_OF_ORDER_SEQUENCE_NUMBER, E.PRODUCER_FENCED, E._FATAL} <= kafka._REBUILD
-    assert not {E._TRANSPORT, E._ALL_BROKERS_DOWN, E._PURGE_QUEUE, E._MSG_TIMED_OUT} & kafka._REBUILD
+    assert {E.OUT_OF_ORDER_SEQUENCE_NUMBER, E.PRODUCER_FENCED, E._FATAL} <= kafka.errors._REBUILD
+    assert not {E._TRANSPORT, E._ALL_BROKERS_DOWN, E._PURGE_QUEUE, E._MSG_TIMED_OUT} & kafka.errors._REBUILD
 
 
 @pytest.mark.parametrize(
@@ -429,7 +429,7 @@ def test_kafka_producer_is_replaced_for_broken_idempotence_codes() -> None:
     ids=lambda v: str(v)[:40],
 )
 def test_kafka_consumer_table(exc: Exception, kind: type[DeliveryError]) -> None:
-    assert type(_errors.for_consumer(kafka._consumer_error(exc))) is kind
+    assert type(_errors.for_consumer(kafka.errors._consumer_error(exc))) is kind
 
 
 # -- Redis ---------------------------------------------------------------------------------------------
