@@ -502,8 +502,8 @@ def test_redis_timeout_during_an_outage_is_not_counted() -> None:
 
 
 def test_redis_consumer_never_gets_permanent() -> None:
-    assert type(_errors.for_consumer(redis_bus._consumer_error(DataError("x")))) is TransientError
-    assert type(_errors.for_consumer(redis_bus._consumer_error(_reply_error("READONLY x")))) is UnavailableError
+    assert type(_errors.for_consumer(redis_bus.errors._consumer_error(DataError("x")))) is TransientError
+    assert type(_errors.for_consumer(redis_bus.errors._consumer_error(_reply_error("READONLY x")))) is UnavailableError
 
 
 # -- MQTT ----------------------------------------------------------------------------------------------
