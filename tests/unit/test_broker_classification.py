@@ -574,5 +574,5 @@ def test_mqtt_client_table(exc: BaseException, kind: type[DeliveryError]) -> Non
 
 
 def test_mqtt_consumer_never_gets_permanent() -> None:
-    assert type(_errors.for_consumer(mqtt._consumer_error(_paho_value_error("a/+")))) is TransientError
-    assert type(_errors.for_consumer(mqtt._consumer_error(aiomqtt.MqttError("gone")))) is UnavailableError
+    assert type(_errors.for_consumer(mqtt.errors._consumer_error(_paho_value_error("a/+")))) is TransientError
+    assert type(_errors.for_consumer(mqtt.errors._consumer_error(aiomqtt.MqttError("gone")))) is UnavailableError
