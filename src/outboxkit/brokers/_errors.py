@@ -1,7 +1,7 @@
 """What every bus adapter's error translation shares (H12: every exception is classed on purpose).
 
 Each adapter keeps its own translation table at its boundary (``PUBLISH_ERRORS`` and friends in
-``brokers/<bus>.py``, listed in docs/exceptions.md), because only it knows its client library. The
+``brokers/<bus>/errors.py``, listed in docs/exceptions.md), because only it knows its client library. The
 rules common to every bus live here, so that they are the same everywhere:
 
 * :class:`Outage` knows whether the adapter's connection is down right now (one WARNING line when it
