@@ -650,3 +650,39 @@ async def test_kafka_consumer_unknown_exceptions_are_classed() -> None:
         finally:
             consumer._consumer = real
             await consumer.close()
+
+
+async def test_rabbitmq_consumer_channel_that_cannot_reopen_is_unavailable(
+    rabbit_node: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer's side of the same trap: its channel closed by the broker, aio-pika's restore
+    failing, nothing delivered ever again, silently. The runner must hear UnavailableError."""
+    from outboxkit.brokers.rabbitmq import consumer as rabbit_consumer
+
+    monkeypatch.setattr(rabbit_consumer, "_REOPEN_GRACE", 0.5)
+    exchange = unique("okt_fx")
+    consumer = RabbitMQConsumer(f"{rabbit_node.url}?exchange={exchange}", group=unique("okt_g"), topics=["f.#"])
+    await consumer.connect()
+    conn = await aio_pika.connect(rabbit_node.url)
+    try:
+        async with conn:
+            ch = await conn.channel()
+            await ch.exchange_delete(exchange)
+            await ch.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+            # A protocol error on the consumer's channel (an ack of a delivery tag it never got):
+            # the broker closes the channel; the robust restore then fails on the exchange type.
+            assert consumer._channel is not None
+            underlay = await consumer._channel.get_underlay_channel()
+            await underlay.basic_ack(delivery_tag=999)
+            error: BaseException | None = None
+            for _ in range(30):
+                try:
+                    await consumer.receive(10, 0.1)
+                except UnavailableError as exc:
+                    error = exc
+                    break
+            assert error is not None, "a dead channel was never reported"
+            assert "did not reopen" in str(error)
+            await ch.exchange_delete(exchange)
+    finally:
+        await consumer.close()

@@ -63,6 +63,7 @@ class NatsPublisher:
         self._waiting: dict[str, tuple[asyncio.Future[None], OutboxEvent]] = {}
 
     async def connect(self) -> None:
+        self._outage = Outage(log, f"NATS {redact_url(self.url)}")  # a fresh state after a close()
         nc = await connect(
             self.url,
             name="outboxkit-relay",

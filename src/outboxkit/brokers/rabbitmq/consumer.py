@@ -21,9 +21,13 @@ from outboxkit.brokers.rabbitmq.publisher import RabbitMQPublisher
 from outboxkit.brokers.rabbitmq.wire import attempt_of, delivered_from
 from outboxkit.errors import (
     ConfigurationError,
+    UnavailableError,
 )
 
 log = logging.getLogger("outboxkit.rabbitmq")
+
+#: how long a closed channel may stay closed, with the connection up, before it counts as dead
+_REOPEN_GRACE = 5.0
 
 
 class RabbitMQConsumer:
@@ -52,6 +56,8 @@ class RabbitMQConsumer:
         self._inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
         self._later: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._closed_since: float | None = None  # when we first saw our channel closed, connection up
 
     async def connect(self) -> None:
         self._conn, self._outage = await connect(self.url, name=f"outboxkit-consumer-{self.group}")
@@ -63,7 +69,7 @@ class RabbitMQConsumer:
             raise
 
     async def _subscribe(self, conn: aio_pika.abc.AbstractRobustConnection) -> None:
-        channel = await conn.channel()
+        channel = self._channel = await conn.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
         exchange = await declare_exchange(channel, self.settings.exchange)
         try:
@@ -93,8 +99,26 @@ class RabbitMQConsumer:
         self._inbox = asyncio.Queue()
 
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        self._check_channel()
         with consumer_errors(_consumer_error):
             return await self._receive(max_messages, timeout)
+
+    def _check_channel(self) -> None:
+        """A channel the broker closed (the queue was deleted, a permission changed) is reopened by
+        the robust channel at once; if it is still closed after a while with the connection up, its
+        restore failed and nothing will be delivered again: the runner must build a new consumer."""
+        channel = self._channel
+        if channel is None:
+            raise UnavailableError("RabbitMQ consumer is not connected")
+        if not channel.is_closed or self._outage.is_down:
+            self._closed_since = None
+            return
+        now = asyncio.get_running_loop().time()
+        if self._closed_since is None:
+            self._closed_since = now
+        elif now - self._closed_since > _REOPEN_GRACE:
+            self._outage.kill("the broker closed its channel and aio-pika did not reopen it")
+            raise self._outage.unavailable("RabbitMQ consumer cannot receive")
 
     async def _receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
         out: list[Incoming] = []

@@ -76,6 +76,7 @@ class RedisPublisher:
         self._outage = Outage(log, f"Redis {redact_url(url)}", recovery="reconnecting on the next attempt")
 
     async def connect(self) -> None:
+        self._outage = Outage(log, self._outage.what, recovery=self._outage.recovery)  # fresh after a close()
         self._client = await _open(self.url, self.options.client_url, socket_timeout=self.ack_timeout)
         await warn_if_not_durable(self._client, self.url)
         # A connection of our own, outside the pool: pipelines go out back to back on it, and the
