@@ -13,10 +13,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import (
-    ConfigurationError,
-    UnroutableError,
-)
+from outboxkit.errors import ConfigurationError, UnroutableError
 
 #: URL options read by outboxkit itself; every other ``?name=value`` goes to librdkafka as is.
 _OWN_OPTIONS = frozenset({"assign", "ack_timeout"})

@@ -20,11 +20,7 @@ from outboxkit.brokers.kafka.errors import _consumer_error
 from outboxkit.brokers.kafka.publisher import KafkaPublisher
 from outboxkit.brokers.kafka.wire import delivered_from
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import (
-    DeliveryError,
-    UnavailableError,
-    UnroutableError,
-)
+from outboxkit.errors import DeliveryError, UnavailableError, UnroutableError
 
 log = logging.getLogger("outboxkit.kafka")
 

@@ -8,13 +8,7 @@ from __future__ import annotations
 from confluent_kafka import KafkaError, KafkaException
 
 from outboxkit.brokers._errors import Outage, timed_out, unexpected
-from outboxkit.errors import (
-    DeliveryError,
-    PermanentError,
-    TransientError,
-    UnavailableError,
-    UnroutableError,
-)
+from outboxkit.errors import DeliveryError, PermanentError, TransientError, UnavailableError, UnroutableError
 
 E = KafkaError
 

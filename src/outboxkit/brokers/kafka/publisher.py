@@ -19,9 +19,7 @@ from outboxkit.brokers.kafka.errors import _OUTAGE, _REBUILD, translate
 from outboxkit.brokers.kafka.wire import kafka_headers
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import (
-    UnavailableError,
-)
+from outboxkit.errors import UnavailableError
 
 log = logging.getLogger("outboxkit.kafka")
 

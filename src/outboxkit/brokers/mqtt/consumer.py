@@ -15,11 +15,7 @@ from outboxkit.brokers.mqtt.errors import _consumer_error
 from outboxkit.brokers.mqtt.link import _Client, _Link, session_id
 from outboxkit.brokers.mqtt.publisher import MqttPublisher
 from outboxkit.brokers.mqtt.wire import decode, mqtt_topic, parse_url
-from outboxkit.errors import (
-    ConfigurationError,
-    PermanentError,
-    UnavailableError,
-)
+from outboxkit.errors import ConfigurationError, PermanentError, UnavailableError
 
 
 @dataclass(slots=True)

@@ -9,13 +9,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 from outboxkit.brokers._errors import unexpected
-from outboxkit.errors import (
-    DeliveryError,
-    PermanentError,
-    TransientError,
-    UnavailableError,
-    UnroutableError,
-)
+from outboxkit.errors import DeliveryError, PermanentError, TransientError, UnavailableError, UnroutableError
 
 _NO_SUBSCRIBERS = 0x10
 

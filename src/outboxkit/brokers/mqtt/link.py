@@ -19,10 +19,7 @@ from outboxkit.brokers._errors import Outage
 from outboxkit.brokers.mqtt.errors import client_error
 from outboxkit.brokers.mqtt.wire import Settings, _properties, parse_url
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import (
-    DeliveryError,
-    UnavailableError,
-)
+from outboxkit.errors import DeliveryError, UnavailableError
 
 log = logging.getLogger("outboxkit.mqtt")
 

@@ -16,11 +16,7 @@ from outboxkit.brokers.mqtt.errors import _NO_SUBSCRIBERS, client_error, paho_er
 from outboxkit.brokers.mqtt.link import _Client, _Link
 from outboxkit.brokers.mqtt.wire import encode, mqtt_topic, packet_size, parse_url
 from outboxkit.core.envelope import OutboxEvent
-from outboxkit.errors import (
-    PermanentError,
-    TransientError,
-    UnavailableError,
-)
+from outboxkit.errors import PermanentError, TransientError, UnavailableError
 
 
 @dataclass(slots=True)

@@ -16,10 +16,7 @@ from paho.mqtt.properties import Properties
 from outboxkit.brokers.base import Delivered
 from outboxkit.core.envelope import JSON, OutboxEvent, cloudevent_attributes
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import (
-    ConfigurationError,
-    PermanentError,
-)
+from outboxkit.errors import ConfigurationError, PermanentError
 
 STRUCTURED = "application/cloudevents+json"
 

@@ -17,10 +17,7 @@ from nats.aio.msg import Msg
 from outboxkit.brokers._errors import Outage
 from outboxkit.brokers.base import Delivered
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import (
-    ConfigurationError,
-    UnavailableError,
-)
+from outboxkit.errors import ConfigurationError, UnavailableError
 
 log = logging.getLogger("outboxkit.nats")
 

@@ -20,10 +20,7 @@ from outboxkit.brokers.nats.client import _check_url, connect, delivered_from, s
 from outboxkit.brokers.nats.errors import _consumer_error
 from outboxkit.brokers.nats.publisher import NatsPublisher
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import (
-    ConfigurationError,
-    UnavailableError,
-)
+from outboxkit.errors import ConfigurationError, UnavailableError
 
 log = logging.getLogger("outboxkit.nats")
 

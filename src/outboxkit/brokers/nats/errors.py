@@ -14,13 +14,7 @@ from nats.aio.msg import Msg
 
 from outboxkit.brokers._errors import Outage, Row, classify, timed_out, unexpected
 from outboxkit.core.envelope import OutboxEvent
-from outboxkit.errors import (
-    DeliveryError,
-    PermanentError,
-    TransientError,
-    UnavailableError,
-    UnroutableError,
-)
+from outboxkit.errors import DeliveryError, PermanentError, TransientError, UnavailableError, UnroutableError
 
 #: Exceptions of the publish path, most specific first: raised by ``Client.publish`` before anything
 #: is sent, or read from the PubAck reply (:func:`_pub_ack_error`). ``nats.errors.TimeoutError`` and

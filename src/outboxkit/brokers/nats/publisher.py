@@ -19,10 +19,7 @@ from outboxkit.brokers.nats.client import _check_url, connect, split_options
 from outboxkit.brokers.nats.errors import _pub_ack_error, translate
 from outboxkit.core.envelope import OutboxEvent, binary_headers
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import (
-    UnavailableError,
-    UnroutableError,
-)
+from outboxkit.errors import UnavailableError, UnroutableError
 
 log = logging.getLogger("outboxkit.nats")
 

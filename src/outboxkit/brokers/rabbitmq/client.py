@@ -17,10 +17,7 @@ import aiormq.exceptions
 from outboxkit.brokers._errors import Outage
 from outboxkit.brokers.rabbitmq.wire import CE_AMQP_PREFIX, CE_RABBITMQ_PREFIX
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import (
-    ConfigurationError,
-    UnavailableError,
-)
+from outboxkit.errors import ConfigurationError, UnavailableError
 
 log = logging.getLogger("outboxkit.rabbitmq")
 

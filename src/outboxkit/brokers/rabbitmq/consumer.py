@@ -19,10 +19,7 @@ from outboxkit.brokers.rabbitmq.client import _Settings, connect, declare_exchan
 from outboxkit.brokers.rabbitmq.errors import _consumer_error
 from outboxkit.brokers.rabbitmq.publisher import RabbitMQPublisher
 from outboxkit.brokers.rabbitmq.wire import attempt_of, delivered_from
-from outboxkit.errors import (
-    ConfigurationError,
-    UnavailableError,
-)
+from outboxkit.errors import ConfigurationError, UnavailableError
 
 log = logging.getLogger("outboxkit.rabbitmq")
 

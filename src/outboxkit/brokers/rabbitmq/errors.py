@@ -13,13 +13,7 @@ import aiormq.exceptions
 
 from outboxkit.brokers._errors import Outage, Row, classify, unexpected
 from outboxkit.core.envelope import OutboxEvent
-from outboxkit.errors import (
-    DeliveryError,
-    PermanentError,
-    TransientError,
-    UnavailableError,
-    UnroutableError,
-)
+from outboxkit.errors import DeliveryError, PermanentError, TransientError, UnavailableError, UnroutableError
 
 # RabbitMQ closes the channel with: PRECONDITION_FAILED - message size 2000000 is larger than
 # configured max size 1048576

@@ -19,10 +19,7 @@ from outboxkit.brokers.rabbitmq.client import _Settings, blocked, connect, decla
 from outboxkit.brokers.rabbitmq.errors import translate
 from outboxkit.brokers.rabbitmq.wire import amqp_properties
 from outboxkit.core.envelope import OutboxEvent
-from outboxkit.errors import (
-    UnavailableError,
-    UnroutableError,
-)
+from outboxkit.errors import UnavailableError, UnroutableError
 
 log = logging.getLogger("outboxkit.rabbitmq")
 

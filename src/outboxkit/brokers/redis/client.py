@@ -16,10 +16,7 @@ from redis.retry import Retry
 
 from outboxkit.brokers.redis.errors import _CONNECTION_ERRORS
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import (
-    ConfigurationError,
-    UnavailableError,
-)
+from outboxkit.errors import ConfigurationError, UnavailableError
 
 log = logging.getLogger("outboxkit.redis")
 

@@ -21,12 +21,7 @@ from outboxkit.brokers.redis.errors import _consumer_error
 from outboxkit.brokers.redis.publisher import RedisPublisher
 from outboxkit.brokers.redis.wire import _entries, _stream_entries, delivered_from
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import (
-    ConfigurationError,
-    OutboxkitError,
-    UnavailableError,
-    UnroutableError,
-)
+from outboxkit.errors import ConfigurationError, OutboxkitError, UnavailableError, UnroutableError
 
 log = logging.getLogger("outboxkit.redis")
 

@@ -11,13 +11,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from outboxkit.brokers._errors import Outage, Row, classify, timed_out, unexpected
-from outboxkit.errors import (
-    DeliveryError,
-    PermanentError,
-    TransientError,
-    UnavailableError,
-    UnroutableError,
-)
+from outboxkit.errors import DeliveryError, PermanentError, TransientError, UnavailableError, UnroutableError
 
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 

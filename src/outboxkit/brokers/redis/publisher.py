@@ -20,11 +20,7 @@ from outboxkit.brokers.redis.errors import _CONNECTION_ERRORS, translate
 from outboxkit.brokers.redis.wire import _pack, entry_fields
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import (
-    DeliveryError,
-    PermanentError,
-    UnavailableError,
-)
+from outboxkit.errors import DeliveryError, PermanentError, UnavailableError
 
 log = logging.getLogger("outboxkit.redis")
 
