@@ -6,7 +6,8 @@
 * Broker refusals reach the publish with their class: JetStream error codes (known and unknown),
   RabbitMQ's exchange deleted under the publisher, Redis OOM / READONLY / NOPERM / unknown -ERR.
 * Kafka's fatal error replaces the producer; what it held is not counted.
-* A consumer call that meets an exception no table knows raises an outboxkit error, never the raw one.
+* A consumer call that meets an exception no table knows raises an outboxkit error, never the raw one;
+  a RabbitMQ consumer whose channel cannot reopen says so (UnavailableError) instead of going quiet.
 
 Servers that a test breaks are its own (private nats-server, redis-server, Mosquitto, RabbitMQ
 node); the shared services are only used with unique names.
