@@ -141,25 +141,31 @@ class Relay:
         pair = first
         outage_since: float | None = None
         attempt = 0
+        started = first is not None
         while not stop.is_set():
             try:
                 if pair is None:
                     pair = await self.start()
+                    started = True
                 if outage_since is not None:
                     log.warning("relay resumed after %.1fs", time.monotonic() - outage_since)
                     outage_since, attempt = None, 0
                 await self._serve(pair[0], pair[1], stop)
-            except (SchemaError, ConfigurationError):
-                raise
             except Exception as exc:
-                # Unavailable, transient, or an exception nobody classified (H12): all mean "this
-                # connection pair cannot go on". Rebuild both after a backoff; nothing is counted
-                # against an event, and the process stays up.
+                # Unavailable, transient, an exception nobody classified (H12) — or, once running,
+                # a schema or configuration problem that appeared later (a table re-created by a
+                # migration, an exchange re-declared with other settings): this connection pair
+                # cannot go on. Rebuild both after a backoff; nothing is counted against an event,
+                # and the process stays up. Start-up stays strict: one line, non-zero exit.
+                if isinstance(exc, SchemaError | ConfigurationError) and not started:
+                    raise
                 self.observer.set_leases(0)  # leases lapse with the connection; /readyz goes stale by itself
                 if outage_since is None:
                     outage_since = time.monotonic()
                     self.stats.outages += 1
-                    if isinstance(exc, DeliveryError | OSError):
+                    if isinstance(exc, SchemaError | ConfigurationError):
+                        log.error("relay paused: %s; retrying until it is fixed", exc)
+                    elif isinstance(exc, DeliveryError | OSError):
                         log.warning("relay paused: %s; retrying until it is back", exc)
                     else:
                         log.error("relay paused by an unexpected error; retrying", exc_info=exc)
