@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections import deque
 
 import nats
 import nats.errors
@@ -58,6 +59,10 @@ class NatsPublisher:
         self._outage = Outage(log, f"NATS {redact_url(self.url)}")
         # reply token -> (result, event) of every unconfirmed publish
         self._waiting: dict[str, tuple[asyncio.Future[None], OutboxEvent]] = {}
+        # (deadline, token) in send order: one sweeper task times them out, instead of a timer
+        # per message (the timeout is the same for all, so deadlines come in order).
+        self._deadlines: deque[tuple[float, str]] = deque()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         self._outage = Outage(log, f"NATS {redact_url(self.url)}")  # a fresh state after a close()
@@ -78,6 +83,9 @@ class NatsPublisher:
 
     async def close(self) -> None:
         self._outage.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(TimeoutError, nats.errors.Error):
                 await asyncio.wait_for(self._nc.close(), 5)
@@ -107,16 +115,25 @@ class NatsPublisher:
             self._waiting.pop(token, None)
             result.set_exception(translate(exc, event, self._outage))
             return result
-        waiting = self._waiting
-
-        def on_timeout() -> None:
-            waiting.pop(token, None)
-            if not result.done():
-                result.set_exception(timed_out(self._outage, f"no PubAck for {event.id} within {self.ack_timeout}s"))
-
-        timer = loop.call_later(self.ack_timeout, on_timeout)
-        result.add_done_callback(lambda _: timer.cancel())
+        self._deadlines.append((loop.time() + self.ack_timeout, token))
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep())
         return result
+
+    async def _sweep(self) -> None:
+        """Fail the publishes whose PubAck did not come within ``ack_timeout``."""
+        loop = asyncio.get_running_loop()
+        deadlines, waiting = self._deadlines, self._waiting
+        tick = min(0.1, self.ack_timeout / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            while deadlines and deadlines[0][0] <= now:
+                _, token = deadlines.popleft()
+                entry = waiting.pop(token, None)  # None: confirmed (or failed) already
+                if entry is not None and not entry[0].done():
+                    message = f"no PubAck for {entry[1].id} within {self.ack_timeout}s"
+                    entry[0].set_exception(timed_out(self._outage, message))
 
     async def _on_reply(self, msg: Msg) -> None:
         entry = self._waiting.pop(msg.subject[len(self._inbox) + 1 :], None)
