@@ -153,7 +153,7 @@ def translate(err: KafkaError | BaseException, topic: str = "?") -> DeliveryErro
     if code in _PERMANENT:
         return PermanentError(f"Kafka refused the message: {reason} ({err.name()})")
     if code in _UNROUTABLE:
-        return UnroutableError(f"Kafka topic {topic!r} is not available: {reason} ({err.name()}); create it")
+        return UnroutableError(f"Kafka topic {topic!r} is not available: {reason} ({err.name()}); create it with `outboxkit provision --broker URL --topic {topic}`")  # noqa: E501  # fmt: skip
     if code in _OUTAGE:
         return UnavailableError(f"Kafka is unreachable: {reason}")
     return TransientError(f"Kafka publish failed: {reason} ({err.name()})")

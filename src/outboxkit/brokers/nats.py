@@ -192,7 +192,7 @@ def _translate(exc: BaseException, event: OutboxEvent) -> DeliveryError:
     if isinstance(exc, nats.errors.MaxPayloadError):
         return PermanentError(f"message of {len(event.payload)} bytes exceeds the NATS server's max_payload")
     if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        return UnroutableError(f"no JetStream stream captures subject {event.topic!r}: create one")
+        return UnroutableError(f"no JetStream stream captures subject {event.topic!r}: create one with `outboxkit provision --broker URL --topic '{event.topic.split('.')[0]}.>'`")  # noqa: E501  # fmt: skip
     if isinstance(exc, nats.js.errors.APIError):
         code = getattr(exc, "err_code", None)
         if code in _PERMANENT_CODES:
@@ -239,7 +239,7 @@ class NatsConsumer:
             stream = await js.find_stream_name_by_subject(self.topics[0])
         except nats.js.errors.NotFoundError:
             await self.close()
-            raise ConfigurationError(f"no JetStream stream captures {self.topics[0]!r}: create one") from None
+            raise ConfigurationError(f"no JetStream stream captures {self.topics[0]!r}: create one with `outboxkit provision --broker URL --topic '{self.topics[0]}'`") from None  # noqa: E501  # fmt: skip
         config = ConsumerConfig(
             durable_name=self.group,
             ack_policy=AckPolicy.EXPLICIT,

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from outboxkit.lab.faults import FAULTS
-from outboxkit.lab.runner import DEFAULT_DB, LabOptions, StrategyRun, run_lab
 from outboxkit.lab.strategies import STRATEGIES
+from outboxkit.lab.strategy import DEFAULT_DB
 
 lab_app = typer.Typer(help="The lab: strategies under injected crashes, measured side by side.", no_args_is_help=True)
 
@@ -46,7 +46,9 @@ def run(
     out: Annotated[str, typer.Option("--out", help="Directory for report.json and report.html.")] = "lab-report",
 ) -> None:
     """Run each strategy under the same faults and print, save and chart what each lost or duplicated."""
+    # Imported here: the runner needs the nats extra, and `outboxkit --help` must work without it.
     from outboxkit.lab.report import table, write_reports
+    from outboxkit.lab.runner import LabOptions, StrategyRun, run_lab
 
     if events < 20:
         raise typer.BadParameter("--events must be at least 20 (faults need room)")

@@ -26,13 +26,11 @@ from typing import Any
 from outboxkit.brokers.nats import connect, ensure_stream
 from outboxkit.lab.faults import FAULTS, Scheduled, plan, schedule
 from outboxkit.lab.strategies import STRATEGIES
-from outboxkit.lab.strategy import Env, Strategy
+from outboxkit.lab.strategy import DEFAULT_DB, Env, Strategy
 from outboxkit.lab.verify import Received, Verdict, WriterLog, verify
 from outboxkit.lab.writer import WriterSpec
 from outboxkit.testing.servers import NatsServer
 from outboxkit.testing.workload import OrdersWorkload
-
-DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @dataclass(frozen=True)
