@@ -69,8 +69,9 @@ async def provision(url: str, request: ProvisionRequest, *, dry_run: bool) -> li
                     "warning",
                     "queue",
                     "(none)",
-                    "no queue is bound: the relay's publishes are unroutable (kept pending) until one is. "
-                    "Add --queue NAME (the consumer's --group), or start `outboxkit consume` once",
+                    "no --queue given: unless a queue is bound for these topics, the relay's publishes are "
+                    "unroutable (kept pending). Add --queue NAME (the consumer's --group) or start "
+                    "`outboxkit consume` once",
                 )
             )
             return steps
