@@ -79,6 +79,7 @@ class WriteContext(Protocol):
 class Strategy(Protocol):
     name: str
     summary: str
+    choose: str  # the end of "choose it ...": when this approach is the right one
 
     def prepare(self, env: Env) -> None:
         """Create what the strategy needs in the database (outbox table, triggers, ...). Idempotent."""
