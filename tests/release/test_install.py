@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# One worker builds and installs once for the whole module (the build writes build/ in the tree).
+pytestmark = pytest.mark.xdist_group("release")
+
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
