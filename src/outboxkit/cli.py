@@ -18,7 +18,7 @@ from outboxkit.terminal import print_error
 
 app = typer.Typer(
     name="outboxkit",
-    help="Transactional outbox toolkit: migrate the schema, run the relay, run the demo.",
+    help="Transactional outbox toolkit: migrate the schema, provision the bus, run the relay and consumers, the demo.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

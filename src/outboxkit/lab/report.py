@@ -189,7 +189,7 @@ def _faults_table(runs: list[dict[str, Any]]) -> str:
     rows = []
     for r in runs:
         for f in r["per_fault"]:
-            bad = f["lost"] or f["phantom"] or f["order_violations"]
+            bad = f["lost"]
             rows.append(
                 f"<tr><td>{html.escape(r['strategy'])}</td><td>{html.escape(f['kind'])}</td><td>{f['tx']}</td>"
                 f"<td>{html.escape(f['point'])}</td><td class='{'bad' if bad else 'ok'}'>{f['lost']}</td>"
@@ -243,6 +243,13 @@ def _bars(
     return "".join(out)
 
 
+def _label(left: float, right: float, y: float, width: int, text: str) -> str:
+    """The label right of the whisker, or left of it when it would run off the chart."""
+    if right + 4 + 7 * len(text) <= width:
+        return f"<text x='{right + 4:.1f}' y='{y}' font-size='10'>{html.escape(text)}</text>"
+    return f"<text x='{left - 4:.1f}' y='{y}' font-size='10' text-anchor='end'>{html.escape(text)}</text>"
+
+
 def _latency_chart(runs: list[dict[str, Any]], latencies: dict[str, list[float]]) -> str:
     """Per strategy: a box from p25 to p75, whiskers to p1 and p99, a tick at p50, on a log axis."""
     import math
@@ -271,7 +278,7 @@ def _latency_chart(runs: list[dict[str, Any]], latencies: dict[str, list[float]]
             f"fill='{_COLORS[i % len(_COLORS)]}' opacity='0.7'>"
             f"<title>p25 {p[25]:.2f} / p75 {p[75]:.2f} ms</title></rect>"
             f"<line x1='{x(p[50]):.1f}' x2='{x(p[50]):.1f}' y1='{y + 1}' y2='{y + 19}' stroke='#000' stroke-width='2'/>"
-            f"<text x='{x(p[99]) + 4:.1f}' y='{y + 14}' font-size='10'>p50 {_cell(p[50])} / p99 {_cell(p[99])}</text>"
+            + _label(x(p[1]), x(p[99]), y + 14, width, f"p50 {_cell(p[50])} / p99 {_cell(p[99])}")
         )
     for tick in (0.1, 1, 10, 100, 1000, 10000):
         if lo <= math.log10(tick) <= hi:
