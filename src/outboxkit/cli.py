@@ -144,7 +144,8 @@ def relay(
         float | None, typer.Option("--lease-ttl", help="Seconds a bucket lease lives without renewal (6).")
     ] = None,
     max_attempts: Annotated[
-        int | None, typer.Option("--max-attempts", help="Failed attempts before a dead letter (0 = never).")
+        int | None,
+        typer.Option("--max-attempts", help="Failed attempts before a dead letter (20, about 14 min of retries)."),
     ] = None,
     http_port: Annotated[
         int,
@@ -227,6 +228,10 @@ def consume(
     check_order: Annotated[
         bool, typer.Option("--check-order", help="Report per-key out-of-order arrivals (sequence attribute).")
     ] = False,
+    skip_failed_keys: Annotated[
+        bool,
+        typer.Option("--skip-failed-keys", help="Let a key's later messages pass one that is failing (default: wait)."),
+    ] = False,
     summary_interval: SummaryOpt = 60.0,
 ) -> None:
     """Consume effectively once: each event's handler runs in the inbox's transaction, then the ack.
@@ -251,6 +256,7 @@ def consume(
             schema=settings.ref.schema,
             max_attempts=max_attempts,
             check_order=check_order,
+            hold_failed_keys=not skip_failed_keys,
             handler_name=handler,
             summary_interval=summary_interval,
         )
@@ -378,10 +384,13 @@ def main() -> None:
             print_error(err, missing)
             sys.exit(2)
         code = 2 if isinstance(exc, ConfigurationError) else 1
+        from outboxkit.core.logfmt import redact_text
+
+        text = redact_text(str(exc))  # a driver's message may quote a URL or a password
         if isinstance(exc, OutboxkitError):
-            print_error(err, str(exc), hint=_hint(exc))
+            print_error(err, text, hint=_hint(exc))
         else:
-            print_error(err, f"{type(exc).__name__}: {exc} (run with --debug for details)")
+            print_error(err, f"{type(exc).__name__}: {text} (run with --debug for details)")
         sys.exit(code)
 
 

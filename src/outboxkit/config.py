@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from outboxkit.core.urls import redact_url, scheme_of
+from outboxkit.core.urls import redact_url, remember_secrets, scheme_of
 from outboxkit.errors import ConfigurationError
 from outboxkit.relay.loop import RelayConfig
 from outboxkit.stores.base import TableRef
@@ -40,8 +40,9 @@ ENV = {
     "poll_interval": "OUTBOXKIT_POLL_INTERVAL",
     "lease_ttl": "OUTBOXKIT_LEASE_TTL",
     "max_attempts": "OUTBOXKIT_MAX_ATTEMPTS",
+    "fetch_max_bytes": "OUTBOXKIT_FETCH_MAX_BYTES",
 }
-_RELAY_KEYS = {"batch_size", "window", "poll_interval", "lease_ttl", "max_attempts"}
+_RELAY_KEYS = {"batch_size", "window", "poll_interval", "lease_ttl", "max_attempts", "fetch_max_bytes"}
 _KNOWN = set(ENV) | {"relay", "hold_dead_keys"}
 
 
@@ -156,10 +157,13 @@ def resolve(
         window=_number("window", merged.get("window", defaults.window), int, 1),
         poll_interval=_number("poll_interval", merged.get("poll_interval", defaults.poll_interval), float, 0.001),
         lease_ttl=_number("lease_ttl", merged.get("lease_ttl", defaults.lease_ttl), float, 0.5),
-        max_attempts=_number("max_attempts", merged.get("max_attempts", defaults.max_attempts), int, 0),
+        max_attempts=_number("max_attempts", merged.get("max_attempts", defaults.max_attempts), int, 1),
+        fetch_max_bytes=_number("fetch_max_bytes", merged.get("fetch_max_bytes", defaults.fetch_max_bytes), int, 1024),
     )
     db = merged.get("db")
     broker = merged.get("broker")
+    # From here on, these URLs' passwords and tokens are masked in every log line and error.
+    remember_secrets(db, broker)
     return Settings(
         db=check_db_url(db) if db else None,
         broker=check_broker_url(broker) if broker else None,

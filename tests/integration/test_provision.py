@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from outboxkit.brokers.nats_provision import covers, default_stream_name
+from outboxkit.brokers.nats.provision import covers, default_stream_name
 from outboxkit.brokers.provision import ProvisionRequest, changed
 from outboxkit.brokers.registry import provisioner_for
 from outboxkit.core.envelope import OutboxEvent

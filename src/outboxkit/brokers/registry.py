@@ -96,15 +96,15 @@ def check_topics(url: str, topics: Sequence[str]) -> None:
 
 #: scheme -> the module under outboxkit.brokers whose ``provision`` function serves it
 _PROVISION: dict[str, str] = {
-    "nats": "nats_provision",
-    "tls": "nats_provision",
-    "amqp": "rabbitmq_provision",
-    "amqps": "rabbitmq_provision",
-    "kafka": "kafka_provision",
-    "redis": "redis_provision",
-    "rediss": "redis_provision",
-    "mqtt": "mqtt_provision",
-    "mqtts": "mqtt_provision",
+    "nats": "nats.provision",
+    "tls": "nats.provision",
+    "amqp": "rabbitmq.provision",
+    "amqps": "rabbitmq.provision",
+    "kafka": "kafka.provision",
+    "redis": "redis.provision",
+    "rediss": "redis.provision",
+    "mqtt": "mqtt.provision",
+    "mqtts": "mqtt.provision",
 }
 
 

@@ -68,6 +68,7 @@ async def serve_inbox(
     schema: str | None = None,
     max_attempts: int = 5,
     check_order: bool = False,
+    hold_failed_keys: bool = True,
     handler_name: str | None = None,
     summary_interval: float = 60.0,
 ) -> InboxStats:
@@ -84,6 +85,7 @@ async def serve_inbox(
         ref=ref,
         max_attempts=max_attempts,
         check_order=check_order,
+        hold_failed_keys=hold_failed_keys,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -40,3 +40,24 @@ def store_for(url: str, ref: TableRef | None = None, *, hold_dead_keys: bool = T
 def _libpq_url(url: str) -> str:
     # SQLAlchemy-style "postgresql+psycopg://" is accepted for convenience; libpq wants the plain form.
     return "postgresql://" + url.split("://", 1)[1] if url.startswith("postgresql+") else url
+
+
+def translate_db_error(url: str, exc: BaseException) -> BaseException:
+    """A driver exception met on a connection to ``url`` (the inbox's own sync connection, say), as
+    the store for that database classes it; outboxkit errors and unknown types pass unchanged."""
+    scheme = scheme_of(url)
+    if scheme in _POSTGRES and type(exc).__module__.startswith("psycopg"):
+        import psycopg
+
+        from outboxkit.stores.postgres import translate as pg_translate
+
+        if isinstance(exc, psycopg.Error):
+            return pg_translate(url, exc)
+    if scheme == "sqlite":
+        import sqlite3
+
+        from outboxkit.stores.sqlite import translate as sqlite_translate
+
+        if isinstance(exc, sqlite3.Error):
+            return sqlite_translate(url, exc)
+    return exc

@@ -114,7 +114,7 @@ class OrdersWorkload:
                 try:
                     self._transaction(conn, rng, is_pg, rollback_ratio, max_events, on_commit)
                 except Exception as exc:
-                    if not _is_connection_error(exc):
+                    if not is_connection_error(exc):
                         raise
                     with contextlib.suppress(Exception):
                         conn.close()
@@ -129,7 +129,7 @@ class OrdersWorkload:
             try:
                 return self.connect()
             except Exception as exc:
-                if not _is_connection_error(exc) or time.monotonic() > deadline:
+                if not is_connection_error(exc) or time.monotonic() > deadline:
                     raise
                 if stop is not None and stop.wait(0.1):
                     return self.connect()
@@ -222,7 +222,7 @@ def delivered_count(workload: OrdersWorkload) -> int:
     return int(row[0])
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         return "locked" in str(exc) or "busy" in str(exc)
     try:

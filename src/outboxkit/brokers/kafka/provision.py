@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewPartitions, NewTopic
 
-from outboxkit.brokers.kafka import parse_url
+from outboxkit.brokers.kafka.client import parse_url
 from outboxkit.brokers.provision import ProvisionRequest, Step
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import ConfigurationError, UnavailableError

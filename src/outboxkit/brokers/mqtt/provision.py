@@ -9,7 +9,7 @@ relay publishes: start ``outboxkit consume`` once (it subscribes with a session 
 
 from __future__ import annotations
 
-from outboxkit.brokers.mqtt import mqtt_topic, parse_url
+from outboxkit.brokers.mqtt.wire import mqtt_topic, parse_url
 from outboxkit.brokers.provision import ProvisionRequest, Step
 from outboxkit.errors import ConfigurationError
 

@@ -23,7 +23,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import StorageType, StreamConfig
 
-from outboxkit.brokers.nats import connect, split_options
+from outboxkit.brokers.nats.client import connect, split_options
 from outboxkit.brokers.provision import DEFAULT_DUPLICATE_WINDOW, ProvisionRequest, Step, seconds
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import ConfigurationError, UnavailableError

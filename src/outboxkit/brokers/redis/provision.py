@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 
 from outboxkit.brokers.provision import ProvisionRequest, Step
-from outboxkit.brokers.redis import _call, _open, _pairs, parse_url
+from outboxkit.brokers.redis.client import _call, _open, _pairs, parse_url
 from outboxkit.errors import ConfigurationError
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import aiormq.exceptions
 
 from outboxkit.brokers.provision import Outcome, ProvisionRequest, Step
-from outboxkit.brokers.rabbitmq import _Settings, connect, declare_exchange
+from outboxkit.brokers.rabbitmq.client import _Settings, connect, declare_exchange
 from outboxkit.errors import ConfigurationError
 
 
