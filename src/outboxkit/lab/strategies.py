@@ -63,6 +63,7 @@ class DualWrite(_NoOutbox):
 
     name = "dual-write"
     summary = "commit, then publish"
+    choose = "only where a lost event is acceptable (cache invalidation hints, metrics)"
 
     async def recover(self, ctx: WriteContext) -> None:
         return None  # nothing was recorded anywhere that could be replayed
@@ -88,6 +89,7 @@ class PublishThenCommit(_NoOutbox):
 
     name = "publish-then-commit"
     summary = "publish inside the transaction, then commit"
+    choose = "never for facts others act on: every commit that fails after the publish is an event about nothing"
 
     async def recover(self, ctx: WriteContext) -> None:
         return None  # a published event cannot be taken back
@@ -117,6 +119,7 @@ class LocalLog(_NoOutbox):
 
     name = "local-log"
     summary = "intent in a local SQLite log, commit, publish; replay at start-up"
+    choose = "only where the local disk surely outlives the process; otherwise prefer an outbox"
 
     def _log(self, env: Env) -> sqlite3.Connection:
         conn = sqlite3.connect(local_dir(env) / "intent-log.db", isolation_level=None)
@@ -176,6 +179,7 @@ class _Outbox:
 
     name = ""
     summary = ""
+    choose = ""
     inline = False
     relay: str | None = None  # "poll" or "notify"
 
@@ -250,19 +254,23 @@ def _mark(ctx: WriteContext, ids: list[str]) -> None:
 
 class OutboxInline(_Outbox):
     name, summary, inline = "outbox-inline", "outbox row in the transaction; the writer publishes and marks", True
+    choose = "for the lowest latency when every crashed instance is surely restarted (its pending rows wait for it)"
 
 
 class OutboxRelayPoll(_Outbox):
     name, summary, relay = "outbox-relay-poll", "outbox row; a relay process polls (1 s)", "poll"
+    choose = "when up to a poll interval of latency is fine and the write path must stay minimal"
 
 
 class OutboxRelayNotify(_Outbox):
     name, summary, relay = "outbox-relay-notify", "outbox row; a relay woken by LISTEN/NOTIFY", "notify"
+    choose = "as the default: nothing lost or invented, low latency, at the price of running a relay"
 
 
 class OutboxInlineRelay(_Outbox):
     name, summary = "outbox-inline+relay", "outbox row; writer publishes right away, relay as safety net"
     inline, relay = True, "notify"
+    choose = "for the lowest latency without waiting for restarts, if consumers tolerate rare reordering after a crash"
 
 
 STRATEGIES: dict[str, Strategy] = {

@@ -22,6 +22,9 @@ from outboxkit.emit import Outbox
 from outboxkit.lab.faults import Txn
 from outboxkit.stores.base import TableRef
 
+#: Where ``outboxkit lab run`` works unless told otherwise (each strategy in a schema of its own).
+DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/test"
+
 
 @dataclass(frozen=True)
 class Env:
@@ -76,6 +79,7 @@ class WriteContext(Protocol):
 class Strategy(Protocol):
     name: str
     summary: str
+    choose: str  # the end of "choose it ...": when this approach is the right one
 
     def prepare(self, env: Env) -> None:
         """Create what the strategy needs in the database (outbox table, triggers, ...). Idempotent."""
