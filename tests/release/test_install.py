@@ -44,11 +44,14 @@ def clean_venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     venv = tmp_path_factory.mktemp("venv") / "v"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     wheel = next(dist.glob("outboxkit-*.whl"))
+    # Without PYTHONPATH: a source tree on it would make pip think outboxkit is installed already.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", str(wheel)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     yield venv
