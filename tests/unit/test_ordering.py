@@ -198,3 +198,79 @@ def test_failing_an_event_that_was_never_taken_is_refused() -> None:
     with pytest.raises(ValueError, match="not in flight"):
         d.failed(a1)
     assert d.take(10) == [a1]
+
+
+# -- several events of a key in flight (ordered_pipeline buses) ---------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=batches(), depth=st.sampled_from([1, 2, 3, 5]), data=st.data())
+def test_with_depth_a_key_is_sent_in_order_and_nothing_follows_a_failure(
+    events: list[OutboxEvent], depth: int, data: st.DataObject
+) -> None:
+    d = KeyedDispatcher(events, depth=depth)
+    sent: dict[str | None, list[int]] = {}
+    in_flight: list[OutboxEvent] = []
+    failed_at: dict[str, int] = {}
+    withdrawn: list[OutboxEvent] = []
+    settled: list[int] = []
+    for _ in range(400):
+        if d.finished():
+            break
+        if in_flight and data.draw(st.booleans()):
+            # Buses with ordered pipelines confirm a key's events in send order: resolve the oldest
+            # in flight of a random key, sometimes as a failure.
+            keys = sorted({e.key or f"_{e.seq}" for e in in_flight})
+            pick = data.draw(st.sampled_from(keys))
+            event = next(e for e in in_flight if (e.key or f"_{e.seq}") == pick)
+            in_flight.remove(event)
+            if d.orphan(event):
+                d.settle_orphan(event)
+                settled.append(event.seq)
+            elif data.draw(st.integers(0, 4)) == 0:
+                withdrawn += d.failed(event)
+                if event.key is not None:
+                    failed_at.setdefault(event.key, event.seq)
+            else:
+                d.confirmed(event)
+        else:
+            taken = d.take(data.draw(st.integers(1, 4)))
+            for event in taken:
+                sent.setdefault(event.key, []).append(event.seq)
+                if event.key is not None:
+                    flying = [e for e in in_flight if e.key == event.key and not d.orphan(e)]
+                    assert len(flying) < depth, "never more than depth events of a key in flight"
+            in_flight += taken
+    for key, seqs in sent.items():
+        if key is not None:
+            assert seqs == sorted(seqs), f"key {key} sent out of order: {seqs}"
+    for key, seq in failed_at.items():
+        later = [e.seq for e in withdrawn if e.key == key]
+        assert all(s > seq for s in later), "only events after the failure are withdrawn"
+
+
+def test_depth_lets_a_hot_key_have_several_in_flight_and_a_failure_orphans_the_rest() -> None:
+    a1, a2, a3, a4 = _events(["a", "a", "a", "a"])
+    d = KeyedDispatcher([a1, a2, a3, a4], depth=3)
+    assert d.take(10) == [a1, a2, a3]
+    assert d.take(10) == []
+    d.confirmed(a1)
+    assert d.take(10) == [a4]
+    assert d.failed(a2) == []  # a3 and a4 are in flight: orphans, nothing waiting to withdraw
+    assert d.orphan(a3) and d.orphan(a4)
+    d.settle_orphan(a3)
+    d.settle_orphan(a4)
+    assert d.finished()
+
+
+def test_failure_with_depth_withdraws_the_waiting_rest() -> None:
+    a1, a2, a3, b1 = _events(["a", "a", "a", "b"])
+    d = KeyedDispatcher([a1, a2, a3, b1], depth=2)
+    assert d.take(10) == [a1, a2, b1]
+    assert d.failed(a1) == [a3]
+    assert d.orphan(a2) and not d.orphan(b1)
+    with pytest.raises(ValueError, match="not in flight"):
+        d.confirmed(a2)
+    d.settle_orphan(a2)
+    d.confirmed(b1)
+    assert d.finished() and d.withdrawn == [a3]

@@ -23,6 +23,10 @@ class Features:
     native_dedupe: bool  # the broker drops a re-sent event id within its window (G4)
     persistent: bool  # a confirmed message survives a broker restart (given safe settings, H7)
     ordered: bool  # messages of one key, sent one after another, are stored in that order
+    # A key's messages sent back to back are written in send order, and after one fails none of the
+    # key's later ones is written (Kafka's idempotent producer with its gapless guarantee): the relay
+    # may then have several events of a key in flight (RelayConfig.key_depth). Off by default.
+    ordered_pipeline: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,11 +57,14 @@ class RelayConfig:
     lease_ttl: float = 6.0  # a dead relay's buckets move to others within about 1.33 x this
     max_attempts: int = DEFAULT_MAX_ATTEMPTS  # failed attempts before an event is dead-lettered
     fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES  # payload bytes per fetch (plus one row)
+    key_depth: int = 256  # events of one key in flight, on buses with Features.ordered_pipeline (else 1)
     owner: str | None = None  # this relay's name in the lease table (default host:pid:random)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.key_depth < 1:
+            raise ConfigurationError(f"key_depth must be at least 1, got {self.key_depth}")
 
 
 @dataclass

@@ -22,6 +22,7 @@ How it stays correct without the barrier (each rule has a test):
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from outboxkit.relay.loop import Relay
 
 _FOREVER = 1 << 62
+_NOT_SENT = TransientError("not sent: an earlier event of its key failed first")
+log = logging.getLogger("outboxkit.relay")
 
 
 class Session:
@@ -53,7 +56,10 @@ class Session:
         self.keeper = keeper
         self.stop = stop
         self.kick = asyncio.Event()
-        self.dispatcher = KeyedDispatcher()
+        # Several events of a key in flight only where the bus keeps them in order even across a
+        # failure (see core.ordering); one at a time everywhere else.
+        depth = self.config.key_depth if getattr(publisher.features, "ordered_pipeline", False) else 1
+        self.dispatcher = KeyedDispatcher(depth=depth)
         self.in_hand: dict[int, OutboxEvent] = {}
         self.per_bucket: Counter[int] = Counter()
         self.done: deque[tuple[OutboxEvent, BaseException | None, float]] = deque()
@@ -244,16 +250,32 @@ class Session:
 
             return callback
 
+        stopped: set[object] = set()  # keys whose event failed at once in this round
         for event in self.dispatcher.take(room):
+            key = event.key if event.key is not None else event.seq
+            if key in stopped:
+                # An earlier event of its key failed before it went out: it must not go either.
+                done.append((event, _NOT_SENT, 0.0))
+                continue
             if event.defect is not None:
                 # A row another program wrote that cannot become a message (H11).
                 done.append((event, PermanentError(event.defect), 0.0))
+                stopped.add(key)
                 continue
             sent = time.monotonic()
             try:
                 fut = await publisher.publish(event)
             except Exception as raised:  # adapters fail the future; a raise is judged the same
                 done.append((event, raised, 0.0))
+                stopped.add(key)
+                continue
+            if fut.done():
+                # Answered at once (refused: too large, client closed): settle it now, in order,
+                # so a later event of its key taken in this round is seen to follow a failure.
+                exc = fut.exception() if not fut.cancelled() else TransientError("publish cancelled")
+                done.append((event, exc, 0.0))
+                if exc is not None:
+                    stopped.add(key)
                 continue
             fut.add_done_callback(completion(event, sent))
 
@@ -266,6 +288,9 @@ class Session:
         dispatcher, marker, done = self.dispatcher, self.marker, self.done
         while done:
             event, exc, latency = done.popleft()
+            if dispatcher.orphan(event):
+                self._orphan(event, exc)
+                continue
             if exc is None:
                 dispatcher.confirmed(event)
                 marker.add(event.seq)
@@ -286,6 +311,19 @@ class Session:
             task = asyncio.ensure_future(self._record(event, exc, rest))
             self.recording.add(task)
             task.add_done_callback(self._recorded)
+
+    def _orphan(self, event: OutboxEvent, exc: BaseException | None) -> None:
+        """An event in flight whose key failed meanwhile (several in flight: ordered_pipeline)."""
+        self.dispatcher.settle_orphan(event)
+        if exc is None:
+            # Written after an earlier event of its key failed: the bus broke its ordered_pipeline
+            # promise. It is delivered (so marked), and said loudly.
+            log.error("event %s of key %s was written after an earlier event of the key failed", event.id, event.key)
+            self.marker.add(event.seq)
+            self.relay.stats.published += 1
+        else:
+            # Never sent, or failed with the key: it is fetched again behind the failed one.
+            self._let_go(event.seq)
 
     async def _record(self, event: OutboxEvent, exc: BaseException, rest: list[OutboxEvent]) -> None:
         await self.relay._record(self.store, event, exc, self.keeper.leases, during_outage=self.outage is not None)

@@ -31,7 +31,10 @@ class KafkaPublisher:
     ``opts`` are librdkafka settings and override the URL's and outboxkit's defaults.
     """
 
-    features = Features(native_dedupe=True, persistent=True, ordered=True)
+    # ordered_pipeline: with idempotence, librdkafka writes a partition's messages in produce order
+    # across retries, and with the gapless guarantee a message that fails for good makes the producer
+    # fail (fatal) instead of writing the ones after it.
+    features = Features(native_dedupe=True, persistent=True, ordered=True, ordered_pipeline=True)
 
     def __init__(
         self,
@@ -60,6 +63,7 @@ class KafkaPublisher:
             **{k: str(v) for k, v in opts.items()},
             # Not overridable: they are what G3/G4/G5 rest on.
             "enable.idempotence": True,
+            "enable.gapless.guarantee": True,
             "acks": "all",
             "error_cb": self._on_error,
             "logger": _LibrdkafkaLog(),
