@@ -12,11 +12,11 @@ _POSTGRES = ("postgresql", "postgres", "postgresql+psycopg")
 def schema_for(dialect: str) -> OutboxSchema:
     """SQL text for a dialect name (``postgresql``, ``sqlite``) or a URL scheme."""
     if dialect in _POSTGRES:
-        from outboxkit.stores.postgres import PostgresSchema
+        from outboxkit.stores.postgres.store import PostgresSchema
 
         return PostgresSchema()
     if dialect == "sqlite":
-        from outboxkit.stores.sqlite import SqliteSchema
+        from outboxkit.stores.sqlite.store import SqliteSchema
 
         return SqliteSchema()
     if dialect in ("mysql", "mariadb"):
@@ -27,11 +27,11 @@ def schema_for(dialect: str) -> OutboxSchema:
 def store_for(url: str, ref: TableRef | None = None, *, hold_dead_keys: bool = True) -> OutboxStore:
     scheme = scheme_of(url)
     if scheme in _POSTGRES:
-        from outboxkit.stores.postgres import PostgresOutboxStore
+        from outboxkit.stores.postgres.store import PostgresOutboxStore
 
         return PostgresOutboxStore(_libpq_url(url), ref, hold_dead_keys=hold_dead_keys)
     if scheme == "sqlite":
-        from outboxkit.stores.sqlite import SqliteOutboxStore
+        from outboxkit.stores.sqlite.store import SqliteOutboxStore
 
         return SqliteOutboxStore(url, ref, hold_dead_keys=hold_dead_keys)
     raise ConfigurationError(f"unsupported database URL {redact_url(url)!r}: use postgresql://... or sqlite:///path.db")
