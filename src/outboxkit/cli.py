@@ -66,7 +66,7 @@ def migrate(
     config: ConfigOpt = None,
     sql: Annotated[bool, typer.Option("--sql", help="Print the DDL instead of running it.")] = False,
     dialect: Annotated[
-        str | None, typer.Option("--dialect", help="With --sql and no --db: postgresql or sqlite.")
+        str | None, typer.Option("--dialect", help="With --sql and no --db: postgresql, sqlite or mariadb.")
     ] = None,
     no_notify: Annotated[
         bool, typer.Option("--no-notify", help="PostgreSQL: no NOTIFY trigger (the relay then polls).")
@@ -88,9 +88,8 @@ def migrate(
         if sql:
             target = settings.db or dialect
             if not target:
-                raise ConfigurationError("--sql needs --db URL or --dialect postgresql|sqlite")
-            kind = "sqlite" if target.startswith("sqlite") else "postgresql"
-            for stmt in inbox_sql(kind, ref):
+                raise ConfigurationError("--sql needs --db URL or --dialect NAME")
+            for stmt in inbox_sql(target, ref):
                 typer.echo(stmt.rstrip() + ";\n")
             return
         migrate_inbox(settings.require_db(), ref)
@@ -99,7 +98,7 @@ def migrate(
     if sql:
         target = settings.db or dialect
         if not target:
-            raise ConfigurationError("--sql needs --db URL or --dialect postgresql|sqlite")
+            raise ConfigurationError("--sql needs --db URL or --dialect NAME")
         for stmt in migration_sql(target, settings.ref, notify=not no_notify):
             typer.echo(stmt.rstrip() + ";\n")
         return

@@ -18,7 +18,6 @@ import contextlib
 import inspect
 import json
 import logging
-import sqlite3
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,7 +28,8 @@ from outboxkit.brokers.base import Consumer, Incoming
 from outboxkit.core.backoff import backoff_delay
 from outboxkit.errors import TransientError, UnavailableError
 from outboxkit.inbox.schema import connect_sync
-from outboxkit.stores.base import TableRef
+from outboxkit.stores.base import Database, TableRef
+from outboxkit.stores.registry import database_for
 
 log = logging.getLogger("outboxkit.inbox")
 
@@ -79,9 +79,11 @@ class InboxRunner:
     """Runs ``handler(conn, event)`` effectively once per event id for consumer ``name``.
 
     ``conn`` is the consumer's database connection with the transaction open: a psycopg
-    ``Connection`` or ``sqlite3.Connection``. A sync handler runs in a worker thread; an ``async def``
-    handler is awaited on the event loop with the same (sync) connection, so it can await other I/O
-    while its database statements stay short. The handler must not commit or roll back.
+    ``Connection``, a ``sqlite3.Connection``, or for MariaDB/MySQL a connection with the same
+    ``execute(sql, params)`` (``conn.native`` is the PyMySQL connection). A sync handler runs in a
+    worker thread; an ``async def`` handler is awaited on the event loop with the same (sync)
+    connection, so it can await other I/O while its database statements stay short. The handler
+    must not commit or roll back.
 
     >>> runner = InboxRunner(lambda: consumer_for(url, group="billing", topics=["orders.>"]),
     ...                      "postgresql://app@db/app", "billing", handle_order)   # doctest: +SKIP
@@ -118,15 +120,9 @@ class InboxRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failures: dict[str, int] = {}  # for buses without a delivery count
         self._last_sequence: dict[str, int] = {}
-        ph = "?" if db.startswith("sqlite") else "%s"
-        self._claim_sql = (
-            f"INSERT INTO {self.ref.qualified} (consumer, event_id) VALUES ({ph}, {ph}) ON CONFLICT DO NOTHING"
-        )
-        self._dead_sql = (
-            f"INSERT INTO {self.ref.derived('dead')}"
-            " (consumer, event_id, topic, key, payload, headers, error, attempts) VALUES"
-            f" ({', '.join([ph] * 8)}) ON CONFLICT DO NOTHING"
-        )
+        self._database = database_for(db)
+        self._claim_sql = self._database.inbox().claim_sql(self.ref)
+        self._dead_sql = self._database.inbox().dead_sql(self.ref)
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, first: Consumer | None = None) -> None:
@@ -231,7 +227,7 @@ class InboxRunner:
                 return "duplicate"
         except Exception as exc:
             self._reset(conn)
-            raise _db_error(exc) from None
+            raise _db_error(self._database, exc) from None
         try:
             result = self.handler(conn, event)
             if inspect.isawaitable(result):
@@ -246,7 +242,7 @@ class InboxRunner:
             conn.execute("COMMIT")
         except Exception as exc:
             self._reset(conn)
-            raise _db_error(exc) from None
+            raise _db_error(self._database, exc) from None
         return "processed"
 
     async def _transaction_async(self, event: Event) -> str:
@@ -259,7 +255,7 @@ class InboxRunner:
                 return "duplicate"
         except Exception as exc:
             self._reset(conn)
-            raise _db_error(exc) from None
+            raise _db_error(self._database, exc) from None
         try:
             result = self.handler(conn, event)
             if inspect.isawaitable(result):
@@ -271,7 +267,7 @@ class InboxRunner:
             conn.execute("COMMIT")
         except Exception as exc:
             self._reset(conn)
-            raise _db_error(exc) from None
+            raise _db_error(self._database, exc) from None
         return "processed"
 
     def _dead_letter(self, event: Event, error: str, attempts: int) -> None:
@@ -285,7 +281,7 @@ class InboxRunner:
             conn.execute("COMMIT")
         except Exception as exc:
             self._reset(conn)
-            raise _db_error(exc) from None
+            raise _db_error(self._database, exc) from None
 
     def _reset(self, conn: Any) -> None:
         try:
@@ -308,14 +304,8 @@ class _HandlerFailed(Exception):
         self.error = error
 
 
-def _db_error(exc: Exception) -> Exception:
-    if isinstance(exc, sqlite3.OperationalError):
-        return TransientError(f"inbox database: {exc}")
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover
-        return exc
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return UnavailableError(f"inbox database unavailable: {first}")
-    return exc
+def _db_error(database: Database, exc: Exception) -> Exception:
+    # The database's own translation table: a lost connection is UnavailableError (reconnect), a
+    # busy database TransientError (retry); anything else is re-raised as it is.
+    ours = database.translate(exc, "inbox")
+    return ours if ours is not None else exc

@@ -13,11 +13,10 @@ import sys
 from typing import Any
 
 from outboxkit.core.envelope import new_event_id
+from outboxkit.errors import TransientError
 from outboxkit.lab.faults import Txn
 from outboxkit.lab.strategy import Env, Strategy, WriteContext, business, encode, event, local_dir, payload
 from outboxkit.migrate import migrate
-
-_NOW = {"postgresql": "now()", "sqlite": "strftime('%Y-%m-%dT%H:%M:%fZ','now')"}
 
 
 def _finish(ctx: WriteContext, txn: Txn) -> bool:
@@ -28,7 +27,7 @@ def _finish(ctx: WriteContext, txn: Txn) -> bool:
     try:
         ctx.conn.execute("ROLLBACK" if txn.rollback else "COMMIT")
     except Exception as exc:
-        if not _connection_lost(exc):
+        if not _connection_lost(ctx.env, exc):
             raise
         ctx.reconnect()
         return False
@@ -36,12 +35,11 @@ def _finish(ctx: WriteContext, txn: Txn) -> bool:
 
 
 def _begin(ctx: WriteContext) -> None:
-    ctx.conn.execute("BEGIN IMMEDIATE" if ctx.env.dialect == "sqlite" else "BEGIN")
+    ctx.conn.execute(ctx.env.database.begin_sql)
 
 
-def _connection_lost(exc: BaseException) -> bool:
-    psycopg = sys.modules.get("psycopg")
-    return psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+def _connection_lost(env: Env, exc: BaseException) -> bool:
+    return isinstance(env.database.translate(exc, "lab writer"), TransientError)
 
 
 class _NoOutbox:
@@ -234,7 +232,7 @@ def _connect(env: Env) -> Any:
 
 
 def _unmarked(env: Env, conn: Any) -> list[Any]:
-    sql = f"SELECT seq, id, key, payload FROM {env.ref.qualified} WHERE delivered_at IS NULL AND dead_at IS NULL"
+    sql = f"SELECT seq, id, key, payload FROM {env.outbox} WHERE delivered_at IS NULL AND dead_at IS NULL"
     return list(conn.execute(sql + " ORDER BY seq").fetchall())
 
 
@@ -243,7 +241,7 @@ def _mark(ctx: WriteContext, ids: list[str]) -> None:
     with contextlib.suppress(Exception):
         marks = ",".join("?" * len(ids))
         ctx.conn.execute(
-            ctx.sql(f"UPDATE {ctx.env.ref.qualified} SET delivered_at = {_NOW[ctx.env.dialect]} WHERE id IN ({marks})"),
+            ctx.sql(f"UPDATE {ctx.env.outbox} SET delivered_at = {ctx.env.database.now_sql} WHERE id IN ({marks})"),
             ids,
         )
 

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.emit import Outbox
 from outboxkit.lab.faults import Txn
-from outboxkit.stores.base import TableRef
+from outboxkit.stores.base import Database, TableRef
+from outboxkit.stores.registry import database_for
 
 
 @dataclass(frozen=True)
@@ -34,15 +35,25 @@ class Env:
     instance_dir: str  # files the service keeps locally; deleted when the instance is lost
 
     @property
+    def database(self) -> Database:
+        return database_for(self.db)
+
+    @property
     def dialect(self) -> str:
-        return "sqlite" if self.db.startswith("sqlite") else "postgresql"
+        return self.database.name
 
     @property
     def ref(self) -> TableRef:
         return TableRef("outbox", self.schema)
 
+    @property
+    def outbox(self) -> str:
+        """The outbox table, quoted for this database."""
+        return self.ref.quoted(self.database.quote)
+
     def table(self, name: str) -> str:
-        return f'"{self.schema}".{name}' if self.schema else name
+        q = self.database.quote
+        return f"{q}{self.schema}{q}.{name}" if self.schema else name
 
 
 class WriteContext(Protocol):
@@ -117,9 +128,8 @@ def business(ctx: WriteContext, txn: Txn, ids: Sequence[str]) -> None:
     ``n`` numbers each customer's events in commit order. The customer row is the business lock,
     so same-key transactions serialise and their ``n`` agrees with commit order."""
     env = ctx.env
-    row = ctx.conn.execute(
-        ctx.sql(f"UPDATE {env.table('customers')} SET n = n + ? WHERE id = ? RETURNING n"), (len(ids), txn.key)
-    ).fetchone()
+    ctx.conn.execute(ctx.sql(f"UPDATE {env.table('customers')} SET n = n + ? WHERE id = ?"), (len(ids), txn.key))
+    row = ctx.conn.execute(ctx.sql(f"SELECT n FROM {env.table('customers')} WHERE id = ?"), (txn.key,)).fetchone()
     base = int(row[0]) - len(ids)
     ctx.conn.execute(ctx.sql(f"INSERT INTO {env.table('orders')} (customer, amount) VALUES (?, ?)"), (txn.key, 1))
     for i, event_id in enumerate(ids, start=1):

@@ -1,15 +1,22 @@
-"""PostgreSQL: everything outboxkit knows about this database lives in this package."""
+"""PostgreSQL: everything outboxkit knows about this database lives in this package.
+
+``store`` (schema and relay store), ``ops`` (operator SQL), ``inbox``, ``capture`` (triggers),
+``partitions`` (day-partitioned outbox recipe) and ``database`` (connections, migrations, emit
+drivers, error translation), handed out by :data:`DATABASE`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PostgresOutboxStore", "PostgresSchema", "bucket_sql"]
+from outboxkit.stores.postgres.database import DATABASE
+
+__all__ = ["DATABASE", "PostgresOutboxStore", "PostgresSchema", "bucket_sql"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: importing the package (the registry does) must not import psycopg.
-    if name in __all__:
+    if name in ("PostgresOutboxStore", "PostgresSchema", "bucket_sql"):
         from outboxkit.stores.postgres import store
 
         return getattr(store, name)
