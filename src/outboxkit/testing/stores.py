@@ -59,7 +59,7 @@ def writer(h: StoreHarness) -> SyncConnection:
 def transaction(
     h: StoreHarness,
     conn: SyncConnection,
-    events: Sequence[tuple[str, str | None]],
+    events: Sequence[tuple[str | None, str | None]],
     *,
     commit: bool = True,
     topic: str = "conf.events",
