@@ -21,6 +21,7 @@ from outboxkit.stores.base import TableRef
 from outboxkit.testing import NatsServer
 
 PG_URL = os.environ.get("OUTBOXKIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("OUTBOXKIT_TEST_MARIADB", "mysql://root@127.0.0.1:3306/test")
 NATS_URL = os.environ.get("OUTBOXKIT_TEST_NATS", "nats://127.0.0.1:4222")
 CI = os.environ.get("CI", "").lower() == "true"
 

@@ -13,7 +13,7 @@ from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import database_for
 from outboxkit.testing.conformance import NotSupported
 from outboxkit.testing.stores import STORE_CHECKS, StoreHarness
-from tests.conftest import PG_URL, require, unique
+from tests.conftest import MARIADB_URL, PG_URL, require, unique
 
 store_check = pytest.mark.parametrize(
     "check", STORE_CHECKS, ids=[c.__name__.removeprefix("check_") for c in STORE_CHECKS]
@@ -50,6 +50,12 @@ def postgres_harness() -> Iterator[Harness]:
 
 
 @pytest.fixture
+def mariadb_harness() -> Iterator[Harness]:
+    require("MariaDB", "127.0.0.1", 3306)
+    yield from _namespaced(MARIADB_URL, shares=True)
+
+
+@pytest.fixture
 def sqlite_harness(tmp_path: Path) -> Harness:
     url = f"sqlite:///{tmp_path}/outbox.db"
     migrate(url)
@@ -71,3 +77,8 @@ async def test_postgres_store(check: object, postgres_harness: Harness) -> None:
 @store_check
 async def test_sqlite_store(check: object, sqlite_harness: Harness) -> None:
     await _run(check, sqlite_harness)
+
+
+@store_check
+async def test_mariadb_store(check: object, mariadb_harness: Harness) -> None:
+    await _run(check, mariadb_harness)

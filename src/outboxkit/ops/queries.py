@@ -343,7 +343,7 @@ def cleanup(db: Db, keep: timedelta, batch: int = 10_000) -> Iterator[CleanupPro
     after, deleted, batches, start = 0, 0, 0, time.perf_counter()
     while True:
         params = {"after": after, "cutoff": cutoff, "limit": batch}
-        selected, last, gone = db.ops.cleanup_batch(db, db.sql.cleanup_batch, params)
+        selected, last, gone = db.ops.cleanup_batch(db, db.sql, params)
         deleted += int(gone)
         batches += 1
         done = int(selected) < batch

@@ -46,6 +46,8 @@ class OpsStatements:
     cutoff: str  # one value: the database's now() minus the ``keep`` parameter
     cleanup_count: str
     cleanup_batch: str
+    #: a second statement for databases whose batch is a SELECT then a DELETE (MariaDB/MySQL)
+    cleanup_delete: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,9 @@ class OpsDialect(Protocol):
         """Parameters of ``statements.cutoff`` for keeping ``keep``."""
         ...
 
-    def cleanup_batch(self, db: OpsRunner, sql: str, params: dict[str, Any]) -> tuple[int, int | None, int]:
-        """Run ``sql`` (``statements.cleanup_batch``) once: (rows selected, highest seq selected,
-        rows deleted)."""
+    def cleanup_batch(self, db: OpsRunner, sql: OpsStatements, params: dict[str, Any]) -> tuple[int, int | None, int]:
+        """Run one cleanup batch (``sql.cleanup_batch``, and ``sql.cleanup_delete`` where used):
+        (rows selected, highest seq selected, rows deleted)."""
         ...
 
     def leases(self, db: OpsRunner, ref: TableRef, live_window_s: float) -> LeaseView | None:

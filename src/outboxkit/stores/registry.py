@@ -18,6 +18,7 @@ from outboxkit.stores.base import Database, Driver, OutboxSchema, OutboxStore, T
 PACKAGES = {
     "postgresql": "outboxkit.stores.postgres",
     "sqlite": "outboxkit.stores.sqlite",
+    "mariadb": "outboxkit.stores.mariadb",
 }
 
 

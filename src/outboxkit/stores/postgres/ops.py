@@ -98,8 +98,8 @@ class PostgresOps:
     def cutoff_params(self, keep: timedelta) -> dict[str, Any]:
         return {"keep": keep}
 
-    def cleanup_batch(self, db: OpsRunner, sql: str, params: dict[str, Any]) -> tuple[int, int | None, int]:
-        selected, last, gone = db.rows(sql, params)[0]
+    def cleanup_batch(self, db: OpsRunner, sql: OpsStatements, params: dict[str, Any]) -> tuple[int, int | None, int]:
+        selected, last, gone = db.rows(sql.cleanup_batch, params)[0]
         return int(selected), None if last is None else int(last), int(gone)
 
     def leases(self, db: OpsRunner, ref: TableRef, live_window_s: float) -> LeaseView | None:

@@ -105,8 +105,8 @@ class SqliteOps:
     def cutoff_params(self, keep: timedelta) -> dict[str, Any]:
         return {"keep": f"-{keep.total_seconds():.3f} seconds"}
 
-    def cleanup_batch(self, db: OpsRunner, sql: str, params: dict[str, Any]) -> tuple[int, int | None, int]:
-        seqs = [int(r[0]) for r in db.rows(sql, params)]
+    def cleanup_batch(self, db: OpsRunner, sql: OpsStatements, params: dict[str, Any]) -> tuple[int, int | None, int]:
+        seqs = [int(r[0]) for r in db.rows(sql.cleanup_batch, params)]
         return len(seqs), max(seqs, default=None), len(seqs)
 
     def leases(self, db: OpsRunner, ref: TableRef, live_window_s: float) -> LeaseView | None:

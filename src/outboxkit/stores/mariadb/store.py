@@ -1,0 +1,388 @@
+"""MariaDB/MySQL: the relay's store on aiomysql.
+
+The rules it keeps, and the guarantee each serves:
+
+* **No cursor (H1).** ``AUTO_INCREMENT`` values are taken at insert and transactions commit in
+  another order. Every fetch starts from the lowest pending seq, so a row committed late with a low
+  seq is found by the next fetch.
+* **Fresh reads.** Connections run autocommit statements at READ COMMITTED: each fetch sees every
+  transaction committed before it, never a REPEATABLE READ snapshot kept from an earlier statement.
+* **Fenced marks (H6).** ``mark_delivered`` and ``record_failure`` join the lease table in the same
+  UPDATE and require owner, epoch and an unexpired lease on the database's clock
+  (``UTC_TIMESTAMP(6)``). InnoDB reads the joined lease row with a lock, so a takeover that commits
+  first fails the mark, and a takeover that comes later waits for the mark to commit.
+* **Leases on the database's clock.** Expiry, renewal and takeover compare with the server's time,
+  never a relay's, so clock skew between relay hosts cannot let two relays hold a bucket.
+
+Wake-ups: this database has no LISTEN/NOTIFY. While idle the relay polls a fingerprint of the
+pending rows (count and sum of their seqs: one index-only range scan of the pending index, which is
+empty or nearly so when the relay keeps up) on an adaptive interval: 2 ms after activity, growing
+by half each quiet probe to 50 ms. A commit is noticed within one interval (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from outboxkit.core.envelope import OutboxEvent
+from outboxkit.core.urls import redact_url
+from outboxkit.errors import SchemaError, UnavailableError
+from outboxkit.stores.base import BUCKETS, SCHEMA_VERSION, Filter, Leases, TableRef
+from outboxkit.stores.mariadb.database import first_line, parse_url, session_sql, translate
+from outboxkit.stores.mariadb.schema import bind_list, bind_pairs, quoted
+
+#: Adaptive wake-up polling (seconds): the first probe after activity, and the slowest.
+WAKE_MIN_S = 0.002
+WAKE_MAX_S = 0.05
+
+_COLUMNS = (
+    "o.seq, o.id, o.topic, o.`key`, o.type, o.source, o.payload, o.content_type, o.headers, o.created_at, o.attempts"
+)
+_PENDING = "o.delivered_at IS NULL AND o.dead_at IS NULL"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+class MariaDbOutboxStore:
+    """Relay store on aiomysql. Two connections: one for fetches and marks, one for leases (the
+    keeper runs beside the batches, and a lease transaction must not swallow a batch's statements).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        ref: TableRef | None = None,
+        *,
+        hold_dead_keys: bool = True,
+        connect_timeout: float = 5.0,
+        lock_wait_s: int = 5,
+    ) -> None:
+        self.url = url
+        self.params = parse_url(url)
+        self.ref = ref or TableRef()
+        self.hold_dead_keys = hold_dead_keys
+        self.connect_timeout = connect_timeout
+        self.lock_wait_s = lock_wait_s
+        self.owner: str | None = None
+        self._conn: Any = None
+        self._lease: Any = None
+        self._lease_lock = asyncio.Lock()
+        self._fingerprint: tuple[int, int] | None = None
+        t, leases = quoted(self.ref), quoted(self.ref, "leases")
+        self._leases_table, self._relays_table = leases, quoted(self.ref, "relays")
+        hold = (
+            f" AND (o.`key` IS NULL OR NOT EXISTS (SELECT 1 FROM {t} d"
+            " WHERE d.`key` = o.`key` AND d.dead_at IS NOT NULL))"
+            if hold_dead_keys
+            else ""
+        )
+        # No cursor (H1): from the lowest pending seq every time. The pending index's (NULL, NULL)
+        # prefix is read in seq order, so this is an index range scan over pending rows only.
+        self._fetch_sql = f"SELECT {_COLUMNS} FROM {t} o WHERE {_PENDING}{hold} ORDER BY o.seq LIMIT %(limit)s"
+        # Several relays: the same scan, keeping the leased buckets (a stored column, no hashing).
+        self._fetch_buckets_sql = (
+            f"SELECT {_COLUMNS} FROM {t} o WHERE {_PENDING}{hold} AND o.bucket IN ({{buckets}})"
+            " ORDER BY o.seq LIMIT %(limit)s"
+        )
+        # Paused topics leave out their rows AND every pending row of a key that has a row on a
+        # paused topic, or that key's later events on other topics would overtake it (G5).
+        self._fetch_paused_sql = (
+            f"SELECT {_COLUMNS} FROM {t} o WHERE {_PENDING}{hold} AND o.topic NOT IN ({{paused}})"
+            f" AND (o.`key` IS NULL OR o.`key` NOT IN (SELECT h.`key` FROM {t} h WHERE h.delivered_at IS NULL"
+            " AND h.dead_at IS NULL AND h.topic IN ({paused}) AND h.`key` IS NOT NULL))"
+            " AND (%(every)s OR o.bucket IN ({buckets})) ORDER BY o.seq LIMIT %(limit)s"
+        )
+        # Inline publishing: only rows that no earlier pending row of the same key precedes (G5).
+        self._committed_sql = (
+            f"SELECT {_COLUMNS} FROM {t} o WHERE {_PENDING} AND o.id IN ({{ids}})"
+            f" AND (o.`key` IS NULL OR NOT EXISTS (SELECT 1 FROM {t} p WHERE p.`key` = o.`key` AND p.seq < o.seq"
+            " AND p.delivered_at IS NULL AND p.dead_at IS NULL)) ORDER BY o.seq"
+        )
+        self._mark_sql = (
+            f"UPDATE {t} o SET o.delivered_at = UTC_TIMESTAMP(6) WHERE o.seq IN ({{seqs}}) AND o.delivered_at IS NULL"
+        )
+        # Fencing (H6): the lease row is joined in the UPDATE itself (a locking read), so the check
+        # and the mark are one atomic step. (bucket, epoch) pairs are the leases this relay was
+        # granted; a bucket re-leased since has a higher epoch and its rows are not marked.
+        fence = (
+            f" JOIN {leases} l ON l.bucket = o.bucket AND l.owner = %(owner)s"
+            " AND (l.bucket, l.epoch) IN ({fence}) AND l.expires_at > UTC_TIMESTAMP(6)"
+        )
+        self._mark_fenced_sql = (
+            f"UPDATE {t} o{fence} SET o.delivered_at = UTC_TIMESTAMP(6)"
+            " WHERE o.seq IN ({seqs}) AND o.delivered_at IS NULL"
+        )
+        fail_set = (
+            " SET o.attempts = o.attempts + 1, o.last_error = %(error)s,"
+            " o.dead_at = CASE WHEN %(dead)s THEN UTC_TIMESTAMP(6) ELSE o.dead_at END WHERE o.seq = %(seq)s"
+        )
+        self._fail_sql = f"UPDATE {t} o{fail_set}"
+        self._fail_fenced_sql = f"UPDATE {t} o{fence}{fail_set}"
+        # Wake-up fingerprint: changes when a pending row appears (even one with a low seq that
+        # committed late) or leaves. An index-only scan of the pending index.
+        self._fingerprint_sql = f"SELECT COUNT(*), COALESCE(SUM(o.seq), 0) FROM {t} o WHERE {_PENDING}"
+
+    # -- connections -------------------------------------------------------------------------------
+    async def _connect(self) -> Any:
+        import aiomysql
+
+        try:
+            conn = await asyncio.wait_for(
+                aiomysql.connect(
+                    **self.params.kwargs("db"),
+                    autocommit=True,
+                    charset="utf8mb4",
+                    connect_timeout=self.connect_timeout,
+                    program_name="outboxkit-relay",
+                ),
+                self.connect_timeout + 1,
+            )
+            async with conn.cursor() as cur:
+                for stmt in session_sql(self.lock_wait_s):
+                    await asyncio.wait_for(cur.execute(stmt), self.connect_timeout)
+            return conn
+        except Exception as exc:
+            raise UnavailableError(f"MariaDB at {redact_url(self.url)} is unavailable: {first_line(exc)}") from None
+
+    async def open(self) -> None:
+        self._conn = await self._connect()
+        try:
+            rows = await self._run(f"SELECT schema_version FROM {quoted(self.ref, 'meta')}", None)
+        except SchemaError:
+            raise SchemaError(
+                f"outbox table {quoted(self.ref)} not found: run `outboxkit migrate --db URL` first"
+            ) from None
+        if not rows or int(rows[0][0]) < SCHEMA_VERSION:
+            raise SchemaError("outbox schema is older than this outboxkit: run `outboxkit migrate`")
+        self._fingerprint = await self._probe()
+
+    async def close(self) -> None:
+        for conn in (self._conn, self._lease):
+            if conn is not None:
+                # Closing a dead connection may fail; there is nothing left to do with it.
+                with contextlib.suppress(Exception):
+                    conn.close()
+        self._conn = self._lease = None
+
+    def _work(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            raise UnavailableError("MariaDB connection is closed")
+        return self._conn
+
+    async def _execute(self, conn: Any, sql: str, params: Any) -> tuple[list[tuple[Any, ...]], int]:
+        try:
+            async with conn.cursor() as cur:
+                count = await cur.execute(sql, params)
+                rows = list(await cur.fetchall()) if cur.description else []
+                return rows, int(count)
+        except Exception as exc:
+            ours = translate(exc, f"{quoted(self.ref)} at {redact_url(self.url)}")
+            if ours is None:
+                raise
+            raise ours from None
+
+    async def _run(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        return (await self._execute(self._work(), sql, params))[0]
+
+    async def _count(self, sql: str, params: Any) -> int:
+        return (await self._execute(self._work(), sql, params))[1]
+
+    # -- reading -----------------------------------------------------------------------------------
+    async def fetch_pending(self, limit: int, skip: Filter, leases: Leases | None = None) -> Sequence[OutboxEvent]:
+        every = leases is None or len(leases) >= BUCKETS
+        in_buckets, params = bind_list("b", [-1] if every or not leases else sorted(leases))
+        if skip.paused_topics:
+            in_paused, paused = bind_list("p", sorted(skip.paused_topics))
+            sql = self._fetch_paused_sql.format(paused=in_paused, buckets=in_buckets)
+            rows = await self._run(sql, {**params, **paused, "every": every, "limit": limit})
+        elif every:
+            rows = await self._run(self._fetch_sql, {"limit": limit})
+        else:
+            rows = await self._run(self._fetch_buckets_sql.format(buckets=in_buckets), {**params, "limit": limit})
+        return [self._event(r) for r in rows]
+
+    @staticmethod
+    def _event(r: Sequence[Any]) -> OutboxEvent:
+        headers = r[8]
+        return OutboxEvent(
+            seq=int(r[0]),
+            id=r[1],
+            topic=r[2],
+            key=r[3],
+            type=r[4],
+            source=r[5],
+            payload=bytes(r[6]),
+            content_type=r[7],
+            headers=json.loads(headers) if isinstance(headers, str | bytes) else dict(headers or {}),
+            created_at=_utc(r[9]),
+            attempts=int(r[10]),
+        )
+
+    async def fetch_committed(self, ids: Sequence[str]) -> Sequence[OutboxEvent]:
+        if not ids:
+            return []
+        in_ids, params = bind_list("i", list(ids))
+        rows = await self._run(self._committed_sql.format(ids=in_ids), params)
+        return [self._event(r) for r in rows]
+
+    # -- marking -----------------------------------------------------------------------------------
+    def _fence(self, leases: Leases) -> tuple[str, dict[str, Any]]:
+        text, params = bind_pairs("f", sorted(leases.items()))
+        return text, {"owner": self.owner, **params}
+
+    async def mark_delivered(self, seqs: Sequence[int], leases: Leases | None = None) -> int:
+        if not seqs:
+            return 0
+        in_seqs, params = bind_list("s", list(seqs))
+        if leases is None:
+            return await self._count(self._mark_sql.format(seqs=in_seqs), params)
+        if not leases:
+            return 0
+        fence, fenced = self._fence(leases)
+        return await self._count(self._mark_fenced_sql.format(seqs=in_seqs, fence=fence), {**params, **fenced})
+
+    async def record_failure(self, seq: int, error: str, *, dead: bool, leases: Leases | None = None) -> bool:
+        params: dict[str, Any] = {"error": error[:2000], "dead": dead, "seq": seq}
+        if leases is None:
+            return await self._count(self._fail_sql, params) == 1
+        if not leases:
+            return False
+        fence, fenced = self._fence(leases)
+        return await self._count(self._fail_fenced_sql.format(fence=fence), {**params, **fenced}) == 1
+
+    # -- leases ------------------------------------------------------------------------------------
+    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> dict[int, int]:
+        self.owner = owner
+        async with self._lease_lock:
+            if self._lease is None or self._lease.closed:
+                self._lease = await self._connect()
+            conn = self._lease
+            try:
+                await self._execute(conn, "BEGIN", None)
+                result = await self._maintain(conn, owner, held, ttl, rebalance=rebalance)
+                await self._execute(conn, "COMMIT", None)
+                return result
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.rollback()
+                raise
+
+    async def _maintain(self, conn: Any, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> dict[int, int]:
+        relays, leases = self._relays_table, self._leases_table
+        micros = int(ttl * 1_000_000)
+
+        async def run(sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+            return (await self._execute(conn, sql, params))[0]
+
+        await run(
+            f"INSERT INTO {relays} (owner, heartbeat_at, started_at) VALUES (%s, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))"
+            " ON DUPLICATE KEY UPDATE heartbeat_at = UTC_TIMESTAMP(6)",
+            (owner,),
+        )
+        # Renew what we still hold and has not expired. An expired lease is not renewed even if
+        # nobody took it: it is re-acquired below with a new epoch, so marks under the old one stay
+        # fenced. (No UPDATE ... RETURNING here: read the rows back, locked, in this transaction.)
+        await run(
+            f"UPDATE {leases} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND"
+            " WHERE owner = %s AND expires_at > UTC_TIMESTAMP(6)",
+            (micros, owner),
+        )
+        rows = await run(
+            f"SELECT bucket, epoch FROM {leases} WHERE owner = %s AND expires_at > UTC_TIMESTAMP(6) FOR UPDATE",
+            (owner,),
+        )
+        now_held = {int(b): int(e) for b, e in rows if held.get(int(b), int(e)) == int(e)}
+        if not rebalance:
+            return now_held
+        (live,) = (await run(
+            f"SELECT COUNT(*) FROM {relays} WHERE heartbeat_at > UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND",
+            (micros,),
+        ))[0]  # fmt: skip
+        share = -(-BUCKETS // max(1, int(live)))  # ceil
+        if len(now_held) > share:
+            extra = sorted(now_held)[share:]
+            in_extra, params = bind_list("b", extra)
+            # Released between batches, with nothing in flight: the next owner starts from the
+            # lowest pending seq of each bucket, so no key's order is disturbed.
+            await run(
+                f"UPDATE {leases} SET owner = NULL, expires_at = NULL"
+                f" WHERE owner = %(owner)s AND bucket IN ({in_extra})",
+                {"owner": owner, **params},
+            )
+            for bucket in extra:
+                now_held.pop(bucket)
+        elif len(now_held) < share:
+            # SKIP LOCKED: two relays acquiring at once split the free buckets between them. The
+            # rows stay locked until COMMIT, so the UPDATE below cannot race another relay.
+            free = await run(
+                f"SELECT bucket FROM {leases} WHERE expires_at IS NULL OR expires_at <= UTC_TIMESTAMP(6)"
+                " ORDER BY bucket LIMIT %s FOR UPDATE SKIP LOCKED",
+                (share - len(now_held),),
+            )
+            if free:
+                in_taken, params = bind_list("b", [int(r[0]) for r in free])
+                await run(
+                    f"UPDATE {leases} SET owner = %(owner)s, epoch = epoch + 1,"
+                    f" expires_at = UTC_TIMESTAMP(6) + INTERVAL %(us)s MICROSECOND WHERE bucket IN ({in_taken})",
+                    {"owner": owner, "us": micros, **params},
+                )
+                got = await run(f"SELECT bucket, epoch FROM {leases} WHERE bucket IN ({in_taken})", params)
+                now_held.update({int(b): int(e) for b, e in got})
+        # Forget relays long gone, so "live" stays right.
+        await run(
+            f"DELETE FROM {relays} WHERE heartbeat_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND",
+            (int(max(60.0, 10 * ttl) * 1_000_000),),
+        )
+        return now_held
+
+    async def release_leases(self, owner: str) -> None:
+        async with self._lease_lock:
+            if self._lease is None or self._lease.closed:
+                self._lease = await self._connect()
+            conn = self._lease
+            await self._execute(
+                conn,
+                f"UPDATE {self._leases_table} SET owner = NULL, expires_at = NULL WHERE owner = %s",
+                (owner,),
+            )
+            await self._execute(conn, f"DELETE FROM {self._relays_table} WHERE owner = %s", (owner,))
+
+    # -- waiting -----------------------------------------------------------------------------------
+    async def _probe(self) -> tuple[int, int]:
+        (count, total), *_ = await self._run(self._fingerprint_sql, None)
+        return int(count), int(total)
+
+    async def wait_for_new(self, timeout: float) -> None:
+        # Compared with the fingerprint taken when the previous wait ended: a commit after that
+        # moment is either seen by the fetch that followed or changes the fingerprint now.
+        deadline = time.monotonic() + timeout
+        start = self._fingerprint if self._fingerprint is not None else await self._probe()
+        interval = WAKE_MIN_S
+        while True:
+            current = await self._probe()
+            if current != start or time.monotonic() >= deadline:
+                self._fingerprint = current
+                return
+            await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            interval = min(WAKE_MAX_S, interval * 1.5)
+
+    async def oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest pending row was written, on the database's clock (no skew)."""
+        rows = await self._run(
+            "SELECT TIMESTAMPDIFF(MICROSECOND, o.created_at, UTC_TIMESTAMP(6)) / 1e6"
+            f" FROM {quoted(self.ref)} o WHERE {_PENDING} ORDER BY o.seq LIMIT 1",
+            None,
+        )
+        return max(0.0, float(rows[0][0])) if rows else None
+
+    async def pending_count(self) -> int:
+        rows = await self._run(f"SELECT COUNT(*) FROM {quoted(self.ref)} o WHERE {_PENDING}", None)
+        return int(rows[0][0])
