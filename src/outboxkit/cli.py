@@ -126,7 +126,8 @@ def relay(
         float | None, typer.Option("--lease-ttl", help="Seconds a bucket lease lives without renewal (6).")
     ] = None,
     max_attempts: Annotated[
-        int | None, typer.Option("--max-attempts", help="Failed attempts before a dead letter (0 = never).")
+        int | None,
+        typer.Option("--max-attempts", help="Failed attempts before a dead letter (20, about 14 min of retries)."),
     ] = None,
     http_port: Annotated[
         int,

@@ -40,8 +40,9 @@ ENV = {
     "poll_interval": "OUTBOXKIT_POLL_INTERVAL",
     "lease_ttl": "OUTBOXKIT_LEASE_TTL",
     "max_attempts": "OUTBOXKIT_MAX_ATTEMPTS",
+    "fetch_max_bytes": "OUTBOXKIT_FETCH_MAX_BYTES",
 }
-_RELAY_KEYS = {"batch_size", "window", "poll_interval", "lease_ttl", "max_attempts"}
+_RELAY_KEYS = {"batch_size", "window", "poll_interval", "lease_ttl", "max_attempts", "fetch_max_bytes"}
 _KNOWN = set(ENV) | {"relay", "hold_dead_keys"}
 
 
@@ -138,7 +139,8 @@ def resolve(
         window=_number("window", merged.get("window", defaults.window), int, 1),
         poll_interval=_number("poll_interval", merged.get("poll_interval", defaults.poll_interval), float, 0.001),
         lease_ttl=_number("lease_ttl", merged.get("lease_ttl", defaults.lease_ttl), float, 0.5),
-        max_attempts=_number("max_attempts", merged.get("max_attempts", defaults.max_attempts), int, 0),
+        max_attempts=_number("max_attempts", merged.get("max_attempts", defaults.max_attempts), int, 1),
+        fetch_max_bytes=_number("fetch_max_bytes", merged.get("fetch_max_bytes", defaults.fetch_max_bytes), int, 1024),
     )
     db = merged.get("db")
     broker = merged.get("broker")

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from outboxkit import migrate
+from outboxkit.core.leases import surplus
 from outboxkit.core.tally import Delivery, tally
 from outboxkit.stores.base import BUCKETS, Filter, TableRef
 from outboxkit.stores.postgres import PostgresOutboxStore
@@ -32,7 +33,7 @@ async def test_h6_a_relay_that_lost_its_lease_cannot_mark(pg_url: str, pg_ref: T
     await a.open()
     await b.open()
     try:
-        leases_a = await a.maintain_leases("relay-a", {}, 5.0, rebalance=True)
+        leases_a = (await a.maintain_leases("relay-a", {}, 5.0, rebalance=True)).held
         assert len(leases_a) == BUCKETS
         emit_many(pg_url, pg_ref, "t.x", [{"i": i} for i in range(20)], key=lambda i: f"k{i}")
         rows = await a.fetch_pending(100, Filter(), leases_a)
@@ -41,14 +42,14 @@ async def test_h6_a_relay_that_lost_its_lease_cannot_mark(pg_url: str, pg_ref: T
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"UPDATE {pg_ref.derived('leases')} SET expires_at = now() - interval '1 second'".encode())
             conn.execute(f"UPDATE {pg_ref.derived('relays')} SET heartbeat_at = now() - interval '1 hour'".encode())
-        leases_b = await b.maintain_leases("relay-b", {}, 5.0, rebalance=True)
+        leases_b = (await b.maintain_leases("relay-b", {}, 5.0, rebalance=True)).held
         assert len(leases_b) == BUCKETS
         assert all(leases_b[k] == leases_a[k] + 1 for k in leases_b), "a take-over raises the epoch"
         # relay-a wakes up and tries to mark what it published before the pause: fenced.
         assert await a.mark_delivered([r.seq for r in rows], leases_a) == 0
         assert not await a.record_failure(rows[0].seq, "late", dead=True, leases=leases_a)
         # relay-a's renewal finds nothing left to renew.
-        assert await a.maintain_leases("relay-a", leases_a, 5.0, rebalance=False) == {}
+        assert (await a.maintain_leases("relay-a", leases_a, 5.0, rebalance=False)).held == {}
         # The new owner fetches the same rows (from the lowest seq: no key overtaken, H10) and marks them.
         again = await b.fetch_pending(100, Filter(), leases_b)
         assert [r.seq for r in again] == [r.seq for r in rows]
@@ -64,16 +65,25 @@ async def test_relays_share_buckets_and_rebalance(pg_url: str, pg_ref: TableRef)
         await s.open()
     try:
         held: list[dict[int, int]] = [{}, {}, {}]
+
+        async def round_of(i: int) -> None:
+            # What a relay's lease keeper does: renew and acquire, then give back the surplus
+            # (the relay releases it once drained; here nothing is in flight).
+            grant = await stores[i].maintain_leases(f"r{i}", held[i], 5.0, rebalance=True)
+            extra = surplus(grant.held, grant.share)
+            await stores[i].release_leases(f"r{i}", extra)
+            held[i] = {b: e for b, e in grant.held.items() if b not in extra}
+
         for _ in range(3):  # a few maintenance rounds: joiners appear, the first one gives buckets back
-            for i, s in enumerate(stores):
-                held[i] = await s.maintain_leases(f"r{i}", held[i], 5.0, rebalance=True)
+            for i in range(3):
+                await round_of(i)
         sizes = sorted(len(h) for h in held)
         assert sum(sizes) == BUCKETS and sizes[-1] <= -(-BUCKETS // 3), sizes  # nobody above its fair share
         assert not (held[0].keys() & held[1].keys()) and not (held[1].keys() & held[2].keys())
         await stores[2].release_leases("r2")  # clean shutdown: buckets free at once
         for _ in range(2):
             for i in (0, 1):
-                held[i] = await stores[i].maintain_leases(f"r{i}", held[i], 5.0, rebalance=True)
+                await round_of(i)
         assert len(held[0]) + len(held[1]) == BUCKETS
     finally:
         for s in stores:

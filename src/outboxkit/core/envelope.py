@@ -30,6 +30,7 @@ _WORD = r"[A-Za-z0-9_\-]+"
 _TOPIC = re.compile(rf"{_WORD}(?:\.{_WORD})*")
 MAX_TOPIC_LENGTH = 249  # Kafka's limit, the strictest of the buses
 _HEADER_NAME = re.compile(r"[A-Za-z0-9_\-.]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Names the wire formats use: ce-* on NATS/HTTP, unprefixed attribute names on MQTT 5 and Redis.
 _RESERVED_HEADERS = frozenset(
     {"nats-msg-id", "content-type", "specversion", "id", "source", "type", "time", "subject", "datacontenttype"}
@@ -65,6 +66,10 @@ def validate_key(key: object) -> str | None:
         raise EncodingError(f"key must be a non-empty str or None, got {key!r}")
     if len(key.encode()) > 1024:
         raise EncodingError("key is longer than 1024 bytes")
+    if _CONTROL.search(key):
+        # The key travels as a message header (ce-subject, MQTT user property): a line break there
+        # would split the header block on some buses.
+        raise EncodingError(f"key {key!r} contains control characters")
     return key
 
 
@@ -131,6 +136,12 @@ class OutboxEvent:
     headers: Mapping[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
     attempts: int = 0
+    #: The lease bucket of the row (stores with leases); the relay stops publishing a bucket whose
+    #: lease may have expired by its own clock.
+    bucket: int | None = None
+    #: Why this row cannot be turned into a message (written by another program: H11). The relay
+    #: dead-letters such a row instead of publishing it; ``None`` for every well-formed row.
+    defect: str | None = None
 
 
 def format_time(value: datetime | None) -> str:

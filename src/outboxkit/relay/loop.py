@@ -1,19 +1,24 @@
 """The relay loop: fetch -> publish (pipelined, per-key ordered) -> mark, with wake-ups and reconnects.
 
-Correctness rests on three rules, each with a test:
+Correctness rests on these rules, each with a test:
 
 * a row is marked only after its broker confirmation arrived (G3);
 * per key, the next event is sent only after the previous one was confirmed (G5; see
   ``core.ordering``), so a failure never lets a later event overtake an earlier one;
 * every fetch scans all pending rows from the lowest seq (no cursor, H1), and the next fetch starts
   only after the previous batch's marks committed, so nothing is skipped and nothing confirmed is
-  re-sent unless a crash came between confirmation and mark (G6).
+  re-sent unless a crash came between confirmation and mark (G6);
+* no row and no exception stops the relay (H11, H12): a row that cannot become a message is
+  dead-lettered with the reason; every failure is judged by ``core.retry`` — unavailable
+  (reconnect, nothing counted), transient (counted, retried after the event's own backoff while
+  only its key waits, dead letter after ``max_attempts``) or permanent (dead letter now);
+* leases are kept by ``relay.leases.LeaseKeeper``: drained before they are released, trusted only
+  until a deadline on this relay's own clock, and watched by every wait of the relay (H6, G8).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -27,7 +32,9 @@ from outboxkit.brokers.base import Publisher
 from outboxkit.core.backoff import backoff_delay
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.ordering import KeyedDispatcher
+from outboxkit.core.retry import DEFAULT_MAX_ATTEMPTS, Outcome, Verdict, classify, judge
 from outboxkit.errors import (
+    ConfigurationError,
     DeliveryError,
     PermanentError,
     SchemaError,
@@ -35,8 +42,10 @@ from outboxkit.errors import (
     UnavailableError,
     UnroutableError,
 )
+from outboxkit.relay.leases import LeaseKeeper
+from outboxkit.relay.marker import Marker
 from outboxkit.relay.observer import NullObserver, RelayObserver
-from outboxkit.stores.base import Filter, Leases, OutboxStore
+from outboxkit.stores.base import DEFAULT_FETCH_MAX_BYTES, Filter, Leases, OutboxStore
 
 log = logging.getLogger("outboxkit.relay")
 
@@ -46,10 +55,15 @@ class RelayConfig:
     batch_size: int = 2000  # rows per fetch
     window: int = 1000  # unconfirmed publishes at once (also bounds duplicates per crash, G6)
     poll_interval: float = 1.0  # fallback when no notification arrives
-    retry_cap: float = 5.0  # longest backoff after broker/database trouble
+    retry_cap: float = 5.0  # longest backoff between reconnects after an outage
     lease_ttl: float = 6.0  # a dead relay's buckets move to others within about 1.33 x this
-    max_attempts: int = 0  # failed attempts before an unroutable event is dead-lettered (0: never)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS  # failed attempts before an event is dead-lettered
+    fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES  # payload bytes per fetch (plus one row)
     owner: str | None = None  # this relay's name in the lease table (default host:pid:random)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigurationError(f"max_attempts must be at least 1, got {self.max_attempts}")
 
 
 @dataclass
@@ -60,67 +74,24 @@ class RelayStats:
     batches: int = 0
     fenced: int = 0  # confirmations not recorded because the lease was lost (re-sent by the new owner)
     handovers: int = 0  # buckets acquired from an expired or released lease
+    outages: int = 0  # reconnects after the database or the broker was unavailable
     started: float = field(default_factory=time.monotonic)
 
 
-class _Marker:
-    """Marks confirmed rows in the background, coalescing whatever accumulated during the last
-    round trip into one UPDATE, so marking overlaps publishing instead of pausing it."""
+@dataclass
+class _Batch:
+    """What one batch learned besides its confirmations."""
 
-    def __init__(self, store: OutboxStore, leases: Leases, stats: RelayStats, observer: RelayObserver) -> None:
-        self.store = store
-        self.leases = leases
-        self.stats = stats
-        self.observer = observer
-        self.buffer: list[int] = []
-        self.wake = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        self.closing = False
-        self.error: BaseException | None = None
-
-    def add(self, seq: int) -> None:
-        self.buffer.append(seq)
-        self.wake.set()
-
-    async def run(self) -> None:
-        while True:
-            if not self.buffer:
-                if self.closing:
-                    return
-                await self.wake.wait()
-                self.wake.clear()
-                continue
-            batch, self.buffer = self.buffer, []
-            try:
-                marked = await self.store.mark_delivered(batch, self.leases)
-            except BaseException as exc:
-                self.error = exc
-                return
-            self.observer.db_ok()
-            if marked < len(batch):
-                # Fenced: our lease on some bucket ended (paused past the TTL, or rebalanced). The
-                # new owner publishes those rows again; consumers de-duplicate by id.
-                self.stats.fenced += len(batch) - marked
-                self.observer.fenced(len(batch) - marked)
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self.run())
-
-    async def drain(self) -> None:
-        """Wait until every added seq is marked; re-raise a mark failure."""
-        self.closing = True
-        self.wake.set()
-        if self.task is not None:
-            await self.task
-        if self.error is not None:
-            raise self.error
+    failures: list[tuple[OutboxEvent, BaseException]] = field(default_factory=list)
+    outage: UnavailableError | None = None  # the broker became unavailable: stop taking, reconnect
 
 
 class Relay:
     """One relay over one store and one publisher. ``run(stop)`` until ``stop`` is set.
 
     ``store_factory`` and ``publisher_factory`` build fresh adapters: after an outage the relay
-    throws the old ones away and builds new ones, which is simpler and safer than repairing them.
+    throws the old ones away and builds new ones, which is simpler and safer than repairing them
+    (a client that closed itself for good is replaced the same way).
     """
 
     def __init__(
@@ -137,12 +108,15 @@ class Relay:
         self.observer: RelayObserver = observer or NullObserver()
         self._paused_topics: dict[str, float] = {}
         self._topic_failures: dict[str, int] = {}
-        self._trouble = 0  # consecutive batches with transient failures
-        self._last_error = ""
+        # seq -> (monotonic time of its next attempt, key): events waiting for their retry (H12).
+        self._retry_at: dict[int, tuple[float, str | None]] = {}
         self._rng = random.Random()
         self.owner = self.config.owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.leases: dict[int, int] = {}
-        self._leases_changed = asyncio.Event()
+        self.keeper: LeaseKeeper | None = None
+
+    @property
+    def leases(self) -> Leases:
+        return self.keeper.leases if self.keeper is not None else {}
 
     # -- start-up ----------------------------------------------------------------------------------
     async def start(self) -> tuple[OutboxStore, Publisher]:
@@ -163,7 +137,7 @@ class Relay:
         return store, publisher
 
     async def run(self, stop: asyncio.Event, *, first: tuple[OutboxStore, Publisher] | None = None) -> None:
-        """Relay until ``stop`` is set; survives outages of either side (G8)."""
+        """Relay until ``stop`` is set; survives outages of either side and any exception (G8, H12)."""
         pair = first
         outage_since: float | None = None
         attempt = 0
@@ -175,13 +149,20 @@ class Relay:
                     log.warning("relay resumed after %.1fs", time.monotonic() - outage_since)
                     outage_since, attempt = None, 0
                 await self._serve(pair[0], pair[1], stop)
-            except SchemaError:
+            except (SchemaError, ConfigurationError):
                 raise
-            except (UnavailableError, TransientError, OSError) as exc:
+            except Exception as exc:
+                # Unavailable, transient, or an exception nobody classified (H12): all mean "this
+                # connection pair cannot go on". Rebuild both after a backoff; nothing is counted
+                # against an event, and the process stays up.
                 self.observer.set_leases(0)  # leases lapse with the connection; /readyz goes stale by itself
                 if outage_since is None:
                     outage_since = time.monotonic()
-                    log.warning("relay paused: %s; retrying until it is back", exc)
+                    self.stats.outages += 1
+                    if isinstance(exc, DeliveryError | OSError):
+                        log.warning("relay paused: %s; retrying until it is back", exc)
+                    else:
+                        log.error("relay paused by an unexpected error; retrying", exc_info=exc)
                 attempt += 1
             finally:
                 if pair is not None and (stop.is_set() or outage_since is not None):
@@ -194,76 +175,39 @@ class Relay:
 
     # -- one connected session --------------------------------------------------------------------
     async def _serve(self, store: OutboxStore, publisher: Publisher, stop: asyncio.Event) -> None:
-        self.leases = await store.maintain_leases(self.owner, {}, self.config.lease_ttl, rebalance=True)
-        self._leases_seen(self.leases)
-        keeper = asyncio.create_task(self._keep_leases(store))
+        keeper = self.keeper = LeaseKeeper(store, self.owner, self.config.lease_ttl, self.observer)
+        handovers = keeper.handovers
+        await keeper.start()
         standby_logged = False
-        trouble_since: float | None = None
         try:
             while not stop.is_set():
-                if keeper.done():
-                    keeper.result()  # re-raise the keeper's failure (database gone): reconnect
-                if not self.leases:
-                    if not standby_logged:
+                keeper.check()
+                if not keeper.usable():
+                    if not standby_logged and not keeper.leases:
                         log.warning("no bucket free for relay %s (others hold them); standing by", self.owner)
                         standby_logged = True
-                    self._leases_changed.clear()
-                    await _wait_either(self._leases_changed.wait(), stop)
+                    keeper.changed.clear()
+                    if not keeper.usable():
+                        await keeper.guard(_first_of(stop.wait(), keeper.changed.wait()))
                     continue
                 if standby_logged:
-                    log.warning("relay %s now holds %d buckets", self.owner, len(self.leases))
+                    log.warning("relay %s now holds %d buckets", self.owner, len(keeper.leases))
                     standby_logged = False
-                progressed = await self.run_batch(store, publisher)
-                if self._trouble:
-                    if trouble_since is None:
-                        trouble_since = time.monotonic()
-                        log.warning("broker is not confirming publishes (%s); backing off", self._last_error)
-                    await _sleep_or_stop(stop, backoff_delay(self._trouble, base=0.1, cap=self.config.retry_cap))
-                    continue
-                if trouble_since is not None:
-                    log.warning("broker confirms again after %.1fs", time.monotonic() - trouble_since)
-                    trouble_since = None
+                progressed = await keeper.guard(self.run_batch(store, publisher))
                 if not progressed:
-                    self._leases_changed.clear()
-                    await _wait_either(store.wait_for_new(self._idle_timeout()), stop, self._leases_changed)
+                    keeper.changed.clear()
+                    await keeper.guard(
+                        _first_of(store.wait_for_new(self._idle_timeout()), stop.wait(), keeper.changed.wait())
+                    )
         finally:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
-            if stop.is_set():
-                # Clean exit: hand the buckets over now instead of after the TTL.
-                with contextlib.suppress(DeliveryError, OSError):
-                    await store.release_leases(self.owner)
-                self.leases = {}
-
-    async def _keep_leases(self, store: OutboxStore) -> None:
-        """Renew, rebalance and take over leases every third of the TTL, beside the batches, so a
-        long batch never lets a lease lapse."""
-        while True:
-            await asyncio.sleep(self.config.lease_ttl / 3)
-            before = self.leases
-            held = await store.maintain_leases(self.owner, before, self.config.lease_ttl, rebalance=True)
-            self._leases_seen(held)
-            gained = held.keys() - before.keys()
-            lost = before.keys() - held.keys()
-            if gained or lost:
-                self.stats.handovers += len(gained)
-                if gained:
-                    self.observer.handover(len(gained))
-                log.info("relay %s leases: +%d -%d, now %d", self.owner, len(gained), len(lost), len(held))
-                self._leases_changed.set()
-            self.leases = held
-
-    def _leases_seen(self, held: Leases) -> None:
-        """A lease round trip succeeded. A relay standing by (no bucket) has nothing to send, so
-        it counts as fine on the broker side too, as an idle relay does."""
-        self.observer.db_ok()
-        self.observer.set_leases(len(held))
-        if not held:
-            self.observer.broker_ok()
+            self.stats.handovers += keeper.handovers - handovers
+            await keeper.stop(release=stop.is_set())
 
     def _idle_timeout(self) -> float:
         now = time.monotonic()
-        soonest = min(self._paused_topics.values(), default=now + self.config.poll_interval)
+        waits = [until for until in self._paused_topics.values()]
+        waits += [until for until, _ in self._retry_at.values()]
+        soonest = min(waits, default=now + self.config.poll_interval)
         return max(0.001, min(self.config.poll_interval, soonest - now))
 
     def _filter(self) -> Filter:
@@ -271,56 +215,94 @@ class Relay:
         for topic, until in list(self._paused_topics.items()):
             if until <= now:
                 del self._paused_topics[topic]
-        return Filter(paused_topics=frozenset(self._paused_topics))
+        if not self._retry_at:
+            return Filter(paused_topics=frozenset(self._paused_topics))
+        keys: set[str] = set()
+        seqs: set[int] = set()
+        for seq, (until, key) in list(self._retry_at.items()):
+            if until <= now:
+                del self._retry_at[seq]
+            elif key is not None:
+                keys.add(key)
+            else:
+                seqs.add(seq)
+        paused = frozenset(self._paused_topics)
+        return Filter(paused_topics=paused, held_keys=frozenset(keys), held_seqs=frozenset(seqs))
 
     async def run_batch(self, store: OutboxStore, publisher: Publisher) -> bool:
         """Fetch and publish one batch. Returns whether any row was fetched."""
-        leases = dict(self.leases)  # the epochs in force for this batch fence its marks
-        rows = await store.fetch_pending(self.config.batch_size, self._filter(), leases)
+        keeper = self.keeper
+        # The epochs in force for this batch fence its marks; surplus buckets take no new work.
+        leases = keeper.for_batch() if keeper is not None else None
+        if leases is not None and not leases:
+            return False
+        rows = await store.fetch_pending(
+            self.config.batch_size, self._filter(), leases, max_bytes=self.config.fetch_max_bytes
+        )
         self.observer.db_ok()
         if not rows:
             self.observer.broker_ok()  # nothing waits on the broker: idle is healthy
             return False
         self.stats.batches += 1
-        marker = _Marker(store, leases, self.stats, self.observer)
+        marker = Marker(store, leases, self.observer, self._fenced)
         marker.start()
-        failures: list[tuple[OutboxEvent, DeliveryError]] = []
+        batch = _Batch()
         try:
-            await self._pipeline(rows, publisher, marker, failures)
-        finally:
-            # Marks must be committed before the next fetch, or it would return them again.
-            await marker.drain()
-        transient = False
-        for event, error in failures:
-            transient |= await self._handle_failure(store, event, error, leases)
-        self._trouble = self._trouble + 1 if transient else 0
+            await self._pipeline(rows, publisher, marker, batch)
+        except asyncio.CancelledError:
+            await marker.abort()
+            raise
+        except BaseException:
+            await marker.drain()  # what was confirmed is still marked
+            raise
+        # Marks must be committed before the next fetch, or it would return them again.
+        await marker.drain()
+        for event, exc in batch.failures:
+            await self._record(store, event, exc, leases, during_outage=batch.outage is not None)
+        if batch.outage is not None:
+            raise batch.outage
         return True
 
-    async def _pipeline(
-        self,
-        rows: Sequence[OutboxEvent],
-        publisher: Publisher,
-        marker: _Marker,
-        failures: list[tuple[OutboxEvent, DeliveryError]],
-    ) -> None:
+    def _fenced(self, count: int) -> None:
+        self.stats.fenced += count
+        if self.keeper is not None:
+            self.keeper.doubt()
+
+    def _may_publish(self, batch: _Batch) -> bool:
+        return batch.outage is None and (self.keeper is None or self.keeper.usable())
+
+    async def _pipeline(self, rows: Sequence[OutboxEvent], publisher: Publisher, marker: Marker, batch: _Batch) -> None:
         dispatcher = KeyedDispatcher(rows)
         done: asyncio.Queue[tuple[OutboxEvent, BaseException | None, float]] = asyncio.Queue()
         observer = self.observer
 
         def completion(event: OutboxEvent, sent: float) -> Callable[[asyncio.Future[None]], None]:
             def callback(fut: asyncio.Future[None]) -> None:
-                exc = fut.exception() if not fut.cancelled() else TransientError("cancelled")
+                exc = fut.exception() if not fut.cancelled() else TransientError("publish cancelled")
                 # Latency is taken here, when the confirmation arrives, not when the loop gets
                 # round to it: queueing behind other confirmations is not the broker's time.
                 done.put_nowait((event, exc, time.monotonic() - sent))
 
             return callback
 
-        while not dispatcher.finished():
-            for event in dispatcher.take(self.config.window - dispatcher.in_flight):
-                sent = time.monotonic()
-                fut = await publisher.publish(event)
-                fut.add_done_callback(completion(event, sent))
+        while True:
+            if self._may_publish(batch):
+                for event in dispatcher.take(self.config.window - dispatcher.in_flight):
+                    if event.defect is not None:
+                        # A row another program wrote that cannot become a message (H11).
+                        done.put_nowait((event, PermanentError(event.defect), 0.0))
+                        continue
+                    sent = time.monotonic()
+                    try:
+                        fut = await publisher.publish(event)
+                    except Exception as raised:  # adapters fail the future; a raise is judged the same
+                        done.put_nowait((event, raised, 0.0))
+                        continue
+                    fut.add_done_callback(completion(event, sent))
+            elif dispatcher.in_flight == 0:
+                return  # stopped taking (lease in doubt, broker gone): the rest stays pending
+            if dispatcher.finished():
+                return
             event, exc, latency = await done.get()
             while True:
                 if exc is None:
@@ -330,20 +312,24 @@ class Relay:
                     observer.published(event, latency)
                     if self._topic_failures:
                         self._topic_failures.pop(event.topic, None)
+                    if self._retry_at:
+                        self._retry_at.pop(event.seq, None)
                 else:
+                    # Later events of the key leave this batch: they are retried behind this one (G5).
                     dispatcher.failed(event)
-                    error = exc if isinstance(exc, DeliveryError) else TransientError(repr(exc))
-                    failures.append((event, error))
+                    error = classify(exc)
+                    if isinstance(error, UnavailableError) and batch.outage is None:
+                        batch.outage = error
+                    batch.failures.append((event, exc))
                 if done.empty():
                     break
                 event, exc, latency = done.get_nowait()
 
-    async def _handle_failure(
-        self, store: OutboxStore, event: OutboxEvent, error: DeliveryError, leases: Leases
-    ) -> bool:
-        """Record a failed publish; returns True when it calls for a global backoff."""
-        self.stats.failed_attempts += 1
-        # The kind the broker reported, before max_attempts turns an unroutable event permanent.
+    async def _record(
+        self, store: OutboxStore, event: OutboxEvent, exc: BaseException, leases: Leases | None, *, during_outage: bool
+    ) -> None:
+        """Judge one failed attempt (``core.retry``) and record it on the row."""
+        error = classify(exc)
         self.observer.failed(
             "unroutable"
             if isinstance(error, UnroutableError)
@@ -351,30 +337,51 @@ class Relay:
             if isinstance(error, PermanentError)
             else "transient"
         )
-        limit = self.config.max_attempts
-        if isinstance(error, UnroutableError) and limit and event.attempts + 1 >= limit:
-            error = PermanentError(f"gave up after {event.attempts + 1} attempts: {error}")
-        if isinstance(error, PermanentError):
-            if not await store.record_failure(event.seq, str(error), dead=True, leases=leases):
-                return False  # fenced: no longer ours
+        verdict = judge(error, event.attempts, self.config.max_attempts, rng=self._rng)
+        if verdict.outcome is Outcome.RECONNECT or (during_outage and verdict.outcome is Outcome.RETRY):
+            # The broker was unavailable during this batch: a timeout beside it is the outage's
+            # doing, not the event's. Nothing is counted; the relay reconnects.
+            return
+        self.stats.failed_attempts += 1
+        if verdict.outcome is Outcome.DEAD:
+            self._retry_at.pop(event.seq, None)
+            if not await store.record_failure(event.seq, str(verdict.error), dead=True, leases=leases):
+                return  # fenced: no longer ours
             self.stats.dead_lettered += 1
             self.observer.dead_lettered()
-            log.error("dead-lettered event %s (topic %s, key %s): %s", event.id, event.topic, event.key, error)
-            return False
-        if isinstance(error, UnroutableError):
-            await store.record_failure(event.seq, str(error), dead=False, leases=leases)
+            log.error("dead-lettered event %s (topic %s, key %s): %s", event.id, event.topic, event.key, verdict.error)
+            return
+        if not await store.record_failure(event.seq, str(verdict.error), dead=False, leases=leases):
+            return
+        self._retry_later(event, verdict)
 
+    def _retry_later(self, event: OutboxEvent, verdict: Verdict) -> None:
+        now = time.monotonic()
+        self._retry_at[event.seq] = (now + verdict.delay, event.key)
+        tried = event.attempts + 1
+        if isinstance(verdict.error, UnroutableError):
+            # Unroutable is about the topic, not the event: pause the topic so its other events
+            # wait too, instead of each failing the same way.
             count = self._topic_failures.get(event.topic, 0) + 1
             self._topic_failures[event.topic] = count
             if event.topic not in self._paused_topics:
                 delay = backoff_delay(count, base=0.5, cap=self.config.retry_cap, rng=self._rng)
-                self._paused_topics[event.topic] = time.monotonic() + delay
+                self._paused_topics[event.topic] = now + delay
                 if count == 1 or count % 10 == 0:
-                    log.error("%s; its events wait (not delivered), retrying in %.1fs", error, delay)
-            return False
-        self._last_error = str(error)
-        log.debug("transient publish failure for %s: %s", event.id, error)
-        return True
+                    log.error("%s; its events wait (not delivered), retrying in %.1fs", verdict.error, delay)
+            return
+        level = logging.WARNING if tried == 1 or tried % 5 == 0 else logging.DEBUG
+        log.log(
+            level,
+            "publish of event %s (topic %s, key %s) failed, attempt %d of %d: %s; retrying in %.1fs",
+            event.id,
+            event.topic,
+            event.key,
+            tried,
+            self.config.max_attempts,
+            verdict.error,
+            verdict.delay,
+        )
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> bool:
@@ -386,9 +393,9 @@ async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> bool:
     return True
 
 
-async def _wait_either(waiter: Awaitable[object], stop: asyncio.Event, *more: asyncio.Event) -> None:
-    tasks = [asyncio.ensure_future(waiter), asyncio.ensure_future(stop.wait())]
-    tasks += [asyncio.ensure_future(event.wait()) for event in more]
+async def _first_of(*waiters: Awaitable[object]) -> None:
+    """Return when the first of ``waiters`` finishes; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waiters]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -94,11 +94,43 @@ class TableRef:
         return f"outboxkit:{self.schema or ''}.{self.table}"
 
 
+#: A fetch returns at most this many payload bytes (plus one row), whatever the row limit: 2,000
+#: rows of 1 MiB must not mean 2 GB in the relay's memory.
+DEFAULT_FETCH_MAX_BYTES = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Filter:
-    """What a fetch must leave out: topics in backoff (unroutable for now)."""
+    """What a fetch must leave out, because the relay is waiting before trying it again.
+
+    * ``paused_topics``: topics nothing routes (unroutable for now), and with them every pending
+      row of a key that has a row on such a topic (G5);
+    * ``held_keys``: keys whose earliest pending event failed and waits for its retry: the whole
+      key waits, so nothing overtakes it (G5), while other keys flow;
+    * ``held_seqs``: keyless events waiting for their retry (they order nothing, so only themselves).
+    """
 
     paused_topics: frozenset[str] = frozenset()
+    held_keys: frozenset[str] = frozenset()
+    held_seqs: frozenset[int] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.paused_topics or self.held_keys or self.held_seqs)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """The outcome of one lease round trip.
+
+    ``held``: bucket -> epoch now held (a lost lease is absent). ``share``: how many buckets this
+    relay should hold (BUCKETS when alone). A relay holding more than its share stops taking new
+    work from the surplus buckets and releases them once nothing of theirs is in flight (drain,
+    then release), so a joining relay never re-sends what the old owner already published (G6).
+    """
+
+    held: dict[int, int]
+    share: int = BUCKETS
 
 
 class OutboxSchema(Protocol):
@@ -116,11 +148,18 @@ class OutboxSchema(Protocol):
 
 
 class OutboxStore(Protocol):
-    """The relay's view of one outbox table. Methods raise outboxkit errors only.
+    """The relay's view of one outbox table. Methods raise outboxkit errors only (H12): every
+    driver exception is translated at this boundary by a table the store's tests exercise.
 
-    Connection loss surfaces as :class:`~outboxkit.errors.UnavailableError`; the caller closes
-    the store and opens a new one (after backoff). Nothing here holds state that a crash could
-    corrupt: a row is pending until ``mark_delivered`` or ``dead_letter`` committed.
+    * :class:`~outboxkit.errors.UnavailableError`: the connection is gone, or the node cannot
+      serve the relay (read-only after a fail-over, shutting down, out of connections or disk);
+    * :class:`~outboxkit.errors.TransientError`: anything else the driver raised (serialization
+      failure, deadlock, an error nobody expected);
+    * :class:`~outboxkit.errors.SchemaError`: the outbox tables are missing or too old.
+
+    On the first two the caller closes the store and opens a new one after a backoff. Nothing here
+    holds state that a crash could corrupt: a row is pending until ``mark_delivered`` or
+    ``record_failure(dead=True)`` committed.
     """
 
     async def open(self) -> None:
@@ -131,33 +170,40 @@ class OutboxStore(Protocol):
         """Release connections and the relay lock. Safe to call twice or after a failure."""
         ...
 
-    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> dict[int, int]:
-        """Heartbeat as ``owner``, renew the leases in ``held`` for ``ttl`` seconds, and, when
-        ``rebalance``, release buckets beyond this relay's fair share and acquire free or expired
-        ones up to it. Returns the leases now held (a lost lease is simply absent).
+    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> LeaseGrant:
+        """Heartbeat as ``owner``, renew the leases in ``held`` for ``ttl`` seconds on the
+        database's clock, and, when ``rebalance``, acquire free or expired buckets up to this
+        relay's fair share. Never releases a bucket by itself: the relay drains, then calls
+        :meth:`release_leases`. Returns the leases now held and the share.
 
         A lease dies with its holder after ``ttl`` (SIGKILL, pause, partition), so another relay
         takes the bucket over with a higher epoch. Single-relay stores (SQLite) use a process lock
-        and return either every bucket or none."""
+        and grant either every bucket or none."""
         ...
 
-    async def release_leases(self, owner: str) -> None:
-        """Give every lease of ``owner`` back at once (clean shutdown), so others take over now."""
+    async def release_leases(self, owner: str, buckets: Collection[int] | None = None) -> None:
+        """Give leases of ``owner`` back at once so others take over now: ``buckets`` only, or all
+        of them (clean shutdown) when ``None``."""
         ...
 
-    async def fetch_pending(self, limit: int, skip: Filter, leases: Leases | None = None) -> Sequence[OutboxEvent]:
+    async def fetch_pending(
+        self, limit: int, skip: Filter, leases: Leases | None = None, *, max_bytes: int = DEFAULT_FETCH_MAX_BYTES
+    ) -> Sequence[OutboxEvent]:
         """Up to ``limit`` committed, undelivered, not dead rows in ascending ``seq``, of the leased
-        buckets only (``None``: every bucket).
+        buckets only (``None``: every bucket), and no more payload than ``max_bytes`` (at least one row).
 
         Must not page with a cursor (H1): a row whose transaction committed late, with a seq
         lower than rows already delivered, must still be returned. Rows whose key has a dead
-        letter are left out when the store was opened with ``hold_dead_keys=True``."""
+        letter are left out when the store was opened with ``hold_dead_keys=True``. Must not fail
+        because of a row's content (H11): each row goes through ``core.rows.event_from_row``, and a
+        row that breaks the contract comes back with ``defect`` set, for the relay to dead-letter."""
         ...
 
     async def fetch_committed(self, ids: Sequence[str]) -> Sequence[OutboxEvent]:
         """The pending rows among ``ids`` that are committed and have no earlier pending row of the
-        same key, in ``seq`` order: what a writer may publish right after its commit without
-        overtaking an earlier event of the key (G5). Rows that do not qualify are left to the relay."""
+        same key (nor, with ``hold_dead_keys``, a dead letter of the key), in ``seq`` order: what a
+        writer may publish right after its commit without overtaking an earlier event of the key
+        (G5). Rows that do not qualify are left to the relay."""
         ...
 
     async def mark_delivered(self, seqs: Sequence[int], leases: Leases | None = None) -> int:
@@ -169,8 +215,9 @@ class OutboxStore(Protocol):
         ...
 
     async def record_failure(self, seq: int, error: str, *, dead: bool, leases: Leases | None = None) -> bool:
-        """Count an attempt and keep the error; ``dead=True`` makes the row a dead letter. Fenced
-        like ``mark_delivered``; returns whether the row was updated."""
+        """Count an attempt and keep the error (any text: the store makes it storable, e.g. strips
+        NUL); ``dead=True`` makes the row a dead letter. Fenced like ``mark_delivered``; returns
+        whether the row was updated."""
         ...
 
     async def wait_for_new(self, timeout: float) -> None:

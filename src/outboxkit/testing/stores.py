@@ -14,7 +14,8 @@ row leaves the pending set only when marked, G4 ids are stable across fetches, G
 (fetch order, ``fetch_committed`` never overtakes a key, paused topics hold their keys), G6 an
 unmarked row comes back and a marked one never does, H1 a transaction that commits late with the
 lowest seq is still fetched, H5 dead letters hold their key, H6 leases on the database's clock and
-fenced marks, H3 retention through the operator commands, and wake-ups after a commit.
+fenced marks, H11 rows other programs wrote never break a fetch, fetches bounded by bytes, held keys
+during a retry's backoff, H3 retention through the operator commands, and wake-ups after a commit.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from outboxkit.emit import Outbox
 from outboxkit.errors import SchemaError
 from outboxkit.migrate import migrate
 from outboxkit.ops import queries as ops
-from outboxkit.stores.base import BUCKETS, Filter, OutboxStore, SyncConnection, TableRef
+from outboxkit.stores.base import BUCKETS, Filter, OutboxStore, SyncConnection, TableRef, placeholders
 from outboxkit.stores.registry import database_for
 from outboxkit.testing.conformance import NotSupported
 
@@ -235,16 +236,18 @@ async def check_fetch_committed_never_overtakes_a_key(h: StoreHarness) -> None:
 
 
 async def check_dead_letter_holds_its_key(h: StoreHarness) -> None:
-    """H5: a dead letter holds its key's later events (the default), never other keys; with
-    ``hold_dead_keys=False`` the key flows on. Failed attempts are counted."""
+    """H5: a dead letter holds its key's later events (the default), never other keys, and inline
+    publishing does not overtake it either; with ``hold_dead_keys=False`` the key flows on. Failed
+    attempts are counted, and any error text is storable."""
     (poison, later, other) = emit_committed(h, [(None, "k"), (None, "k"), (None, "j")])
     async with opened(h) as store:
         rows = {e.id: e for e in await fetch_all(store)}
-        assert await store.record_failure(rows[poison].seq, "broker said no", dead=False)
+        assert await store.record_failure(rows[poison].seq, "broker said no \x00", dead=False)
         (again, *_) = await fetch_all(store)
         assert again.id == poison and again.attempts == 1
         assert await store.record_failure(rows[poison].seq, "refused for good", dead=True)
         assert ids_of(await fetch_all(store)) == [other], "a dead letter's key was not held"
+        assert ids_of(await store.fetch_committed([later, other])) == [other]
         assert await store.pending_count() == 2
     async with opened(h, hold_dead_keys=False) as skipping:
         assert ids_of(await fetch_all(skipping)) == [later, other]
@@ -274,21 +277,25 @@ async def check_wait_for_new_wakes_on_commit(h: StoreHarness) -> None:
 
 
 async def check_leases_share_buckets_and_fence_marks(h: StoreHarness) -> None:
-    """H6: relays split the buckets; a relay that stopped renewing loses its buckets (on the
-    database's clock) to one with a higher epoch, and its marks are fenced off."""
+    """H6: relays split the buckets (the one over its share drains, then releases the surplus); a
+    relay that stopped renewing loses its buckets (on the database's clock) to one with a higher
+    epoch, and its marks are fenced off."""
     ttl = 1.5
     async with opened(h) as a, opened(h) as b:
-        a_held = await a.maintain_leases("relay-a", {}, ttl, rebalance=True)
+        a_held = (await a.maintain_leases("relay-a", {}, ttl, rebalance=True)).held
         assert len(a_held) == BUCKETS
-        b_held = await b.maintain_leases("relay-b", {}, ttl, rebalance=True)
+        b_grant = await b.maintain_leases("relay-b", {}, ttl, rebalance=True)
         if not h.shares_buckets:
-            assert b_held == {}, "two relays hold the same single-relay outbox"
+            assert b_grant.held == {}, "two relays hold the same single-relay outbox"
             await a.release_leases("relay-a")
-            assert len(await b.maintain_leases("relay-b", {}, ttl, rebalance=True)) == BUCKETS
+            assert len((await b.maintain_leases("relay-b", {}, ttl, rebalance=True)).held) == BUCKETS
             return
-        assert b_held == {}, "a bucket was leased twice"
-        a_held = await a.maintain_leases("relay-a", a_held, ttl, rebalance=True)
-        b_held = await b.maintain_leases("relay-b", b_held, ttl, rebalance=True)
+        assert b_grant.held == {}, "a bucket was leased twice"
+        a_grant = await a.maintain_leases("relay-a", a_held, ttl, rebalance=True)
+        assert a_grant.share == BUCKETS // 2 and len(a_grant.held) == BUCKETS, "maintain released on its own"
+        await a.release_leases("relay-a", sorted(a_grant.held)[a_grant.share :])  # drained: give back
+        a_held = (await a.maintain_leases("relay-a", a_grant.held, ttl, rebalance=True)).held
+        b_held = (await b.maintain_leases("relay-b", {}, ttl, rebalance=True)).held
         assert len(a_held) == len(b_held) == BUCKETS // 2
         assert not set(a_held) & set(b_held) and set(a_held) | set(b_held) == set(range(BUCKETS))
 
@@ -297,18 +304,77 @@ async def check_leases_share_buckets_and_fence_marks(h: StoreHarness) -> None:
         assert sorted(ids_of(mine) + ids_of(theirs)) == sorted(ids)
         assert not set(ids_of(mine)) & set(ids_of(theirs))
         assert mine and theirs, "40 keys all hashed into one relay's half"
+        assert all(e.bucket in a_held for e in mine if e.bucket is not None)
 
         # relay-a pauses past its lease; relay-b takes its buckets over with a higher epoch.
         await asyncio.sleep(ttl + 0.5)
-        b_held = await b.maintain_leases("relay-b", b_held, ttl, rebalance=True)
+        b_held = (await b.maintain_leases("relay-b", b_held, ttl, rebalance=True)).held
         assert len(b_held) == BUCKETS
         assert all(b_held[bucket] > epoch for bucket, epoch in a_held.items())
         assert await a.mark_delivered([e.seq for e in mine], a_held) == 0, "a fenced relay marked rows"
         assert not await a.record_failure(mine[0].seq, "late", dead=True, leases=a_held)
         assert await b.mark_delivered([e.seq for e in mine], b_held) == len(mine)
-        assert await a.maintain_leases("relay-a", a_held, ttl, rebalance=False) == {}
+        assert (await a.maintain_leases("relay-a", a_held, ttl, rebalance=False)).held == {}
         await b.release_leases("relay-b")
-        assert len(await a.maintain_leases("relay-a", {}, ttl, rebalance=True)) == BUCKETS
+        assert len((await a.maintain_leases("relay-a", {}, ttl, rebalance=True)).held) == BUCKETS
+
+
+async def check_fetch_is_bounded_by_bytes(h: StoreHarness) -> None:
+    """A fetch stops at ``max_bytes`` of payload (at least one row), whatever the row limit."""
+    conn = writer(h)
+    try:
+        outbox = Outbox(table=h.ref.table, schema=h.ref.schema, max_payload=200_000)
+        conn.execute(database_for(h.url).begin_sql)
+        ids = [outbox.emit(conn, "conf.big", {"blob": "x" * 100_000}, key=f"b{i}") for i in range(5)]
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    async with opened(h) as store:
+        assert ids_of(await store.fetch_pending(100, Filter(), max_bytes=250_000)) == ids[:3]
+        assert ids_of(await store.fetch_pending(100, Filter(), max_bytes=1)) == ids[:1]
+        assert ids_of(await store.fetch_pending(100, Filter())) == ids
+
+
+async def check_held_keys_and_seqs_wait(h: StoreHarness) -> None:
+    """G5 during a retry's backoff: a held key waits whole, a held keyless event only itself."""
+    (k1, k2, keyless, j1) = emit_committed(h, [(None, "k"), (None, "k"), (None, None), (None, "j")])
+    async with opened(h) as store:
+        rows = {e.id: e for e in await fetch_all(store)}
+        got = await store.fetch_pending(
+            100, Filter(held_keys=frozenset({"k"}), held_seqs=frozenset({rows[keyless].seq}))
+        )
+        assert ids_of(got) == [j1]
+        assert ids_of(await fetch_all(store)) == [k1, k2, keyless, j1]
+
+
+async def check_rows_other_programs_wrote_never_break_a_fetch(h: StoreHarness) -> None:
+    """H11: a row inserted by plain SQL that breaks the contract comes back with ``defect`` set
+    (for the relay to dead-letter); it never makes the fetch fail, and other rows come back whole."""
+    database = database_for(h.url)
+    table = h.ref.quoted(database.quote)
+    key = "`key`" if database.quote == "`" else "key"
+    conn = writer(h)
+    try:
+        conn.execute(
+            placeholders(
+                database, f"INSERT INTO {table} (id, topic, {key}, payload, content_type) VALUES (?, ?, ?, ?, ?)"
+            ),
+            ("0190a5d2-0000-7000-8000-000000000001", "not a topic", "bad-1", b"{}", "application/json"),
+        )
+        conn.execute(
+            placeholders(
+                database, f"INSERT INTO {table} (id, topic, {key}, payload, content_type) VALUES (?, ?, ?, ?, ?)"
+            ),
+            ("0190a5d2-0000-7000-8000-000000000002", "conf.ok", "bad-2", b"{}", "garbage"),
+        )
+    finally:
+        conn.close()
+    (good,) = emit_committed(h, [(None, "good")])
+    async with opened(h) as store:
+        got = await fetch_all(store)
+    assert [e.defect is not None for e in got] == [True, True, False]
+    assert "topic" in (got[0].defect or "") and "media type" in (got[1].defect or "")
+    assert got[2].id == good
 
 
 async def check_operations_and_retention(h: StoreHarness) -> None:
@@ -348,6 +414,9 @@ STORE_CHECKS: list[Callable[[StoreHarness], Awaitable[None]]] = [
     check_paused_topic_holds_its_keys,
     check_wait_for_new_wakes_on_commit,
     check_leases_share_buckets_and_fence_marks,
+    check_fetch_is_bounded_by_bytes,
+    check_held_keys_and_seqs_wait,
+    check_rows_other_programs_wrote_never_break_a_fetch,
     check_operations_and_retention,
 ]
 

@@ -24,16 +24,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from outboxkit.core.envelope import OutboxEvent
+from outboxkit.core.rows import event_from_row
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import SchemaError, UnavailableError
-from outboxkit.stores.base import BUCKETS, SCHEMA_VERSION, Filter, Leases, TableRef
+from outboxkit.errors import SchemaError, TransientError, UnavailableError
+from outboxkit.stores.base import (
+    BUCKETS,
+    DEFAULT_FETCH_MAX_BYTES,
+    SCHEMA_VERSION,
+    Filter,
+    LeaseGrant,
+    Leases,
+    TableRef,
+)
 from outboxkit.stores.mariadb.database import first_line, parse_url, session_sql, translate
 from outboxkit.stores.mariadb.schema import bind_list, bind_pairs, quoted
 
@@ -41,14 +50,36 @@ from outboxkit.stores.mariadb.schema import bind_list, bind_pairs, quoted
 WAKE_MIN_S = 0.002
 WAKE_MAX_S = 0.05
 
+# What the relay reads of a row, in the order core.rows.event_from_row takes it, then the bucket.
 _COLUMNS = (
-    "o.seq, o.id, o.topic, o.`key`, o.type, o.source, o.payload, o.content_type, o.headers, o.created_at, o.attempts"
+    "o.seq, o.id, o.topic, o.`key`, o.type, o.source, o.payload, o.content_type, o.headers, o.created_at,"
+    " o.attempts, o.bucket"
 )
 _PENDING = "o.delivered_at IS NULL AND o.dead_at IS NULL"
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=UTC)
+def _utc(value: object) -> object:
+    # DATETIME(6) columns hold UTC (written with UTC_TIMESTAMP(6)); the driver returns them naive.
+    return value.replace(tzinfo=UTC) if isinstance(value, datetime) else value
+
+
+def _keepalive(conn: Any) -> None:
+    """TCP keepalives: a server that vanished without a FIN (partition, powered-off host) is noticed
+    in about 10 s instead of the kernel's two hours (psycopg gets the same through libpq)."""
+    writer = getattr(conn, "_writer", None)
+    sock = writer.get_extra_info("socket") if writer is not None else None
+    if sock is None or sock.family == socket.AF_UNIX:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+def storable(text: str, limit: int = 2000) -> str:
+    """Error text as a utf8mb4 TEXT column takes it: valid UTF-8 (a broker's reason may carry lone
+    surrogates), no NUL, bounded."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")[:limit]
 
 
 class MariaDbOutboxStore:
@@ -84,25 +115,36 @@ class MariaDbOutboxStore:
             if hold_dead_keys
             else ""
         )
+
         # No cursor (H1): from the lowest pending seq every time. The pending index's (NULL, NULL)
-        # prefix is read in seq order, so this is an index range scan over pending rows only.
-        self._fetch_sql = f"SELECT {_COLUMNS} FROM {t} o WHERE {_PENDING}{hold} ORDER BY o.seq LIMIT %(limit)s"
+        # prefix is read in seq order, so this is an index range scan over pending rows only. The
+        # running sum bounds a batch by bytes as well as rows; the first row always passes, so one
+        # huge row still moves on.
+        def bounded(where: str, prefix: str = "") -> str:
+            return (
+                f"{prefix}SELECT w.* FROM (SELECT {_COLUMNS}, SUM(LENGTH(o.payload)) OVER (ORDER BY o.seq) AS running,"
+                f" LENGTH(o.payload) AS size FROM {t} o WHERE {_PENDING}{hold}{where} ORDER BY o.seq LIMIT %(limit)s) w"
+                " WHERE w.running - w.size < %(max_bytes)s ORDER BY w.seq"
+            )
+
+        self._fetch_sql = bounded("")
         # Several relays: the same scan, keeping the leased buckets (a stored column, no hashing).
-        self._fetch_buckets_sql = (
-            f"SELECT {_COLUMNS} FROM {t} o WHERE {_PENDING}{hold} AND o.bucket IN ({{buckets}})"
-            " ORDER BY o.seq LIMIT %(limit)s"
+        self._fetch_buckets_sql = bounded(" AND o.bucket IN ({buckets})")
+        # The relay is waiting on something (paused topics, events in backoff): their rows are left
+        # out AND every pending row of a key that has a row on a paused topic or waits for a retry,
+        # or that key's later events would overtake the held one (G5). Only in that abnormal state.
+        self._fetch_held_sql = bounded(
+            " AND o.topic NOT IN ({paused}) AND o.seq NOT IN ({held_seqs})"
+            " AND (o.`key` IS NULL OR (o.`key` NOT IN (SELECT k.`key` FROM paused_keys k)"
+            " AND o.`key` NOT IN ({held_keys})))"
+            " AND (%(every)s OR o.bucket IN ({buckets}))",
+            prefix=f"WITH paused_keys AS (SELECT DISTINCT h.`key` FROM {t} h WHERE h.delivered_at IS NULL"
+            " AND h.dead_at IS NULL AND h.topic IN ({paused}) AND h.`key` IS NOT NULL) ",
         )
-        # Paused topics leave out their rows AND every pending row of a key that has a row on a
-        # paused topic, or that key's later events on other topics would overtake it (G5).
-        self._fetch_paused_sql = (
-            f"SELECT {_COLUMNS} FROM {t} o WHERE {_PENDING}{hold} AND o.topic NOT IN ({{paused}})"
-            f" AND (o.`key` IS NULL OR o.`key` NOT IN (SELECT h.`key` FROM {t} h WHERE h.delivered_at IS NULL"
-            " AND h.dead_at IS NULL AND h.topic IN ({paused}) AND h.`key` IS NOT NULL))"
-            " AND (%(every)s OR o.bucket IN ({buckets})) ORDER BY o.seq LIMIT %(limit)s"
-        )
-        # Inline publishing: only rows that no earlier pending row of the same key precedes (G5).
+        # Inline publishing (the writer, right after its commit): only rows no earlier pending row
+        # of the same key precedes, and (with the hold policy) whose key has no dead letter (G5).
         self._committed_sql = (
-            f"SELECT {_COLUMNS} FROM {t} o WHERE {_PENDING} AND o.id IN ({{ids}})"
+            f"SELECT {_COLUMNS} FROM {t} o WHERE {_PENDING}{hold} AND o.id IN ({{ids}})"
             f" AND (o.`key` IS NULL OR NOT EXISTS (SELECT 1 FROM {t} p WHERE p.`key` = o.`key` AND p.seq < o.seq"
             " AND p.delivered_at IS NULL AND p.dead_at IS NULL)) ORDER BY o.seq"
         )
@@ -145,6 +187,7 @@ class MariaDbOutboxStore:
                 ),
                 self.connect_timeout + 1,
             )
+            _keepalive(conn)
             async with conn.cursor() as cur:
                 for stmt in session_sql(self.lock_wait_s):
                     await asyncio.wait_for(cur.execute(stmt), self.connect_timeout)
@@ -184,9 +227,11 @@ class MariaDbOutboxStore:
                 rows = list(await cur.fetchall()) if cur.description else []
                 return rows, int(count)
         except Exception as exc:
+            # H12: every driver exception leaves as one of ours; one the table does not know is
+            # transient (counted by the relay, never fatal).
             ours = translate(exc, f"{quoted(self.ref)} at {redact_url(self.url)}")
             if ours is None:
-                raise
+                ours = TransientError(f"MariaDB error ({type(exc).__name__}): {first_line(exc)}")
             raise ours from None
 
     async def _run(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
@@ -196,35 +241,31 @@ class MariaDbOutboxStore:
         return (await self._execute(self._work(), sql, params))[1]
 
     # -- reading -----------------------------------------------------------------------------------
-    async def fetch_pending(self, limit: int, skip: Filter, leases: Leases | None = None) -> Sequence[OutboxEvent]:
+    async def fetch_pending(
+        self, limit: int, skip: Filter, leases: Leases | None = None, *, max_bytes: int = DEFAULT_FETCH_MAX_BYTES
+    ) -> Sequence[OutboxEvent]:
         every = leases is None or len(leases) >= BUCKETS
+        # An empty IN () is a syntax error: lists that may be empty hold a value no row has.
         in_buckets, params = bind_list("b", [-1] if every or not leases else sorted(leases))
-        if skip.paused_topics:
-            in_paused, paused = bind_list("p", sorted(skip.paused_topics))
-            sql = self._fetch_paused_sql.format(paused=in_paused, buckets=in_buckets)
-            rows = await self._run(sql, {**params, **paused, "every": every, "limit": limit})
+        params.update(limit=limit, max_bytes=max_bytes)
+        if not skip.empty:
+            in_paused, paused = bind_list("p", sorted(skip.paused_topics) or [""])
+            in_keys, keys = bind_list("k", sorted(skip.held_keys) or [""])
+            in_seqs, seqs = bind_list("s", sorted(skip.held_seqs) or [-1])
+            sql = self._fetch_held_sql.format(
+                paused=in_paused, held_keys=in_keys, held_seqs=in_seqs, buckets=in_buckets
+            )
+            params.update(paused, **keys, **seqs, every=every)
         elif every:
-            rows = await self._run(self._fetch_sql, {"limit": limit})
+            sql = self._fetch_sql
         else:
-            rows = await self._run(self._fetch_buckets_sql.format(buckets=in_buckets), {**params, "limit": limit})
-        return [self._event(r) for r in rows]
+            sql = self._fetch_buckets_sql.format(buckets=in_buckets)
+        return [self._event(r) for r in await self._run(sql, params)]
 
     @staticmethod
     def _event(r: Sequence[Any]) -> OutboxEvent:
-        headers = r[8]
-        return OutboxEvent(
-            seq=int(r[0]),
-            id=r[1],
-            topic=r[2],
-            key=r[3],
-            type=r[4],
-            source=r[5],
-            payload=bytes(r[6]),
-            content_type=r[7],
-            headers=json.loads(headers) if isinstance(headers, str | bytes) else dict(headers or {}),
-            created_at=_utc(r[9]),
-            attempts=int(r[10]),
-        )
+        # A row another program wrote that breaks the contract comes back with ``defect`` (H11).
+        return event_from_row(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _utc(r[9]), r[10], int(r[11]))
 
     async def fetch_committed(self, ids: Sequence[str]) -> Sequence[OutboxEvent]:
         if not ids:
@@ -250,7 +291,7 @@ class MariaDbOutboxStore:
         return await self._count(self._mark_fenced_sql.format(seqs=in_seqs, fence=fence), {**params, **fenced})
 
     async def record_failure(self, seq: int, error: str, *, dead: bool, leases: Leases | None = None) -> bool:
-        params: dict[str, Any] = {"error": error[:2000], "dead": dead, "seq": seq}
+        params: dict[str, Any] = {"error": storable(error), "dead": dead, "seq": seq}
         if leases is None:
             return await self._count(self._fail_sql, params) == 1
         if not leases:
@@ -259,7 +300,7 @@ class MariaDbOutboxStore:
         return await self._count(self._fail_fenced_sql.format(fence=fence), {**params, **fenced}) == 1
 
     # -- leases ------------------------------------------------------------------------------------
-    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> dict[int, int]:
+    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> LeaseGrant:
         self.owner = owner
         async with self._lease_lock:
             if self._lease is None or self._lease.closed:
@@ -275,7 +316,7 @@ class MariaDbOutboxStore:
                     await conn.rollback()
                 raise
 
-    async def _maintain(self, conn: Any, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> dict[int, int]:
+    async def _maintain(self, conn: Any, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> LeaseGrant:
         relays, leases = self._relays_table, self._leases_table
         micros = int(ttl * 1_000_000)
 
@@ -301,25 +342,16 @@ class MariaDbOutboxStore:
         )
         now_held = {int(b): int(e) for b, e in rows if held.get(int(b), int(e)) == int(e)}
         if not rebalance:
-            return now_held
+            return LeaseGrant(now_held, max(len(now_held), 1))
         (live,) = (await run(
             f"SELECT COUNT(*) FROM {relays} WHERE heartbeat_at > UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND",
             (micros,),
         ))[0]  # fmt: skip
         share = -(-BUCKETS // max(1, int(live)))  # ceil
-        if len(now_held) > share:
-            extra = sorted(now_held)[share:]
-            in_extra, params = bind_list("b", extra)
-            # Released between batches, with nothing in flight: the next owner starts from the
-            # lowest pending seq of each bucket, so no key's order is disturbed.
-            await run(
-                f"UPDATE {leases} SET owner = NULL, expires_at = NULL"
-                f" WHERE owner = %(owner)s AND bucket IN ({in_extra})",
-                {"owner": owner, **params},
-            )
-            for bucket in extra:
-                now_held.pop(bucket)
-        elif len(now_held) < share:
+        # Buckets beyond the share are not released here: the relay drains them first (nothing of
+        # theirs in flight), then calls release_leases, so the next owner never re-sends what this
+        # relay already published (G6).
+        if len(now_held) < share:
             # SKIP LOCKED: two relays acquiring at once split the free buckets between them. The
             # rows stay locked until COMMIT, so the UPDATE below cannot race another relay.
             free = await run(
@@ -341,19 +373,28 @@ class MariaDbOutboxStore:
             f"DELETE FROM {relays} WHERE heartbeat_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND",
             (int(max(60.0, 10 * ttl) * 1_000_000),),
         )
-        return now_held
+        return LeaseGrant(now_held, share)
 
-    async def release_leases(self, owner: str) -> None:
+    async def release_leases(self, owner: str, buckets: Collection[int] | None = None) -> None:
         async with self._lease_lock:
             if self._lease is None or self._lease.closed:
                 self._lease = await self._connect()
             conn = self._lease
-            await self._execute(
-                conn,
-                f"UPDATE {self._leases_table} SET owner = NULL, expires_at = NULL WHERE owner = %s",
-                (owner,),
-            )
-            await self._execute(conn, f"DELETE FROM {self._relays_table} WHERE owner = %s", (owner,))
+            if buckets is None:
+                await self._execute(
+                    conn,
+                    f"UPDATE {self._leases_table} SET owner = NULL, expires_at = NULL WHERE owner = %s",
+                    (owner,),
+                )
+                await self._execute(conn, f"DELETE FROM {self._relays_table} WHERE owner = %s", (owner,))
+            elif buckets:
+                in_buckets, params = bind_list("b", sorted(buckets))
+                await self._execute(
+                    conn,
+                    f"UPDATE {self._leases_table} SET owner = NULL, expires_at = NULL"
+                    f" WHERE owner = %(owner)s AND bucket IN ({in_buckets})",
+                    {"owner": owner, **params},
+                )
 
     # -- waiting -----------------------------------------------------------------------------------
     async def _probe(self) -> tuple[int, int]:

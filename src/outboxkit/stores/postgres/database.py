@@ -85,12 +85,15 @@ class PostgresDatabase:
         return PostgresInbox()
 
     def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
+        # The one table for PostgreSQL (H12), shared with the relay store: store.translate.
         import psycopg
+
+        from outboxkit.stores.postgres.store import translate
 
         if isinstance(exc, psycopg.errors.UndefinedTable):
             return SchemaError(f"no outbox table {where}: run `outboxkit migrate`")
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-            return UnavailableError(f"PostgreSQL ({where}) is unavailable: {first_line(exc)}")
+        if isinstance(exc, psycopg.Error):
+            return translate(where, exc)
         return None
 
     def create_namespace(self, conn: SyncConnection, name: str) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -18,9 +17,18 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from outboxkit.core.envelope import OutboxEvent
+from outboxkit.core.rows import event_from_row
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import SchemaError, UnavailableError
-from outboxkit.stores.base import BUCKETS, SCHEMA_VERSION, Filter, Leases, TableRef
+from outboxkit.errors import OutboxkitError, SchemaError, TransientError, UnavailableError
+from outboxkit.stores.base import (
+    BUCKETS,
+    DEFAULT_FETCH_MAX_BYTES,
+    SCHEMA_VERSION,
+    Filter,
+    LeaseGrant,
+    Leases,
+    TableRef,
+)
 
 
 class PostgresSchema:
@@ -108,14 +116,81 @@ def bucket_sql(alias: str) -> str:
     return f"abs(mod(hashtextextended(coalesce({alias}.key, {alias}.id::text), 0), {BUCKETS}))"
 
 
+# -- error translation (H12) -------------------------------------------------------------------------
+# SQLSTATE -> what it means for the relay. Unavailable: this node cannot serve the relay now
+# (connection gone, shutting down, out of resources, read-only after a fail-over): reconnect after a
+# backoff, until a node that can is back. Schema: the tables are not there. Everything else,
+# including codes nobody listed, is transient: the relay reconnects and tries again.
+_UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "58"})  # connection, resources, operator, system
+_UNAVAILABLE_CODES = frozenset(
+    {
+        "25006",  # read_only_sql_transaction: a standby, or a demoted primary (default_transaction_read_only)
+        "25P03",  # idle_in_transaction_session_timeout: the server closed our session
+        "42501",  # insufficient_privilege: grants changed; an operator must act, retrying is all we can do
+    }
+)
+_TRANSIENT_CODES = frozenset({"57014", "55P03"})  # statement timeout / lock not available: retry
+_SCHEMA_CODES = frozenset({"42P01", "42703", "3F000"})  # undefined table / column / schema
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _unavailable(url: str, exc: BaseException) -> UnavailableError:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return UnavailableError(f"PostgreSQL at {redact_url(url)} is unavailable: {reason}")
+    return UnavailableError(f"PostgreSQL at {redact_url(url)} is unavailable: {_first_line(exc)}")
+
+
+def translate(url: str, exc: psycopg.Error) -> OutboxkitError:
+    """The outboxkit class of a psycopg error (the table is tested row by row)."""
+    state = exc.sqlstate or ""
+    if state in _TRANSIENT_CODES:
+        return TransientError(f"PostgreSQL error {state}: {_first_line(exc)}")
+    if state in _SCHEMA_CODES:
+        return SchemaError(f"outbox tables are missing or altered ({_first_line(exc)}): run `outboxkit migrate`")
+    if state == "25006":
+        return UnavailableError(
+            f"PostgreSQL at {redact_url(url)} is read-only (a standby or a demoted primary); "
+            "waiting for a writable primary"
+        )
+    if (
+        not state
+        or state[:2] in _UNAVAILABLE_CLASSES
+        or state in _UNAVAILABLE_CODES
+        or isinstance(exc, psycopg.InterfaceError)
+    ):
+        return _unavailable(url, exc)
+    return TransientError(f"PostgreSQL error {state}: {_first_line(exc)}")
+
+
+def storable(text: str, limit: int = 2000) -> str:
+    """Error text as PostgreSQL text accepts it: no NUL byte (a broker's reason may hold one)."""
+    return text.replace("\x00", "\\0")[:limit]
+
+
+# -- the relay's SQL -----------------------------------------------------------------------------
+# What the relay reads of a row, in the order core.rows.event_from_row takes it. headers as text:
+# the row check parses it (a jsonb array or string would otherwise arrive as a Python list/str).
+_COLUMNS = (
+    "o.seq",
+    "o.id::text",
+    "o.topic",
+    "o.key",
+    "o.type",
+    "o.source",
+    "o.payload",
+    "o.content_type",
+    "o.headers::text",
+    "o.created_at",
+    "o.attempts",
+)
+_PENDING = "o.delivered_at IS NULL AND o.dead_at IS NULL"
 
 
 class PostgresOutboxStore:
-    """Relay store on psycopg 3. Two connections: one for work (holds the relay's advisory lock),
-    one that only LISTENs, so a long wait never blocks a fetch."""
+    """Relay store on psycopg 3. Three connections: work (fetch, mark), leases (the keeper runs
+    beside the batches), and one that only LISTENs, so a long wait never blocks a fetch."""
 
     def __init__(
         self,
@@ -141,36 +216,49 @@ class PostgresOutboxStore:
             if hold_dead_keys
             else ""
         )
+        exprs = (*_COLUMNS, bucket_sql("o"))
+        columns = ", ".join(exprs)
+        named = ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(exprs))
+        outer = ", ".join(f"w.c{i}" for i in range(len(exprs)))
+
         # No cursor (H1): the scan starts at the lowest pending seq every time, so a transaction
         # that took its seq early and committed late is still found. The partial index makes
-        # this an index range scan over pending rows only.
-        columns = (
-            "o.seq, o.id::text, o.topic, o.key, o.type, o.source, o.payload, o.content_type,"
-            " o.headers, o.created_at, o.attempts"
-        )
-        pending = "o.delivered_at IS NULL AND o.dead_at IS NULL"
-        self._fetch_sql = f"SELECT {columns} FROM {t} o WHERE {pending}{hold} ORDER BY o.seq LIMIT %s"
-        # Inline publishing (the writer, right after its commit): only rows no earlier pending
-        # row of the same key precedes, so the writer never overtakes the relay on a key (G5).
-        self._committed_sql = (
-            f"SELECT {columns} FROM {t} o WHERE {pending} AND o.id = ANY(%s::uuid[])"
-            f" AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} p WHERE p.key = o.key AND p.seq < o.seq"
-            " AND p.delivered_at IS NULL AND p.dead_at IS NULL)) ORDER BY o.seq"
-        )
+        # this an index range scan over pending rows only. The running sum bounds a batch by bytes
+        # as well as rows (octet_length reads a TOASTed value's size from its pointer, not the
+        # value); the first row always passes, so one huge row still moves on.
+        def bounded(where: str) -> str:
+            return (
+                f"SELECT {outer} FROM ("
+                f"SELECT {named}, sum(octet_length(o.payload)) OVER (ORDER BY o.seq) AS running,"
+                f" octet_length(o.payload) AS size FROM {t} o WHERE {_PENDING}{hold}{where}"
+                " ORDER BY o.seq LIMIT %(limit)s) w WHERE w.running - w.size < %(max_bytes)s ORDER BY w.c0"
+            )
+
+        self._fetch_sql = bounded("")
         # With some buckets only (several relays): same scan, filtered by bucket. The filter costs a
         # hash per pending row scanned; pending rows are few when relays keep up.
-        self._fetch_buckets_sql = (
-            f"SELECT {columns} FROM {t} o WHERE {pending}{hold} AND {bucket_sql('o')} = ANY(%s) ORDER BY o.seq LIMIT %s"
+        self._fetch_buckets_sql = bounded(f" AND {bucket_sql('o')} = ANY(%(buckets)s)")
+        # The relay is waiting on something (paused topics, events in backoff): their rows are left
+        # out AND so is every pending row of a key that has a row on a paused topic or waits for a
+        # retry, otherwise that key's later events would overtake the held one (G5). Only used in
+        # that abnormal state; O(pending).
+        self._fetch_held_sql = (
+            f"WITH paused_keys AS (SELECT DISTINCT h.key FROM {t} h WHERE h.delivered_at IS NULL"
+            " AND h.dead_at IS NULL AND h.topic = ANY(%(paused)s) AND h.key IS NOT NULL) "
+            + bounded(
+                " AND NOT (o.topic = ANY(%(paused)s)) AND NOT (o.seq = ANY(%(held_seqs)s))"
+                " AND (o.key IS NULL OR (o.key NOT IN (SELECT key FROM paused_keys)"
+                " AND NOT (o.key = ANY(%(held_keys)s))))"
+                f" AND ({bucket_sql('o')} = ANY(%(buckets)s) OR %(every)s)"
+            )
         )
-        # While topics are paused (unroutable), their rows are left out AND so is every pending row
-        # of a key that has a row on a paused topic: otherwise that key's later events on other
-        # topics would overtake the held one (G5). Only used in that abnormal state; O(pending).
-        self._fetch_paused_sql = (
-            f"WITH held AS (SELECT DISTINCT h.key FROM {t} h WHERE h.delivered_at IS NULL"
-            " AND h.dead_at IS NULL AND h.topic = ANY(%s) AND h.key IS NOT NULL)"
-            f" SELECT {columns} FROM {t} o WHERE {pending}{hold} AND NOT (o.topic = ANY(%s))"
-            " AND (o.key IS NULL OR o.key NOT IN (SELECT key FROM held))"
-            f" AND ({bucket_sql('o')} = ANY(%s) OR %s) ORDER BY o.seq LIMIT %s"
+        # Inline publishing (the writer, right after its commit): only rows no earlier pending
+        # row of the same key precedes, and (with the hold policy) whose key has no dead letter, so
+        # the writer never overtakes the relay on a key, nor an event held behind a dead letter (G5).
+        self._committed_sql = (
+            f"SELECT {columns} FROM {t} o WHERE {_PENDING}{hold} AND o.id = ANY(%s::uuid[])"
+            f" AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} p WHERE p.key = o.key AND p.seq < o.seq"
+            " AND p.delivered_at IS NULL AND p.dead_at IS NULL)) ORDER BY o.seq"
         )
         leases = self.ref.derived("leases")
         # Fencing (H6): the mark applies only while this relay still holds the row's bucket at the
@@ -204,6 +292,12 @@ class PostgresOutboxStore:
                 connect_timeout=max(1, int(self.connect_timeout)),
                 application_name=self.application_name,
                 row_factory=tuple_row,
+                # A peer that vanished without a FIN (partition, powered-off host) is noticed in
+                # about 10 s instead of the kernel's two hours.
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
             )
         except psycopg.Error as exc:
             raise _unavailable(self.url, exc) from None
@@ -218,11 +312,14 @@ class PostgresOutboxStore:
                 f"outbox table {self.ref.qualified} not found: run `outboxkit migrate --db URL` first"
             ) from None
         except psycopg.Error as exc:
-            raise _unavailable(self.url, exc) from None
+            raise translate(self.url, exc) from None
         if row is None or row[0] < SCHEMA_VERSION:
             raise SchemaError("outbox schema is older than this outboxkit: run `outboxkit migrate`")
         self._listen = await self._connect()
-        await self._listen.execute(f'LISTEN "{self.ref.channel}"')
+        try:
+            await self._listen.execute(f'LISTEN "{self.ref.channel}"')
+        except psycopg.Error as exc:
+            raise translate(self.url, exc) from None
         self._listener = asyncio.create_task(self._listen_loop(self._listen))
 
     async def _listen_loop(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -251,40 +348,37 @@ class PostgresOutboxStore:
             raise UnavailableError("PostgreSQL connection is closed")
         return self._conn
 
-    async def _run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    async def _run(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
         try:
             cur = await self._work().execute(sql, params)
             return await cur.fetchall() if cur.description else []
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise _unavailable(self.url, exc) from None
+        except psycopg.Error as exc:
+            raise translate(self.url, exc) from None
 
-    async def fetch_pending(self, limit: int, skip: Filter, leases: Leases | None = None) -> Sequence[OutboxEvent]:
+    async def fetch_pending(
+        self, limit: int, skip: Filter, leases: Leases | None = None, *, max_bytes: int = DEFAULT_FETCH_MAX_BYTES
+    ) -> Sequence[OutboxEvent]:
         every = leases is None or len(leases) >= BUCKETS
         buckets = [] if every or leases is None else sorted(leases)
-        if skip.paused_topics:
-            paused = sorted(skip.paused_topics)
-            rows = await self._run(self._fetch_paused_sql, [paused, paused, buckets, every, limit])
+        params: dict[str, Any] = {"limit": limit, "max_bytes": max_bytes}
+        if not skip.empty:
+            sql = self._fetch_held_sql
+            params.update(
+                paused=sorted(skip.paused_topics),
+                held_keys=sorted(skip.held_keys),
+                held_seqs=sorted(skip.held_seqs),
+                buckets=buckets,
+                every=every,
+            )
         elif every:
-            rows = await self._run(self._fetch_sql, [limit])
+            sql = self._fetch_sql
         else:
-            rows = await self._run(self._fetch_buckets_sql, [buckets, limit])
-        return [self._event(r) for r in rows]
+            sql, params["buckets"] = self._fetch_buckets_sql, buckets
+        return [self._event(r) for r in await self._run(sql, params)]
 
     @staticmethod
     def _event(r: Sequence[Any]) -> OutboxEvent:
-        return OutboxEvent(
-            seq=r[0],
-            id=r[1],
-            topic=r[2],
-            key=r[3],
-            type=r[4],
-            source=r[5],
-            payload=bytes(r[6]),
-            content_type=r[7],
-            headers=r[8] if isinstance(r[8], dict) else json.loads(r[8] or "{}"),
-            created_at=r[9],
-            attempts=r[10],
-        )
+        return event_from_row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11])
 
     async def fetch_committed(self, ids: Sequence[str]) -> Sequence[OutboxEvent]:
         if not ids:
@@ -306,7 +400,7 @@ class PostgresOutboxStore:
         return await self._count(self._mark_fenced_sql, {"seqs": list(seqs), **self._fence(leases)})
 
     async def record_failure(self, seq: int, error: str, *, dead: bool, leases: Leases | None = None) -> bool:
-        params: dict[str, Any] = {"error": error[:2000], "dead": dead, "seq": seq}
+        params: dict[str, Any] = {"error": storable(error), "dead": dead, "seq": seq}
         if leases is None:
             return await self._count(self._fail_sql, params) == 1
         return await self._count(self._fail_fenced_sql, {**params, **self._fence(leases)}) == 1
@@ -315,11 +409,11 @@ class PostgresOutboxStore:
         try:
             cur = await self._work().execute(sql, params)
             return int(cur.rowcount)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise _unavailable(self.url, exc) from None
+        except psycopg.Error as exc:
+            raise translate(self.url, exc) from None
 
     # -- leases ------------------------------------------------------------------------------------
-    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> dict[int, int]:
+    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> LeaseGrant:
         self.owner = owner
         async with self._lease_lock:
             conn = await self._lease_connection()
@@ -332,7 +426,7 @@ class PostgresOutboxStore:
 
     async def _maintain(
         self, conn: psycopg.AsyncConnection[Any], owner: str, held: Leases, ttl: float, *, rebalance: bool
-    ) -> dict[int, int]:
+    ) -> LeaseGrant:
         relays, leases = self.ref.derived("relays"), self.ref.derived("leases")
         interval = timedelta(seconds=ttl)
         try:
@@ -352,22 +446,15 @@ class PostgresOutboxStore:
                 )
                 now_held = {int(b): int(e) for b, e in await cur.fetchall() if held.get(int(b), int(e)) == int(e)}
                 if not rebalance:
-                    return now_held
+                    return LeaseGrant(now_held, max(len(now_held), 1))
                 cur = await conn.execute(f"SELECT count(*) FROM {relays} WHERE heartbeat_at > now() - %s", [interval])
                 row = await cur.fetchone()
                 live = max(1, int(row[0]) if row else 1)
                 share = -(-BUCKETS // live)  # ceil
-                if len(now_held) > share:
-                    extra = sorted(now_held)[share:]
-                    # Released between batches, with nothing in flight: the next owner starts from
-                    # the lowest pending seq of each bucket, so no key's order is disturbed.
-                    await conn.execute(
-                        f"UPDATE {leases} SET owner = NULL, expires_at = NULL WHERE owner = %s AND bucket = ANY(%s)",
-                        [owner, extra],
-                    )
-                    for bucket in extra:
-                        now_held.pop(bucket)
-                elif len(now_held) < share:
+                # Buckets beyond the share are not released here: the relay drains them first
+                # (nothing of theirs in flight), then calls release_leases, so the next owner never
+                # re-sends what this relay already published (G6).
+                if len(now_held) < share:
                     # SKIP LOCKED: two relays acquiring at once split the free buckets between them.
                     cur = await conn.execute(
                         f"UPDATE {leases} SET owner = %s, epoch = epoch + 1, expires_at = now() + %s"
@@ -382,22 +469,29 @@ class PostgresOutboxStore:
                 await conn.execute(
                     f"DELETE FROM {relays} WHERE heartbeat_at < now() - %s", [timedelta(seconds=max(60.0, 10 * ttl))]
                 )
-                return now_held
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise _unavailable(self.url, exc) from None
+                return LeaseGrant(now_held, share)
+        except psycopg.Error as exc:
+            raise translate(self.url, exc) from None
 
-    async def release_leases(self, owner: str) -> None:
+    async def release_leases(self, owner: str, buckets: Collection[int] | None = None) -> None:
+        leases = self.ref.derived("leases")
         async with self._lease_lock:
             try:
                 conn = await self._lease_connection()
                 async with conn.transaction():
-                    await conn.execute(
-                        f"UPDATE {self.ref.derived('leases')} SET owner = NULL, expires_at = NULL WHERE owner = %s",
-                        [owner],
-                    )
-                    await conn.execute(f"DELETE FROM {self.ref.derived('relays')} WHERE owner = %s", [owner])
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                raise _unavailable(self.url, exc) from None
+                    if buckets is None:
+                        await conn.execute(
+                            f"UPDATE {leases} SET owner = NULL, expires_at = NULL WHERE owner = %s", [owner]
+                        )
+                        await conn.execute(f"DELETE FROM {self.ref.derived('relays')} WHERE owner = %s", [owner])
+                    elif buckets:
+                        await conn.execute(
+                            f"UPDATE {leases} SET owner = NULL, expires_at = NULL"
+                            " WHERE owner = %s AND bucket = ANY(%s)",
+                            [owner, sorted(buckets)],
+                        )
+            except psycopg.Error as exc:
+                raise translate(self.url, exc) from None
 
     async def wait_for_new(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -7,11 +7,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from outboxkit.errors import ConfigurationError, NoTransactionError, OutboxkitError, SchemaError, UnavailableError
+from outboxkit.errors import ConfigurationError, NoTransactionError, OutboxkitError, SchemaError
 from outboxkit.stores.base import Driver, OutboxSchema, OutboxStore, SyncConnection, TableRef
 from outboxkit.stores.sqlite.inbox import SqliteInbox
 from outboxkit.stores.sqlite.ops import SqliteOps
-from outboxkit.stores.sqlite.store import SqliteOutboxStore, SqliteSchema, connect, sqlite_path
+from outboxkit.stores.sqlite.store import SqliteOutboxStore, SqliteSchema, connect, sqlite_path, translate
 
 
 class SqliteDatabase:
@@ -55,14 +55,11 @@ class SqliteDatabase:
         return SqliteInbox()
 
     def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
-        if isinstance(exc, sqlite3.OperationalError):
-            text = str(exc)
-            if "no such table" in text:
-                return SchemaError(f"no outbox table {where}: run `outboxkit migrate`")
-            # "database is locked" after the busy timeout, a file that cannot be opened or read:
-            # worth retrying. Other OperationalErrors (a syntax error) are bugs, not outages.
-            if any(word in text for word in ("locked", "busy", "disk I/O", "unable to open", "readonly")):
-                return UnavailableError(f"SQLite ({where}): {text}")
+        # The one table for SQLite (H12), shared with the relay store: store.translate.
+        if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
+            return SchemaError(f"no outbox table {where}: run `outboxkit migrate`")
+        if isinstance(exc, sqlite3.Error):
+            return translate(where, exc)
         return None
 
     def create_namespace(self, conn: SyncConnection, name: str) -> None:

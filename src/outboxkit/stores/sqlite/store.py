@@ -13,15 +13,24 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from outboxkit.core.envelope import OutboxEvent
-from outboxkit.errors import ConfigurationError, SchemaError, UnavailableError
-from outboxkit.stores.base import BUCKETS, SCHEMA_VERSION, Filter, Leases, TableRef
+from outboxkit.core.rows import event_from_row
+from outboxkit.errors import ConfigurationError, OutboxkitError, SchemaError, TransientError, UnavailableError
+from outboxkit.stores.base import (
+    BUCKETS,
+    DEFAULT_FETCH_MAX_BYTES,
+    SCHEMA_VERSION,
+    Filter,
+    LeaseGrant,
+    Leases,
+    TableRef,
+)
 
 T = TypeVar("T")
 
@@ -105,6 +114,38 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
+# -- error translation (H12) -------------------------------------------------------------------------
+# sqlite3 raises few classes with many meanings; the message says which. Unavailable: the file
+# cannot serve the relay now (I/O error, disk full, read-only mount, not a database): reopen after a
+# backoff. "locked"/"busy" (a writer holds the lock past our timeout) and anything else: transient.
+_UNAVAILABLE_MESSAGES = (
+    "disk i/o error",
+    "unable to open database",
+    "database or disk is full",
+    "readonly database",
+    "file is not a database",
+    "database disk image is malformed",
+)
+
+
+def translate(path: str, exc: sqlite3.Error) -> OutboxkitError:
+    """The outboxkit class of a sqlite3 error (the table is tested row by row)."""
+    text = str(exc)
+    lowered = text.lower()
+    if "no such table" in lowered or "no such column" in lowered:
+        return SchemaError(f"outbox tables in {path} are missing or altered ({text}): run `outboxkit migrate`")
+    if any(m in lowered for m in _UNAVAILABLE_MESSAGES) or isinstance(exc, sqlite3.InterfaceError):
+        return UnavailableError(f"SQLite {path} is unavailable: {text}")
+    return TransientError(f"SQLite {path}: {type(exc).__name__}: {text}")
+
+
+def _columns() -> str:
+    # What the relay reads of a row, in the order core.rows.event_from_row takes it.
+    return (
+        "o.seq, o.id, o.topic, o.key, o.type, o.source, o.payload, o.content_type, o.headers, o.created_at, o.attempts"
+    )
+
+
 class SqliteOutboxStore:
     """Relay store for a SQLite file. All sqlite3 calls run on one worker thread, in order."""
 
@@ -122,28 +163,38 @@ class SqliteOutboxStore:
             if hold_dead_keys
             else ""
         )
-        # No cursor (H1): see PostgresOutboxStore. On SQLite writers are serialised anyway, but a
-        # plain-SQL writer may hold a transaction open across our scans.
-        columns = (
-            "o.seq, o.id, o.topic, o.key, o.type, o.source, o.payload, o.content_type, o.headers,"
-            " o.created_at, o.attempts"
-        )
+        columns = _columns()
         pending = "o.delivered_at IS NULL AND o.dead_at IS NULL"
-        self._fetch_sql = f"SELECT {columns} FROM {t} o WHERE {pending}{hold} ORDER BY o.seq LIMIT ?"
+        # Bytes of a payload whatever a program stored in the column (text is counted as UTF-8).
+        size = "length(CAST(o.payload AS BLOB))"
+
+        # No cursor (H1): see PostgresOutboxStore. On SQLite writers are serialised anyway, but a
+        # plain-SQL writer may hold a transaction open across our scans. The running sum bounds a
+        # batch by bytes as well as rows; the first row always passes.
+        def bounded(where: str, prefix: str = "") -> str:
+            return (
+                f"{prefix}SELECT * FROM (SELECT {columns}, sum({size}) OVER (ORDER BY o.seq) AS running,"
+                f" {size} AS size FROM {t} o WHERE {pending}{hold}{where} ORDER BY o.seq LIMIT :limit)"
+                " WHERE running - size < :max_bytes ORDER BY seq"
+            )
+
+        self._fetch_sql = bounded("")
+        # Held (paused topics, events waiting for a retry): every key with a row on a paused topic
+        # or in backoff waits too (G5); see PostgresOutboxStore.
+        self._fetch_held_sql = bounded(
+            " AND o.topic NOT IN (SELECT value FROM json_each(:paused))"
+            " AND o.seq NOT IN (SELECT value FROM json_each(:held_seqs))"
+            " AND (o.key IS NULL OR (o.key NOT IN (SELECT key FROM paused_keys)"
+            " AND o.key NOT IN (SELECT value FROM json_each(:held_keys))))",
+            prefix=f"WITH paused_keys AS (SELECT DISTINCT h.key FROM {t} h WHERE h.delivered_at IS NULL"
+            " AND h.dead_at IS NULL AND h.topic IN (SELECT value FROM json_each(:paused)) AND h.key IS NOT NULL) ",
+        )
         # Inline publishing (the writer, right after its commit): only rows no earlier pending
-        # row of the same key precedes, so the writer never overtakes the relay on a key (G5).
+        # row of the same key precedes, nor (with the hold policy) a dead letter of the key (G5).
         self._committed_sql = (
-            f"SELECT {columns} FROM {t} o WHERE {pending} AND o.id IN (SELECT value FROM json_each(?))"
+            f"SELECT {columns} FROM {t} o WHERE {pending}{hold} AND o.id IN (SELECT value FROM json_each(?))"
             f" AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} p WHERE p.key = o.key AND p.seq < o.seq"
             " AND p.delivered_at IS NULL AND p.dead_at IS NULL)) ORDER BY o.seq"
-        )
-        # Paused topics hold every key that has a row on them (G5); see PostgresOutboxStore.
-        self._fetch_paused_sql = (
-            f"WITH held AS (SELECT DISTINCT h.key FROM {t} h WHERE h.delivered_at IS NULL"
-            " AND h.dead_at IS NULL AND h.topic IN (SELECT value FROM json_each(?)) AND h.key IS NOT NULL)"
-            f" SELECT {columns} FROM {t} o WHERE {pending}{hold}"
-            " AND o.topic NOT IN (SELECT value FROM json_each(?))"
-            " AND (o.key IS NULL OR o.key NOT IN (SELECT key FROM held)) ORDER BY o.seq LIMIT ?"
         )
         self._mark_sql = (
             f"UPDATE {t} SET delivered_at = {_NOW_SQL} "
@@ -162,12 +213,8 @@ class SqliteOutboxStore:
         def run() -> T:
             try:
                 return fn(conn)
-            except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):
-                    raise SchemaError(
-                        f"outbox table {self.ref.qualified} not found in {self.path}: run `outboxkit migrate`"
-                    ) from None
-                raise UnavailableError(f"SQLite {self.path}: {exc}") from None
+            except sqlite3.Error as exc:
+                raise translate(self.path, exc) from None
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
@@ -193,13 +240,14 @@ class SqliteOutboxStore:
         self._pool = None
         self._conn = None
 
-    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> dict[int, int]:
+    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> LeaseGrant:
         # One relay per SQLite file (it lives on one machine): the process lock stands for every
         # bucket, and the kernel drops it when the holder dies, however it dies.
-        return dict.fromkeys(range(BUCKETS), 0) if await self._lock() else {}
+        return LeaseGrant(dict.fromkeys(range(BUCKETS), 0) if await self._lock() else {})
 
-    async def release_leases(self, owner: str) -> None:
-        if self._lock_fd is not None:
+    async def release_leases(self, owner: str, buckets: Collection[int] | None = None) -> None:
+        # The lock stands for every bucket: it is given back only as a whole.
+        if buckets is None and self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -215,31 +263,25 @@ class SqliteOutboxStore:
         self._lock_fd = fd
         return True
 
-    async def fetch_pending(self, limit: int, skip: Filter, leases: Leases | None = None) -> Sequence[OutboxEvent]:
-        params: tuple[object, ...]
-        if skip.paused_topics:
-            paused = json.dumps(sorted(skip.paused_topics))
-            sql, params = self._fetch_paused_sql, (paused, paused, limit)
+    async def fetch_pending(
+        self, limit: int, skip: Filter, leases: Leases | None = None, *, max_bytes: int = DEFAULT_FETCH_MAX_BYTES
+    ) -> Sequence[OutboxEvent]:
+        params: dict[str, object] = {"limit": limit, "max_bytes": max_bytes}
+        if skip.empty:
+            sql = self._fetch_sql
         else:
-            sql, params = self._fetch_sql, (limit,)
+            sql = self._fetch_held_sql
+            params.update(
+                paused=json.dumps(sorted(skip.paused_topics)),
+                held_keys=json.dumps(sorted(skip.held_keys)),
+                held_seqs=json.dumps(sorted(skip.held_seqs)),
+            )
         rows = await self._call(lambda c: c.execute(sql, params).fetchall())
         return [self._event(r) for r in rows]
 
     @staticmethod
     def _event(r: Sequence[Any]) -> OutboxEvent:
-        return OutboxEvent(
-            seq=r[0],
-            id=r[1],
-            topic=r[2],
-            key=r[3],
-            type=r[4],
-            source=r[5],
-            payload=bytes(r[6]) if not isinstance(r[6], str) else r[6].encode(),
-            content_type=r[7],
-            headers=json.loads(r[8] or "{}"),
-            created_at=_parse_time(r[9]),
-            attempts=r[10],
-        )
+        return event_from_row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
 
     async def fetch_committed(self, ids: Sequence[str]) -> Sequence[OutboxEvent]:
         if not ids:
@@ -256,7 +298,7 @@ class SqliteOutboxStore:
         return await self._call(lambda c: int(c.execute(self._mark_sql, (payload,)).rowcount))
 
     async def record_failure(self, seq: int, error: str, *, dead: bool, leases: Leases | None = None) -> bool:
-        params = (error[:2000], int(dead), seq)
+        params = (error[:2000], int(dead), seq)  # sqlite3 stores any text, NUL included
         return await self._call(lambda c: int(c.execute(self._fail_sql, params).rowcount) == 1)
 
     async def wait_for_new(self, timeout: float) -> None:

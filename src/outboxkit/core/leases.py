@@ -1,0 +1,40 @@
+"""Lease decisions of one relay, without I/O: which buckets to give back, and whether the leases it
+holds may still be trusted by its own clock (H6, G6).
+
+* **Drain, then release.** A relay over its fair share does not give buckets back while events of
+  theirs are in flight: the next owner would publish them again (duplicates with no fault at all).
+  It stops taking new work from the surplus buckets, and releases them once a batch that excluded
+  them started (so every earlier batch, the only ones that could hold their events, is finished).
+* **A local deadline.** The database decides when a lease expires (``expires_at`` on its clock), and
+  every mark is fenced there. But a relay paused past its lease (SIGSTOP, a long GC, a frozen VM)
+  would go on *publishing* events of buckets that already belong to another relay. So each relay
+  also keeps a deadline by its own monotonic clock, counted from when it *sent* the renewal (the
+  earliest moment the database can have started the TTL), minus a margin; past it, it publishes
+  nothing until a renewal succeeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+#: Fraction of the TTL a relay trusts its lease for, from the moment it sent the renewal. The rest
+#: absorbs clock-rate differences and the time between the database's now() and our send.
+TRUST = 0.8
+
+
+def surplus(held: Mapping[int, int], share: int) -> set[int]:
+    """The buckets to give back when holding more than ``share``: the highest-numbered ones, so
+    every relay agrees which buckets move and a bucket does not flap between relays."""
+    if len(held) <= share:
+        return set()
+    return set(sorted(held)[max(share, 0) :])
+
+
+def deadline(sent_at: float, ttl: float) -> float:
+    """Until when (same clock as ``sent_at``) leases renewed by a request sent at ``sent_at`` hold."""
+    return sent_at + ttl * TRUST
+
+
+def fetchable(held: Mapping[int, int], draining: Collection[int]) -> dict[int, int]:
+    """The leases a new batch may read from: every held bucket except those being drained."""
+    return {bucket: epoch for bucket, epoch in held.items() if bucket not in draining}

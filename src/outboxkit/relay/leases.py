@@ -1,0 +1,161 @@
+"""The relay's lease keeper: renews, rebalances and gives back bucket leases on a task of its own,
+beside the batches, so a long batch never lets a lease lapse (H6, G6, G8).
+
+Rules it keeps (decisions in ``core.leases``):
+
+* every renewal has a time limit (half the TTL): a lease connection that hangs fails the keeper,
+  and the relay reconnects instead of waiting forever;
+* the relay trusts its leases only until a deadline on its own clock; a fenced mark (a lease the
+  database says is gone) withdraws that trust at once and asks for a renewal now;
+* surplus buckets are drained, then released — never while their events are in flight;
+* whoever waits on the relay's behalf also watches this task (:meth:`LeaseKeeper.guard`), so a
+  keeper that failed is noticed at once, even by a relay standing by with no bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from outboxkit.core.leases import deadline, fetchable, surplus
+from outboxkit.errors import UnavailableError
+from outboxkit.relay.observer import RelayObserver
+from outboxkit.stores.base import OutboxStore
+
+log = logging.getLogger("outboxkit.relay")
+T = TypeVar("T")
+
+
+class LeaseKeeper:
+    def __init__(self, store: OutboxStore, owner: str, ttl: float, observer: RelayObserver) -> None:
+        self.store = store
+        self.owner = owner
+        self.ttl = ttl
+        self.observer = observer
+        self.leases: dict[int, int] = {}
+        self.handovers = 0
+        self.changed = asyncio.Event()  # leases gained, lost or trusted again
+        self._wake = asyncio.Event()
+        self._deadline = 0.0
+        self._doubt = False
+        self._surplus: set[int] = set()
+        self._drained: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what the relay asks ----------------------------------------------------------------------
+    def usable(self) -> bool:
+        """Whether the relay may publish now: it holds buckets and trusts its leases."""
+        return bool(self.leases) and not self._doubt and time.monotonic() < self._deadline
+
+    def for_batch(self) -> dict[int, int]:
+        """The leases a new batch reads from (surplus buckets excluded). Starting a batch that
+        excludes them proves every earlier batch finished, so they are drained: release them."""
+        if self._surplus:
+            drained = self._surplus & self.leases.keys()
+            if drained - self._drained:
+                self._drained |= drained
+                self._wake.set()
+        return fetchable(self.leases, self._surplus)
+
+    def doubt(self) -> None:
+        """A mark was fenced: the database says a lease of ours is gone. Stop publishing until a
+        renewal says which buckets are still ours, and ask for it now."""
+        self._doubt = True
+        self._wake.set()
+
+    # -- running ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.renew()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self, *, release: bool) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if release:
+            # Clean exit: hand the buckets over now instead of after the TTL.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.store.release_leases(self.owner), self.ttl / 2)
+            self.leases = {}
+
+    def check(self) -> None:
+        """Re-raise the keeper's failure (database gone, renewal timed out): the relay reconnects."""
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            exc = self._task.exception()
+            if exc is not None:
+                raise exc
+
+    async def guard(self, work: Awaitable[T]) -> T:
+        """Await ``work`` while watching the keeper; if the keeper fails first, cancel ``work`` and
+        raise the keeper's error."""
+        task = asyncio.ensure_future(work)
+        if self._task is None:
+            return await task
+        try:
+            await asyncio.wait({task, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            return task.result()
+        task.cancel()
+        # The work may be stuck on the same dead connection; the relay closes it next, which ends it.
+        await asyncio.wait({task}, timeout=5)
+        self.check()
+        raise UnavailableError("lease keeper stopped")  # pragma: no cover - check() raised
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.ttl / 3)
+            self._wake.clear()
+            if self._drained:
+                await self._release(self._drained & self.leases.keys())
+            await self.renew()
+
+    async def _release(self, buckets: set[int]) -> None:
+        self._drained = set()
+        if not buckets:
+            return
+        await self._limit(self.store.release_leases(self.owner, buckets), "lease release")
+        self.leases = {b: e for b, e in self.leases.items() if b not in buckets}
+        self._surplus -= buckets
+        log.info("relay %s released %d drained buckets, now %d", self.owner, len(buckets), len(self.leases))
+        self.observer.set_leases(len(self.leases))
+        self.changed.set()
+
+    async def renew(self) -> None:
+        sent = time.monotonic()
+        before = self.leases
+        trusted = self.usable()
+        grant = await self._limit(
+            self.store.maintain_leases(self.owner, before, self.ttl, rebalance=True), "lease renewal"
+        )
+        held = grant.held
+        self._deadline = deadline(sent, self.ttl)
+        gained, lost = held.keys() - before.keys(), before.keys() - held.keys()
+        self.leases = held
+        self._surplus = surplus(held, grant.share)
+        self.observer.db_ok()
+        self.observer.set_leases(len(held))
+        if not held:
+            # A relay standing by has nothing to send: it counts as fine on the broker side too.
+            self.observer.broker_ok()
+        self._doubt = False
+        if gained:
+            self.handovers += len(gained)
+            self.observer.handover(len(gained))
+        if gained or lost:
+            log.info("relay %s leases: +%d -%d, now %d", self.owner, len(gained), len(lost), len(held))
+        if gained or lost or not trusted:
+            self.changed.set()
+
+    async def _limit(self, work: Awaitable[T], what: str) -> T:
+        try:
+            return await asyncio.wait_for(work, self.ttl / 2)
+        except TimeoutError:
+            raise UnavailableError(f"{what} got no answer within {self.ttl / 2:.1f}s") from None

@@ -1,0 +1,286 @@
+"""Hardening (issue 8): no row, reply or outage can kill a relay, stall a key forever, or reorder it.
+
+Each test is named after the item it covers and fails on the code before the fix:
+
+* item 1 / H11: rows other programs wrote that cannot become messages are dead letters with the
+  reason; the relay keeps running and other keys (and, with the skip policy, the same key) flow;
+* item 2 / H12: a failure the adapter does not recognise is counted on the row and ends as a dead
+  letter after ``max_attempts``, while other keys flow at full speed;
+* item 3: inline publishing does not overtake a key held behind a dead letter;
+* item 8: a fetch is bounded by bytes as well as rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from outboxkit.brokers.nats import connect
+from outboxkit.relay import RelayConfig
+from outboxkit.relay.inline import InlinePublisher
+from outboxkit.relay.process import build_relay
+from outboxkit.stores.base import Filter, TableRef
+from outboxkit.stores.registry import store_for
+from tests.conftest import Backend, unique
+from tests.helpers import db_connect, emit_many, pending, read_all, running_relay
+
+MiB = 1024 * 1024
+
+
+def _insert(db: str, ref: TableRef, rows: list[dict[str, Any]]) -> None:
+    """Plain-SQL INSERTs, as another program would write them (one transaction each)."""
+    conn = db_connect(db)
+    sqlite = db.startswith("sqlite")
+    ph = "?" if sqlite else "%s"
+    try:
+        for row in rows:
+            cols = list(row)
+            values = []
+            for col in cols:
+                if col == "headers" and not sqlite:
+                    values.append(f"{ph}::jsonb")
+                else:
+                    values.append(ph)
+            conn.execute(
+                f"INSERT INTO {ref.qualified} ({', '.join(cols)}) VALUES ({', '.join(values)})",
+                tuple(row.values()),
+            )
+    finally:
+        conn.close()
+
+
+def _dead(db: str, ref: TableRef) -> list[tuple[str, int, str]]:
+    conn = db_connect(db)
+    try:
+        rows = conn.execute(
+            f"SELECT key, attempts, last_error FROM {ref.qualified} WHERE dead_at IS NOT NULL ORDER BY seq"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _bad_rows(backend: Backend, topic: str) -> list[tuple[dict[str, Any], str]]:
+    """(row, the words its dead letter's reason must contain)."""
+    good_payload = b'{"bad": true}'
+    rows: list[tuple[dict[str, Any], str]] = [
+        ({"topic": topic, "key": "k1", "payload": good_payload, "headers": '["a"]'}, "headers must be a JSON object"),
+        ({"topic": topic, "key": "k2", "payload": good_payload, "headers": '{"n": 1}'}, "must be a str"),
+        ({"topic": "not a topic", "key": "k3", "payload": good_payload}, "invalid topic"),
+        ({"topic": topic, "key": "k4", "payload": good_payload, "content_type": "garbage"}, "not a media type"),
+        ({"topic": topic, "key": "k5", "payload": b"x" * (2 * MiB)}, "max_payload"),
+        ({"topic": topic, "key": "k6", "payload": good_payload, "type": "a\nb"}, "control characters"),
+    ]
+    if backend.db.startswith("sqlite"):
+        rows.append(({"topic": topic, "key": "k7", "payload": good_payload, "headers": "not json"}, "not JSON"))
+        rows.append(({"topic": topic, "key": "k8", "payload": good_payload, "created_at": "yesterday"}, "ISO 8601"))
+    else:
+        rows.append(({"topic": topic, "key": "k7", "payload": good_payload, "headers": '"text"'}, "JSON object"))
+    return rows
+
+
+@pytest.mark.parametrize("hold", [True, False], ids=["hold-key", "skip-key"])
+async def test_item1_rows_other_programs_wrote_become_dead_letters_and_never_stop_the_relay(
+    backend: Backend, hold: bool
+) -> None:
+    topic = backend.stream.topic("bad")
+    bad = _bad_rows(backend, topic)
+    before = emit_many(backend.db, backend.ref, topic, [{"i": i} for i in range(len(bad))], key=lambda i: f"k{i + 1}")
+    _insert(backend.db, backend.ref, [row for row, _ in bad])
+    after = emit_many(backend.db, backend.ref, topic, [{"i": i} for i in range(len(bad))], key=lambda i: f"k{i + 1}")
+    others = emit_many(backend.db, backend.ref, topic, [{"o": i} for i in range(20)], key=lambda i: f"o{i}")
+    relay = build_relay(
+        backend.db, backend.stream.url, ref=backend.ref, config=RelayConfig(poll_interval=0.05), hold_dead_keys=hold
+    )
+    async with running_relay(relay) as running:
+        expected = [*before, *others] if hold else [*before, *after, *others]
+        got = await read_all(backend.stream.url, backend.stream.name, expect=len(expected), idle=1.5)
+        assert sorted(m.event_id for m in got) == sorted(expected)
+        assert running.task is not None and not running.task.done(), "the relay is still running"
+        # Per key, what was published is in emit order (the bad row in between held or skipped).
+        by_key: dict[str, list[str]] = {}
+        for m in got:
+            by_key.setdefault(m.key or "", []).append(m.event_id)
+        for i in range(len(bad)):
+            key = f"k{i + 1}"
+            assert by_key[key] == ([before[i]] if hold else [before[i], after[i]])
+    dead = _dead(backend.db, backend.ref)
+    assert len(dead) == len(bad), dead
+    for (key, attempts, reason), (row, words) in zip(dead, bad, strict=True):
+        assert key == row["key"]
+        assert attempts == 1, "dead-lettered at the first attempt, not retried"
+        assert words in reason, (words, reason)
+    assert pending(backend.db, backend.ref) == (len(bad) if hold else 0)
+
+
+async def test_item1_a_relay_taking_over_a_bucket_with_bad_rows_keeps_running(backend: Backend) -> None:
+    """The next relay that takes over meets the same rows: it must not stop either."""
+    topic = backend.stream.topic("bad2")
+    _insert(backend.db, backend.ref, [{"topic": topic, "key": "k", "payload": b"{}", "headers": "[1]"}])
+    for _ in range(2):  # one relay after the other, as after a crash
+        relay = build_relay(backend.db, backend.stream.url, ref=backend.ref, config=RelayConfig(poll_interval=0.05))
+        async with running_relay(relay) as running:
+            good = emit_many(backend.db, backend.ref, topic, [{"g": 1}], key=lambda _: "g")
+            deadline = time.monotonic() + 20
+            while pending(backend.db, backend.ref) > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert running.task is not None and not running.task.done()
+        assert good
+    assert len(_dead(backend.db, backend.ref)) == 1
+
+
+async def test_item2_an_error_the_adapter_never_saw_is_counted_then_dead_lettered_without_slowing_others(
+    pg_url: str, pg_ref: TableRef, nats_url: str
+) -> None:
+    """A JetStream error code that is in no table of the adapter (10077, per-subject limit) fails
+    every attempt of one event: attempts grow, the event becomes a dead letter after max_attempts,
+    and other keys are delivered meanwhile, not after a global backoff."""
+    from nats.js.api import DiscardPolicy, StreamConfig
+
+    prefix = unique("okl")
+    name = prefix.upper()
+    nc = await connect(nats_url)
+    await nc.jetstream().add_stream(
+        StreamConfig(
+            name=name,
+            subjects=[f"{prefix}.>"],
+            max_msgs_per_subject=1,
+            discard=DiscardPolicy.NEW,
+            discard_new_per_subject=True,
+        )
+    )
+    try:
+        full = f"{prefix}.full"
+        first = emit_many(pg_url, pg_ref, full, [{"n": 1}, {"n": 2}], key=lambda _: "stuck")
+        relay = build_relay(pg_url, nats_url, ref=pg_ref, config=RelayConfig(poll_interval=0.05, max_attempts=6))
+        async with running_relay(relay) as running:
+            # Wait for the first counted failure of the second event ...
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and _attempts(pg_url, pg_ref, first[1]) < 1:
+                await asyncio.sleep(0.05)
+            assert _attempts(pg_url, pg_ref, first[1]) >= 1, "a failed attempt is recorded"
+            # ... then other keys, emitted now, arrive while the stuck event is still retrying.
+            # (one subject per event: the stream keeps one message per subject)
+            others = [
+                emit_many(pg_url, pg_ref, f"{prefix}.other{i}", [{"i": i}], key=lambda _, i=i: f"o{i}")[0]
+                for i in range(50)
+            ]
+            got = await read_all(nats_url, name, expect=51, idle=0.5, timeout=30)
+            assert {m.event_id for m in got} == {first[0], *others}
+            assert _dead(pg_url, pg_ref) == [], "other keys were not held up behind the retries"
+            # The stuck event ends as a dead letter after max_attempts, with the broker's reason.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not _dead(pg_url, pg_ref):
+                await asyncio.sleep(0.1)
+            assert running.task is not None and not running.task.done()
+        dead = _dead(pg_url, pg_ref)
+        assert len(dead) == 1 and dead[0][0] == "stuck" and dead[0][1] == 6
+        assert "gave up after 6 attempts" in dead[0][2] and "10077" in dead[0][2]
+    finally:
+        await nc.jetstream().delete_stream(name)
+        await nc.close()
+
+
+def _attempts(db: str, ref: TableRef, event_id: str) -> int:
+    conn = db_connect(db)
+    try:
+        row = conn.execute(f"SELECT attempts FROM {ref.qualified} WHERE id = %s", [event_id]).fetchone()
+    finally:
+        conn.close()
+    return int(row[0])
+
+
+async def test_item2_an_exception_nobody_classified_is_counted_not_fatal(backend: Backend) -> None:
+    """A publisher raising a plain RuntimeError for one topic (a bug, a driver surprise): the relay
+    records the attempt, retries, dead-letters after max_attempts and keeps running."""
+    from outboxkit.brokers.nats import NatsPublisher
+
+    class Surprising(NatsPublisher):
+        async def publish(self, event: Any) -> asyncio.Future[None]:
+            if event.topic.endswith(".boom"):
+                raise RuntimeError("driver surprise")
+            return await super().publish(event)
+
+    from outboxkit.relay.loop import Relay
+
+    topic_ok, topic_boom = backend.stream.topic("fine"), backend.stream.topic("boom")
+    boom = emit_many(backend.db, backend.ref, topic_boom, [{"b": 1}], key=lambda _: "b")
+    fine = emit_many(backend.db, backend.ref, topic_ok, [{"f": i} for i in range(5)], key=lambda i: f"f{i}")
+    relay = Relay(
+        lambda: store_for(backend.db, backend.ref),
+        lambda: Surprising(backend.stream.url),
+        RelayConfig(poll_interval=0.05, max_attempts=3),
+    )
+    async with running_relay(relay) as running:
+        got = await read_all(backend.stream.url, backend.stream.name, expect=len(fine), idle=0.5)
+        assert {m.event_id for m in got} == set(fine)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _dead(backend.db, backend.ref):
+            await asyncio.sleep(0.05)
+        assert running.task is not None and not running.task.done()
+    dead = _dead(backend.db, backend.ref)
+    assert dead and dead[0][1] == 3 and "RuntimeError: driver surprise" in dead[0][2], dead
+    assert boom
+
+
+async def test_item3_inline_publishing_respects_keys_held_behind_a_dead_letter(backend: Backend) -> None:
+    topic = backend.stream.topic("inline")
+    old = emit_many(backend.db, backend.ref, topic, [{"n": 1}], key=lambda _: "k")
+    conn = db_connect(backend.db)
+    now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')" if backend.db.startswith("sqlite") else "now()"
+    conn.execute(f"UPDATE {backend.ref.qualified} SET dead_at = {now}, last_error = 'test' WHERE key = 'k'")
+    conn.close()
+    new = emit_many(backend.db, backend.ref, topic, [{"n": 2}], key=lambda _: "k")
+    inline = await asyncio.to_thread(lambda: InlinePublisher(backend.db, backend.stream.url, ref=backend.ref).start())
+    try:
+        published = await asyncio.wrap_future(inline.submit(new))
+    finally:
+        await asyncio.to_thread(inline.close)
+    assert published == 0, "the new event waits behind the dead letter of its key"
+    # An operator retries the dead letter: the relay publishes the old event, then the new one.
+    from outboxkit.ops.queries import Selector, open_db, retry_dead
+
+    with open_db(backend.db, backend.ref) as db:
+        assert retry_dead(db, Selector(key="k")) == 1
+    async with running_relay(build_relay(backend.db, backend.stream.url, ref=backend.ref)):
+        got = await read_all(backend.stream.url, backend.stream.name, expect=2, idle=1.0)
+    assert [m.event_id for m in got] == [*old, *new]
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite", "postgres"])
+async def test_item8_a_fetch_is_bounded_by_bytes(db_kind: str, request: pytest.FixtureRequest) -> None:
+    if db_kind == "sqlite":
+        db, ref = request.getfixturevalue("sqlite_url"), TableRef()
+    else:
+        db, ref = request.getfixturevalue("pg_url"), request.getfixturevalue("pg_ref")
+    _insert(db, ref, [{"topic": "big.rows", "key": f"k{i}", "payload": b"x" * MiB} for i in range(12)])
+    store = store_for(db, ref)
+    await store.open()
+    try:
+        rows = await store.fetch_pending(2000, Filter(), None, max_bytes=4 * MiB)
+        assert len(rows) == 4, "rows are taken while the bytes before them stay under the limit"
+        one = await store.fetch_pending(2000, Filter(), None, max_bytes=1)
+        assert len(one) == 1, "one row always moves on, however large"
+        every = await store.fetch_pending(2000, Filter(), None, max_bytes=64 * MiB)
+        assert len(every) == 12
+    finally:
+        await store.close()
+
+
+async def test_item8_bytes_bound_keeps_the_relay_delivering(backend: Backend) -> None:
+    """With a small byte bound the relay takes big rows a few at a time and still delivers all."""
+    topic = backend.stream.topic("bigrows")
+    ids = emit_many(backend.db, backend.ref, topic, [{"pad": "x" * 200_000, "i": i} for i in range(15)])
+    relay = build_relay(
+        backend.db,
+        backend.stream.url,
+        ref=backend.ref,
+        config=RelayConfig(poll_interval=0.05, fetch_max_bytes=500_000),
+    )
+    async with running_relay(relay):
+        got = await read_all(backend.stream.url, backend.stream.name, expect=15, idle=1.0)
+    assert [m.event_id for m in got] == ids
+    assert relay.stats.batches >= 5
