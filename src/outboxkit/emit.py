@@ -6,7 +6,7 @@ caller's transaction as it was.
 
 Supported connections, detected by type (optional libraries are only imported if already loaded):
 each database package lists its drivers (:class:`~outboxkit.stores.base.Driver`: ``sqlite3``,
-psycopg sync and async, PyMySQL, aiomysql, ...); SQLAlchemy ``Connection``/``Session`` and
+psycopg sync and async, PyMySQL, asyncmy, ...); SQLAlchemy ``Connection``/``Session`` and
 ``AsyncConnection``/``AsyncSession`` work on any of those databases through their dialect name.
 """
 
@@ -161,7 +161,7 @@ class Outbox:
         type: str | None = None,
     ) -> str:
         """The awaitable twin of :meth:`emit` for async drivers (psycopg ``AsyncConnection``,
-        aiomysql) and SQLAlchemy ``AsyncConnection`` / ``AsyncSession``."""
+        asyncmy) and SQLAlchemy ``AsyncConnection`` / ``AsyncSession``."""
         driver, dialect = _driver(conn)
         if driver is not None and driver.is_async:
             driver.check(conn)

@@ -1,8 +1,8 @@
 """MariaDB 10.6+ and MySQL 8.0+: everything outboxkit knows about this database lives in this package.
 
-``schema`` (DDL and emit's INSERT), ``store`` (the relay's store on aiomysql), ``ops`` (operator
+``schema`` (DDL and emit's INSERT), ``store`` (the relay's store on asyncmy), ``ops`` (operator
 SQL), ``inbox``, ``capture`` (triggers) and ``database`` (URLs, connections, migrations, emit
-drivers for PyMySQL and aiomysql, error translation), handed out by :data:`DATABASE`.
+drivers for PyMySQL and asyncmy, error translation), handed out by :data:`DATABASE`.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """MariaDB/MySQL as a :class:`~outboxkit.stores.base.Database`: URLs, connections, migrations, emit
-drivers and the error translation table. PyMySQL (sync) and aiomysql (async) are imported only when
+drivers and the error translation table. PyMySQL (sync) and asyncmy (async) are imported only when
 a connection is made or checked.
 
 URLs: ``mysql://user:password@host:3306/database`` (also ``mariadb://`` and the SQLAlchemy forms
-``mysql+pymysql://``, ``mysql+aiomysql://``, ``mariadb+pymysql://``); ``?unix_socket=/path`` for
+``mysql+pymysql://``, ``mysql+asyncmy://``, ``mariadb+pymysql://``); ``?unix_socket=/path`` for
 a socket.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,7 @@ class Params:
     unix_socket: str | None = None
 
     def kwargs(self, database_key: str = "database") -> dict[str, Any]:
-        """Keyword arguments for ``pymysql.connect`` (``database_key="db"`` for aiomysql)."""
+        """Keyword arguments for ``pymysql.connect`` and ``asyncmy.connect``."""
         out: dict[str, Any] = {"user": self.user, "password": self.password, database_key: self.database}
         if self.unix_socket:
             out["unix_socket"] = self.unix_socket
@@ -93,27 +94,36 @@ def error_code(exc: BaseException) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
+def driver_error(exc: BaseException) -> str | None:
+    """The DB-API class name of a PyMySQL or asyncmy exception (two hierarchies, one meaning)."""
+    for module in ("pymysql.err", "asyncmy.errors"):
+        mod = sys.modules.get(module)
+        if mod is None:
+            continue
+        for name in ("ProgrammingError", "OperationalError", "InterfaceError", "InternalError", "Error"):
+            cls = getattr(mod, name, None)
+            if isinstance(cls, type) and isinstance(exc, cls):
+                return name
+    return None
+
+
 def translate(exc: BaseException, where: str) -> OutboxkitError | None:
-    """The translation table (tested in tests/unit/test_mariadb_errors.py)."""
+    """The translation table (tested in tests/unit/test_mariadb_errors.py); None when ``exc`` is not
+    a driver or connection error."""
     if isinstance(exc, OutboxkitError):
         return exc
-    try:
-        import pymysql
-    except ImportError:  # pragma: no cover - the mysql extra is not installed
-        return None
-    code = error_code(exc)
-    if isinstance(exc, pymysql.err.ProgrammingError) and code == _NO_TABLE:
+    kind, code = driver_error(exc), error_code(exc)
+    if kind == "ProgrammingError" and code == _NO_TABLE:
         return SchemaError(f"no outbox table {where}: run `outboxkit migrate` ({first_line(exc)})")
-    if isinstance(exc, pymysql.err.OperationalError):
-        if code in _RETRY:
-            return TransientError(f"MariaDB ({where}): {first_line(exc)}")
-        if code in _GONE or code is None or code >= 2000:  # 2xxx: client-side connection errors
-            return UnavailableError(f"MariaDB ({where}) is unavailable: {first_line(exc)}")
-        return None
-    if isinstance(exc, pymysql.err.InterfaceError | ConnectionError | TimeoutError):
+    if code in _RETRY:
+        return TransientError(f"MariaDB ({where}): {first_line(exc)}")
+    if kind in ("OperationalError", "InternalError") and (code in _GONE or code is None or code >= 2000):
+        # 2xxx: client-side connection errors (can't connect, server gone, lost connection)
         return UnavailableError(f"MariaDB ({where}) is unavailable: {first_line(exc)}")
-    if isinstance(exc, pymysql.err.InternalError) and code in _GONE:
+    if kind == "InterfaceError" or isinstance(exc, ConnectionError | TimeoutError):
         return UnavailableError(f"MariaDB ({where}) is unavailable: {first_line(exc)}")
+    if kind is not None:
+        return TransientError(f"MariaDB error ({where}): {first_line(exc)}")
     return None
 
 
@@ -149,7 +159,7 @@ def session_sql(lock_wait_s: int) -> list[str]:
 
 class MariaDbDatabase:
     name = "mariadb"
-    schemes = ("mysql", "mariadb", "mysql+pymysql", "mysql+aiomysql", "mariadb+pymysql", "mariadb+aiomysql")
+    schemes = ("mysql", "mariadb", "mysql+pymysql", "mysql+asyncmy", "mariadb+pymysql", "mariadb+asyncmy")
     paramstyle = "format"
     begin_sql = "BEGIN"
     now_sql = "UTC_TIMESTAMP(6)"
@@ -212,7 +222,7 @@ class MariaDbDatabase:
         return (
             Driver("pymysql.connections", "Connection", False, "format", check_pymysql, _execute),
             Driver(__name__, "MySqlConnection", False, "format", _check_wrapped, _execute_wrapped),
-            Driver("aiomysql.connection", "Connection", True, "format", check_pymysql, _execute_async),
+            Driver("asyncmy.connection", "Connection", True, "format", check_pymysql, _execute_async),
         )
 
     def ops(self) -> MariaDbOps:
@@ -243,16 +253,19 @@ _AUTOCOMMIT = 2  # SERVER_STATUS_AUTOCOMMIT
 
 
 def check_pymysql(conn: Any) -> None:
-    """Refuse a PyMySQL or aiomysql connection that has no open transaction. The server reports
-    the transaction state with every reply, so the flag is exact as of the last statement."""
+    """Refuse a PyMySQL or asyncmy connection on which the INSERT would commit by itself.
+
+    The server reports its state with every reply. With autocommit on, only an explicit BEGIN (or
+    ``conn.begin()``) opens a transaction: without one, refuse. With autocommit off (PyMySQL's
+    default) every statement runs in a transaction that only the caller's COMMIT ends, even the
+    first one (MariaDB sets the in-transaction flag only once a statement wrote or locked), so the
+    event commits or rolls back with the caller's changes: accept."""
     status = conn.server_status or 0
-    if status & _IN_TRANS:
+    if status & _IN_TRANS or not status & _AUTOCOMMIT:
         return
-    autocommit = bool(status & _AUTOCOMMIT)
     raise NoTransactionError(
-        "MariaDB/MySQL connection has no open transaction"
-        + (" (it is in autocommit mode)" if autocommit else "")
-        + ": run conn.begin() (or your own statement first) and commit after emit()"
+        "MariaDB/MySQL connection has no open transaction (it is in autocommit mode): run conn.begin()"
+        " or BEGIN first, and commit after emit()"
     )
 
 

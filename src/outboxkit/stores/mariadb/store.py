@@ -1,4 +1,4 @@
-"""MariaDB/MySQL: the relay's store on aiomysql.
+"""MariaDB/MySQL: the relay's store on asyncmy.
 
 The rules it keeps, and the guarantee each serves:
 
@@ -68,7 +68,7 @@ def _keepalive(conn: Any) -> None:
     in about 10 s instead of the kernel's two hours (psycopg gets the same through libpq)."""
     writer = getattr(conn, "_writer", None)
     sock = writer.get_extra_info("socket") if writer is not None else None
-    if sock is None or sock.family == socket.AF_UNIX:
+    if sock is None or getattr(sock, "family", None) != socket.AF_INET:
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3)):
@@ -83,7 +83,7 @@ def storable(text: str, limit: int = 2000) -> str:
 
 
 class MariaDbOutboxStore:
-    """Relay store on aiomysql. Two connections: one for fetches and marks, one for leases (the
+    """Relay store on asyncmy. Two connections: one for fetches and marks, one for leases (the
     keeper runs beside the batches, and a lease transaction must not swallow a batch's statements).
     """
 
@@ -174,12 +174,12 @@ class MariaDbOutboxStore:
 
     # -- connections -------------------------------------------------------------------------------
     async def _connect(self) -> Any:
-        import aiomysql
+        import asyncmy
 
         try:
             conn = await asyncio.wait_for(
-                aiomysql.connect(
-                    **self.params.kwargs("db"),
+                asyncmy.connect(
+                    **self.params.kwargs(),
                     autocommit=True,
                     charset="utf8mb4",
                     connect_timeout=self.connect_timeout,
@@ -216,7 +216,7 @@ class MariaDbOutboxStore:
         self._conn = self._lease = None
 
     def _work(self) -> Any:
-        if self._conn is None or self._conn.closed:
+        if self._conn is None or not self._conn.connected:
             raise UnavailableError("MariaDB connection is closed")
         return self._conn
 
@@ -303,7 +303,7 @@ class MariaDbOutboxStore:
     async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> LeaseGrant:
         self.owner = owner
         async with self._lease_lock:
-            if self._lease is None or self._lease.closed:
+            if self._lease is None or not self._lease.connected:
                 self._lease = await self._connect()
             conn = self._lease
             try:
@@ -377,7 +377,7 @@ class MariaDbOutboxStore:
 
     async def release_leases(self, owner: str, buckets: Collection[int] | None = None) -> None:
         async with self._lease_lock:
-            if self._lease is None or self._lease.closed:
+            if self._lease is None or not self._lease.connected:
                 self._lease = await self._connect()
             conn = self._lease
             if buckets is None:
