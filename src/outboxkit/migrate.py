@@ -13,9 +13,13 @@ def migration_sql(url_or_dialect: str, ref: TableRef, *, notify: bool = True) ->
 
 
 def migrate(url: str, ref: TableRef | None = None, *, notify: bool = True) -> int:
-    """Run the DDL in one migration; returns the number of statements run."""
+    """Run the DDL in one migration, then re-create installed capture triggers with this version's
+    SQL (``outboxkit capture``); returns the number of outbox statements run."""
+    from outboxkit.capture.triggers import reinstall_captures
+
     ref = ref or TableRef()
     database = database_for(url)
     statements = database.schema().ddl(ref, notify=notify)
     database.migrate(url, ref, statements)
+    reinstall_captures(url, ref)
     return len(statements)

@@ -13,6 +13,7 @@ branch on a dialect:
 * :class:`Driver` — one connection class ``emit()`` accepts (sqlite3, psycopg, PyMySQL, ...).
 * :class:`InboxSql` — the consumer's inbox tables and its claim statement.
 * :class:`~outboxkit.stores.ops.OpsDialect` — the SQL behind status, dead letters, replay, cleanup.
+* :class:`~outboxkit.stores.capture.TriggerCapture` — change capture by triggers on business tables.
 * :class:`Database` — the one object that hands all of the above out, plus sync connections for
   operator work, migrations and tests.
 """
@@ -30,6 +31,7 @@ from outboxkit.core.envelope import OutboxEvent
 from outboxkit.errors import ConfigurationError, OutboxkitError
 
 if TYPE_CHECKING:
+    from outboxkit.stores.capture import TriggerCapture
     from outboxkit.stores.ops import OpsDialect
 
 SCHEMA_VERSION = 2  # 2: lease and relay tables (many relays per outbox)
@@ -229,6 +231,10 @@ class OutboxStore(Protocol):
         ...
 
 
+#: A migration step: DDL text, or a statement with its bound parameters.
+Statement = str | tuple[str, Sequence[Any]]
+
+
 class SyncConnection(Protocol):
     """A sync connection in autocommit mode: transactions are explicit ``BEGIN``/``COMMIT``
     statements. ``sqlite3`` and psycopg connections are one already; a store wraps other drivers
@@ -311,8 +317,9 @@ class Database(Protocol):
         """A sync autocommit connection; ``label`` names the session where the database can."""
         ...
 
-    def migrate(self, url: str, ref: TableRef, statements: Sequence[str]) -> None:
-        """Run ``statements`` as one migration, serialised against concurrent migrations."""
+    def migrate(self, url: str, ref: TableRef, statements: Sequence[Statement]) -> None:
+        """Run ``statements`` as one migration, serialised against concurrent migrations (one
+        transaction where DDL is transactional: PostgreSQL, SQLite)."""
         ...
 
     def drivers(self) -> Sequence[Driver]: ...
@@ -320,6 +327,8 @@ class Database(Protocol):
     def ops(self) -> OpsDialect: ...
 
     def inbox(self) -> InboxSql: ...
+
+    def capture(self) -> TriggerCapture: ...
 
     def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
         """The outboxkit error for a driver exception (``UnavailableError`` for a lost connection,

@@ -24,9 +24,18 @@ from outboxkit.errors import (
     TransientError,
     UnavailableError,
 )
-from outboxkit.stores.base import Driver, OutboxSchema, OutboxStore, SyncConnection, TableRef, validate_identifier
+from outboxkit.stores.base import (
+    Driver,
+    OutboxSchema,
+    OutboxStore,
+    Statement,
+    SyncConnection,
+    TableRef,
+    validate_identifier,
+)
 
 if TYPE_CHECKING:
+    from outboxkit.stores.mariadb.capture import MariaDbCapture
     from outboxkit.stores.mariadb.inbox import MariaDbInbox
     from outboxkit.stores.mariadb.ops import MariaDbOps
 
@@ -196,7 +205,7 @@ class MariaDbDatabase:
             raise UnavailableError(f"MariaDB at {redact_url(url)} is unavailable: {first_line(exc)}") from None
         return conn
 
-    def migrate(self, url: str, ref: TableRef, statements: Sequence[str]) -> None:
+    def migrate(self, url: str, ref: TableRef, statements: Sequence[Statement]) -> None:
         conn = self.connect(url, label="outboxkit-migrate")
         lock = f"outboxkit-migrate:{ref.schema or ''}.{ref.table}"
         try:
@@ -207,7 +216,10 @@ class MariaDbDatabase:
                 raise UnavailableError(f"another migration of {ref.qualified} holds the lock for over 60 s")
             try:
                 for stmt in statements:
-                    conn.execute(stmt)
+                    if isinstance(stmt, tuple):
+                        conn.execute(stmt[0], stmt[1])
+                    else:
+                        conn.execute(stmt)
             finally:
                 conn.execute("SELECT RELEASE_LOCK(%s)", (lock,))
         except Exception as exc:
@@ -234,6 +246,11 @@ class MariaDbDatabase:
         from outboxkit.stores.mariadb.inbox import MariaDbInbox
 
         return MariaDbInbox()
+
+    def capture(self) -> MariaDbCapture:
+        from outboxkit.stores.mariadb.capture import MariaDbCapture
+
+        return MariaDbCapture()
 
     def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
         return translate(exc, where)

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import NoTransactionError, OutboxkitError, SchemaError, UnavailableError
-from outboxkit.stores.base import Driver, OutboxSchema, OutboxStore, SyncConnection, TableRef
+from outboxkit.stores.base import Driver, OutboxSchema, OutboxStore, Statement, SyncConnection, TableRef
 
 if TYPE_CHECKING:
+    from outboxkit.stores.postgres.capture import PostgresCapture
     from outboxkit.stores.postgres.inbox import PostgresInbox
     from outboxkit.stores.postgres.ops import PostgresOps
 
@@ -56,7 +57,7 @@ class PostgresDatabase:
             raise UnavailableError(f"PostgreSQL at {redact_url(url)} is unavailable: {first_line(exc)}") from None
         return conn
 
-    def migrate(self, url: str, ref: TableRef, statements: Sequence[str]) -> None:
+    def migrate(self, url: str, ref: TableRef, statements: Sequence[Statement]) -> None:
         import psycopg
 
         try:
@@ -64,7 +65,10 @@ class PostgresDatabase:
                 # Serialise concurrent migrations of the same outbox (two deploys at once).
                 conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", [ref.lock_name])
                 for stmt in statements:
-                    conn.execute(stmt.encode())  # bytes: DDL text with validated, quoted identifiers
+                    if isinstance(stmt, tuple):
+                        conn.execute(stmt[0].encode(), stmt[1])
+                    else:
+                        conn.execute(stmt.encode())  # bytes: DDL text with validated, quoted identifiers
         except psycopg.OperationalError as exc:
             raise UnavailableError(f"PostgreSQL at {redact_url(url)} is unavailable: {first_line(exc)}") from None
 
@@ -83,6 +87,11 @@ class PostgresDatabase:
         from outboxkit.stores.postgres.inbox import PostgresInbox
 
         return PostgresInbox()
+
+    def capture(self) -> PostgresCapture:
+        from outboxkit.stores.postgres.capture import PostgresCapture
+
+        return PostgresCapture()
 
     def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
         # The one table for PostgreSQL (H12), shared with the relay store: store.translate.

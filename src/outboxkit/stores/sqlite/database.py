@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from outboxkit.errors import ConfigurationError, NoTransactionError, OutboxkitError, SchemaError
-from outboxkit.stores.base import Driver, OutboxSchema, OutboxStore, SyncConnection, TableRef
+from outboxkit.stores.base import Driver, OutboxSchema, OutboxStore, Statement, SyncConnection, TableRef
 from outboxkit.stores.sqlite.inbox import SqliteInbox
 from outboxkit.stores.sqlite.ops import SqliteOps
 from outboxkit.stores.sqlite.store import SqliteOutboxStore, SqliteSchema, connect, sqlite_path, translate
+
+if TYPE_CHECKING:
+    from outboxkit.stores.sqlite.capture import SqliteCapture
 
 
 class SqliteDatabase:
@@ -34,13 +37,16 @@ class SqliteDatabase:
     def connect(self, url: str, *, label: str = "outboxkit") -> SyncConnection:
         return connect(sqlite_path(url), timeout=30)
 
-    def migrate(self, url: str, ref: TableRef, statements: Sequence[str]) -> None:
+    def migrate(self, url: str, ref: TableRef, statements: Sequence[Statement]) -> None:
         lite = connect(sqlite_path(url))
         try:
             # One writer at a time: BEGIN IMMEDIATE serialises concurrent migrations too.
             lite.execute("BEGIN IMMEDIATE")
             for stmt in statements:
-                lite.execute(stmt)
+                if isinstance(stmt, tuple):
+                    lite.execute(stmt[0], stmt[1])
+                else:
+                    lite.execute(stmt)
             lite.execute("COMMIT")
         finally:
             lite.close()
@@ -53,6 +59,11 @@ class SqliteDatabase:
 
     def inbox(self) -> SqliteInbox:
         return SqliteInbox()
+
+    def capture(self) -> SqliteCapture:
+        from outboxkit.stores.sqlite.capture import SqliteCapture
+
+        return SqliteCapture()
 
     def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
         # The one table for SQLite (H12), shared with the relay store: store.translate.
