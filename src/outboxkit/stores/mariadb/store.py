@@ -7,10 +7,10 @@ The rules it keeps, and the guarantee each serves:
   seq is found by the next fetch.
 * **Fresh reads.** Connections run autocommit statements at READ COMMITTED: each fetch sees every
   transaction committed before it, never a REPEATABLE READ snapshot kept from an earlier statement.
-* **Fenced marks (H6).** ``mark_delivered`` and ``record_failure`` join the lease table in the same
-  UPDATE and require owner, epoch and an unexpired lease on the database's clock
-  (``UTC_TIMESTAMP(6)``). InnoDB reads the joined lease row with a lock, so a takeover that commits
-  first fails the mark, and a takeover that comes later waits for the mark to commit.
+* **Fenced marks (H6).** ``mark_delivered`` and ``record_failure`` check the lease in the same
+  UPDATE: owner, epoch and an unexpired lease on the database's clock (``UTC_TIMESTAMP(6)``). A
+  takeover commits only after the lease expired there, so a mark that passes the check ran while
+  the lease was still this relay's; a relay that paused past its lease marks nothing.
 * **Leases on the database's clock.** Expiry, renewal and takeover compare with the server's time,
   never a relay's, so clock skew between relay hosts cannot let two relays hold a bucket.
 
@@ -121,10 +121,13 @@ class MariaDbOutboxStore:
         # running sum bounds a batch by bytes as well as rows; the first row always passes, so one
         # huge row still moves on.
         def bounded(where: str, prefix: str = "") -> str:
+            # LIMIT first, in the innermost query: this database computes a window function over
+            # every row its query finds before applying LIMIT, so a window over the pending scan
+            # itself would read every pending row (and payload) on each fetch.
             return (
-                f"{prefix}SELECT w.* FROM (SELECT {_COLUMNS}, SUM(LENGTH(o.payload)) OVER (ORDER BY o.seq) AS running,"
-                f" LENGTH(o.payload) AS size FROM {t} o WHERE {_PENDING}{hold}{where} ORDER BY o.seq LIMIT %(limit)s) w"
-                " WHERE w.running - w.size < %(max_bytes)s ORDER BY w.seq"
+                f"{prefix}SELECT w.* FROM (SELECT x.*, SUM(x.size) OVER (ORDER BY x.seq) AS running FROM ("
+                f"SELECT {_COLUMNS}, LENGTH(o.payload) AS size FROM {t} o WHERE {_PENDING}{hold}{where}"
+                " ORDER BY o.seq LIMIT %(limit)s) x) w WHERE w.running - w.size < %(max_bytes)s ORDER BY w.seq"
             )
 
         self._fetch_sql = bounded("")
@@ -151,23 +154,26 @@ class MariaDbOutboxStore:
         self._mark_sql = (
             f"UPDATE {t} o SET o.delivered_at = UTC_TIMESTAMP(6) WHERE o.seq IN ({{seqs}}) AND o.delivered_at IS NULL"
         )
-        # Fencing (H6): the lease row is joined in the UPDATE itself (a locking read), so the check
-        # and the mark are one atomic step. (bucket, epoch) pairs are the leases this relay was
-        # granted; a bucket re-leased since has a higher epoch and its rows are not marked.
+        # Fencing (H6): a row is marked only while this relay holds its bucket at the epoch it was
+        # granted, unexpired on the database's clock. (bucket, epoch) pairs are the leases of the
+        # batch; a bucket re-leased since has a higher epoch, so its rows are not marked. The lease
+        # is read by a subquery, which READ COMMITTED evaluates as a consistent, non-locking read of
+        # the latest committed lease: the check holds at the statement's start, and a takeover can
+        # only commit after the lease expired there. (A join would read the lease rows with shared
+        # locks and deadlock against the lease keeper's renewal.)
         fence = (
-            f" JOIN {leases} l ON l.bucket = o.bucket AND l.owner = %(owner)s"
-            " AND (l.bucket, l.epoch) IN ({fence}) AND l.expires_at > UTC_TIMESTAMP(6)"
+            f" AND EXISTS (SELECT 1 FROM {leases} l WHERE l.bucket = o.bucket AND l.owner = %(owner)s"
+            " AND (l.bucket, l.epoch) IN ({fence}) AND l.expires_at > UTC_TIMESTAMP(6))"
         )
         self._mark_fenced_sql = (
-            f"UPDATE {t} o{fence} SET o.delivered_at = UTC_TIMESTAMP(6)"
-            " WHERE o.seq IN ({seqs}) AND o.delivered_at IS NULL"
+            f"UPDATE {t} o SET o.delivered_at = UTC_TIMESTAMP(6)"
+            " WHERE o.seq IN ({seqs}) AND o.delivered_at IS NULL" + fence
         )
-        fail_set = (
-            " SET o.attempts = o.attempts + 1, o.last_error = %(error)s,"
+        self._fail_sql = (
+            f"UPDATE {t} o SET o.attempts = o.attempts + 1, o.last_error = %(error)s,"
             " o.dead_at = CASE WHEN %(dead)s THEN UTC_TIMESTAMP(6) ELSE o.dead_at END WHERE o.seq = %(seq)s"
         )
-        self._fail_sql = f"UPDATE {t} o{fail_set}"
-        self._fail_fenced_sql = f"UPDATE {t} o{fence}{fail_set}"
+        self._fail_fenced_sql = self._fail_sql + fence
         # Wake-up fingerprint: changes when a pending row appears (even one with a low seq that
         # committed late) or leaves. An index-only scan of the pending index.
         self._fingerprint_sql = f"SELECT COUNT(*), COALESCE(SUM(o.seq), 0) FROM {t} o WHERE {_PENDING}"
