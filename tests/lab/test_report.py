@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 from pathlib import Path
 
@@ -38,6 +39,9 @@ async def test_report_json_and_html_hold_the_results(tmp_path: Path) -> None:
     assert json_path.exists()
     assert "<script" not in text and "http://" not in text.replace("http://www.w3.org/2000/svg", "")
     assert "id='results'" in text and "dual-write" in text
+    # The report says when each capture method fits, next to what it measured.
+    assert "When each method fits" in text and "id='fits'" in text
+    assert json.loads(json_path.read_text())["strategies"][0]["fits"].startswith("never where an event")
 
 
 def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:

@@ -41,7 +41,8 @@ def run(
     events: Annotated[int, typer.Option("--events", "-n", help="Committed events per strategy.")] = 400,
     seed: Annotated[int, typer.Option("--seed", help="Fault schedule and workload seed.")] = 1,
     db: Annotated[
-        str, typer.Option("--db", help="postgresql://... or sqlite (a temporary file per strategy).")
+        str,
+        typer.Option("--db", help="postgresql://..., mysql://... (MariaDB) or sqlite (a temporary file per strategy)."),
     ] = DEFAULT_DB,
     out: Annotated[str, typer.Option("--out", help="Directory for report.json and report.html.")] = "lab-report",
 ) -> None:
@@ -73,4 +74,7 @@ def run(
 
         lab = asyncio.run(run_lab(options, on_phase, on_done))
     json_path, html_path = write_reports(lab, out)
+    console.print("[bold]When each method fits[/]")
+    for run in lab.runs:
+        console.print(f"  [bold]{run.strategy}[/]: {run.fits}", highlight=False)
     console.print(f"{len(lab.runs)} strategies in {time.monotonic() - started:.1f}s; wrote {json_path} and {html_path}")

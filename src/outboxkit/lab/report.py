@@ -117,6 +117,8 @@ def render_html(data: dict[str, Any]) -> str:
         _bars(runs, ("throughput",), "throughput", "events/s"),
         "<h2>Faults</h2>",
         _faults_table(runs),
+        "<h2>When each method fits</h2>",
+        _fits_table(runs),
         "</body></html>",
     ]
     return "\n".join(parts)
@@ -136,6 +138,16 @@ def _results_table(runs: list[dict[str, Any]]) -> str:
             cells.append(f"<td class='{cls}'>{html.escape(_cell(r[field]))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table id='results'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _fits_table(runs: list[dict[str, Any]]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(r['strategy'])}</td><td style='text-align:left'>{html.escape(r['summary'])}</td>"
+        f"<td style='text-align:left'>{html.escape(r.get('fits', ''))}</td></tr>"
+        for r in runs
+    )
+    head = "<thead><tr><th>strategy</th><th>how</th><th>fits</th></tr></thead>"
+    return f"<table id='fits'>{head}<tbody>{rows}</tbody></table>"
 
 
 def _faults_table(runs: list[dict[str, Any]]) -> str:

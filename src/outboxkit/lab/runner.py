@@ -52,6 +52,7 @@ class LabOptions:
 class StrategyRun:
     strategy: str
     summary: str
+    fits: str
     faults: list[Scheduled]
     not_applicable: list[str]
     verdict: Verdict
@@ -62,6 +63,7 @@ class StrategyRun:
         return {
             "strategy": self.strategy,
             "summary": self.summary,
+            "fits": self.fits,
             "faults": [f.as_dict() for f in self.faults],
             "not_applicable": self.not_applicable,
             "elapsed_s": self.elapsed,
@@ -165,10 +167,12 @@ async def _run_one(
         supervisor.cancel()
         companion.stop()
         phase(strategy.name, "verifying")
-        received = await _read_stream(nc, stream)
+        received = await _read_stream(nc, stream, strategy)
         verdict = verify(workload.committed(), received, WriterLog.read(workdir / slug / "writer.jsonl"), faults)
         await nc.jetstream().delete_stream(stream)
-    return StrategyRun(strategy.name, strategy.summary, faults, skipped, verdict, time.monotonic() - started, restarts)
+    return StrategyRun(
+        strategy.name, strategy.summary, strategy.fits, faults, skipped, verdict, time.monotonic() - started, restarts
+    )
 
 
 class _Companion:
@@ -289,10 +293,8 @@ def _kill_connections(env: Env) -> None:
     env.database.kill_sessions(env.db, f"outboxkit-lab-{env.schema}", f"{q}{env.schema}{q}")
 
 
-async def _read_stream(nc: Any, stream: str) -> list[Received]:
+async def _read_stream(nc: Any, stream: str, strategy: Strategy) -> list[Received]:
     """Every message the stream holds, in stream order, with the broker's store time."""
-    import json
-
     js = nc.jetstream()
     total = (await js.stream_info(stream)).state.messages
     out: list[Received] = []
@@ -303,18 +305,8 @@ async def _read_stream(nc: Any, stream: str) -> list[Received]:
         while len(out) < total:
             msg = await sub.next_msg(timeout=10)
             headers = msg.headers or {}
-            try:
-                tx = int(json.loads(msg.data)["tx"])
-            except (ValueError, KeyError, TypeError):
-                tx = None
-            out.append(
-                Received(
-                    headers.get("ce-id") or headers.get("Nats-Msg-Id", ""),
-                    headers.get("ce-subject"),
-                    tx,
-                    msg.metadata.timestamp.timestamp(),
-                )
-            )
+            event_id, tx = strategy.identify(headers, msg.data)
+            out.append(Received(event_id, headers.get("ce-subject"), tx, msg.metadata.timestamp.timestamp()))
     finally:
         await sub.unsubscribe()
     return out

@@ -8,15 +8,29 @@ the event goes and when. Crash points are passed where the approach really has t
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import sys
+from collections.abc import Mapping
 from typing import Any
 
+from outboxkit.capture import CaptureSpec, add_capture
 from outboxkit.core.envelope import new_event_id
 from outboxkit.errors import TransientError
 from outboxkit.lab.faults import Txn
-from outboxkit.lab.strategy import Env, Strategy, WriteContext, business, encode, event, local_dir, payload
+from outboxkit.lab.strategy import (
+    Env,
+    Strategy,
+    WriteContext,
+    business,
+    encode,
+    event,
+    identify_by_envelope,
+    local_dir,
+    payload,
+)
 from outboxkit.migrate import migrate
+from outboxkit.stores.base import TableRef
 
 
 def _finish(ctx: WriteContext, txn: Txn) -> bool:
@@ -46,6 +60,8 @@ class _NoOutbox:
     """Defaults for the strategies that keep no outbox: nothing to set up, no companion process,
     never a backlog to drain."""
 
+    identify = staticmethod(identify_by_envelope)
+
     def prepare(self, env: Env) -> None:
         return None
 
@@ -61,6 +77,7 @@ class DualWrite(_NoOutbox):
 
     name = "dual-write"
     summary = "commit, then publish"
+    fits = "never where an event must not be lost: a crash or a broker outage after COMMIT drops it"
 
     async def recover(self, ctx: WriteContext) -> None:
         return None  # nothing was recorded anywhere that could be replayed
@@ -86,6 +103,7 @@ class PublishThenCommit(_NoOutbox):
 
     name = "publish-then-commit"
     summary = "publish inside the transaction, then commit"
+    fits = "never where consumers act on events: a failed COMMIT leaves a published event for nothing"
 
     async def recover(self, ctx: WriteContext) -> None:
         return None  # a published event cannot be taken back
@@ -115,6 +133,7 @@ class LocalLog(_NoOutbox):
 
     name = "local-log"
     summary = "intent in a local SQLite log, commit, publish; replay at start-up"
+    fits = "only where instances keep their disk forever; a replaced instance loses its pending intents"
 
     def _log(self, env: Env) -> sqlite3.Connection:
         conn = sqlite3.connect(local_dir(env) / "intent-log.db", isolation_level=None)
@@ -174,8 +193,10 @@ class _Outbox:
 
     name = ""
     summary = ""
+    fits = ""
     inline = False
     relay: str | None = None  # "poll" or "notify"
+    identify = staticmethod(identify_by_envelope)
 
     def prepare(self, env: Env) -> None:
         migrate(env.db, env.ref, notify=self.relay == "notify")
@@ -232,7 +253,8 @@ def _connect(env: Env) -> Any:
 
 
 def _unmarked(env: Env, conn: Any) -> list[Any]:
-    sql = f"SELECT seq, id, key, payload FROM {env.outbox} WHERE delivered_at IS NULL AND dead_at IS NULL"
+    q = env.database.quote  # "key" is a reserved word on MariaDB: quote the column everywhere
+    sql = f"SELECT seq, id, {q}key{q}, payload FROM {env.outbox} WHERE delivered_at IS NULL AND dead_at IS NULL"
     return list(conn.execute(sql + " ORDER BY seq").fetchall())
 
 
@@ -248,19 +270,58 @@ def _mark(ctx: WriteContext, ids: list[str]) -> None:
 
 class OutboxInline(_Outbox):
     name, summary, inline = "outbox-inline", "outbox row in the transaction; the writer publishes and marks", True
+    fits = "a single long-lived writer with no relay to run; events wait for its restart after a crash"
 
 
 class OutboxRelayPoll(_Outbox):
     name, summary, relay = "outbox-relay-poll", "outbox row; a relay process polls (1 s)", "poll"
+    fits = "events that may wait up to the poll interval; no notification cost on commits (H2)"
 
 
 class OutboxRelayNotify(_Outbox):
     name, summary, relay = "outbox-relay-notify", "outbox row; a relay woken by LISTEN/NOTIFY", "notify"
+    fits = "the default: your code calls emit() in its transaction, a relay delivers within milliseconds"
 
 
 class OutboxInlineRelay(_Outbox):
     name, summary = "outbox-inline+relay", "outbox row; writer publishes right away, relay as safety net"
     inline, relay = True, "notify"
+    fits = "the lowest latency from code you control; the relay still delivers whatever the writer did not"
+
+
+class Trigger(_Outbox):
+    """No emit at all: a capture trigger on ``order_events`` writes the outbox row in the business
+    transaction (``outboxkit capture add``), and a relay publishes it. The application is unchanged;
+    the event is the changed row, as JSON the database built."""
+
+    name, summary, relay = "trigger", "a database trigger writes the outbox row; a relay publishes", "notify"
+    fits = (
+        "writes you cannot change (other languages, psql, legacy code) or row-change events; costs a"
+        " trigger on every write and the event is the row, not a domain event"
+    )
+
+    def prepare(self, env: Env) -> None:
+        super().prepare(env)
+        target = TableRef("order_events", env.schema)
+        add_capture(env.db, CaptureSpec(target, env.topic, key="customer", on=("insert",)), env.ref)
+
+    async def write(self, ctx: WriteContext, txn: Txn) -> None:
+        ids = [new_event_id() for _ in range(txn.events)]
+        _begin(ctx)
+        business(ctx, txn, ids)  # the trigger fires on each order_events row
+        await ctx.at("mid-tx")
+        await ctx.at("before-commit")
+        if _finish(ctx, txn):
+            ctx.committed(txn, ids)
+            await ctx.at("after-commit")
+
+    @staticmethod
+    def identify(headers: Mapping[str, str], data: bytes) -> tuple[str, int | None]:
+        # The captured row is the ground truth's own row: its event_id names the event.
+        try:
+            return str(json.loads(data)["after"]["event_id"]), None
+        except (ValueError, KeyError, TypeError):
+            return headers.get("ce-id", ""), None
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -273,5 +334,6 @@ STRATEGIES: dict[str, Strategy] = {
         OutboxRelayPoll(),
         OutboxRelayNotify(),
         OutboxInlineRelay(),
+        Trigger(),
     )
 }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -87,6 +87,8 @@ class WriteContext(Protocol):
 class Strategy(Protocol):
     name: str
     summary: str
+    #: when this capture method fits, in a sentence (the report shows it next to the measurements)
+    fits: str
 
     def prepare(self, env: Env) -> None:
         """Create what the strategy needs in the database (outbox table, triggers, ...). Idempotent."""
@@ -107,6 +109,20 @@ class Strategy(Protocol):
     async def write(self, ctx: WriteContext, txn: Txn) -> None:
         """One business transaction and its events, passing the crash points it has."""
         ...
+
+    def identify(self, headers: Mapping[str, str], data: bytes) -> tuple[str, int | None]:
+        """Which committed event a received message is (its id in ``order_events``) and the
+        planned transaction that sent it, if the payload says."""
+        ...
+
+
+def identify_by_envelope(headers: Mapping[str, str], data: bytes) -> tuple[str, int | None]:
+    """The message's own id (``ce-id``), and ``tx`` from the payload the lab writers send."""
+    try:
+        tx = int(json.loads(data)["tx"])
+    except (ValueError, KeyError, TypeError):
+        tx = None
+    return headers.get("ce-id") or headers.get("Nats-Msg-Id", ""), tx
 
 
 def payload(txn: Txn, i: int) -> dict[str, Any]:
