@@ -39,6 +39,8 @@ def main() -> None:
         "tally": result.tally.as_dict(),
         "faults": dict(result.faults),
         "relay_exits": result.relay_exits,
+        "bad_rows": result.bad_rows,
+        "bad_rows_dead_with_reason": result.bad_dead,
         "elapsed_s": result.elapsed,
     }
     print(summary)

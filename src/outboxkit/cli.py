@@ -198,6 +198,10 @@ def consume(
     check_order: Annotated[
         bool, typer.Option("--check-order", help="Report per-key out-of-order arrivals (sequence attribute).")
     ] = False,
+    skip_failed_keys: Annotated[
+        bool,
+        typer.Option("--skip-failed-keys", help="Let a key's later messages pass one that is failing (default: wait)."),
+    ] = False,
 ) -> None:
     """Consume effectively once: each event's handler runs in the inbox's transaction, then the ack."""
     from outboxkit.inbox.process import load_handler, serve_inbox
@@ -217,6 +221,7 @@ def consume(
             schema=settings.ref.schema,
             max_attempts=max_attempts,
             check_order=check_order,
+            hold_failed_keys=not skip_failed_keys,
         )
     )
     err.print(
@@ -289,10 +294,13 @@ def main() -> None:
             show()
             sys.exit(int(getattr(exc, "exit_code", 2)))
         code = 2 if isinstance(exc, ConfigurationError) else 1
+        from outboxkit.core.logfmt import redact_text
+
+        text = redact_text(str(exc))  # a driver's message may quote a URL or a password
         if isinstance(exc, OutboxkitError):
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {text}", highlight=False, markup=True)
             if isinstance(exc, UnavailableError):
                 err.print("is the service running and the URL right?", style="dim")
         else:
-            err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} (run with --debug for details)")
+            err.print(f"[bold red]error:[/] {type(exc).__name__}: {text} (run with --debug for details)")
         sys.exit(code)

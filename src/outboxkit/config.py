@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from outboxkit.core.urls import redact_url, scheme_of
+from outboxkit.core.urls import redact_url, remember_secrets, scheme_of
 from outboxkit.errors import ConfigurationError
 from outboxkit.relay.loop import RelayConfig
 from outboxkit.stores.base import TableRef
@@ -144,6 +144,8 @@ def resolve(
     )
     db = merged.get("db")
     broker = merged.get("broker")
+    # From here on, these URLs' passwords and tokens are masked in every log line and error.
+    remember_secrets(db, broker)
     return Settings(
         db=check_db_url(db) if db else None,
         broker=check_broker_url(broker) if broker else None,

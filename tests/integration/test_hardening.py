@@ -13,19 +13,27 @@ Each test is named after the item it covers and fails on the code before the fix
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
+from outboxkit import migrate
 from outboxkit.brokers.nats import connect
+from outboxkit.brokers.registry import publisher_for
 from outboxkit.relay import RelayConfig
 from outboxkit.relay.inline import InlinePublisher
+from outboxkit.relay.loop import Relay
 from outboxkit.relay.process import build_relay
 from outboxkit.stores.base import Filter, TableRef
+from outboxkit.stores.postgres import PostgresOutboxStore
 from outboxkit.stores.registry import database_for, store_for
-from tests.conftest import Backend, unique
-from tests.helpers import db_connect, emit_many, key_column, pending, read_all, running_relay, table
+from outboxkit.testing import NatsServer
+from tests.conftest import Backend, Stream, make_stream, unique
+from tests.helpers import db_connect, emit_many, key_column, pending, read_all, running_relay, table, wait_drained
 from tests.helpers import ph as placeholder
 
 MiB = 1024 * 1024
@@ -206,8 +214,6 @@ async def test_item2_an_exception_nobody_classified_is_counted_not_fatal(backend
                 raise RuntimeError("driver surprise")
             return await super().publish(event)
 
-    from outboxkit.relay.loop import Relay
-
     topic_ok, topic_boom = backend.stream.topic("fine"), backend.stream.topic("boom")
     boom = emit_many(backend.db, backend.ref, topic_boom, [{"b": 1}], key=lambda _: "b")
     fine = emit_many(backend.db, backend.ref, topic_ok, [{"f": i} for i in range(5)], key=lambda i: f"f{i}")
@@ -286,3 +292,165 @@ async def test_item8_bytes_bound_keeps_the_relay_delivering(backend: Backend) ->
         got = await read_all(backend.stream.url, backend.stream.name, expect=15, idle=1.0)
     assert [m.event_id for m in got] == ids
     assert relay.stats.batches >= 5
+
+
+def _terminate(pg_url: str, where: str, params: list[Any]) -> int:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(
+            (
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND " + where
+            ).encode(),
+            params,
+        ).fetchall()
+    return len(rows)
+
+
+def _pg_relay(pg_url: str, broker: str, ref: TableRef, app: str, **config: Any) -> Relay:
+    settings = {"poll_interval": 0.05, "lease_ttl": 1.5, **config}
+    return Relay(
+        lambda: PostgresOutboxStore(pg_url, ref, application_name=app),
+        lambda: publisher_for(broker),
+        RelayConfig(**settings),
+    )
+
+
+async def _until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+async def test_item4_a_relay_standing_by_recovers_when_its_lease_keeper_fails(
+    pg_url: str, pg_ref: TableRef, nats_stream: Stream
+) -> None:
+    """Relay B stands by (A holds every bucket). B's database connections are cut, so its lease
+    keeper fails while B waits for a lease change. B must notice, reconnect and take the buckets
+    over when A leaves; before the fix it stayed parked forever."""
+    a = _pg_relay(pg_url, nats_stream.url, pg_ref, "okt-relay-a", lease_ttl=30.0)
+    b = _pg_relay(pg_url, nats_stream.url, pg_ref, "okt-relay-b", lease_ttl=1.5)
+    run_a, run_b = running_relay(a), running_relay(b)
+    await run_a.__aenter__()
+    try:
+        await _until(lambda: len(a.leases) == 64, 10, "A holds every bucket")
+        await run_b.__aenter__()
+        try:
+            await asyncio.sleep(0.5)
+            assert not b.leases, "B stands by while A holds every bucket"
+            assert _terminate(pg_url, "application_name = %s", ["okt-relay-b"]) >= 1
+            await asyncio.sleep(1.5)  # B's keeper meets the dead connection on its next renewal
+            await run_a.__aexit__(None, None, None)  # A leaves cleanly: every bucket is free now
+            ids = emit_many(pg_url, pg_ref, nats_stream.topic("standby"), [{"i": i} for i in range(10)])
+            got = await read_all(nats_stream.url, nats_stream.name, expect=10, idle=0.5, timeout=30)
+            assert [m.event_id for m in got] == ids, "B took the buckets over and delivered"
+            assert run_b.task is not None and not run_b.task.done()
+        finally:
+            await run_b.__aexit__(None, None, None)
+    finally:
+        if run_a.task is not None and not run_a.task.done():
+            await run_a.__aexit__(None, None, None)
+
+
+@pytest.fixture
+def pg_database(pg_url: str) -> Iterator[str]:
+    """A database of its own (for database-wide settings), migrated, dropped after the test."""
+    name = unique("okt_db")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    url = pg_url.rsplit("/", 1)[0] + f"/{name}"
+    migrate(url)
+    yield url
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+
+
+async def test_item5_a_read_only_node_after_fail_over_is_unavailable_not_fatal(
+    pg_database: str, pg_url: str, nats_stream: Stream
+) -> None:
+    """The relay reconnects to a node that is read-only (a demoted primary): its writes fail with
+    ReadOnlySqlTransaction. That is an outage: retry until the node is writable again, then go on."""
+    name = pg_database.rsplit("/", 1)[1]
+    ref = TableRef()
+    relay = _pg_relay(pg_database, nats_stream.url, ref, "okt-relay-ro")
+    async with running_relay(relay) as running:
+        first = emit_many(pg_database, ref, nats_stream.topic("ro"), [{"n": 1}])
+        await wait_drained(pg_database, ref)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'.encode())
+        _terminate(pg_url, "datname = %s", [name])
+        await asyncio.sleep(3.0)  # reconnects, meets the read-only node, backs off, retries
+        assert running.task is not None and not running.task.done(), "the relay is still running"
+        assert relay.stats.outages >= 1
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only'.encode())
+        _terminate(pg_url, "datname = %s AND application_name <> %s", [name, "okt-relay-ro"])
+        second = emit_many(pg_database, ref, nats_stream.topic("ro"), [{"n": 2}])
+        got = await read_all(nats_stream.url, nats_stream.name, expect=2, idle=0.5, timeout=30)
+        assert [m.event_id for m in got] == [*first, *second]
+
+
+async def test_item6_rebalancing_does_not_re_send(pg_url: str, pg_ref: TableRef, nats_stream: Stream) -> None:
+    """A second relay joins while the first is busy: buckets move only once drained, so no event
+    is published twice (no fault happened; G6 allows duplicates only after faults)."""
+    a = _pg_relay(pg_url, nats_stream.url, pg_ref, "okt-relay-a", lease_ttl=1.5, batch_size=200, window=100)
+    b = _pg_relay(pg_url, nats_stream.url, pg_ref, "okt-relay-b", lease_ttl=1.5, batch_size=200, window=100)
+    topic = nats_stream.topic("rebalance")
+    total = 4000
+    stop_writing = threading.Event()
+
+    def writer() -> None:
+        for chunk in range(40):
+            if stop_writing.is_set():
+                return
+            emit_many(pg_url, pg_ref, topic, [{"c": chunk, "i": i} for i in range(total // 40)], key=lambda i: f"k{i}")
+
+    async with running_relay(a):
+        write = asyncio.create_task(asyncio.to_thread(writer))
+        try:
+            await asyncio.sleep(1.0)
+            async with running_relay(b):
+                await write
+                await wait_drained(pg_url, pg_ref, timeout=60)
+                await _until(lambda: 0 < len(b.leases) < 64, 10, "B took a share of the buckets")
+        finally:
+            stop_writing.set()
+    assert a.stats.fenced == 0 and b.stats.fenced == 0
+    assert a.stats.published + b.stats.published == total, (a.stats.published, b.stats.published)
+    assert b.stats.published > 0
+
+
+async def test_item8_inline_publishing_has_backpressure_during_a_broker_outage(tmp_path: Any) -> None:
+    """With the broker gone, InlinePublisher neither piles up work nor slows the writer: at most
+    max_pending events are in its hands, the rest go to the relay at once; after the outage it
+    publishes again (its client rebuilt), and the relay delivers everything it left."""
+    db = f"sqlite:///{tmp_path}/inline.db"
+    migrate(db)
+    ref = TableRef()
+    with NatsServer() as server:
+        stream = await make_stream(server.url)
+        ids = emit_many(db, ref, stream.topic("bp"), [{"i": i} for i in range(3000)], key=lambda i: f"k{i % 50}")
+        inline = await asyncio.to_thread(lambda: InlinePublisher(db, server.url, ref=ref, max_pending=500).start())
+        try:
+            server.stop()
+            started = time.monotonic()
+            futures = [inline.submit(ids[i : i + 100]) for i in range(0, 3000, 100)]
+            submitting = time.monotonic() - started
+            assert inline.pending <= 500, "never more than max_pending events in hand"
+            results = [await asyncio.wrap_future(f) for f in futures]
+            assert sum(results) == 0 and inline.left_to_relay == 3000
+            assert submitting < 5.0, f"submit did not wait for the broker ({submitting:.1f}s)"
+            server.start()
+            more = emit_many(db, ref, stream.topic("bp"), [{"m": i} for i in range(10)], key=lambda i: f"m{i}")
+            deadline = time.monotonic() + 60
+            while inline.published == 0 and time.monotonic() < deadline:
+                await asyncio.wrap_future(inline.submit(more))
+                await asyncio.sleep(0.5)
+            assert inline.published > 0, "inline publishing resumed after the outage"
+        finally:
+            await asyncio.to_thread(inline.close)
+        async with running_relay(build_relay(db, server.url, ref=ref, config=RelayConfig(poll_interval=0.05))):
+            await wait_drained(db, ref, timeout=60)
+        got = await read_all(server.url, stream.name, expect=3010, idle=1.0)
+        assert sorted({m.event_id for m in got}) == sorted([*ids, *more])

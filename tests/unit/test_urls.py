@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from outboxkit.core.urls import redact_url, scheme_of
+from outboxkit.core.urls import redact_url, remember_secrets, scheme_of, scrub, secrets_of
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,36 @@ def test_scheme_of() -> None:
     assert scheme_of("PostgreSQL://h/db") == "postgresql"
     assert scheme_of("postgresql+psycopg://h/db") == "postgresql+psycopg"
     assert scheme_of("sqlite:///x.db") == "sqlite"
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("nats://S3cretToken@127.0.0.1:4222", "S3cretToken"),
+        ("tls://S3cretToken@h:4222", "S3cretToken"),
+        ("kafka://h:9092?sasl_password=S3cretPw&security_protocol=SASL_SSL", "S3cretPw"),
+        ("kafka://h:9092?sasl.password=S3cretPw", "S3cretPw"),
+        ("mqtt://u:S3cretPw@h:1883", "S3cretPw"),
+        ("redis://:S3cretPw@h:6379/0", "S3cretPw"),
+        ("amqps://u:S3cret%2FPw@h/vhost", "S3cret"),
+        ("postgresql://h/db?sslpassword=S3cretPw", "S3cretPw"),
+        ("host=127.0.0.1 port=5432 password=S3cretPw dbname=app", "S3cretPw"),
+        ("host=127.0.0.1 password='S3cret Pw' dbname=app", "S3cret"),
+    ],
+)
+def test_item9_every_form_of_secret_is_masked(url: str, secret: str) -> None:
+    assert secret not in redact_url(url)
+    assert any(secret in s for s in secrets_of(url))
+
+
+def test_item9_remembered_secrets_are_scrubbed_wherever_they_appear() -> None:
+    remember_secrets("nats://Tok3nXYZ@127.0.0.1:4222", "postgresql://u:Pa55word@h/db")
+    text = "driver said: auth failed for token Tok3nXYZ and password Pa55word"
+    cleaned = scrub(text)
+    assert "Tok3nXYZ" not in cleaned and "Pa55word" not in cleaned
+
+
+def test_item9_log_lines_mask_keyword_dsn_passwords() -> None:
+    from outboxkit.core.logfmt import redact_text
+
+    assert "hunter22" not in redact_text("connecting with host=db password=hunter22 sslmode=require")

@@ -22,7 +22,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from outboxkit.core.urls import redact_url
+from outboxkit.core.urls import redact_url, scrub
 
 LogFormat = Literal["plain", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("plain", "json")
@@ -34,16 +34,20 @@ PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 _SECRET_NAME = re.compile(r"(?i)pass(?:wd|word)?$|secret|token|api_?key|authorization|credential")
 MASK = "***"
+_KEYWORD_PASSWORD = re.compile(r"(?i)\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'&]+)")
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
 
 def redact_text(text: str) -> str:
-    """Mask the secret part of every URL found in ``text``."""
-    if "://" not in text:
-        return text  # the common case, without running the regex
-    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+    """Mask the secret part of every URL found in ``text``, a libpq ``password=``, and every
+    secret of the configured URLs (``core.urls.remember_secrets``)."""
+    if "://" in text:
+        text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    if "password" in text.lower():
+        text = _KEYWORD_PASSWORD.sub(rf"\1{MASK}", text)
+    return scrub(text)
 
 
 def _clean(name: str, value: Any) -> Any:

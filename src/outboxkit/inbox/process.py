@@ -58,6 +58,7 @@ async def serve_inbox(
     schema: str | None = None,
     max_attempts: int = 5,
     check_order: bool = False,
+    hold_failed_keys: bool = True,
 ) -> InboxStats:
     ref = TableRef(table, schema)
     consumer_for(broker, group=group, topics=topics)  # a bad URL fails here, once
@@ -72,6 +73,7 @@ async def serve_inbox(
         ref=ref,
         max_attempts=max_attempts,
         check_order=check_order,
+        hold_failed_keys=hold_failed_keys,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

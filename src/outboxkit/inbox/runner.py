@@ -1,14 +1,22 @@
 """The inbox runner: receive -> (record id + handler) in one DB transaction -> commit -> ack.
 
-Failure rules:
+Failure rules (every exception is classed on purpose, H12):
 
-* handler raises: the transaction rolls back (side effects and the inbox row vanish together) and
-  the message is redelivered after a backoff; after ``max_attempts`` it becomes a dead letter in
+* the handler raises, or the transaction fails at COMMIT (a deferred foreign key, a serialization
+  failure): the transaction rolls back (side effects and the inbox row vanish together) and the
+  message is redelivered after a backoff; after ``max_attempts`` it becomes a dead letter in
   ``<inbox>_dead`` (with the error), its id is recorded so a redelivery is a duplicate, and it is
   acked — other keys were never blocked;
+* while a message fails, later messages of its key wait (they are handed back to the broker without
+  running the handler or counting an attempt), so they are never processed before it (the relay's
+  order, G5, kept end to end); ``hold_failed_keys=False`` lets them pass instead. The hold lives in
+  memory: after a restart the broker's redelivery order decides;
 * crash after commit, before ack: the broker redelivers, the id is found, the handler is not
   called again (G7);
-* the broker or the database goes away: the runner reconnects with backoff, one log line per outage.
+* the broker or the database goes away (connection lost, read-only node, an error nobody
+  classified): the runner reconnects with backoff, one log line per outage, and never exits for it.
+
+Per-key and per-event memory is bounded (least recently used entries are forgotten).
 """
 
 from __future__ import annotations
@@ -26,10 +34,11 @@ from typing import Any
 
 from outboxkit.brokers.base import Consumer, Incoming
 from outboxkit.core.backoff import backoff_delay
-from outboxkit.errors import TransientError, UnavailableError
+from outboxkit.core.lru import BoundedDict
+from outboxkit.errors import ConfigurationError, DeliveryError, SchemaError, UnavailableError
 from outboxkit.inbox.schema import connect_sync
-from outboxkit.stores.base import Database, TableRef
-from outboxkit.stores.registry import database_for
+from outboxkit.stores.base import TableRef
+from outboxkit.stores.registry import database_for, translate_db_error
 
 log = logging.getLogger("outboxkit.inbox")
 
@@ -71,6 +80,7 @@ class InboxStats:
     duplicates: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    held: int = 0  # messages handed back because an earlier message of their key was failing
     out_of_order: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -103,6 +113,8 @@ class InboxRunner:
         retry_base: float = 0.5,
         retry_cap: float = 30.0,
         check_order: bool = False,
+        hold_failed_keys: bool = True,
+        memory: int = 100_000,
     ) -> None:
         self.consumer_factory = consumer_factory
         self.db = db
@@ -115,14 +127,21 @@ class InboxRunner:
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.check_order = check_order
+        self.hold_failed_keys = hold_failed_keys
         self.stats = InboxStats()
         self._conn: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._failures: dict[str, int] = {}  # for buses without a delivery count
-        self._last_sequence: dict[str, int] = {}
-        self._database = database_for(db)
-        self._claim_sql = self._database.inbox().claim_sql(self.ref)
-        self._dead_sql = self._database.inbox().dead_sql(self.ref)
+        # Bounded memories (``memory`` entries each): failures per event id (for buses without a
+        # delivery count), redeliveries caused by a hold (not the message's own failures), the
+        # failing event each held key waits for, and the last sequence seen per key.
+        self._failures: BoundedDict[str, int] = BoundedDict(memory)
+        self._holds: BoundedDict[str, int] = BoundedDict(memory)
+        self._held: BoundedDict[str, str] = BoundedDict(memory)
+        self._last_sequence: BoundedDict[str, int] = BoundedDict(memory)
+        # The inbox's SQL is the database's own (stores/<database>/inbox.py).
+        inbox_sql = database_for(db).inbox()
+        self._claim_sql = inbox_sql.claim_sql(self.ref)
+        self._dead_sql = inbox_sql.dead_sql(self.ref)
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, first: Consumer | None = None) -> None:
@@ -142,10 +161,17 @@ class InboxRunner:
                 messages = await consumer.receive(self.batch, 1.0)
                 for incoming in messages:
                     await self._handle(consumer, incoming)
-            except (TransientError, UnavailableError, OSError) as exc:
+            except (SchemaError, ConfigurationError):
+                raise
+            except Exception as exc:
+                # Unavailable, transient, or an exception nobody classified: reconnect both sides
+                # after a backoff; the unacked messages come back (H12).
                 if outage is None:
                     outage = time.monotonic()
-                    log.warning("consumer %s paused: %s; retrying until it is back", self.name, exc)
+                    if isinstance(exc, DeliveryError | OSError):
+                        log.warning("consumer %s paused: %s; retrying until it is back", self.name, exc)
+                    else:
+                        log.error("consumer %s paused by an unexpected error; retrying", self.name, exc_info=exc)
                 attempt += 1
                 if consumer is not None:
                     await consumer.close()
@@ -160,6 +186,14 @@ class InboxRunner:
     async def _handle(self, consumer: Consumer, incoming: Incoming) -> None:
         msg = incoming.message
         event = Event(msg.event_id, msg.topic, msg.key, msg.payload, dict(msg.headers), incoming.attempt)
+        if self.hold_failed_keys and event.key is not None:
+            waiting_for = self._held.get(event.key)
+            if waiting_for is not None and waiting_for != event.id:
+                # An earlier message of this key is failing: this one must not overtake it.
+                self.stats.held += 1
+                self._holds[event.id] = (self._holds.get(event.id) or 0) + 1
+                await consumer.retry(incoming, self.retry_base)
+                return
         try:
             if self.is_async:
                 outcome = await self._transaction_async(event)
@@ -172,22 +206,32 @@ class InboxRunner:
             self.stats.duplicates += 1
         else:
             self.stats.processed += 1
-            self._failures.pop(event.id, None)
             self._note_order(event)
+        self._resolved(event)
         await consumer.ack(incoming)
+
+    def _resolved(self, event: Event) -> None:
+        """The event is done with (processed, duplicate or dead letter): its key flows again."""
+        self._failures.pop(event.id, None)
+        self._holds.pop(event.id, None)
+        if event.key is not None and self._held.get(event.key) == event.id:
+            self._held.pop(event.key)
 
     async def _failed(self, consumer: Consumer, incoming: Incoming, event: Event, error: str) -> None:
         self.stats.failed += 1
-        counted = self._failures.get(event.id, 0) + 1
+        counted = (self._failures.get(event.id) or 0) + 1
         self._failures[event.id] = counted
-        attempts = max(incoming.attempt, counted)
+        # The broker's delivery count includes redeliveries a hold caused; those were not failures.
+        attempts = max(incoming.attempt - (self._holds.get(event.id) or 0), counted)
         if attempts >= self.max_attempts:
             await asyncio.to_thread(self._dead_letter, event, error, attempts)
             self.stats.dead_lettered += 1
-            self._failures.pop(event.id, None)
+            self._resolved(event)
             log.error("dead-lettered event %s after %d attempts: %s", event.id, attempts, error.splitlines()[-1])
             await consumer.ack(incoming)
             return
+        if self.hold_failed_keys and event.key is not None:
+            self._held[event.key] = event.id
         delay = backoff_delay(attempts, base=self.retry_base, cap=self.retry_cap)
         log.warning("handler failed for %s (attempt %d), retrying in %.1fs", event.id, attempts, delay)
         await consumer.retry(incoming, delay)
@@ -227,7 +271,7 @@ class InboxRunner:
                 return "duplicate"
         except Exception as exc:
             self._reset(conn)
-            raise _db_error(self._database, exc) from None
+            raise self._db_error(exc) from None
         try:
             result = self.handler(conn, event)
             if inspect.isawaitable(result):
@@ -238,11 +282,7 @@ class InboxRunner:
         except Exception:
             self._reset(conn)
             raise _HandlerFailed(traceback.format_exc(limit=5)) from None
-        try:
-            conn.execute("COMMIT")
-        except Exception as exc:
-            self._reset(conn)
-            raise _db_error(self._database, exc) from None
+        self._commit(conn)
         return "processed"
 
     async def _transaction_async(self, event: Event) -> str:
@@ -255,7 +295,7 @@ class InboxRunner:
                 return "duplicate"
         except Exception as exc:
             self._reset(conn)
-            raise _db_error(self._database, exc) from None
+            raise self._db_error(exc) from None
         try:
             result = self.handler(conn, event)
             if inspect.isawaitable(result):
@@ -263,11 +303,7 @@ class InboxRunner:
         except Exception:
             self._reset(conn)
             raise _HandlerFailed(traceback.format_exc(limit=5)) from None
-        try:
-            conn.execute("COMMIT")
-        except Exception as exc:
-            self._reset(conn)
-            raise _db_error(self._database, exc) from None
+        self._commit(conn)
         return "processed"
 
     def _dead_letter(self, event: Event, error: str, attempts: int) -> None:
@@ -281,7 +317,24 @@ class InboxRunner:
             conn.execute("COMMIT")
         except Exception as exc:
             self._reset(conn)
-            raise _db_error(self._database, exc) from None
+            raise self._db_error(exc) from None
+
+    def _commit(self, conn: Any) -> None:
+        """COMMIT the handler's transaction. A connection that is gone is an outage (the message
+        comes back, and the inbox row says whether the commit had landed); any other error at
+        COMMIT (a deferred foreign key, a serialization failure) is the handler's failure."""
+        try:
+            conn.execute("COMMIT")
+        except Exception as exc:
+            self._reset(conn)
+            error = self._db_error(exc)
+            if isinstance(error, UnavailableError | SchemaError):
+                raise error from None
+            raise _HandlerFailed(f"COMMIT failed: {type(exc).__name__}: {exc}") from None
+
+    def _db_error(self, exc: Exception) -> Exception:
+        error = translate_db_error(self.db, exc)
+        return error if isinstance(error, Exception) else exc
 
     def _reset(self, conn: Any) -> None:
         try:
@@ -302,10 +355,3 @@ class _HandlerFailed(Exception):
     def __init__(self, error: str) -> None:
         super().__init__(error)
         self.error = error
-
-
-def _db_error(database: Database, exc: Exception) -> Exception:
-    # The database's own translation table: a lost connection is UnavailableError (reconnect), a
-    # busy database TransientError (retry); anything else is re-raised as it is.
-    ours = database.translate(exc, "inbox")
-    return ours if ours is not None else exc

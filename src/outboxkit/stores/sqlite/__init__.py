@@ -8,6 +8,6 @@
 from __future__ import annotations
 
 from outboxkit.stores.sqlite.database import DATABASE
-from outboxkit.stores.sqlite.store import SqliteOutboxStore, SqliteSchema, connect, sqlite_path
+from outboxkit.stores.sqlite.store import SqliteOutboxStore, SqliteSchema, connect, sqlite_path, translate
 
-__all__ = ["DATABASE", "SqliteOutboxStore", "SqliteSchema", "connect", "sqlite_path"]
+__all__ = ["DATABASE", "SqliteOutboxStore", "SqliteSchema", "connect", "sqlite_path", "translate"]
