@@ -77,5 +77,5 @@ def drivers() -> Iterator[tuple[Database, Driver]]:
 def translate_db_error(url: str, exc: BaseException) -> BaseException:
     """A driver exception met on a connection to ``url`` (the inbox's own sync connection, say), as
     the store for that database classes it; outboxkit errors and unknown types pass unchanged."""
-    ours = database_for(url).translate(exc, url)
+    ours = database_for(url).translate(exc, redact_url(url))
     return ours if ours is not None else exc
