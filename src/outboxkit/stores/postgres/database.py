@@ -95,6 +95,8 @@ class PostgresDatabase:
 
     def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
         # The one table for PostgreSQL (H12), shared with the relay store: store.translate.
+        if isinstance(exc, OutboxkitError):
+            return exc  # already translated (a connection this package opened)
         import psycopg
 
         from outboxkit.stores.postgres.store import translate

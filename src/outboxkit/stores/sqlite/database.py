@@ -67,6 +67,8 @@ class SqliteDatabase:
 
     def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
         # The one table for SQLite (H12), shared with the relay store: store.translate.
+        if isinstance(exc, OutboxkitError):
+            return exc  # already translated (a connection this package opened)
         if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
             return SchemaError(f"no outbox table {where}: run `outboxkit migrate`")
         if isinstance(exc, sqlite3.Error):
