@@ -454,3 +454,23 @@ async def test_item8_inline_publishing_has_backpressure_during_a_broker_outage(t
             await wait_drained(db, ref, timeout=60)
         got = await read_all(server.url, stream.name, expect=3010, idle=1.0)
         assert sorted({m.event_id for m in got}) == sorted([*ids, *more])
+
+
+async def test_item5_a_schema_problem_after_start_up_is_retried_not_fatal(
+    pg_url: str, pg_ref: TableRef, nats_stream: Stream
+) -> None:
+    """Start-up is strict, but a running relay whose table vanishes for a while (a migration
+    renaming it, a restore) logs it loudly and retries; it resumes once the table is back."""
+    relay = _pg_relay(pg_url, nats_stream.url, pg_ref, "okt-relay-schema")
+    async with running_relay(relay) as running:
+        await _until(lambda: len(relay.leases) == 64, 10, "the relay holds its buckets")
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE {pg_ref.qualified} RENAME TO "outbox_aside"'.encode())
+        await asyncio.sleep(2.0)
+        assert running.task is not None and not running.task.done(), "the relay is still running"
+        assert relay.stats.outages >= 1
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE "{pg_ref.schema}"."outbox_aside" RENAME TO "outbox"'.encode())
+        ids = emit_many(pg_url, pg_ref, nats_stream.topic("back"), [{"n": 1}])
+        got = await read_all(nats_stream.url, nats_stream.name, expect=1, idle=0.5, timeout=30)
+        assert [m.event_id for m in got] == ids

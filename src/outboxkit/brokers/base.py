@@ -39,9 +39,13 @@ class Delivered:
 class Publisher(Protocol):
     """Publishes events with confirmation. Used by one relay task; not thread-safe.
 
-    Errors are outboxkit types only: ``UnroutableError`` when nothing takes the topic,
-    ``PermanentError`` when the broker refuses the message for good (too large), any other
-    ``TransientError`` for what a retry may fix (timeouts, lost connection).
+    Errors are outboxkit types only, classed on purpose (H12; docs/exceptions.md): ``UnavailableError``
+    when the broker cannot be reached or the client cannot send any more (closed for good; a timeout
+    during an outage too): not the event's fault, the relay rebuilds the publisher; ``UnroutableError``
+    when nothing takes the topic; ``PermanentError`` when the broker refuses the message for good (too
+    large, invalid topic or header); any other ``TransientError`` for what a retry may fix (a timeout
+    while connected, a busy broker, and every exception the adapter's table does not name). The rules
+    every adapter shares live in ``brokers/_errors.py``.
     """
 
     features: Features
@@ -86,6 +90,9 @@ class Consumer(Protocol):
 
     Delivery is at-least-once: a message not acked before a crash, a restart or ``ack_wait`` comes
     back. ``ack`` is called only after the consumer's database transaction committed (G7).
+
+    ``receive``, ``ack`` and ``retry`` raise outboxkit errors only: ``UnavailableError`` (reconnect)
+    or another ``TransientError`` (retry); never a raw library exception, never ``PermanentError``.
     """
 
     features: Features

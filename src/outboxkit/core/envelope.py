@@ -185,16 +185,21 @@ def binary_headers(event: OutboxEvent, default_source: str) -> dict[str, str]:
     """Headers for binary content mode as in the CloudEvents HTTP binding (used by NATS).
 
     ``datacontenttype`` maps to ``Content-Type`` there; every other attribute gets ``ce-``.
-    User headers (``traceparent`` among them) ride along unchanged.
+    User headers (``traceparent`` among them) ride along unchanged. Built directly (not from
+    :func:`cloudevent_attributes`): this runs once per published event.
     """
-    headers = dict(event.headers)
+    headers = dict(event.headers) if event.headers else {}
     if "traceparent" in headers:
         # The W3C header is what tracing instrumentations read; the CloudEvents distributed
         # tracing extension carries the same value as an attribute, so SDKs see it too.
         headers["ce-traceparent"] = headers["traceparent"]
-    for name, value in cloudevent_attributes(event, default_source).items():
-        if name == "datacontenttype":
-            headers["content-type"] = value
-        else:
-            headers[f"ce-{name}"] = value
+    headers["ce-specversion"] = "1.0"
+    headers["ce-id"] = event.id
+    headers["ce-source"] = event.source or default_source
+    headers["ce-type"] = event.type or event.topic
+    headers["ce-time"] = format_time(event.created_at)
+    headers["content-type"] = event.content_type
+    if event.key is not None:
+        headers["ce-subject"] = event.key
+    headers["ce-sequence"] = f"{event.seq:020d}"
     return headers

@@ -64,11 +64,35 @@ def _payload(raw: object) -> bytes:
     raise ValueError(f"payload must be bytes, got {type(raw).__name__}")
 
 
+# Topics and content types repeat across rows: remember the ones already checked (bounded).
+_checked_topics: set[str] = set()
+_checked_types: set[str] = {JSON}
+
+
+def _remember(checked: set[str], value: str) -> None:
+    if len(checked) > 10_000:
+        checked.clear()
+    checked.add(value)
+
+
+def _topic(raw: object) -> None:
+    if isinstance(raw, str) and raw in _checked_topics:
+        return
+    try:
+        validate_topic(raw)
+    except EmitError as exc:
+        raise ValueError(str(exc)) from None
+    _remember(_checked_topics, raw)  # type: ignore[arg-type]  # validated: a str
+
+
 def _content_type(raw: object) -> str:
     if raw is None:
         return JSON
+    if isinstance(raw, str) and raw in _checked_types:
+        return raw
     if not isinstance(raw, str) or not _MEDIA_TYPE.fullmatch(raw):
         raise ValueError(f"content_type {raw!r:.80} is not a media type such as application/json")
+    _remember(_checked_types, raw)
     return raw
 
 
@@ -105,11 +129,12 @@ def event_from_row(
     try:
         if not isinstance(id, str) or not id or len(id) > 256 or _CONTROL.search(id):
             raise ValueError(f"id {id!r:.80} is not a printable text of 1-256 characters")
-        try:
-            validate_topic(topic)
-            validate_key(key)
-        except EmitError as exc:
-            raise ValueError(str(exc)) from None
+        _topic(topic)
+        if key is not None:
+            try:
+                validate_key(key)
+            except EmitError as exc:
+                raise ValueError(str(exc)) from None
         return OutboxEvent(
             seq=seq,
             id=id,

@@ -150,25 +150,30 @@ class InboxRunner:
         self._loop = asyncio.get_running_loop()
         outage: float | None = None
         attempt = 0
+        started = first is not None
         while not stop.is_set():
             try:
                 if consumer is None:
                     consumer = self.consumer_factory()
                     await consumer.connect()
+                    started = True
                 if outage is not None:
                     log.warning("consumer %s resumed after %.1fs", self.name, time.monotonic() - outage)
                     outage, attempt = None, 0
                 messages = await consumer.receive(self.batch, 1.0)
                 for incoming in messages:
                     await self._handle(consumer, incoming)
-            except (SchemaError, ConfigurationError):
-                raise
             except Exception as exc:
-                # Unavailable, transient, or an exception nobody classified: reconnect both sides
-                # after a backoff; the unacked messages come back (H12).
+                # Unavailable, transient, an exception nobody classified — or, once running, a
+                # configuration or schema problem that appeared later: reconnect both sides after
+                # a backoff; the unacked messages come back (H12). Start-up stays strict.
+                if isinstance(exc, SchemaError | ConfigurationError) and not started:
+                    raise
                 if outage is None:
                     outage = time.monotonic()
-                    if isinstance(exc, DeliveryError | OSError):
+                    if isinstance(exc, SchemaError | ConfigurationError):
+                        log.error("consumer %s paused: %s; retrying until it is fixed", self.name, exc)
+                    elif isinstance(exc, DeliveryError | OSError):
                         log.warning("consumer %s paused: %s; retrying until it is back", self.name, exc)
                     else:
                         log.error("consumer %s paused by an unexpected error; retrying", self.name, exc_info=exc)

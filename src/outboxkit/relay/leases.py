@@ -7,7 +7,8 @@ Rules it keeps (decisions in ``core.leases``):
   and the relay reconnects instead of waiting forever;
 * the relay trusts its leases only until a deadline on its own clock; a fenced mark (a lease the
   database says is gone) withdraws that trust at once and asks for a renewal now;
-* surplus buckets are drained, then released — never while their events are in flight;
+* surplus buckets are drained, then released — never while their events are in hand (the relay's
+  pipeline stops fetching them and says when none of their events is left, :meth:`drained`);
 * whoever waits on the relay's behalf also watches this task (:meth:`LeaseKeeper.guard`), so a
   keeper that failed is noticed at once, even by a relay standing by with no bucket.
 """
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from outboxkit.core.leases import deadline, fetchable, surplus
@@ -31,8 +32,16 @@ T = TypeVar("T")
 
 
 class LeaseKeeper:
-    def __init__(self, store: OutboxStore, owner: str, ttl: float, observer: RelayObserver) -> None:
+    def __init__(
+        self,
+        store: OutboxStore,
+        owner: str,
+        ttl: float,
+        observer: RelayObserver,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
+        self.on_change = on_change or (lambda: None)
         self.owner = owner
         self.ttl = ttl
         self.observer = observer
@@ -45,21 +54,29 @@ class LeaseKeeper:
         self._surplus: set[int] = set()
         self._drained: set[int] = set()
         self._task: asyncio.Task[None] | None = None
+        self._standby_said = False
 
     # -- what the relay asks ----------------------------------------------------------------------
     def usable(self) -> bool:
         """Whether the relay may publish now: it holds buckets and trusts its leases."""
         return bool(self.leases) and not self._doubt and time.monotonic() < self._deadline
 
-    def for_batch(self) -> dict[int, int]:
-        """The leases a new batch reads from (surplus buckets excluded). Starting a batch that
-        excludes them proves every earlier batch finished, so they are drained: release them."""
-        if self._surplus:
-            drained = self._surplus & self.leases.keys()
-            if drained - self._drained:
-                self._drained |= drained
-                self._wake.set()
+    @property
+    def surplus(self) -> frozenset[int]:
+        """Buckets to give back once drained (nothing of theirs in hand)."""
+        return frozenset(self._surplus & self.leases.keys())
+
+    def for_fetch(self) -> dict[int, int]:
+        """The leases a fetch reads from: surplus buckets take no new work."""
         return fetchable(self.leases, self._surplus)
+
+    def drained(self, buckets: set[int]) -> None:
+        """None of these surplus buckets' events is in hand any more: release them (by the keeper's
+        task, so a renewal and a release never race)."""
+        new = (buckets & self._surplus & self.leases.keys()) - self._drained
+        if new:
+            self._drained |= new
+            self._wake.set()
 
     def doubt(self) -> None:
         """A mark was fenced: the database says a lease of ours is gone. Stop publishing until a
@@ -67,10 +84,15 @@ class LeaseKeeper:
         self._doubt = True
         self._wake.set()
 
+    def deadline_in(self) -> float:
+        """Seconds until the leases stop being trusted by this relay's clock (negative: past)."""
+        return self._deadline - time.monotonic()
+
     # -- running ----------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.renew()
         self._task = asyncio.create_task(self._run())
+        self._task.add_done_callback(lambda _: self.on_change())  # a failure must wake the relay
 
     async def stop(self, *, release: bool) -> None:
         if self._task is not None:
@@ -127,6 +149,7 @@ class LeaseKeeper:
         log.info("relay %s released %d drained buckets, now %d", self.owner, len(buckets), len(self.leases))
         self.observer.set_leases(len(self.leases))
         self.changed.set()
+        self.on_change()
 
     async def renew(self) -> None:
         sent = time.monotonic()
@@ -151,8 +174,15 @@ class LeaseKeeper:
             self.observer.handover(len(gained))
         if gained or lost:
             log.info("relay %s leases: +%d -%d, now %d", self.owner, len(gained), len(lost), len(held))
+        if not held and (before or not self._standby_said):
+            log.warning("no bucket free for relay %s (others hold them); standing by", self.owner)
+            self._standby_said = True
+        elif held and not before and self._standby_said:
+            log.warning("relay %s now holds %d buckets", self.owner, len(held))
+            self._standby_said = False
         if gained or lost or not trusted:
             self.changed.set()
+            self.on_change()
 
     async def _limit(self, work: Awaitable[T], what: str) -> T:
         try:

@@ -5,9 +5,10 @@ Correctness rests on these rules, each with a test:
 * a row is marked only after its broker confirmation arrived (G3);
 * per key, the next event is sent only after the previous one was confirmed (G5; see
   ``core.ordering``), so a failure never lets a later event overtake an earlier one;
-* every fetch scans all pending rows from the lowest seq (no cursor, H1), and the next fetch starts
-  only after the previous batch's marks committed, so nothing is skipped and nothing confirmed is
-  re-sent unless a crash came between confirmation and mark (G6);
+* every fetch scans all pending rows from the lowest seq (no cursor, H1), leaving out the rows the
+  relay holds in hand (in flight, or confirmed with their mark on its way), so nothing is skipped
+  and nothing confirmed is re-sent unless a crash came between confirmation and mark (G6); fetch,
+  publish and mark overlap (``relay.pipeline``), with no barrier between batches;
 * no row and no exception stops the relay (H11, H12): a row that cannot become a message is
   dead-lettered with the reason; every failure is judged by ``core.retry`` — unavailable
   (reconnect, nothing counted), transient (counted, retried after the event's own backoff while
@@ -25,26 +26,23 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from outboxkit.brokers.base import Publisher
 from outboxkit.core.backoff import backoff_delay
 from outboxkit.core.envelope import OutboxEvent
-from outboxkit.core.ordering import KeyedDispatcher
 from outboxkit.core.retry import DEFAULT_MAX_ATTEMPTS, Outcome, Verdict, classify, judge
 from outboxkit.errors import (
     ConfigurationError,
     DeliveryError,
     PermanentError,
     SchemaError,
-    TransientError,
-    UnavailableError,
     UnroutableError,
 )
 from outboxkit.relay.leases import LeaseKeeper
-from outboxkit.relay.marker import Marker
 from outboxkit.relay.observer import NullObserver, RelayObserver
+from outboxkit.relay.pipeline import Session
 from outboxkit.stores.base import DEFAULT_FETCH_MAX_BYTES, Filter, Leases, OutboxStore
 
 log = logging.getLogger("outboxkit.relay")
@@ -76,14 +74,6 @@ class RelayStats:
     handovers: int = 0  # buckets acquired from an expired or released lease
     outages: int = 0  # reconnects after the database or the broker was unavailable
     started: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class _Batch:
-    """What one batch learned besides its confirmations."""
-
-    failures: list[tuple[OutboxEvent, BaseException]] = field(default_factory=list)
-    outage: UnavailableError | None = None  # the broker became unavailable: stop taking, reconnect
 
 
 class Relay:
@@ -141,25 +131,31 @@ class Relay:
         pair = first
         outage_since: float | None = None
         attempt = 0
+        started = first is not None
         while not stop.is_set():
             try:
                 if pair is None:
                     pair = await self.start()
+                    started = True
                 if outage_since is not None:
                     log.warning("relay resumed after %.1fs", time.monotonic() - outage_since)
                     outage_since, attempt = None, 0
                 await self._serve(pair[0], pair[1], stop)
-            except (SchemaError, ConfigurationError):
-                raise
             except Exception as exc:
-                # Unavailable, transient, or an exception nobody classified (H12): all mean "this
-                # connection pair cannot go on". Rebuild both after a backoff; nothing is counted
-                # against an event, and the process stays up.
+                # Unavailable, transient, an exception nobody classified (H12) — or, once running,
+                # a schema or configuration problem that appeared later (a table re-created by a
+                # migration, an exchange re-declared with other settings): this connection pair
+                # cannot go on. Rebuild both after a backoff; nothing is counted against an event,
+                # and the process stays up. Start-up stays strict: one line, non-zero exit.
+                if isinstance(exc, SchemaError | ConfigurationError) and not started:
+                    raise
                 self.observer.set_leases(0)  # leases lapse with the connection; /readyz goes stale by itself
                 if outage_since is None:
                     outage_since = time.monotonic()
                     self.stats.outages += 1
-                    if isinstance(exc, DeliveryError | OSError):
+                    if isinstance(exc, SchemaError | ConfigurationError):
+                        log.error("relay paused: %s; retrying until it is fixed", exc)
+                    elif isinstance(exc, DeliveryError | OSError):
                         log.warning("relay paused: %s; retrying until it is back", exc)
                     else:
                         log.error("relay paused by an unexpected error; retrying", exc_info=exc)
@@ -178,27 +174,10 @@ class Relay:
         keeper = self.keeper = LeaseKeeper(store, self.owner, self.config.lease_ttl, self.observer)
         handovers = keeper.handovers
         await keeper.start()
-        standby_logged = False
+        session = Session(self, store, publisher, keeper, stop)
+        keeper.on_change = session.leases_changed
         try:
-            while not stop.is_set():
-                keeper.check()
-                if not keeper.usable():
-                    if not standby_logged and not keeper.leases:
-                        log.warning("no bucket free for relay %s (others hold them); standing by", self.owner)
-                        standby_logged = True
-                    keeper.changed.clear()
-                    if not keeper.usable():
-                        await keeper.guard(_first_of(stop.wait(), keeper.changed.wait()))
-                    continue
-                if standby_logged:
-                    log.warning("relay %s now holds %d buckets", self.owner, len(keeper.leases))
-                    standby_logged = False
-                progressed = await keeper.guard(self.run_batch(store, publisher))
-                if not progressed:
-                    keeper.changed.clear()
-                    await keeper.guard(
-                        _first_of(store.wait_for_new(self._idle_timeout()), stop.wait(), keeper.changed.wait())
-                    )
+            await session.run()
         finally:
             self.stats.handovers += keeper.handovers - handovers
             await keeper.stop(release=stop.is_set())
@@ -228,102 +207,6 @@ class Relay:
                 seqs.add(seq)
         paused = frozenset(self._paused_topics)
         return Filter(paused_topics=paused, held_keys=frozenset(keys), held_seqs=frozenset(seqs))
-
-    async def run_batch(self, store: OutboxStore, publisher: Publisher) -> bool:
-        """Fetch and publish one batch. Returns whether any row was fetched."""
-        keeper = self.keeper
-        # The epochs in force for this batch fence its marks; surplus buckets take no new work.
-        leases = keeper.for_batch() if keeper is not None else None
-        if leases is not None and not leases:
-            return False
-        rows = await store.fetch_pending(
-            self.config.batch_size, self._filter(), leases, max_bytes=self.config.fetch_max_bytes
-        )
-        self.observer.db_ok()
-        if not rows:
-            self.observer.broker_ok()  # nothing waits on the broker: idle is healthy
-            return False
-        self.stats.batches += 1
-        marker = Marker(store, leases, self.observer, self._fenced)
-        marker.start()
-        batch = _Batch()
-        try:
-            await self._pipeline(rows, publisher, marker, batch)
-        except asyncio.CancelledError:
-            await marker.abort()
-            raise
-        except BaseException:
-            await marker.drain()  # what was confirmed is still marked
-            raise
-        # Marks must be committed before the next fetch, or it would return them again.
-        await marker.drain()
-        for event, exc in batch.failures:
-            await self._record(store, event, exc, leases, during_outage=batch.outage is not None)
-        if batch.outage is not None:
-            raise batch.outage
-        return True
-
-    def _fenced(self, count: int) -> None:
-        self.stats.fenced += count
-        if self.keeper is not None:
-            self.keeper.doubt()
-
-    def _may_publish(self, batch: _Batch) -> bool:
-        return batch.outage is None and (self.keeper is None or self.keeper.usable())
-
-    async def _pipeline(self, rows: Sequence[OutboxEvent], publisher: Publisher, marker: Marker, batch: _Batch) -> None:
-        dispatcher = KeyedDispatcher(rows)
-        done: asyncio.Queue[tuple[OutboxEvent, BaseException | None, float]] = asyncio.Queue()
-        observer = self.observer
-
-        def completion(event: OutboxEvent, sent: float) -> Callable[[asyncio.Future[None]], None]:
-            def callback(fut: asyncio.Future[None]) -> None:
-                exc = fut.exception() if not fut.cancelled() else TransientError("publish cancelled")
-                # Latency is taken here, when the confirmation arrives, not when the loop gets
-                # round to it: queueing behind other confirmations is not the broker's time.
-                done.put_nowait((event, exc, time.monotonic() - sent))
-
-            return callback
-
-        while True:
-            if self._may_publish(batch):
-                for event in dispatcher.take(self.config.window - dispatcher.in_flight):
-                    if event.defect is not None:
-                        # A row another program wrote that cannot become a message (H11).
-                        done.put_nowait((event, PermanentError(event.defect), 0.0))
-                        continue
-                    sent = time.monotonic()
-                    try:
-                        fut = await publisher.publish(event)
-                    except Exception as raised:  # adapters fail the future; a raise is judged the same
-                        done.put_nowait((event, raised, 0.0))
-                        continue
-                    fut.add_done_callback(completion(event, sent))
-            elif dispatcher.in_flight == 0:
-                return  # stopped taking (lease in doubt, broker gone): the rest stays pending
-            if dispatcher.finished():
-                return
-            event, exc, latency = await done.get()
-            while True:
-                if exc is None:
-                    dispatcher.confirmed(event)
-                    marker.add(event.seq)
-                    self.stats.published += 1
-                    observer.published(event, latency)
-                    if self._topic_failures:
-                        self._topic_failures.pop(event.topic, None)
-                    if self._retry_at:
-                        self._retry_at.pop(event.seq, None)
-                else:
-                    # Later events of the key leave this batch: they are retried behind this one (G5).
-                    dispatcher.failed(event)
-                    error = classify(exc)
-                    if isinstance(error, UnavailableError) and batch.outage is None:
-                        batch.outage = error
-                    batch.failures.append((event, exc))
-                if done.empty():
-                    break
-                event, exc, latency = done.get_nowait()
 
     async def _record(
         self, store: OutboxStore, event: OutboxEvent, exc: BaseException, leases: Leases | None, *, during_outage: bool

@@ -1,16 +1,16 @@
 """Marking confirmed rows in the background (G3, H6).
 
 Whatever confirmations accumulated during the last round trip go out as one UPDATE, so marking
-overlaps publishing instead of pausing it. Marks are fenced by the batch's lease epochs: a mark
-that updates fewer rows than it was given means a lease is gone, and the lease keeper is told at
-once so the relay stops publishing until it knows which buckets are still its own.
+overlaps publishing instead of pausing it. Marks are fenced by the lease epochs in force when the
+UPDATE is sent: one that updates fewer rows than it was given means a lease is gone, and the lease
+keeper is told at once so the relay stops publishing until it knows which buckets are still its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from outboxkit.relay.observer import RelayObserver
 from outboxkit.stores.base import Leases, OutboxStore
@@ -20,14 +20,16 @@ class Marker:
     def __init__(
         self,
         store: OutboxStore,
-        leases: Leases | None,
+        leases: Callable[[], Leases | None],
         observer: RelayObserver,
         on_fenced: Callable[[int], None],
+        on_marked: Callable[[Sequence[int]], None] = lambda _: None,
     ) -> None:
         self.store = store
         self.leases = leases
         self.observer = observer
         self.on_fenced = on_fenced
+        self.on_marked = on_marked
         self.buffer: list[int] = []
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -48,7 +50,7 @@ class Marker:
                 continue
             batch, self.buffer = self.buffer, []
             try:
-                marked = await self.store.mark_delivered(batch, self.leases)
+                marked = await self.store.mark_delivered(batch, self.leases())
             except Exception as exc:
                 self.error = exc
                 return
@@ -58,9 +60,17 @@ class Marker:
                 # new owner publishes those rows again; consumers de-duplicate by id.
                 self.observer.fenced(len(batch) - marked)
                 self.on_fenced(len(batch) - marked)
+            self.on_marked(batch)
 
-    def start(self) -> None:
+    def start(self, on_exit: Callable[[object], None] | None = None) -> None:
         self.task = asyncio.create_task(self.run())
+        if on_exit is not None:
+            # A mark failure must wake whoever waits, so the session ends and reconnects.
+            self.task.add_done_callback(on_exit)
+
+    @property
+    def failed(self) -> BaseException | None:
+        return self.error
 
     async def drain(self) -> None:
         """Wait until every added seq is marked; re-raise a mark failure."""
@@ -72,7 +82,7 @@ class Marker:
             raise self.error
 
     async def abort(self) -> None:
-        """Stop without waiting for marks (the batch was cancelled: the store is about to close)."""
+        """Stop without waiting for marks (the session failed: the store is about to close)."""
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(BaseException):

@@ -189,10 +189,18 @@ class OutboxStore(Protocol):
         ...
 
     async def fetch_pending(
-        self, limit: int, skip: Filter, leases: Leases | None = None, *, max_bytes: int = DEFAULT_FETCH_MAX_BYTES
+        self,
+        limit: int,
+        skip: Filter,
+        leases: Leases | None = None,
+        *,
+        max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+        exclude: Collection[int] = (),
     ) -> Sequence[OutboxEvent]:
         """Up to ``limit`` committed, undelivered, not dead rows in ascending ``seq``, of the leased
-        buckets only (``None``: every bucket), and no more payload than ``max_bytes`` (at least one row).
+        buckets only (``None``: every bucket), and no more payload than ``max_bytes`` (at least one row),
+        leaving out the seqs in ``exclude`` (the rows the relay holds in hand: in flight, or
+        confirmed with their mark on its way).
 
         Must not page with a cursor (H1): a row whose transaction committed late, with a seq
         lower than rows already delivered, must still be returned. Rows whose key has a dead

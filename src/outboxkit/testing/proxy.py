@@ -11,13 +11,18 @@ from outboxkit.testing.servers import free_port
 
 class TcpProxy:
     """Forwards 127.0.0.1:``port`` to ``target``. ``cut()`` drops every live connection (as a
-    broken network would); ``block()`` also refuses new ones until ``unblock()``."""
+    broken network would); ``block()`` also refuses new ones until ``unblock()``; ``inject(data)``
+    sends bytes to every connected client as if the server had sent them (an ``-ERR`` line, a
+    protocol frame), between two of the server's own writes."""
 
     def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
         self.target = (target_host, target_port)
         self.port = port or free_port()
         self._server: socket.socket | None = None
         self._conns: set[socket.socket] = set()
+        self._clients: set[socket.socket] = set()  # the accepted sides, towards the clients
+        # One lock per socket we write to, so that injected bytes never land inside a forwarded chunk.
+        self._send_locks: dict[socket.socket, threading.Lock] = {}
         self._lock = threading.Lock()
         self._blocked = False
         self._thread: threading.Thread | None = None
@@ -49,13 +54,18 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns.update((client, upstream))
+                self._clients.add(client)
+                for s in (client, upstream):
+                    self._send_locks[s] = threading.Lock()
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        lock = self._send_locks[dst]
         try:
             while chunk := src.recv(65536):
-                dst.sendall(chunk)
+                with lock:
+                    dst.sendall(chunk)
         except OSError:
             pass
         finally:
@@ -65,6 +75,7 @@ class TcpProxy:
     def _drop(self, s: socket.socket) -> None:
         with self._lock:
             self._conns.discard(s)
+            self._clients.discard(s)
         with contextlib.suppress(OSError):
             s.shutdown(socket.SHUT_RDWR)
         s.close()
@@ -76,6 +87,17 @@ class TcpProxy:
         for s in conns:
             self._drop(s)
         return len(conns)
+
+    def inject(self, data: bytes) -> int:
+        """Send ``data`` to every connected client, as if from the server; returns how many got it."""
+        with self._lock:
+            clients = [(c, self._send_locks[c]) for c in self._clients]
+        sent = 0
+        for client, lock in clients:
+            with lock, contextlib.suppress(OSError):
+                client.sendall(data)
+                sent += 1
+        return sent
 
     def block(self) -> None:
         self._blocked = True

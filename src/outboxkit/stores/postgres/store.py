@@ -231,6 +231,8 @@ class PostgresOutboxStore:
                 f"SELECT {outer} FROM ("
                 f"SELECT {named}, sum(octet_length(o.payload)) OVER (ORDER BY o.seq) AS running,"
                 f" octet_length(o.payload) AS size FROM {t} o WHERE {_PENDING}{hold}{where}"
+                # Rows in hand: a hashed array test (PostgreSQL 14+), cheap for thousands of seqs.
+                " AND NOT (o.seq = ANY(%(exclude)s::bigint[]))"
                 " ORDER BY o.seq LIMIT %(limit)s) w WHERE w.running - w.size < %(max_bytes)s ORDER BY w.c0"
             )
 
@@ -283,11 +285,17 @@ class PostgresOutboxStore:
         # transaction on a shared connection would swallow the batch's statements.
         self._lease: psycopg.AsyncConnection[Any] | None = None
         self._lease_lock = asyncio.Lock()
+        # Marks get a connection of their own too, so they overlap the next fetch, and commit
+        # without waiting for their WAL flush (synchronous_commit=off): a mark lost in a database
+        # crash only makes the relay publish that row again, with the same id (G6).
+        self._marks: psycopg.AsyncConnection[Any] | None = None
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+    async def _connect(self, *, options: str | None = None) -> psycopg.AsyncConnection[Any]:
+        extra: dict[str, Any] = {"options": options} if options else {}
         try:
             return await psycopg.AsyncConnection.connect(
                 self.url,
+                **extra,
                 autocommit=True,
                 connect_timeout=max(1, int(self.connect_timeout)),
                 application_name=self.application_name,
@@ -336,12 +344,12 @@ class PostgresOutboxStore:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
             self._listener = None
-        for conn in (self._listen, self._conn, self._lease):
+        for conn in (self._listen, self._conn, self._lease, self._marks):
             if conn is not None:
                 # Closing a dead connection may fail; there is nothing left to do with it.
                 with contextlib.suppress(Exception):
                     await conn.close()
-        self._conn = self._listen = self._lease = None
+        self._conn = self._listen = self._lease = self._marks = None
 
     def _work(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -356,11 +364,17 @@ class PostgresOutboxStore:
             raise translate(self.url, exc) from None
 
     async def fetch_pending(
-        self, limit: int, skip: Filter, leases: Leases | None = None, *, max_bytes: int = DEFAULT_FETCH_MAX_BYTES
+        self,
+        limit: int,
+        skip: Filter,
+        leases: Leases | None = None,
+        *,
+        max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+        exclude: Collection[int] = (),
     ) -> Sequence[OutboxEvent]:
         every = leases is None or len(leases) >= BUCKETS
         buckets = [] if every or leases is None else sorted(leases)
-        params: dict[str, Any] = {"limit": limit, "max_bytes": max_bytes}
+        params: dict[str, Any] = {"limit": limit, "max_bytes": max_bytes, "exclude": list(exclude)}
         if not skip.empty:
             sql = self._fetch_held_sql
             params.update(
@@ -395,9 +409,11 @@ class PostgresOutboxStore:
     async def mark_delivered(self, seqs: Sequence[int], leases: Leases | None = None) -> int:
         if not seqs:
             return 0
+        if self._marks is None or self._marks.closed:
+            self._marks = await self._connect(options="-c synchronous_commit=off")
         if leases is None:
-            return await self._count(self._mark_sql, [list(seqs)])
-        return await self._count(self._mark_fenced_sql, {"seqs": list(seqs), **self._fence(leases)})
+            return await self._count(self._mark_sql, [list(seqs)], self._marks)
+        return await self._count(self._mark_fenced_sql, {"seqs": list(seqs), **self._fence(leases)}, self._marks)
 
     async def record_failure(self, seq: int, error: str, *, dead: bool, leases: Leases | None = None) -> bool:
         params: dict[str, Any] = {"error": storable(error), "dead": dead, "seq": seq}
@@ -405,9 +421,9 @@ class PostgresOutboxStore:
             return await self._count(self._fail_sql, params) == 1
         return await self._count(self._fail_fenced_sql, {**params, **self._fence(leases)}) == 1
 
-    async def _count(self, sql: str, params: Any) -> int:
+    async def _count(self, sql: str, params: Any, conn: psycopg.AsyncConnection[Any] | None = None) -> int:
         try:
-            cur = await self._work().execute(sql, params)
+            cur = await (conn or self._work()).execute(sql, params)
             return int(cur.rowcount)
         except psycopg.Error as exc:
             raise translate(self.url, exc) from None

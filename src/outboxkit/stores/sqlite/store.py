@@ -174,7 +174,8 @@ class SqliteOutboxStore:
         def bounded(where: str, prefix: str = "") -> str:
             return (
                 f"{prefix}SELECT * FROM (SELECT {columns}, sum({size}) OVER (ORDER BY o.seq) AS running,"
-                f" {size} AS size FROM {t} o WHERE {pending}{hold}{where} ORDER BY o.seq LIMIT :limit)"
+                f" {size} AS size FROM {t} o WHERE {pending}{hold}{where}"
+                " AND o.seq NOT IN (SELECT value FROM json_each(:exclude)) ORDER BY o.seq LIMIT :limit)"
                 " WHERE running - size < :max_bytes ORDER BY seq"
             )
 
@@ -264,9 +265,15 @@ class SqliteOutboxStore:
         return True
 
     async def fetch_pending(
-        self, limit: int, skip: Filter, leases: Leases | None = None, *, max_bytes: int = DEFAULT_FETCH_MAX_BYTES
+        self,
+        limit: int,
+        skip: Filter,
+        leases: Leases | None = None,
+        *,
+        max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+        exclude: Collection[int] = (),
     ) -> Sequence[OutboxEvent]:
-        params: dict[str, object] = {"limit": limit, "max_bytes": max_bytes}
+        params: dict[str, object] = {"limit": limit, "max_bytes": max_bytes, "exclude": json.dumps(list(exclude))}
         if skip.empty:
             sql = self._fetch_sql
         else:
