@@ -202,4 +202,7 @@ def binary_headers(event: OutboxEvent, default_source: str) -> dict[str, str]:
     if event.key is not None:
         headers["ce-subject"] = event.key
     headers["ce-sequence"] = f"{event.seq:020d}"
+    for name in EXTENSION_HEADERS:  # e.g. "operation" of captured changes, also an attribute
+        if name in headers:
+            headers[f"ce-{name}"] = headers[name]
     return headers

@@ -11,11 +11,12 @@ suite::
 
 What the checks cover (DESIGN.md): G1 committed events are fetched, G2 rolled-back ones never, G3 a
 row leaves the pending set only when marked, G4 ids are stable across fetches, G5 per-key order
-(fetch order, ``fetch_committed`` never overtakes a key, paused topics hold their keys), G6 an
+(fetch order, ``fetch_committed`` never overtakes a key, paused topics and held keys wait), G6 an
 unmarked row comes back and a marked one never does, H1 a transaction that commits late with the
 lowest seq is still fetched, H5 dead letters hold their key, H6 leases on the database's clock and
-fenced marks, H11 rows other programs wrote never break a fetch, fetches bounded by bytes, held keys
-during a retry's backoff, H3 retention through the operator commands, and wake-ups after a commit.
+fenced marks, H11 rows other programs wrote never break a fetch, H3 retention through the operator
+commands; and what the relay's pipeline relies on: fetches bounded by bytes and leaving out the
+rows in hand, concurrent calls from its tasks, wake-ups after a commit.
 """
 
 from __future__ import annotations
@@ -335,6 +336,46 @@ async def check_fetch_is_bounded_by_bytes(h: StoreHarness) -> None:
         assert ids_of(await store.fetch_pending(100, Filter())) == ids
 
 
+async def check_rows_in_hand_are_left_out(h: StoreHarness) -> None:
+    """A fetch leaves out the seqs the relay holds in hand (in flight, or confirmed with the mark
+    on its way), so a continuous pipeline never fetches them twice."""
+    ids = emit_committed(h, [(None, f"k{i}") for i in range(6)])
+    async with opened(h) as store:
+        rows = await fetch_all(store)
+        in_hand = [rows[0].seq, rows[2].seq, rows[3].seq]
+        assert ids_of(await store.fetch_pending(100, Filter(), exclude=in_hand)) == [ids[1], ids[4], ids[5]]
+        many = list(range(10**9, 10**9 + 5000))  # thousands in hand cost one parameter
+        assert ids_of(await store.fetch_pending(100, Filter(), exclude=[*many, *in_hand])) == [ids[1], ids[4], ids[5]]
+        assert ids_of(await store.fetch_pending(2, Filter(), exclude=in_hand)) == [ids[1], ids[4]]
+
+
+async def check_concurrent_calls_are_safe(h: StoreHarness) -> None:
+    """The relay calls one store from several tasks at once (marks overlap the next fetch, failures
+    are recorded from publish tasks, the keeper renews leases, an idle relay waits): every call
+    returns its own answer."""
+    ids = emit_committed(h, [(None, f"k{i % 10}") for i in range(400)])
+    async with opened(h) as store:
+        leases = (await store.maintain_leases("relay-c", {}, 10.0, rebalance=True)).held
+        rows = await store.fetch_pending(1000, Filter(), leases)
+        assert ids_of(rows) == ids
+        chunks = [rows[i : i + 40] for i in range(0, len(rows), 40)]
+        calls = asyncio.gather(
+            *(store.mark_delivered([e.seq for e in chunk], leases) for chunk in chunks[:-1]),
+            *(store.fetch_pending(50, Filter(), leases) for _ in range(5)),
+            store.record_failure(chunks[-1][0].seq, "boom", dead=False, leases=leases),
+            store.maintain_leases("relay-c", leases, 10.0, rebalance=False),
+            store.wait_for_new(0.05),
+            store.pending_count(),
+        )
+        # A connection that interleaves two statements hangs or answers the wrong call.
+        results = await asyncio.wait_for(calls, 60)
+        assert results[: len(chunks) - 1] == [40] * (len(chunks) - 1)
+        for fetched in results[len(chunks) - 1 : len(chunks) + 4]:
+            assert [e.seq for e in fetched] == sorted(e.seq for e in fetched)  # type: ignore[union-attr]
+        assert results[len(chunks) + 4] is True
+        assert ids_of(await fetch_all(store, leases)) == ids[-40:]
+
+
 async def check_held_keys_and_seqs_wait(h: StoreHarness) -> None:
     """G5 during a retry's backoff: a held key waits whole, a held keyless event only itself."""
     (k1, k2, keyless, j1) = emit_committed(h, [(None, "k"), (None, "k"), (None, None), (None, "j")])
@@ -415,6 +456,8 @@ STORE_CHECKS: list[Callable[[StoreHarness], Awaitable[None]]] = [
     check_wait_for_new_wakes_on_commit,
     check_leases_share_buckets_and_fence_marks,
     check_fetch_is_bounded_by_bytes,
+    check_rows_in_hand_are_left_out,
+    check_concurrent_calls_are_safe,
     check_held_keys_and_seqs_wait,
     check_rows_other_programs_wrote_never_break_a_fetch,
     check_operations_and_retention,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 from collections.abc import Collection, Sequence
@@ -103,7 +104,14 @@ class MariaDbOutboxStore:
         self.connect_timeout = connect_timeout
         self.lock_wait_s = lock_wait_s
         self.owner: str | None = None
+        # Three connections, each used by one statement at a time (a lock each: the relay's marker
+        # task, its batches and its lease keeper call the store concurrently, and an asyncmy
+        # connection must never see two statements interleaved): work (fetch, failures, waits),
+        # marks (they overlap the next fetch) and leases.
         self._conn: Any = None
+        self._work_lock = asyncio.Lock()
+        self._marks: Any = None
+        self._marks_lock = asyncio.Lock()
         self._lease: Any = None
         self._lease_lock = asyncio.Lock()
         self._fingerprint: tuple[int, int] | None = None
@@ -127,6 +135,9 @@ class MariaDbOutboxStore:
             return (
                 f"{prefix}SELECT w.* FROM (SELECT x.*, SUM(x.size) OVER (ORDER BY x.seq) AS running FROM ("
                 f"SELECT {_COLUMNS}, LENGTH(o.payload) AS size FROM {t} o WHERE {_PENDING}{hold}{where}"
+                # Rows the relay holds in hand (in flight, or confirmed with the mark on its way):
+                # one JSON parameter, materialised once by the optimizer, however many seqs.
+                " AND o.seq NOT IN (SELECT h.s FROM JSON_TABLE(%(exclude)s, '$[*]' COLUMNS (s BIGINT PATH '$')) h)"
                 " ORDER BY o.seq LIMIT %(limit)s) x) w WHERE w.running - w.size < %(max_bytes)s ORDER BY w.seq"
             )
 
@@ -214,12 +225,12 @@ class MariaDbOutboxStore:
         self._fingerprint = await self._probe()
 
     async def close(self) -> None:
-        for conn in (self._conn, self._lease):
+        for conn in (self._conn, self._lease, self._marks):
             if conn is not None:
                 # Closing a dead connection may fail; there is nothing left to do with it.
                 with contextlib.suppress(Exception):
                     conn.close()
-        self._conn = self._lease = None
+        self._conn = self._lease = self._marks = None
 
     def _work(self) -> Any:
         if self._conn is None or not self._conn.connected:
@@ -241,19 +252,33 @@ class MariaDbOutboxStore:
             raise ours from None
 
     async def _run(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
-        return (await self._execute(self._work(), sql, params))[0]
+        async with self._work_lock:
+            return (await self._execute(self._work(), sql, params))[0]
 
     async def _count(self, sql: str, params: Any) -> int:
-        return (await self._execute(self._work(), sql, params))[1]
+        async with self._work_lock:
+            return (await self._execute(self._work(), sql, params))[1]
+
+    async def _mark(self, sql: str, params: Any) -> int:
+        async with self._marks_lock:
+            if self._marks is None or not self._marks.connected:
+                self._marks = await self._connect()
+            return (await self._execute(self._marks, sql, params))[1]
 
     # -- reading -----------------------------------------------------------------------------------
     async def fetch_pending(
-        self, limit: int, skip: Filter, leases: Leases | None = None, *, max_bytes: int = DEFAULT_FETCH_MAX_BYTES
+        self,
+        limit: int,
+        skip: Filter,
+        leases: Leases | None = None,
+        *,
+        max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+        exclude: Collection[int] = (),
     ) -> Sequence[OutboxEvent]:
         every = leases is None or len(leases) >= BUCKETS
         # An empty IN () is a syntax error: lists that may be empty hold a value no row has.
         in_buckets, params = bind_list("b", [-1] if every or not leases else sorted(leases))
-        params.update(limit=limit, max_bytes=max_bytes)
+        params.update(limit=limit, max_bytes=max_bytes, exclude=json.dumps(sorted(exclude)))
         if not skip.empty:
             in_paused, paused = bind_list("p", sorted(skip.paused_topics) or [""])
             in_keys, keys = bind_list("k", sorted(skip.held_keys) or [""])
@@ -290,11 +315,11 @@ class MariaDbOutboxStore:
             return 0
         in_seqs, params = bind_list("s", list(seqs))
         if leases is None:
-            return await self._count(self._mark_sql.format(seqs=in_seqs), params)
+            return await self._mark(self._mark_sql.format(seqs=in_seqs), params)
         if not leases:
             return 0
         fence, fenced = self._fence(leases)
-        return await self._count(self._mark_fenced_sql.format(seqs=in_seqs, fence=fence), {**params, **fenced})
+        return await self._mark(self._mark_fenced_sql.format(seqs=in_seqs, fence=fence), {**params, **fenced})
 
     async def record_failure(self, seq: int, error: str, *, dead: bool, leases: Leases | None = None) -> bool:
         params: dict[str, Any] = {"error": storable(error), "dead": dead, "seq": seq}
