@@ -44,8 +44,11 @@ from outboxkit.stores.base import (
     Leases,
     TableRef,
 )
-from outboxkit.stores.mariadb.database import first_line, parse_url, session_sql, translate
+from outboxkit.stores.mariadb import leases
+from outboxkit.stores.mariadb.database import error_code, first_line, parse_url, session_sql, translate
 from outboxkit.stores.mariadb.schema import bind_list, bind_pairs, quoted
+
+_DEADLOCK = 1213
 
 #: Adaptive wake-up polling (seconds): the first probe after activity, and the slowest.
 WAKE_MIN_S = 0.002
@@ -163,7 +166,8 @@ class MariaDbOutboxStore:
             " AND p.delivered_at IS NULL AND p.dead_at IS NULL)) ORDER BY o.seq"
         )
         self._mark_sql = (
-            f"UPDATE {t} o SET o.delivered_at = UTC_TIMESTAMP(6) WHERE o.seq IN ({{seqs}}) AND o.delivered_at IS NULL"
+            f"UPDATE {t} o FORCE INDEX (PRIMARY) SET o.delivered_at = UTC_TIMESTAMP(6)"
+            " WHERE o.seq IN ({seqs}) AND o.delivered_at IS NULL"
         )
         # Fencing (H6): a row is marked only while this relay holds its bucket at the epoch it was
         # granted, unexpired on the database's clock. (bucket, epoch) pairs are the leases of the
@@ -177,7 +181,7 @@ class MariaDbOutboxStore:
             " AND (l.bucket, l.epoch) IN ({fence}) AND l.expires_at > UTC_TIMESTAMP(6))"
         )
         self._mark_fenced_sql = (
-            f"UPDATE {t} o SET o.delivered_at = UTC_TIMESTAMP(6)"
+            f"UPDATE {t} o FORCE INDEX (PRIMARY) SET o.delivered_at = UTC_TIMESTAMP(6)"
             " WHERE o.seq IN ({seqs}) AND o.delivered_at IS NULL" + fence
         )
         self._fail_sql = (
@@ -237,19 +241,42 @@ class MariaDbOutboxStore:
             raise UnavailableError("MariaDB connection is closed")
         return self._conn
 
-    async def _execute(self, conn: Any, sql: str, params: Any) -> tuple[list[tuple[Any, ...]], int]:
-        try:
-            async with conn.cursor() as cur:
-                count = await cur.execute(sql, params)
-                rows = list(await cur.fetchall()) if cur.description else []
-                return rows, int(count)
-        except Exception as exc:
-            # H12: every driver exception leaves as one of ours; one the table does not know is
-            # transient (counted by the relay, never fatal).
-            ours = translate(exc, f"{quoted(self.ref)} at {redact_url(self.url)}")
-            if ours is None:
-                ours = TransientError(f"MariaDB error ({type(exc).__name__}): {first_line(exc)}")
-            raise ours from None
+    async def _execute(
+        self, conn: Any, sql: str, params: Any, *, retry: bool = True
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """Run one statement; driver errors leave as ours (H12: one the table does not know is
+        transient, counted by the relay, never fatal).
+
+        ``retry``: an autocommit statement chosen as a deadlock victim (1213; InnoDB rolled it back
+        whole) runs again, up to twice. Marks, failures and fetches are each one statement with the
+        same effect when repeated, and with marks on a connection of their own they can meet a
+        concurrent update of the same index range. Statements of a transaction never retry alone."""
+        for attempt in range(3):
+            try:
+                async with conn.cursor() as cur:
+                    count = await cur.execute(sql, params)
+                    rows = list(await cur.fetchall()) if cur.description else []
+                    return rows, int(count)
+            except BaseException as exc:
+                if retry and attempt < 2 and error_code(exc) == _DEADLOCK:
+                    continue
+                ours = (
+                    translate(exc, f"{quoted(self.ref)} at {redact_url(self.url)}")
+                    if isinstance(exc, Exception)
+                    else None
+                )
+                if not isinstance(exc, Exception) or isinstance(ours, UnavailableError):
+                    # Cut off (cancelled, connection lost): the protocol is mid-reply and a
+                    # transaction may be open. Close; the server rolls back; the next call on this
+                    # connection reconnects (marks, leases) or the relay rebuilds the store.
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                if not isinstance(exc, Exception):
+                    raise
+                if ours is None:
+                    ours = TransientError(f"MariaDB error ({type(exc).__name__}): {first_line(exc)}")
+                raise ours from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
         async with self._work_lock:
@@ -337,95 +364,32 @@ class MariaDbOutboxStore:
             if self._lease is None or not self._lease.connected:
                 self._lease = await self._connect()
             conn = self._lease
+
+            async def run(sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+                return (await self._execute(conn, sql, params, retry=False))[0]
+
             try:
-                await self._execute(conn, "BEGIN", None)
-                result = await self._maintain(conn, owner, held, ttl, rebalance=rebalance)
-                await self._execute(conn, "COMMIT", None)
-                return result
+                await run("BEGIN")
+                grant = await leases.maintain(run, self._leases_table, self._relays_table, owner, held, ttl, rebalance)
+                await run("COMMIT")
             except BaseException:
+                # Whatever failed (a deadlock, a timeout that cancelled us mid-statement), the
+                # transaction must not survive into the next round: close, the server rolls back.
                 with contextlib.suppress(Exception):
-                    await conn.rollback()
+                    conn.close()
                 raise
-
-    async def _maintain(self, conn: Any, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> LeaseGrant:
-        relays, leases = self._relays_table, self._leases_table
-        micros = int(ttl * 1_000_000)
-
-        async def run(sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-            return (await self._execute(conn, sql, params))[0]
-
-        await run(
-            f"INSERT INTO {relays} (owner, heartbeat_at, started_at) VALUES (%s, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))"
-            " ON DUPLICATE KEY UPDATE heartbeat_at = UTC_TIMESTAMP(6)",
-            (owner,),
-        )
-        # Renew what we still hold and has not expired. An expired lease is not renewed even if
-        # nobody took it: it is re-acquired below with a new epoch, so marks under the old one stay
-        # fenced. (No UPDATE ... RETURNING here: read the rows back, locked, in this transaction.)
-        await run(
-            f"UPDATE {leases} SET expires_at = UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND"
-            " WHERE owner = %s AND expires_at > UTC_TIMESTAMP(6)",
-            (micros, owner),
-        )
-        rows = await run(
-            f"SELECT bucket, epoch FROM {leases} WHERE owner = %s AND expires_at > UTC_TIMESTAMP(6) FOR UPDATE",
-            (owner,),
-        )
-        now_held = {int(b): int(e) for b, e in rows if held.get(int(b), int(e)) == int(e)}
-        if not rebalance:
-            return LeaseGrant(now_held, max(len(now_held), 1))
-        (live,) = (await run(
-            f"SELECT COUNT(*) FROM {relays} WHERE heartbeat_at > UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND",
-            (micros,),
-        ))[0]  # fmt: skip
-        share = -(-BUCKETS // max(1, int(live)))  # ceil
-        # Buckets beyond the share are not released here: the relay drains them first (nothing of
-        # theirs in flight), then calls release_leases, so the next owner never re-sends what this
-        # relay already published (G6).
-        if len(now_held) < share:
-            # SKIP LOCKED: two relays acquiring at once split the free buckets between them. The
-            # rows stay locked until COMMIT, so the UPDATE below cannot race another relay.
-            free = await run(
-                f"SELECT bucket FROM {leases} WHERE expires_at IS NULL OR expires_at <= UTC_TIMESTAMP(6)"
-                " ORDER BY bucket LIMIT %s FOR UPDATE SKIP LOCKED",
-                (share - len(now_held),),
-            )
-            if free:
-                in_taken, params = bind_list("b", [int(r[0]) for r in free])
-                await run(
-                    f"UPDATE {leases} SET owner = %(owner)s, epoch = epoch + 1,"
-                    f" expires_at = UTC_TIMESTAMP(6) + INTERVAL %(us)s MICROSECOND WHERE bucket IN ({in_taken})",
-                    {"owner": owner, "us": micros, **params},
-                )
-                got = await run(f"SELECT bucket, epoch FROM {leases} WHERE bucket IN ({in_taken})", params)
-                now_held.update({int(b): int(e) for b, e in got})
-        # Forget relays long gone, so "live" stays right.
-        await run(
-            f"DELETE FROM {relays} WHERE heartbeat_at < UTC_TIMESTAMP(6) - INTERVAL %s MICROSECOND",
-            (int(max(60.0, 10 * ttl) * 1_000_000),),
-        )
-        return LeaseGrant(now_held, share)
+            return grant
 
     async def release_leases(self, owner: str, buckets: Collection[int] | None = None) -> None:
         async with self._lease_lock:
             if self._lease is None or not self._lease.connected:
                 self._lease = await self._connect()
             conn = self._lease
-            if buckets is None:
-                await self._execute(
-                    conn,
-                    f"UPDATE {self._leases_table} SET owner = NULL, expires_at = NULL WHERE owner = %s",
-                    (owner,),
-                )
-                await self._execute(conn, f"DELETE FROM {self._relays_table} WHERE owner = %s", (owner,))
-            elif buckets:
-                in_buckets, params = bind_list("b", sorted(buckets))
-                await self._execute(
-                    conn,
-                    f"UPDATE {self._leases_table} SET owner = NULL, expires_at = NULL"
-                    f" WHERE owner = %(owner)s AND bucket IN ({in_buckets})",
-                    {"owner": owner, **params},
-                )
+
+            async def run(sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+                return (await self._execute(conn, sql, params))[0]
+
+            await leases.release(run, self._leases_table, self._relays_table, owner, buckets)
 
     # -- waiting -----------------------------------------------------------------------------------
     async def _probe(self) -> tuple[int, int]:
