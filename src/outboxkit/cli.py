@@ -13,10 +13,12 @@ from typer.exceptions import TyperException
 
 from outboxkit.config import Settings, resolve
 from outboxkit.errors import ConfigurationError, OutboxkitError, UnavailableError
+from outboxkit.extras import missing_extra_message
+from outboxkit.terminal import print_error
 
 app = typer.Typer(
     name="outboxkit",
-    help="Transactional outbox toolkit: migrate the schema, run the relay, run the demo.",
+    help="Transactional outbox toolkit: migrate the schema, provision the bus, run the relay and consumers, the demo.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -31,24 +33,39 @@ BrokerOpt = Annotated[
 TableOpt = Annotated[str | None, typer.Option("--table", help="Outbox table name (default outbox).")]
 SchemaOpt = Annotated[str | None, typer.Option("--schema", help="Database schema (PostgreSQL).")]
 ConfigOpt = Annotated[str | None, typer.Option("--config", help="TOML config file (env OUTBOXKIT_CONFIG).")]
+SummaryOpt = Annotated[
+    float,
+    typer.Option(
+        "--summary-interval",
+        envvar="OUTBOXKIT_SUMMARY_INTERVAL",
+        min=0,
+        help="Seconds between one-line progress summaries in the log (0 = none).",
+    ),
+]
 
 
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show info logs.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only warnings and errors: no start line, no summaries.")
+    ] = False,
     log_format: Annotated[
         str,
         typer.Option("--log-format", envvar="OUTBOXKIT_LOG_FORMAT", help="plain, or json: one JSON object per line."),
     ] = "plain",
 ) -> None:
-    from outboxkit.core.logfmt import LOG_FORMATS, configure_logging
+    from outboxkit.core.logfmt import LIFE_LOGGER, LOG_FORMATS, configure_logging
 
     _state["debug"] = debug
     if log_format not in LOG_FORMATS:
         raise ConfigurationError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     configure_logging(level, "json" if log_format == "json" else "plain", sys.stderr)
+    # The start line and the periodic summaries of the relay and the consumer are shown at the
+    # default level: a process that says nothing looks dead. --quiet silences them.
+    logging.getLogger(LIFE_LOGGER).setLevel(logging.WARNING if quiet else min(level, logging.INFO))
     if not debug:
         # Driver chatter (nats-py logs every reconnect attempt) is summarised by our own lines.
         logging.getLogger("nats").setLevel(logging.CRITICAL)
@@ -147,6 +164,7 @@ def relay(
             help="Address for --http-port; anything but loopback (e.g. 0.0.0.0) is logged as a warning.",
         ),
     ] = "127.0.0.1",
+    summary_interval: SummaryOpt = 60.0,
 ) -> None:
     """Publish committed outbox rows to the broker until SIGTERM/SIGINT."""
     from outboxkit.relay.process import build_relay
@@ -177,7 +195,18 @@ def relay(
         hold_dead_keys=settings.hold_dead_keys,
         observer=metrics,
     )
-    stats = asyncio.run(serve_relay(relay_, metrics, db=db_url, broker=broker_url, host=http_host, port=http_port))
+    stats = asyncio.run(
+        serve_relay(
+            relay_,
+            metrics,
+            db=db_url,
+            broker=broker_url,
+            host=http_host,
+            port=http_port,
+            table=settings.ref.qualified,
+            summary_interval=summary_interval,
+        )
+    )
     err.print(
         f"relay stopped: {stats.published} published, {stats.dead_lettered} dead-lettered, "
         f"{stats.fenced} fenced, {stats.handovers} buckets taken over"
@@ -202,13 +231,18 @@ def consume(
         bool,
         typer.Option("--skip-failed-keys", help="Let a key's later messages pass one that is failing (default: wait)."),
     ] = False,
+    summary_interval: SummaryOpt = 60.0,
 ) -> None:
-    """Consume effectively once: each event's handler runs in the inbox's transaction, then the ack."""
+    """Consume effectively once: each event's handler runs in the inbox's transaction, then the ack.
+
+    The handler module is imported like ``python -m`` would: from the current directory first."""
+    from outboxkit.brokers.registry import check_topics
     from outboxkit.inbox.process import load_handler, serve_inbox
 
     settings = _settings(config, db=db, broker=broker, schema=schema)
     if max_attempts < 1:
         raise ConfigurationError("--max-attempts must be at least 1")
+    check_topics(settings.require_broker(), topic)
     fn = load_handler(handler)
     stats = asyncio.run(
         serve_inbox(
@@ -222,12 +256,65 @@ def consume(
             max_attempts=max_attempts,
             check_order=check_order,
             hold_failed_keys=not skip_failed_keys,
+            handler_name=handler,
+            summary_interval=summary_interval,
         )
     )
     err.print(
         f"consumer stopped: {stats.processed} processed, {stats.duplicates} duplicates skipped, "
         f"{stats.dead_lettered} dead-lettered"
     )
+
+
+@app.command()
+def provision(
+    topic: Annotated[
+        list[str], typer.Option("--topic", help="Topic or pattern the relay publishes (orders.>); repeatable.")
+    ],
+    broker: BrokerOpt = None,
+    config: ConfigOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be created or changed.")] = False,
+    stream: Annotated[
+        str | None, typer.Option("--stream", help="NATS: stream name (default: the first topic's first token).")
+    ] = None,
+    duplicate_window: Annotated[
+        float | None,
+        typer.Option("--duplicate-window", min=0.001, help="NATS: seconds re-sent ids are dropped (new: 120)."),
+    ] = None,
+    replicas: Annotated[int | None, typer.Option("--replicas", min=1, help="NATS: stream replicas (new: 1).")] = None,
+    queue: Annotated[
+        str | None, typer.Option("--queue", help="RabbitMQ: a quorum queue bound to the topics (the --group).")
+    ] = None,
+    partitions: Annotated[int | None, typer.Option("--partitions", min=1, help="Kafka: partitions per topic.")] = None,
+    replication: Annotated[
+        int | None, typer.Option("--replication", min=1, help="Kafka: replication factor of a new topic.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the steps as JSON.")] = False,
+) -> None:
+    """Create what the relay publishes into (JetStream stream, RabbitMQ exchange and queue, Kafka
+    topics), idempotently and durably configured; Redis and MQTT need nothing (it says so)."""
+    import json
+
+    from outboxkit.brokers.provision import ProvisionRequest
+    from outboxkit.brokers.registry import check_topics, provisioner_for
+
+    url = _settings(config, broker=broker).require_broker()
+    check_topics(url, topic)
+    request = ProvisionRequest(
+        topics=tuple(topic),
+        stream=stream,
+        duplicate_window=duplicate_window,
+        replicas=replicas,
+        queue=queue,
+        partitions=partitions,
+        replication=replication,
+    )
+    steps = asyncio.run(provisioner_for(url)(url, request, dry_run=dry_run))
+    if as_json:
+        typer.echo(json.dumps({"dry_run": dry_run, "steps": [s.as_dict() for s in steps]}, indent=2))
+        return
+    for step in steps:
+        typer.echo(step.line(dry_run=dry_run))
 
 
 @app.command()
@@ -293,14 +380,44 @@ def main() -> None:
         if isinstance(exc, TyperException) and callable(show):  # usage errors: typer's own message
             show()
             sys.exit(int(getattr(exc, "exit_code", 2)))
+        missing = missing_extra_message(exc)
+        if missing is not None:  # an optional dependency of this command is not installed
+            print_error(err, missing)
+            sys.exit(2)
         code = 2 if isinstance(exc, ConfigurationError) else 1
         from outboxkit.core.logfmt import redact_text
 
         text = redact_text(str(exc))  # a driver's message may quote a URL or a password
         if isinstance(exc, OutboxkitError):
-            err.print(f"[bold red]error:[/] {text}", highlight=False, markup=True)
-            if isinstance(exc, UnavailableError):
-                err.print("is the service running and the URL right?", style="dim")
+            print_error(err, text, hint=_hint(exc))
         else:
-            err.print(f"[bold red]error:[/] {type(exc).__name__}: {text} (run with --debug for details)")
+            print_error(err, f"{type(exc).__name__}: {text} (run with --debug for details)")
         sys.exit(code)
+
+
+# Words that say the service answered and refused us: asking whether it runs would mislead.
+_REFUSED = ("access_refused", "authentication", "password", "noauth", "wrongpass", "not authorized", "permission")
+# Words that say nothing answered at that address: then the question is the right one.
+_UNREACHED = (
+    "connection refused",
+    "connect call failed",
+    "timed out",
+    "timeout",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "could not translate host name",
+    "nodename nor servname",
+    "no route to host",
+    "network is unreachable",
+    "errno 111",
+)
+
+
+def _hint(exc: OutboxkitError) -> str | None:
+    """The "is it running?" hint, only where that is the likely cause of the error."""
+    if not isinstance(exc, UnavailableError):
+        return None
+    text = str(exc).lower()
+    if any(word in text for word in _REFUSED) or not any(word in text for word in _UNREACHED):
+        return None
+    return "is the service running and the URL right?"

@@ -104,16 +104,32 @@ def _scheme(url: str) -> str:
         raise ConfigurationError(f"malformed URL {redact_url(url)!r}") from None
 
 
+def check_ports(url: str) -> str:
+    """Every ``host:port`` of ``url`` (Kafka takes a comma-separated list) has a port in 1-65535.
+
+    A bad port is a typo to fix, so it fails here as configuration (exit 2), before any driver
+    turns it into "cannot connect" and the user goes looking for a service that is fine."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    for host in netloc.split(","):
+        host = host.strip()
+        _, bracket, after = host.rpartition("]")  # [::1]:4222
+        port = after.partition(":")[2] if bracket else (host.rpartition(":")[2] if ":" in host else "")
+        if ":" in (after if bracket else host) and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigurationError(f"invalid port {port!r} in {redact_url(url)!r}: use a number from 1 to 65535")
+    return url
+
+
 def check_db_url(url: str) -> str:
     _scheme(url)
     database_for(url)  # ConfigurationError naming the supported schemes
-    return url
+    return check_ports(url)
 
 
 def check_broker_url(url: str) -> str:
     if _scheme(url) not in _BROKER_SCHEMES or "://" not in url:
         raise ConfigurationError(f"unsupported broker URL {redact_url(url)!r}: use nats://host:4222")
-    return url
+    return check_ports(url)
 
 
 def resolve(

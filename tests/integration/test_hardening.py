@@ -32,6 +32,7 @@ from outboxkit.stores.base import Filter, TableRef
 from outboxkit.stores.postgres import PostgresOutboxStore
 from outboxkit.stores.registry import database_for, store_for
 from outboxkit.testing import NatsServer
+from outboxkit.testing.proxy import TcpProxy
 from tests.conftest import Backend, Stream, make_stream, unique
 from tests.helpers import db_connect, emit_many, key_column, pending, read_all, running_relay, table, wait_drained
 from tests.helpers import ph as placeholder
@@ -474,3 +475,26 @@ async def test_item5_a_schema_problem_after_start_up_is_retried_not_fatal(
         ids = emit_many(pg_url, pg_ref, nats_stream.topic("back"), [{"n": 1}])
         got = await read_all(nats_stream.url, nats_stream.name, expect=1, idle=0.5, timeout=30)
         assert [m.event_id for m in got] == ids
+
+
+async def test_item6_a_hung_database_connection_times_out_and_stops_publishing(
+    pg_url: str, pg_ref: TableRef, nats_stream: Stream
+) -> None:
+    """The database stops answering without closing anything (a partition): the lease renewal gets
+    no answer, times out after half the TTL, the relay stops trusting its leases and reconnects;
+    when the network heals it resumes. Before the fix the keeper waited forever."""
+    host, port = "127.0.0.1", 5432
+    with TcpProxy(host, port) as proxy:
+        url = pg_url.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
+        relay = _pg_relay(url, nats_stream.url, pg_ref, "okt-relay-hang", lease_ttl=2.0)
+        async with running_relay(relay) as running:
+            await _until(lambda: len(relay.leases) == 64, 10, "the relay holds its buckets")
+            proxy.freeze()
+            await _until(lambda: relay.stats.outages >= 1, 10, "the hung renewal timed out")
+            assert relay.keeper is None or not relay.keeper.usable(), "no publishing on untrusted leases"
+            proxy.thaw()
+            proxy.cut()  # the stale connections go; the relay reconnects through the proxy
+            ids = emit_many(pg_url, pg_ref, nats_stream.topic("hang"), [{"n": 1}])
+            got = await read_all(nats_stream.url, nats_stream.name, expect=1, idle=0.5, timeout=30)
+            assert [m.event_id for m in got] == ids
+            assert running.task is not None and not running.task.done()

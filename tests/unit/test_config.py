@@ -229,3 +229,31 @@ def test_numbers_from_environment_are_parsed() -> None:
 def test_bad_identifiers(setting: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=setting):
         resolve({setting: value}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("nats://127.0.0.1:4222", True),
+        ("nats://127.0.0.1", True),
+        ("postgresql://app:secret@db:5432/app", True),
+        ("sqlite:///tmp/x.db", True),
+        ("kafka://a:9092,b:9093", True),
+        ("nats://[::1]:4222", True),
+        ("nats://127.0.0.1:99999", False),
+        ("nats://127.0.0.1:0", False),
+        ("nats://127.0.0.1:", False),
+        ("redis://:secret@h:63x9/0", False),
+        ("kafka://a:9092,b:x", False),
+        ("nats://[::1]:70000", False),
+    ],
+)
+def test_ports_are_checked_as_configuration(url: str, ok: bool) -> None:
+    from outboxkit.config import check_ports
+
+    if ok:
+        assert check_ports(url) == url
+    else:
+        with pytest.raises(ConfigurationError, match="invalid port") as raised:
+            check_ports(url)
+        assert "secret" not in str(raised.value)

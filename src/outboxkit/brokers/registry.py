@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from outboxkit.brokers.base import Consumer, Publisher
+from outboxkit.brokers.provision import Provision
 from outboxkit.core.urls import redact_url, scheme_of
 from outboxkit.errors import ConfigurationError
 
@@ -63,3 +64,62 @@ def consumer_for(url: str, *, group: str, topics: Sequence[str]) -> Consumer:
     cls = _load(url, 2)
     consumer: Consumer = cls(url, group=group, topics=list(topics))
     return consumer
+
+
+# -- topics and provisioning ------------------------------------------------------------------------
+
+#: scheme -> what a topic names on that bus, for the buses whose consumers take no wildcards
+_LITERAL_TOPICS: dict[str, str] = {
+    "kafka": "Kafka topics are named one by one",
+    "redis": "Redis streams are named one by one",
+    "rediss": "Redis streams are named one by one",
+}
+_WILDCARDS = frozenset("*>#+")
+
+
+def check_topics(url: str, topics: Sequence[str]) -> None:
+    """Refuse, as bad configuration, a wildcard topic on a bus whose topics have no wildcards.
+
+    Without this, ``--topic 'orders.*'`` on Redis would read a stream literally named ``orders.*``,
+    which no event can ever reach (``emit`` refuses such topics), and wait forever."""
+    scheme = scheme_of(url)
+    why = _LITERAL_TOPICS.get(scheme)
+    if why is None:
+        return
+    for topic in topics:
+        if _WILDCARDS & set(topic):
+            raise ConfigurationError(
+                f"{topic!r} is a pattern, but {scheme}:// has no wildcards ({why}): "
+                "pass each topic as its own --topic, for example --topic orders.created"
+            )
+
+
+#: scheme -> the module under outboxkit.brokers whose ``provision`` function serves it
+_PROVISION: dict[str, str] = {
+    "nats": "nats.provision",
+    "tls": "nats.provision",
+    "amqp": "rabbitmq.provision",
+    "amqps": "rabbitmq.provision",
+    "kafka": "kafka.provision",
+    "redis": "redis.provision",
+    "rediss": "redis.provision",
+    "mqtt": "mqtt.provision",
+    "mqtts": "mqtt.provision",
+}
+
+
+def provisioner_for(url: str) -> Provision:
+    """The bus's ``provision`` function for ``url`` (see ``outboxkit.brokers.provision``)."""
+    scheme = scheme_of(url)
+    module_name = _PROVISION.get(scheme)
+    if module_name is None:
+        raise ConfigurationError(
+            f"unsupported broker URL {redact_url(url)!r}: use nats://, amqp://, kafka://, redis:// or mqtt://"
+        )
+    extra = _BUSES[scheme][3]
+    try:
+        module = importlib.import_module(f"outboxkit.brokers.{module_name}")
+    except ImportError as exc:
+        raise ConfigurationError(f"{scheme}:// needs `pip install 'outboxkit[{extra}]'` ({exc})") from None
+    fn: Provision = module.provision
+    return fn

@@ -29,6 +29,10 @@ LOG_FORMATS: tuple[LogFormat, ...] = ("plain", "json")
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+#: The logger of the lines a running relay or consumer shows at the default level: one when it
+#: starts (what, where, buckets) and a periodic summary. The CLI sets it to INFO unless --quiet.
+LIFE_LOGGER = "outboxkit.life"
+
 # scheme://anything-up-to-whitespace-or-quote: wide on purpose, a false positive costs nothing
 # because redact_url returns text without a password unchanged.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")

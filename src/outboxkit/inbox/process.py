@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
+import os
 import signal
+import sys
+import time
 from collections.abc import Sequence
 
 from outboxkit.brokers.registry import consumer_for
+from outboxkit.core.logfmt import LIFE_LOGGER
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import ConfigurationError, SchemaError
 from outboxkit.inbox.runner import Handler, InboxRunner, InboxStats
@@ -17,6 +22,7 @@ from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import database_for
 
 log = logging.getLogger("outboxkit.inbox")
+life = logging.getLogger(LIFE_LOGGER)
 
 
 def load_handler(spec: str) -> Handler:
@@ -24,6 +30,11 @@ def load_handler(spec: str) -> Handler:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigurationError(f"--handler must look like package.module:function, got {spec!r}")
+    # Import from the current directory first, as `python -m` does: the `outboxkit` console script
+    # starts with its own bin directory on sys.path instead, and handlers would need PYTHONPATH.
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -59,6 +70,8 @@ async def serve_inbox(
     max_attempts: int = 5,
     check_order: bool = False,
     hold_failed_keys: bool = True,
+    handler_name: str | None = None,
+    summary_interval: float = 60.0,
 ) -> InboxStats:
     ref = TableRef(table, schema)
     consumer_for(broker, group=group, topics=topics)  # a bad URL fails here, once
@@ -79,10 +92,42 @@ async def serve_inbox(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("consumer %s started: %s -> %s", group, redact_url(broker), redact_url(db))
+    life.info(
+        "consumer %s started: %s topics %s -> %s inbox %s, handler %s",
+        group,
+        redact_url(broker),
+        ", ".join(topics),
+        redact_url(db),
+        ref.qualified,
+        handler_name or getattr(handler, "__qualname__", "?"),
+    )
+    reporter = asyncio.create_task(_report(runner, summary_interval)) if summary_interval else None
     try:
         await runner.run(stop, first=first)
     finally:
+        if reporter is not None:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return runner.stats
+
+
+async def _report(runner: InboxRunner, interval: float) -> None:
+    """One summary line every ``interval`` seconds: what the consumer did since it started."""
+    last, last_at = 0, time.monotonic()
+    while True:
+        await asyncio.sleep(interval)
+        s, now = runner.stats, time.monotonic()
+        life.info(
+            "consumer %s: %s processed (+%s in %.0fs), %s duplicates skipped, %s handler failures, %s dead-lettered",
+            runner.name,
+            f"{s.processed:,}",
+            f"{s.processed - last:,}",
+            now - last_at,
+            f"{s.duplicates:,}",
+            f"{s.failed:,}",
+            f"{s.dead_lettered:,}",
+        )
+        last, last_at = s.processed, now

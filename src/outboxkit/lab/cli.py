@@ -10,12 +10,12 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from outboxkit.lab.faults import FAULTS
-from outboxkit.lab.runner import DEFAULT_DB, LabOptions, StrategyRun, run_lab
 from outboxkit.lab.strategies import STRATEGIES
+from outboxkit.lab.strategy import DEFAULT_DB
+from outboxkit.terminal import literal, output_console
 
 lab_app = typer.Typer(help="The lab: strategies under injected crashes, measured side by side.", no_args_is_help=True)
 
@@ -45,9 +45,14 @@ def run(
         typer.Option("--db", help="postgresql://..., mysql://... (MariaDB) or sqlite (a temporary file per strategy)."),
     ] = DEFAULT_DB,
     out: Annotated[str, typer.Option("--out", help="Directory for report.json and report.html.")] = "lab-report",
+    rate: Annotated[
+        float, typer.Option("--rate", min=0, help="Writer transactions per second (0: as fast as it can).")
+    ] = 50.0,
 ) -> None:
     """Run each strategy under the same faults and print, save and chart what each lost or duplicated."""
-    from outboxkit.lab.report import table, write_reports
+    # Imported here: the runner needs the nats extra, and `outboxkit --help` must work without it.
+    from outboxkit.lab.report import table, verdicts, write_reports
+    from outboxkit.lab.runner import LabOptions, StrategyRun, run_lab
 
     if events < 20:
         raise typer.BadParameter("--events must be at least 20 (faults need room)")
@@ -57,8 +62,9 @@ def run(
         events=events,
         seed=seed,
         db="sqlite" if db.startswith("sqlite") else db,
+        rate=rate,
     )
-    console = Console()
+    console = output_console()
     done: list[StrategyRun] = []
     started = time.monotonic()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
@@ -73,8 +79,8 @@ def run(
             progress.console.print(table(done, title=f"outboxkit lab (seed {seed}, {events} events)"))
 
         lab = asyncio.run(run_lab(options, on_phase, on_done))
+    console.print()
+    for line in verdicts([r.as_dict() for r in lab.runs]):
+        console.print(literal(line))
     json_path, html_path = write_reports(lab, out)
-    console.print("[bold]When each method fits[/]")
-    for run in lab.runs:
-        console.print(f"  [bold]{run.strategy}[/]: {run.fits}", highlight=False)
     console.print(f"{len(lab.runs)} strategies in {time.monotonic() - started:.1f}s; wrote {json_path} and {html_path}")

@@ -1,4 +1,10 @@
-"""The lab's outputs: a rich table, ``report.json`` and a self-contained HTML report (inline SVG).
+"""The lab's outputs: a rich table with a one-line verdict per strategy, ``report.json`` and a
+self-contained HTML report (inline SVG).
+
+Latency is reported twice, on purpose: the **steady-state** latency of the events no fault disturbed,
+and the **recovery** after each fault (the longest wait among the events it disturbed; see
+``lab.recovery``). One figure over both would tell a newcomer that a relay takes seconds to publish,
+when it takes milliseconds and seconds only to come back after a crash.
 
 The HTML has no script and no network reference: it renders the same from a file, offline, in
 any browser (the tests render it in headless Chromium).
@@ -24,12 +30,42 @@ COLUMNS = (
     ("phantom", "phantom"),
     ("dups", "duplicates"),
     ("order", "order_violations"),
-    ("p50 ms", "latency_p50_ms"),
-    ("p99 ms", "latency_p99_ms"),
+    ("steady p50 ms", "steady_p50_ms"),
+    ("steady p99 ms", "steady_p99_ms"),
+    ("worst recovery ms", "recovery_max_ms"),
     ("write p50 ms", "write_p50_ms"),
     ("ev/s", "throughput"),
 )
 _BAD = ("lost", "phantom", "order_violations")
+_ANOMALIES = ("lost", "phantom", "duplicates", "order_violations")
+
+
+def verdict(run: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    """One line: what it loses, what it duplicates or invents, what it costs the writer, when to choose it."""
+
+    def where(field: str) -> str:
+        kinds = sorted({f["kind"] for f in run["per_fault"] if f[field]})
+        return f" (at {', '.join(kinds)})" if kinds else ""
+
+    lost = f"loses {run['lost']}{where('lost')}" if run["lost"] else "loses nothing"
+    bad = [f"{run['phantom']} phantom{where('phantom')}"] if run["phantom"] else []
+    if run["order_violations"]:
+        bad.append(f"{run['order_violations']} out of order{where('order_violations')}")
+    dups = f"{run['duplicates']} duplicates seen" if run["duplicates"] else "no duplicates seen"
+    cheapest = min((r["write_p50_ms"] for r in runs if r["write_p50_ms"] is not None), default=None)
+    cost = "writer cost unknown"
+    if run["write_p50_ms"] is not None:
+        cost = f"writer p50 {_cell(run['write_p50_ms'])} ms"
+        if cheapest and run["write_p50_ms"] > cheapest * 1.2:
+            cost += f" ({run['write_p50_ms'] / cheapest:.1f}x the cheapest)"
+    slowest = max(
+        (f for f in run["per_fault"] if f.get("recovery_ms") is not None), key=lambda f: f["recovery_ms"], default=None
+    )
+    back = []
+    if slowest is not None and slowest["recovery_ms"] >= 1:
+        back = [f"events waited up to {slowest['recovery_ms'] / 1000:.1f} s after a fault ({slowest['kind']})"]
+    choose = f"; choose it {run['choose']}" if run.get("choose") else ""
+    return f"{run['strategy']}: {'; '.join([lost, *bad, dups, cost, *back])}{choose}."
 
 
 def _cell(value: Any) -> str:
@@ -41,7 +77,7 @@ def _cell(value: Any) -> str:
 
 
 def table(runs: list[StrategyRun], title: str = "outboxkit lab") -> Table:
-    t = Table(title=title)
+    t = Table(title=title, caption="steady: events no fault disturbed; recovery: longest wait caused by a fault")
     for label, _ in COLUMNS:
         t.add_column(label, justify="left" if label == "strategy" else "right", no_wrap=label == "strategy")
     for run in runs:
@@ -71,8 +107,13 @@ def to_json(lab: LabRun) -> dict[str, Any]:
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "elapsed_s": lab.elapsed,
         "strategies": [r.as_dict() for r in lab.runs],
-        "latencies_ms": {r.strategy: r.verdict.latencies_ms for r in lab.runs},
+        "verdicts": verdicts([r.as_dict() for r in lab.runs]),
+        "latencies_ms": {r.strategy: r.verdict.steady_ms for r in lab.runs},  # steady state only
     }
+
+
+def verdicts(runs: list[dict[str, Any]]) -> list[str]:
+    return [verdict(r, runs) for r in runs]
 
 
 def write_reports(lab: LabRun, out_dir: str | Path) -> tuple[Path, Path]:
@@ -109,16 +150,20 @@ def render_html(data: dict[str, Any]) -> str:
         f"--faults {html.escape(','.join(o['faults']))}</code><br>"
         f"Database {html.escape(o['db'])}; {len(runs)} strategies in {data['elapsed_s']:.1f} s.</p>",
         _results_table(runs),
+        "<h2>Verdicts</h2>",
+        "<ul id='verdicts'>"
+        + "".join(f"<li>{html.escape(v)}</li>" for v in data.get("verdicts") or verdicts(runs))
+        + "</ul>",
         "<h2>Anomalies per strategy</h2>",
-        _bars(runs, ("lost", "phantom", "duplicates", "order_violations"), "anomalies", "count"),
-        "<h2>Commit-to-broker latency (ms, log scale)</h2>",
+        _bars(runs, _ANOMALIES, "anomalies", "count", skip_zero=True),
+        "<h2>Steady-state commit-to-broker latency (ms, log scale)</h2>",
+        "<p>Events no fault disturbed. How long each fault held deliveries up is in the fault table "
+        "(recovery: the longest wait among the events it disturbed).</p>",
         _latency_chart(runs, data["latencies_ms"]),
         "<h2>Writer throughput (committed events per second of request time)</h2>",
         _bars(runs, ("throughput",), "throughput", "events/s"),
         "<h2>Faults</h2>",
         _faults_table(runs),
-        "<h2>When each method fits</h2>",
-        _fits_table(runs),
         "</body></html>",
     ]
     return "\n".join(parts)
@@ -140,54 +185,54 @@ def _results_table(runs: list[dict[str, Any]]) -> str:
     return f"<table id='results'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _fits_table(runs: list[dict[str, Any]]) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(r['strategy'])}</td><td style='text-align:left'>{html.escape(r['summary'])}</td>"
-        f"<td style='text-align:left'>{html.escape(r.get('fits', ''))}</td></tr>"
-        for r in runs
-    )
-    head = "<thead><tr><th>strategy</th><th>how</th><th>fits</th></tr></thead>"
-    return f"<table id='fits'>{head}<tbody>{rows}</tbody></table>"
-
-
 def _faults_table(runs: list[dict[str, Any]]) -> str:
     rows = []
     for r in runs:
         for f in r["per_fault"]:
-            bad = f["lost"] or f["phantom"] or f["order_violations"]
+            bad = f["lost"]
             rows.append(
                 f"<tr><td>{html.escape(r['strategy'])}</td><td>{html.escape(f['kind'])}</td><td>{f['tx']}</td>"
                 f"<td>{html.escape(f['point'])}</td><td class='{'bad' if bad else 'ok'}'>{f['lost']}</td>"
                 f"<td class='{'bad' if f['phantom'] else 'ok'}'>{f['phantom']}</td><td>{f['duplicates']}</td>"
-                f"<td>{f['order_violations']}</td></tr>"
+                f"<td>{f['order_violations']}</td><td>{html.escape(_cell(f.get('recovery_ms')))}</td></tr>"
             )
         for kind in r["not_applicable"]:
-            rows.append(f"<tr><td>{html.escape(r['strategy'])}</td><td>{html.escape(kind)}</td>" + "<td>n/a</td>" * 6)
+            rows.append(f"<tr><td>{html.escape(r['strategy'])}</td><td>{html.escape(kind)}</td>" + "<td>n/a</td>" * 7)
     head = "<tr><th>strategy</th><th>fault</th><th>tx</th><th>point</th><th>lost</th><th>phantom</th><th>dups</th>"
-    return f"<table id='faults'><thead>{head}<th>order</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    head += "<th>order</th><th>recovery ms</th></tr>"
+    return f"<table id='faults'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _bars(runs: list[dict[str, Any]], fields: tuple[str, ...], chart_id: str, unit: str) -> str:
-    """Grouped horizontal bars: one group per strategy, one bar per field."""
+def _bars(
+    runs: list[dict[str, Any]], fields: tuple[str, ...], chart_id: str, unit: str, *, skip_zero: bool = False
+) -> str:
+    """Grouped horizontal bars: one group per strategy, one bar per field. With ``skip_zero`` a zero
+    gets no bar row at all (a column of "0" labels hides the few that matter), and a strategy with
+    nothing to show says "none"."""
     width, label_w, bar_h = 900, 190, 14
     top = max([float(r[f] or 0) for r in runs for f in fields] + [1.0])
-    group_h = bar_h * len(fields) + 10
-    height = group_h * len(runs) + 40
+    shown = [[f for f in fields if not skip_zero or float(r[f] or 0)] for r in runs]
+    heights = [bar_h * max(1, len(s)) + 10 for s in shown]
+    height = sum(heights) + 40
     out = [
         f"<svg class='chart' id='chart-{chart_id}' width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>"
     ]
-    for i, r in enumerate(runs):
-        y0 = 10 + i * group_h
+    y0 = 10
+    for r, group, group_h in zip(runs, shown, heights, strict=True):
         out.append(f"<text x='4' y='{y0 + group_h / 2}' font-size='12'>{html.escape(r['strategy'])}</text>")
-        for j, f in enumerate(fields):
+        if not group:
+            out.append(f"<text x='{label_w}' y='{y0 + group_h / 2}' font-size='11' fill='#070'>none</text>")
+        for row, f in enumerate(group):
+            j = fields.index(f)
             value = float(r[f] or 0)
             w = (width - label_w - 80) * value / top
-            y = y0 + j * bar_h
+            y = y0 + row * bar_h
             out.append(
                 f"<rect x='{label_w}' y='{y}' width='{w:.1f}' height='{bar_h - 2}' fill='{_COLORS[j]}'>"
                 f"<title>{html.escape(f)}: {value:g}</title></rect>"
                 f"<text x='{label_w + w + 4:.1f}' y='{y + bar_h - 4}' font-size='10'>{_cell(r[f])}</text>"
             )
+        y0 += group_h
     for j, f in enumerate(fields):
         x = label_w + j * 150
         out.append(
@@ -196,6 +241,13 @@ def _bars(runs: list[dict[str, Any]], fields: tuple[str, ...], chart_id: str, un
         )
     out.append("</svg>")
     return "".join(out)
+
+
+def _label(left: float, right: float, y: float, width: int, text: str) -> str:
+    """The label right of the whisker, or left of it when it would run off the chart."""
+    if right + 4 + 7 * len(text) <= width:
+        return f"<text x='{right + 4:.1f}' y='{y}' font-size='10'>{html.escape(text)}</text>"
+    return f"<text x='{left - 4:.1f}' y='{y}' font-size='10' text-anchor='end'>{html.escape(text)}</text>"
 
 
 def _latency_chart(runs: list[dict[str, Any]], latencies: dict[str, list[float]]) -> str:
@@ -226,7 +278,7 @@ def _latency_chart(runs: list[dict[str, Any]], latencies: dict[str, list[float]]
             f"fill='{_COLORS[i % len(_COLORS)]}' opacity='0.7'>"
             f"<title>p25 {p[25]:.2f} / p75 {p[75]:.2f} ms</title></rect>"
             f"<line x1='{x(p[50]):.1f}' x2='{x(p[50]):.1f}' y1='{y + 1}' y2='{y + 19}' stroke='#000' stroke-width='2'/>"
-            f"<text x='{x(p[99]) + 4:.1f}' y='{y + 14}' font-size='10'>p50 {_cell(p[50])} / p99 {_cell(p[99])}</text>"
+            + _label(x(p[1]), x(p[99]), y + 14, width, f"p50 {_cell(p[50])} / p99 {_cell(p[99])}")
         )
     for tick in (0.1, 1, 10, 100, 1000, 10000):
         if lo <= math.log10(tick) <= hi:

@@ -26,14 +26,12 @@ from typing import Any
 from outboxkit.brokers.nats import connect, ensure_stream
 from outboxkit.lab.faults import FAULTS, Scheduled, plan, schedule
 from outboxkit.lab.strategies import STRATEGIES
-from outboxkit.lab.strategy import Env, Strategy
+from outboxkit.lab.strategy import DEFAULT_DB, Env, Strategy
 from outboxkit.lab.verify import Received, Verdict, WriterLog, verify
 from outboxkit.lab.writer import WriterSpec
 from outboxkit.stores.registry import database_for, database_named
 from outboxkit.testing.servers import NatsServer
 from outboxkit.testing.workload import OrdersWorkload
-
-DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @dataclass(frozen=True)
@@ -44,6 +42,7 @@ class LabOptions:
     seed: int = 1
     db: str = DEFAULT_DB
     rollback_ratio: float = 0.05
+    rate: float = 50.0  # writer transactions per second (0: as fast as it can)
     drain_timeout: float = 30.0
     workdir: str | None = None
 
@@ -52,7 +51,7 @@ class LabOptions:
 class StrategyRun:
     strategy: str
     summary: str
-    fits: str
+    choose: str
     faults: list[Scheduled]
     not_applicable: list[str]
     verdict: Verdict
@@ -63,7 +62,7 @@ class StrategyRun:
         return {
             "strategy": self.strategy,
             "summary": self.summary,
-            "fits": self.fits,
+            "choose": self.choose,
             "faults": [f.as_dict() for f in self.faults],
             "not_applicable": self.not_applicable,
             "elapsed_s": self.elapsed,
@@ -153,6 +152,9 @@ async def _run_one(
         companion = _Companion(strategy.companion(env), workdir / slug / "companion.log")
         stack.callback(companion.stop)
         companion.start()
+        # A relay in production is running before the service writes: wait until it holds its
+        # buckets, or its start-up would count as the strategy's steady-state latency.
+        await companion.wait_ready()
         supervisor = asyncio.create_task(companion.supervise())
         stack.callback(supervisor.cancel)
         phase(strategy.name, "writing")
@@ -171,7 +173,7 @@ async def _run_one(
         verdict = verify(workload.committed(), received, WriterLog.read(workdir / slug / "writer.jsonl"), faults)
         await nc.jetstream().delete_stream(stream)
     return StrategyRun(
-        strategy.name, strategy.summary, strategy.fits, faults, skipped, verdict, time.monotonic() - started, restarts
+        strategy.name, strategy.summary, strategy.choose, faults, skipped, verdict, time.monotonic() - started, restarts
     )
 
 
@@ -195,6 +197,18 @@ class _Companion:
             if self.proc is not None and self.proc.poll() not in (None, 0, -signal.SIGKILL):
                 self.supervisor_restarts += 1
                 self.start()
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the process logged its start line (``relay started:``, logged once it holds its
+        buckets); a no-op without a companion."""
+        if self.argv is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log_path.exists() and b"relay started:" in self.log_path.read_bytes():
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"the companion did not start within {timeout:.0f}s; see {self.log_path}")
 
     def start(self) -> None:
         if self.argv is None:
@@ -235,7 +249,7 @@ async def _write(
     while True:
         spec = WriterSpec(
             env, strategy.name, options.events, options.seed, start,
-            [f for f in faults if f.tx >= start], str(stats_path), options.rollback_ratio,
+            [f for f in faults if f.tx >= start], str(stats_path), options.rollback_ratio, options.rate,
         )  # fmt: skip
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "outboxkit.lab.writer", spec.to_json(),
@@ -243,7 +257,12 @@ async def _write(
         )  # fmt: skip
         assert proc.stdout is not None and proc.stdin is not None
         while line := (await proc.stdout.readline()).decode().strip():
-            if line.startswith("FAULT "):
+            if line == "SETTLE":
+                phase(strategy.name, "settling before a fault")
+                await _settle(strategy, env, options.drain_timeout)
+                proc.stdin.write(b"ok\n")
+                await proc.stdin.drain()
+            elif line.startswith("FAULT "):
                 kind = line.split()[1]
                 phase(strategy.name, f"fault: {kind}")
                 # The fault has happened when the writer goes on; recovery (restart) runs in the background.
@@ -267,6 +286,16 @@ async def _write(
     for task in pending:
         await task
     return restarts
+
+
+async def _settle(strategy: Strategy, env: Env, timeout: float) -> None:
+    """Until the strategy's companion has delivered everything committed (no-op without one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting: int = await asyncio.to_thread(strategy.backlog, env)
+        if not waiting:
+            return
+        await asyncio.sleep(0.02)
 
 
 async def _act(kind: str, env: Env, server: NatsServer, companion: _Companion) -> Coroutine[Any, Any, None] | None:

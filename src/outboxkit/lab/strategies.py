@@ -77,7 +77,7 @@ class DualWrite(_NoOutbox):
 
     name = "dual-write"
     summary = "commit, then publish"
-    fits = "never where an event must not be lost: a crash or a broker outage after COMMIT drops it"
+    choose = "only where a lost event is acceptable (cache invalidation hints, metrics)"
 
     async def recover(self, ctx: WriteContext) -> None:
         return None  # nothing was recorded anywhere that could be replayed
@@ -103,7 +103,7 @@ class PublishThenCommit(_NoOutbox):
 
     name = "publish-then-commit"
     summary = "publish inside the transaction, then commit"
-    fits = "never where consumers act on events: a failed COMMIT leaves a published event for nothing"
+    choose = "never for facts others act on: every commit that fails after the publish is an event about nothing"
 
     async def recover(self, ctx: WriteContext) -> None:
         return None  # a published event cannot be taken back
@@ -133,7 +133,7 @@ class LocalLog(_NoOutbox):
 
     name = "local-log"
     summary = "intent in a local SQLite log, commit, publish; replay at start-up"
-    fits = "only where instances keep their disk forever; a replaced instance loses its pending intents"
+    choose = "only where the local disk surely outlives the process; otherwise prefer an outbox"
 
     def _log(self, env: Env) -> sqlite3.Connection:
         conn = sqlite3.connect(local_dir(env) / "intent-log.db", isolation_level=None)
@@ -193,7 +193,7 @@ class _Outbox:
 
     name = ""
     summary = ""
-    fits = ""
+    choose = ""
     inline = False
     relay: str | None = None  # "poll" or "notify"
     identify = staticmethod(identify_by_envelope)
@@ -270,23 +270,23 @@ def _mark(ctx: WriteContext, ids: list[str]) -> None:
 
 class OutboxInline(_Outbox):
     name, summary, inline = "outbox-inline", "outbox row in the transaction; the writer publishes and marks", True
-    fits = "a single long-lived writer with no relay to run; events wait for its restart after a crash"
+    choose = "for the lowest latency when every crashed instance is surely restarted (its pending rows wait for it)"
 
 
 class OutboxRelayPoll(_Outbox):
     name, summary, relay = "outbox-relay-poll", "outbox row; a relay process polls (1 s)", "poll"
-    fits = "events that may wait up to the poll interval; no notification cost on commits (H2)"
+    choose = "when up to a poll interval of latency is fine and the write path must stay minimal"
 
 
 class OutboxRelayNotify(_Outbox):
     name, summary, relay = "outbox-relay-notify", "outbox row; a relay woken by LISTEN/NOTIFY", "notify"
-    fits = "the default: your code calls emit() in its transaction, a relay delivers within milliseconds"
+    choose = "as the default: nothing lost or invented, low latency, at the price of running a relay"
 
 
 class OutboxInlineRelay(_Outbox):
     name, summary = "outbox-inline+relay", "outbox row; writer publishes right away, relay as safety net"
     inline, relay = True, "notify"
-    fits = "the lowest latency from code you control; the relay still delivers whatever the writer did not"
+    choose = "for the lowest latency without waiting for restarts, if consumers tolerate rare reordering after a crash"
 
 
 class Trigger(_Outbox):
@@ -295,9 +295,9 @@ class Trigger(_Outbox):
     the event is the changed row, as JSON the database built."""
 
     name, summary, relay = "trigger", "a database trigger writes the outbox row; a relay publishes", "notify"
-    fits = (
-        "writes you cannot change (other languages, psql, legacy code) or row-change events; costs a"
-        " trigger on every write and the event is the row, not a domain event"
+    choose = (
+        "when writes you cannot change must produce events (other languages, psql, legacy code), at the"
+        " price of a trigger on every write and events shaped like the table's rows"
     )
 
     def prepare(self, env: Env) -> None:

@@ -23,6 +23,9 @@ from outboxkit.lab.faults import Txn
 from outboxkit.stores.base import Database, TableRef
 from outboxkit.stores.registry import database_for
 
+#: Where ``outboxkit lab run`` works unless told otherwise (each strategy in a schema of its own).
+DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/test"
+
 
 @dataclass(frozen=True)
 class Env:
@@ -87,8 +90,7 @@ class WriteContext(Protocol):
 class Strategy(Protocol):
     name: str
     summary: str
-    #: when this capture method fits, in a sentence (the report shows it next to the measurements)
-    fits: str
+    choose: str  # the end of "choose it ...": when this approach is the right one
 
     def prepare(self, env: Env) -> None:
         """Create what the strategy needs in the database (outbox table, triggers, ...). Idempotent."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from outboxkit.core.tally import Delivery, Tally, tally
 from outboxkit.lab.faults import Scheduled
+from outboxkit.lab.recovery import FaultAt, Recovery, Timed, split
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class WriterLog:
     busy: list[float] = field(default_factory=list)  # seconds per finished request
     events_done: int = 0
     publish_failures: int = 0
+    faults: list[FaultAt] = field(default_factory=list)  # when each fault really happened
 
     @classmethod
     def read(cls, path: str | Path) -> WriterLog:
@@ -60,6 +62,8 @@ class WriterLog:
                 log.events_done += row["events"]
             elif "publish_failed" in row:
                 log.publish_failures += 1
+            elif "fault" in row:
+                log.faults.append(FaultAt(row["fault"], row["tx"], row["at"]))
         return log
 
 
@@ -74,17 +78,27 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 @dataclass
 class Verdict:
     tally: Tally
-    latencies_ms: list[float]
+    latencies_ms: list[float]  # every committed event's first copy, faults included
     write_ms: list[float]
     throughput: float  # committed events per second of writer busy time
     per_fault: list[dict[str, Any]]
     publish_failures: int
+    steady_ms: list[float] = field(default_factory=list)  # the events no fault disturbed (lab.recovery)
+    recoveries: list[Recovery] = field(default_factory=list)
+
+    @property
+    def recovery_max_ms(self) -> float | None:
+        return max((r.recovery_ms for r in self.recoveries), default=None)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             **self.tally.as_dict(),
-            "latency_p50_ms": percentile(self.latencies_ms, 50),
-            "latency_p99_ms": percentile(self.latencies_ms, 99),
+            "steady_p50_ms": percentile(self.steady_ms, 50),
+            "steady_p99_ms": percentile(self.steady_ms, 99),
+            "steady_events": len(self.steady_ms),
+            "recovery_max_ms": self.recovery_max_ms,
+            "latency_all_p50_ms": percentile(self.latencies_ms, 50),
+            "latency_all_p99_ms": percentile(self.latencies_ms, 99),
             "write_p50_ms": percentile(self.write_ms, 50),
             "write_p99_ms": percentile(self.write_ms, 99),
             "throughput": self.throughput,
@@ -103,22 +117,43 @@ def verify(
     total = tally(committed, deliveries)
     # Commit-to-stored latency of each committed event's first copy. Publish-then-commit stores the
     # event before its COMMIT returns: that shows as 0 (it was early, not fast).
-    latencies: list[float] = []
+    firsts: list[Timed] = []
     seen: set[str] = set()
     for r in received:
         if r.event_id in seen or r.event_id not in committed or r.event_id not in log.commit_at:
             continue
         seen.add(r.event_id)
-        latencies.append(max(0.0, (r.stored_at - log.commit_at[r.event_id]) * 1000))
+        firsts.append(Timed(r.event_id, log.tx_of[r.event_id], log.commit_at[r.event_id], r.stored_at))
+    latencies = [t.latency_ms for t in firsts]
+    steady, recoveries = split(firsts, log.faults)
     busy = sum(log.busy)
     return Verdict(
         tally=total,
         latencies_ms=latencies,
         write_ms=[b * 1000 for b in log.busy],
         throughput=len(committed) / busy if busy > 0 else 0.0,
-        per_fault=_per_fault(committed, received, log, faults),
+        per_fault=_with_recovery(_per_fault(committed, received, log, faults), recoveries),
         publish_failures=log.publish_failures,
+        steady_ms=steady,
+        recoveries=recoveries,
     )
+
+
+def _with_recovery(per_fault: list[dict[str, Any]], recoveries: Sequence[Recovery]) -> list[dict[str, Any]]:
+    """Each fault window's tally with the recovery of that fault (None if the fault never fired)."""
+    by_fault = {(r.kind, r.tx): r for r in recoveries}
+    out = []
+    for window in per_fault:
+        found = by_fault.get((window["kind"], window["tx"]))
+        out.append(
+            {
+                **window,
+                "recovery_ms": None if found is None else found.recovery_ms,
+                "resumed_ms": None if found is None else found.resumed_ms,
+                "disturbed": None if found is None else found.disturbed,
+            }
+        )
+    return out
 
 
 def _per_fault(

@@ -43,6 +43,7 @@ class WriterSpec:
     faults: list[Scheduled]
     stats_path: str
     rollback_ratio: float
+    rate: float = 0.0  # transactions per second (0: as fast as it can); a service has a request rate
 
     def to_json(self) -> str:
         data: dict[str, Any] = {**self.__dict__, "env": self.env.__dict__, "faults": [f.as_dict() for f in self.faults]}
@@ -88,13 +89,13 @@ class Context:
     async def fire(self) -> None:
         fault, self.fault = self.fault, None
         assert fault is not None
+        # When it happened, for the recovery measurement (lab.recovery).
+        self.stats.write(json.dumps({"fault": fault.kind, "tx": fault.tx, "at": time.time()}) + "\n")
         if fault.crash:
             self.stats.flush()
             os.kill(os.getpid(), signal.SIGKILL)
         # Ask the runner, then wait until it says the fault has happened.
-        sys.stdout.write(f"FAULT {fault.kind}\n")
-        sys.stdout.flush()
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await _ask_runner(f"FAULT {fault.kind}")
 
     def committed(self, txn: Txn, ids: Sequence[str]) -> None:
         self.stats.write(json.dumps({"commit": time.time(), "tx": txn.index, "ids": list(ids)}) + "\n")
@@ -120,7 +121,17 @@ async def run(spec: WriterSpec) -> None:
     ctx = Context(spec, publisher)
     faults = {f.tx: f for f in spec.faults}
     await strategy.recover(ctx)
+    next_at = time.monotonic()
     for txn in plan(spec.events, spec.seed, rollback_ratio=spec.rollback_ratio)[spec.start :]:
+        if txn.index in faults:
+            # Let the runner wait until everything committed so far is on the bus, so that each
+            # fault's recovery is measured alone and not on top of the previous fault's.
+            await _ask_runner("SETTLE")
+            next_at = max(next_at, time.monotonic())
+        if spec.rate:
+            # Requests arrive at a steady rate; the wait is not counted as request time ("busy").
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += 1 / spec.rate
         ctx.fault = faults.get(txn.index)
         t0 = time.monotonic()
         await strategy.write(ctx, txn)
@@ -131,6 +142,13 @@ async def run(spec: WriterSpec) -> None:
     ctx.stats.close()
     ctx.conn.close()
     await publisher.close()
+
+
+async def _ask_runner(request: str) -> None:
+    """One line to the runner on stdout; returns when it answered on stdin."""
+    sys.stdout.write(request + "\n")
+    sys.stdout.flush()
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
 
 async def _connect(publisher: NatsPublisher, patience: float = 30.0) -> None:

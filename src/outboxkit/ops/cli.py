@@ -16,14 +16,16 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from outboxkit.config import resolve
 from outboxkit.errors import ConfigurationError, OutboxkitError
 from outboxkit.ops import queries as q
 from outboxkit.stores.registry import database_for
+from outboxkit.terminal import output_console, print_error, print_rows
 
-out = Console(soft_wrap=True)
+# Tables keep full ids and topics when piped (a very wide console) or on a narrow terminal (one
+# "name: value" line per field instead of a table that would cut them).
+out = output_console()
 err = Console(stderr=True, soft_wrap=True)
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (env OUTBOXKIT_DB).", show_default=False)]
@@ -46,7 +48,7 @@ def _exit(code: int) -> SystemExit:
 
 def _refuse(message: str) -> NoReturn:
     """A usage refusal: one line, exit status 2, nothing changed."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    print_error(err, message)
     raise _exit(2)
 
 
@@ -62,7 +64,7 @@ def _session(db: str | None, table: str | None, schema: str | None, config: str 
     except OutboxkitError as exc:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        print_error(err, str(exc))
         raise _exit(2 if isinstance(exc, ConfigurationError) else 1) from None
 
 
@@ -95,8 +97,16 @@ def _selector(ids: list[str] | None, topic: str | None, key: str | None, everyth
 
 
 def _confirm(question: str, yes: bool) -> None:
-    # The prompt goes to stderr so that --json output on stdout stays parseable.
-    if not yes and not typer.confirm(question, default=False, err=True):
+    # The prompt goes to stderr so that --json output on stdout stays parseable. Closing the input
+    # (EOF, Ctrl-D, no terminal at all) is a "no", as documented: nothing changed, exit 1.
+    if yes:
+        return
+    try:
+        agreed = typer.confirm(question, default=False, err=True)
+    except typer.Abort:
+        err.print()
+        agreed = False
+    if not agreed:
         err.print("nothing changed")
         raise _exit(1)
 
@@ -114,11 +124,9 @@ def status(
     if as_json:
         _emit_json(doc)
         return
-    topics = Table(title=f"outbox {doc['table']} ({doc['database']})")
-    for name in ("topic", "pending", "oldest pending", "dead", "delivered (kept)", "discarded", "oldest kept"):
-        topics.add_column(name, justify="left" if name == "topic" else "right")
-    for t in doc["topics"]:
-        topics.add_row(
+    headers = ("topic", "pending", "oldest pending", "dead", "delivered (kept)", "discarded", "oldest kept")
+    rows: list[tuple[object, ...]] = [
+        (
             t["topic"],
             f"{t['pending']:,}",
             _age(t["oldest_pending_age_s"]),
@@ -127,17 +135,20 @@ def status(
             f"{t['discarded']:,}",
             _age(t["oldest_delivered_age_s"]),
         )
-    topics.add_section()
-    topics.add_row(
-        "total",
-        f"{doc['pending']:,}",
-        _age(doc["oldest_pending_age_s"]),
-        f"{doc['dead']:,}",
-        f"{doc['delivered']:,}",
-        f"{doc['discarded']:,}",
-        _age(doc["oldest_delivered_age_s"]),
+        for t in doc["topics"]
+    ]
+    rows.append(
+        (
+            "total",
+            f"{doc['pending']:,}",
+            _age(doc["oldest_pending_age_s"]),
+            f"{doc['dead']:,}",
+            f"{doc['delivered']:,}",
+            f"{doc['discarded']:,}",
+            _age(doc["oldest_delivered_age_s"]),
+        )
     )
-    out.print(topics)
+    print_rows(out, f"outbox {doc['table']} ({doc['database']})", headers, rows, whole={"topic"}, right=headers[1:])
     if doc["dead"]:
         out.print(
             f"{doc['dead_keys']:,} key(s) with dead letters hold {doc['held_pending']:,} pending row(s) back "
@@ -149,19 +160,23 @@ def status(
         return
     if not relays["live"]:
         out.print(f"relays: none live (no heartbeat within {q.LIVE_WINDOW_S}s); nothing is being published")
-    table_ = Table(title=f"live relays (heartbeat within {q.LIVE_WINDOW_S}s)")
-    for name in ("owner", "heartbeat", "started", "buckets", "info"):
-        table_.add_column(name)
-    for r in relays["live"]:
-        table_.add_row(
-            r["owner"],
-            f"{_age(r['heartbeat_age_s'])} ago",
-            r["started_at"],
-            f"{len(r['buckets'])}: {_ranges(r['buckets'])}" if r["buckets"] else "0",
-            json.dumps(r["info"], separators=(",", ":")) if r["info"] else "",
-        )
     if relays["live"]:
-        out.print(table_)
+        print_rows(
+            out,
+            f"live relays (heartbeat within {q.LIVE_WINDOW_S}s)",
+            ("owner", "heartbeat", "started", "buckets", "info"),
+            [
+                (
+                    r["owner"],
+                    f"{_age(r['heartbeat_age_s'])} ago",
+                    r["started_at"],
+                    f"{len(r['buckets'])}: {_ranges(r['buckets'])}" if r["buckets"] else "0",
+                    json.dumps(r["info"], separators=(",", ":")) if r["info"] else "",
+                )
+                for r in relays["live"]
+            ],
+            whole={"owner"},
+        )
     free = relays["buckets_free"] or []
     out.print(
         f"buckets: {relays['buckets_held']}/{relays['buckets_total']} leased"
@@ -209,12 +224,14 @@ def dead_list(
     if as_json:
         _emit_json({"total": total, "dead_letters": [vars(r) for r in rows]})
         return
-    view = Table(title=f"dead letters: {len(rows)} of {total}")
-    for name in ("seq", "id", "topic", "key", "attempts", "dead at", "last error"):
-        view.add_column(name, overflow="fold" if name == "last error" else "ellipsis")
-    for r in rows:
-        view.add_row(str(r.seq), r.id, r.topic, r.key or "", str(r.attempts), r.dead_at, (r.last_error or "")[:200])
-    out.print(view)
+    print_rows(
+        out,
+        f"dead letters: {len(rows)} of {total}",
+        ("seq", "id", "topic", "key", "attempts", "dead at", "last error"),
+        [(r.seq, r.id, r.topic, r.key or "", r.attempts, r.dead_at, (r.last_error or "")[:200]) for r in rows],
+        whole={"id", "topic"},
+        right={"seq", "attempts"},
+    )
 
 
 def _dead_selector(ids: list[str] | None, topic: str | None, key: str | None, everything: bool) -> q.Selector:

@@ -185,7 +185,18 @@ class LeaseKeeper:
             self.on_change()
 
     async def _limit(self, work: Awaitable[T], what: str) -> T:
-        try:
-            return await asyncio.wait_for(work, self.ttl / 2)
-        except TimeoutError:
-            raise UnavailableError(f"{what} got no answer within {self.ttl / 2:.1f}s") from None
+        """``work`` within half the TTL. On time-out the work is cancelled but not awaited: a driver
+        may spend seconds trying to cancel a query on a connection that no longer answers, and the
+        relay is about to close that connection anyway."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=self.ttl / 2)
+        if task in done:
+            return task.result()
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise UnavailableError(f"{what} got no answer within {self.ttl / 2:.1f}s")
+
+
+def _retrieve(task: asyncio.Task[object]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: an abandoned renewal's error is not news

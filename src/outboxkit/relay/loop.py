@@ -53,7 +53,7 @@ class RelayConfig:
     batch_size: int = 2000  # rows per fetch
     window: int = 1000  # unconfirmed publishes at once (also bounds duplicates per crash, G6)
     poll_interval: float = 1.0  # fallback when no notification arrives
-    retry_cap: float = 5.0  # longest backoff between reconnects after an outage
+    retry_cap: float = 2.0  # longest backoff between reconnects after an outage (also the worst extra wait after one)
     lease_ttl: float = 6.0  # a dead relay's buckets move to others within about 1.33 x this
     max_attempts: int = DEFAULT_MAX_ATTEMPTS  # failed attempts before an event is dead-lettered
     fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES  # payload bytes per fetch (plus one row)
@@ -103,6 +103,8 @@ class Relay:
         self._rng = random.Random()
         self.owner = self.config.owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.keeper: LeaseKeeper | None = None
+        self._outage_since: float | None = None
+        self._attempt = 0  # consecutive failed sessions: the reconnect backoff grows with it
 
     @property
     def leases(self) -> Leases:
@@ -129,17 +131,15 @@ class Relay:
     async def run(self, stop: asyncio.Event, *, first: tuple[OutboxStore, Publisher] | None = None) -> None:
         """Relay until ``stop`` is set; survives outages of either side and any exception (G8, H12)."""
         pair = first
-        outage_since: float | None = None
-        attempt = 0
+        self._outage_since = None
+        self._attempt = 0
         started = first is not None
         while not stop.is_set():
+            failed = False
             try:
                 if pair is None:
                     pair = await self.start()
                     started = True
-                if outage_since is not None:
-                    log.warning("relay resumed after %.1fs", time.monotonic() - outage_since)
-                    outage_since, attempt = None, 0
                 await self._serve(pair[0], pair[1], stop)
             except Exception as exc:
                 # Unavailable, transient, an exception nobody classified (H12) — or, once running,
@@ -149,9 +149,10 @@ class Relay:
                 # and the process stays up. Start-up stays strict: one line, non-zero exit.
                 if isinstance(exc, SchemaError | ConfigurationError) and not started:
                     raise
+                failed = True
                 self.observer.set_leases(0)  # leases lapse with the connection; /readyz goes stale by itself
-                if outage_since is None:
-                    outage_since = time.monotonic()
+                if self._outage_since is None:
+                    self._outage_since = time.monotonic()
                     self.stats.outages += 1
                     if isinstance(exc, SchemaError | ConfigurationError):
                         log.error("relay paused: %s; retrying until it is fixed", exc)
@@ -159,15 +160,23 @@ class Relay:
                         log.warning("relay paused: %s; retrying until it is back", exc)
                     else:
                         log.error("relay paused by an unexpected error; retrying", exc_info=exc)
-                attempt += 1
+                self._attempt += 1
             finally:
-                if pair is not None and (stop.is_set() or outage_since is not None):
+                if pair is not None and (stop.is_set() or failed):
                     await _close(pair)
                     pair = None
-            if outage_since is not None:
-                await _sleep_or_stop(stop, backoff_delay(attempt, base=0.2, cap=self.config.retry_cap))
+            if failed:
+                await _sleep_or_stop(stop, backoff_delay(self._attempt, base=0.2, cap=self.config.retry_cap))
         if pair is not None:
             await _close(pair)
+
+    def healthy(self) -> None:
+        """A session fetched successfully: an outage, if there was one, is over. (Connecting is not
+        enough: a relay whose table is missing connects, then fails at its first fetch, and its
+        backoff must keep growing instead of restarting at every reconnect.)"""
+        if self._outage_since is not None:
+            log.warning("relay resumed after %.1fs", time.monotonic() - self._outage_since)
+            self._outage_since, self._attempt = None, 0
 
     # -- one connected session --------------------------------------------------------------------
     async def _serve(self, store: OutboxStore, publisher: Publisher, stop: asyncio.Event) -> None:

@@ -165,6 +165,7 @@ class Session:
     def _fetched(self, rows: Sequence[OutboxEvent]) -> None:
         observer = self.relay.observer
         observer.db_ok()
+        self.relay.healthy()
         if not rows:
             if not self.in_hand:
                 observer.broker_ok()  # nothing waits on the broker: idle is healthy

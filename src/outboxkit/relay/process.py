@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
 from outboxkit.brokers.registry import publisher_for
 from outboxkit.core.urls import redact_url
+from outboxkit.relay.life import BacklogCount, Life, report_periodically
 from outboxkit.relay.loop import Relay, RelayConfig, RelayStats
 from outboxkit.relay.observer import RelayObserver
 from outboxkit.stores.base import TableRef
@@ -38,19 +40,38 @@ def build_relay(
     )
 
 
-async def serve(relay: Relay, *, db: str, broker: str) -> RelayStats:
+async def serve(
+    relay: Relay,
+    *,
+    db: str,
+    broker: str,
+    table: str | None = None,
+    summary_interval: float = 60.0,
+    backlog: BacklogCount | None = None,
+) -> RelayStats:
     """Start (failing fast if a side is unreachable), then relay until SIGTERM/SIGINT.
 
-    A signal lets the current batch finish (its confirmations are marked) before exiting."""
+    Logs one line once it holds its buckets and, every ``summary_interval`` seconds (0: never), a
+    summary with the backlog from ``backlog`` (see ``relay.life``). A signal lets the current batch
+    finish (its confirmations are marked) before exiting."""
+    where = f"{redact_url(db)}" + (f" table {table}" if table else "") + f" -> {redact_url(broker)}"
+    life = Life(relay.observer, where=where)
+    relay.observer = life
     first = await relay.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("relay started: %s -> %s", redact_url(db), redact_url(broker))
+    log.info("relay connected: %s", where)
+    reporter = asyncio.create_task(report_periodically(life, summary_interval, backlog)) if summary_interval else None
     try:
         await relay.run(stop, first=first)
     finally:
+        if reporter is not None:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+        relay.observer = life.inner
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return relay.stats

@@ -1,4 +1,4 @@
-"""A small TCP proxy whose connections a test can cut, to simulate a network failure."""
+"""A small TCP proxy whose connections a test can cut or freeze, to simulate a network failure."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ class TcpProxy:
         self._send_locks: dict[socket.socket, threading.Lock] = {}
         self._lock = threading.Lock()
         self._blocked = False
+        self._flowing = threading.Event()  # cleared by freeze(): bytes are held, nothing is closed
+        self._flowing.set()
         self._thread: threading.Thread | None = None
 
     def start(self) -> TcpProxy:
@@ -64,6 +66,7 @@ class TcpProxy:
         lock = self._send_locks[dst]
         try:
             while chunk := src.recv(65536):
+                self._flowing.wait()
                 with lock:
                     dst.sendall(chunk)
         except OSError:
@@ -106,7 +109,16 @@ class TcpProxy:
     def unblock(self) -> None:
         self._blocked = False
 
+    def freeze(self) -> None:
+        """Stop forwarding without closing anything, as a partition or a hung peer looks from each
+        side: connections stay open, requests get no answer. ``thaw()`` delivers what was held."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
+        self._flowing.set()
         if self._server is not None:
             self._server.close()
         self.cut()

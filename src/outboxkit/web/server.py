@@ -213,20 +213,31 @@ async def serve_relay(
     broker: str,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
+    table: str | None = None,
+    summary_interval: float = 60.0,
 ) -> RelayStats:
     """``relay.process.serve`` with the HTTP endpoints alongside; ``port=0`` means no HTTP at all.
+
+    The backlog probe (a store connection of its own, opened on first use) serves both the metrics
+    and the periodic summary line.
 
     Lives here rather than in ``relay/process.py`` because the relay floor must not import
     ``web``: the relay only knows the observer it was given (``metrics``)."""
     probe: StoreBacklogProbe | None = None
-    if port and metrics.probe is None:
+    if metrics.probe is None:
         probe = StoreBacklogProbe(relay.store_factory)
-        metrics.probe = probe
+        if port:
+            metrics.probe = probe
+    counter = probe or metrics.probe
+
+    async def backlog() -> int | None:
+        return None if counter is None else (await counter()).pending
+
     server = MetricsServer(metrics, host=host, port=port) if port else None
     try:
         if server is not None:
             await server.start()
-        return await serve(relay, db=db, broker=broker)
+        return await serve(relay, db=db, broker=broker, table=table, summary_interval=summary_interval, backlog=backlog)
     finally:
         if server is not None:
             await server.close()

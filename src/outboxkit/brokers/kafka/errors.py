@@ -105,7 +105,7 @@ def translate(err: KafkaError | BaseException, topic: str = "?", outage: Outage 
     if kind is PermanentError:
         return PermanentError(f"Kafka refused the message: {reason}")
     if kind is UnroutableError:
-        return UnroutableError(f"Kafka topic {topic!r} is not available: {reason}; create it")
+        return UnroutableError(f"Kafka topic {topic!r} is not available: {reason}; create it with `outboxkit provision --broker URL --topic {topic}`")  # noqa: E501  # fmt: skip
     if kind is UnavailableError:
         return UnavailableError(f"Kafka cannot deliver now: {reason}")
     return TransientError(f"Kafka publish failed: {reason}")

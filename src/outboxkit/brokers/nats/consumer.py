@@ -64,7 +64,7 @@ class NatsConsumer:
                 try:
                     stream = await js.find_stream_name_by_subject(self.topics[0])
                 except nats.js.errors.NotFoundError:
-                    raise ConfigurationError(f"no JetStream stream captures {self.topics[0]!r}: create one") from None
+                    raise ConfigurationError(f"no JetStream stream captures {self.topics[0]!r}: create one with `outboxkit provision --broker URL --topic '{self.topics[0]}'`") from None  # noqa: E501  # fmt: skip
                 config = ConsumerConfig(
                     durable_name=self.group,
                     ack_policy=AckPolicy.EXPLICIT,

@@ -120,7 +120,7 @@ def translate(exc: BaseException, event: OutboxEvent, outage: Outage | None = No
             return outage.unavailable(f"NATS cannot publish {what} ({exc})")
         return UnavailableError(f"NATS cannot publish {what} now: {exc}")
     if kind is UnroutableError:
-        return UnroutableError(f"no JetStream stream captures subject {subject!r}: create one")
+        return UnroutableError(f"no JetStream stream captures subject {subject!r}: create one with `outboxkit provision --broker URL --topic '{subject.split('.')[0]}.>'`")  # noqa: E501  # fmt: skip
     if isinstance(exc, nats.errors.MaxPayloadError):
         return PermanentError(f"message of {len(event.payload)} bytes exceeds the NATS server's max_payload")
     if kind is not None:

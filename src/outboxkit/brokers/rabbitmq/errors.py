@@ -66,7 +66,7 @@ def translate(exc: BaseException, event: OutboxEvent, outage: Outage | None = No
         reason = f"{getattr(frame, 'reply_code', '?')} {getattr(frame, 'reply_text', '')}".strip()
         return UnroutableError(
             f"RabbitMQ returned {event.id}: no queue is bound to the exchange for routing key "
-            f"{event.topic!r} ({reason}); bind a queue, then it is retried"
+            f"{event.topic!r} ({reason}); bind a queue (`outboxkit provision --queue NAME`), then it is retried"
         )
     if isinstance(exc, aiormq.exceptions.DeliveryError):
         return TransientError(f"RabbitMQ nacked {event.id} (queue full or internal error)")

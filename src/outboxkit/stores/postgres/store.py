@@ -290,12 +290,10 @@ class PostgresOutboxStore:
         # crash only makes the relay publish that row again, with the same id (G6).
         self._marks: psycopg.AsyncConnection[Any] | None = None
 
-    async def _connect(self, *, options: str | None = None) -> psycopg.AsyncConnection[Any]:
-        extra: dict[str, Any] = {"options": options} if options else {}
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
         try:
             return await psycopg.AsyncConnection.connect(
                 self.url,
-                **extra,
                 autocommit=True,
                 connect_timeout=max(1, int(self.connect_timeout)),
                 application_name=self.application_name,
@@ -410,7 +408,13 @@ class PostgresOutboxStore:
         if not seqs:
             return 0
         if self._marks is None or self._marks.closed:
-            self._marks = await self._connect(options="-c synchronous_commit=off")
+            # SET, not the connection's options: the URL may carry options of its own (search_path).
+            marks = await self._connect()
+            try:
+                await marks.execute("SET synchronous_commit = off")
+            except psycopg.Error as exc:
+                raise translate(self.url, exc) from None
+            self._marks = marks
         if leases is None:
             return await self._count(self._mark_sql, [list(seqs)], self._marks)
         return await self._count(self._mark_fenced_sql, {"seqs": list(seqs), **self._fence(leases)}, self._marks)
