@@ -195,7 +195,7 @@ class MariaDbOutboxStore:
 
     # -- connections -------------------------------------------------------------------------------
     async def _connect(self) -> Any:
-        import asyncmy
+        import asyncmy  # outside the try: a missing extra is a start-up error, not an outage
 
         try:
             conn = await asyncio.wait_for(
