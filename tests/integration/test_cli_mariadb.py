@@ -4,8 +4,10 @@ dead letters, replay and cleanup, the same commands and JSON as on PostgreSQL.""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -23,6 +25,9 @@ class Harness:
     ref: TableRef
     shares_buckets: bool = True
     concurrent_writers: bool = True
+
+
+SCHEMA_DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 
 
 def run(*args: str) -> Result:
@@ -89,3 +94,21 @@ async def test_status_dead_letters_replay_and_cleanup(box: tuple[TableRef, list[
     assert (doc["pending"], doc["dead"], doc["delivered"]) == (2, 0, 0)
     refused = run("cleanup", *args, "--explain-partitioning")
     assert refused.exit_code == 2 and "PostgreSQL recipe" in refused.output
+
+
+async def test_schema_doc_mariadb_insert_is_a_valid_row(box: tuple[TableRef, list[str]]) -> None:
+    """The plain-SQL INSERT that docs/schema.md shows for MariaDB runs as written and makes a row
+    the relay reads whole."""
+    ref, _ = box
+    page = SCHEMA_DOC.read_text()
+    (sql,) = [b for b in re.findall(r"```sql\n(.*?)```", page, re.DOTALL) if "MariaDB" in b]
+    conn = DATABASE.connect(MARIADB_URL)
+    try:
+        conn.execute(f"USE `{ref.schema}`")
+        conn.execute(sql)
+    finally:
+        conn.close()
+    async with opened(Harness(MARIADB_URL, ref)) as store:
+        (event,) = await store.fetch_pending(10, Filter())
+    assert event.defect is None
+    assert (event.topic, event.key, event.payload) == ("orders.created", "customer-7", b'{"id": 7}')
