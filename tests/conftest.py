@@ -27,6 +27,25 @@ NATS_URL = os.environ.get("OUTBOXKIT_TEST_NATS", "nats://127.0.0.1:4222")
 CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs the ``outboxkit`` app in-process (CliRunner) gets a root log handler bound to
+    the runner's stderr, closed once the invocation ends: put the root logger back as it was, or the
+    next test's log lines fail with "I/O operation on closed file" (and land in its captured stderr)."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
 def _reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
