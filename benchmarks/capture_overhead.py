@@ -26,7 +26,8 @@ from typing import Any
 from benchmarks.common import add_common_args, drop_schema, new_tag, payload, table, write_results
 from outboxkit import Outbox, migrate
 from outboxkit.capture import CaptureSpec, add_capture
-from outboxkit.stores.base import TableRef, placeholders
+from outboxkit.stores.base import TableRef
+from outboxkit.stores.database import placeholders
 from outboxkit.stores.registry import database_for
 
 MODES = ("none", "emit", "trigger")

@@ -15,7 +15,8 @@ from outboxkit import migrate
 from outboxkit.capture import CaptureSpec, add_capture, list_captures, remove_capture
 from outboxkit.cli import app
 from outboxkit.errors import ConfigurationError
-from outboxkit.stores.base import TableRef, placeholders
+from outboxkit.stores.base import TableRef
+from outboxkit.stores.database import placeholders
 from outboxkit.stores.registry import database_for
 from tests.conftest import Backend
 from tests.helpers import db_connect, pending, read_all, relay_for, running_relay

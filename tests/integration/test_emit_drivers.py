@@ -35,7 +35,7 @@ from outboxkit import (
     migrate,
 )
 from outboxkit.stores.base import TableRef
-from outboxkit.stores.mariadb.database import parse_url
+from outboxkit.stores.mariadb.driver import parse_url
 from outboxkit.stores.sqlite import sqlite_path
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -8,7 +8,7 @@ import pymysql.err
 import pytest
 
 from outboxkit.errors import SchemaError, TransientError, UnavailableError
-from outboxkit.stores.mariadb.database import translate
+from outboxkit.stores.mariadb.driver import translate
 from outboxkit.stores.registry import translate_db_error
 
 DRIVERS = [pymysql.err, asyncmy.errors]

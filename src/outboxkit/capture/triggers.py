@@ -8,8 +8,9 @@ appear or vanish together.
 from __future__ import annotations
 
 from outboxkit.errors import ConfigurationError, SchemaError
-from outboxkit.stores.base import Database, Statement, TableRef
+from outboxkit.stores.base import Statement, TableRef
 from outboxkit.stores.capture import TRIGGER_VERSION, CaptureSpec, spec_from_registry
+from outboxkit.stores.database import Database
 from outboxkit.stores.registry import database_for
 
 

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.emit import Outbox
 from outboxkit.lab.faults import Txn
-from outboxkit.stores.base import Database, TableRef
+from outboxkit.stores.base import TableRef
+from outboxkit.stores.database import Database
 from outboxkit.stores.registry import database_for
 
 #: Where ``outboxkit lab run`` works unless told otherwise (each strategy in a schema of its own).

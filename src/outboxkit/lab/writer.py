@@ -29,7 +29,7 @@ from outboxkit.errors import DeliveryError, UnavailableError
 from outboxkit.lab.faults import Scheduled, Txn, plan
 from outboxkit.lab.strategies import STRATEGIES
 from outboxkit.lab.strategy import Env
-from outboxkit.stores.base import placeholders
+from outboxkit.stores.database import placeholders
 from outboxkit.testing.workload import OrdersWorkload
 
 

@@ -1,7 +1,8 @@
 """The store roles. A newcomer adding a database reads this file, one adapter package (for example
 ``stores/sqlite/``) and the store conformance suite (``outboxkit.testing.stores``).
 
-A database is one package under ``stores/`` that exposes one :class:`Database` object, registered
+A database is one package under ``stores/`` that exposes one
+:class:`~outboxkit.stores.database.Database` object, registered
 by URL scheme in ``stores/registry.py``. Everything that knows the database's SQL or driver lives in
 that package; callers (emit, migrate, relay, inbox, ops, lab, CLI) ask these protocols and never
 branch on a dialect:
@@ -14,8 +15,8 @@ branch on a dialect:
 * :class:`InboxSql` — the consumer's inbox tables and its claim statement.
 * :class:`~outboxkit.stores.ops.OpsDialect` — the SQL behind status, dead letters, replay, cleanup.
 * :class:`~outboxkit.stores.capture.TriggerCapture` — change capture by triggers on business tables.
-* :class:`Database` — the one object that hands all of the above out, plus sync connections for
-  operator work, migrations and tests.
+* :class:`~outboxkit.stores.database.Database` — the one object that hands all of the above out,
+  plus sync connections for operator work, migrations and tests.
 """
 
 from __future__ import annotations
@@ -25,14 +26,10 @@ import re
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from outboxkit.core.envelope import OutboxEvent
-from outboxkit.errors import ConfigurationError, OutboxkitError
-
-if TYPE_CHECKING:
-    from outboxkit.stores.capture import TriggerCapture
-    from outboxkit.stores.ops import OpsDialect
+from outboxkit.errors import ConfigurationError
 
 SCHEMA_VERSION = 2  # 2: lease and relay tables (many relays per outbox)
 
@@ -291,70 +288,3 @@ class InboxSql(Protocol):
     def cleanup(self, ref: TableRef, older_than: timedelta, batch: int) -> tuple[str, Sequence[Any]]:
         """One DELETE of at most ``batch`` rows processed before now minus ``older_than``."""
         ...
-
-
-class Database(Protocol):
-    """One database: the object a store package exposes as ``DATABASE`` and the registry returns.
-
-    Connections it opens translate nothing by themselves: :meth:`translate` maps the driver's
-    exceptions to outboxkit's (the one table per database, tested), so callers decide on our types.
-    """
-
-    #: the dialect name (``postgresql``, ``sqlite``, ``mariadb``), as shown by ``outboxkit status``
-    name: str
-    #: URL schemes (and SQLAlchemy dialect names) that mean this database
-    schemes: tuple[str, ...]
-    #: how ``?`` placeholders are written for :meth:`connect` connections: ``qmark`` or ``format``
-    paramstyle: str
-    #: the statement that opens a writer's transaction (SQLite: ``BEGIN IMMEDIATE``)
-    begin_sql: str
-    #: the database's current UTC time, in the form the outbox's time columns hold
-    now_sql: str
-    #: whether :meth:`create_namespace` works; without namespaces, isolate with one file (SQLite)
-    namespaces: bool
-    #: whether :meth:`kill_sessions` can drop other sessions (the lab's ``db-kill`` fault)
-    can_kill_sessions: bool
-    #: the identifier quote character (``"``; a backtick on MariaDB/MySQL), see :meth:`TableRef.quoted`
-    quote: str
-
-    def schema(self) -> OutboxSchema: ...
-
-    def store(self, url: str, ref: TableRef | None = None, *, hold_dead_keys: bool = True) -> OutboxStore: ...
-
-    def connect(self, url: str, *, label: str = "outboxkit") -> SyncConnection:
-        """A sync autocommit connection; ``label`` names the session where the database can."""
-        ...
-
-    def migrate(self, url: str, ref: TableRef, statements: Sequence[Statement]) -> None:
-        """Run ``statements`` as one migration, serialised against concurrent migrations (one
-        transaction where DDL is transactional: PostgreSQL, SQLite)."""
-        ...
-
-    def drivers(self) -> Sequence[Driver]: ...
-
-    def ops(self) -> OpsDialect: ...
-
-    def inbox(self) -> InboxSql: ...
-
-    def capture(self) -> TriggerCapture: ...
-
-    def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
-        """The outboxkit error for a driver exception (``UnavailableError`` for a lost connection,
-        ``SchemaError`` for a missing table, ...), or None when it is not the database's fault."""
-        ...
-
-    def create_namespace(self, conn: SyncConnection, name: str) -> None:
-        """Create a schema (PostgreSQL) / database (MariaDB) for isolated tables; SQLite refuses."""
-        ...
-
-    def drop_namespace(self, conn: SyncConnection, name: str) -> None: ...
-
-    def kill_sessions(self, url: str, label_prefix: str, table_hint: str) -> None:
-        """Terminate other sessions whose label starts with ``label_prefix`` or that are relays
-        working on ``table_hint`` (fault injection)."""
-        ...
-
-
-def placeholders(database: Database, sql: str) -> str:
-    """``?`` placeholders written the way ``database``'s sync connections want them."""
-    return sql.replace("?", "%s") if database.paramstyle == "format" else sql

@@ -1,6 +1,6 @@
 """URL scheme / dialect name -> the database's package. The one place that knows every database.
 
-Each package under ``stores/`` exposes ``DATABASE``, a :class:`~outboxkit.stores.base.Database`;
+Each package under ``stores/`` exposes ``DATABASE``, a :class:`~outboxkit.stores.database.Database`;
 importing a package is cheap (its driver is imported when a connection is made), so the registry
 can look at all of them to recognise a URL scheme, a SQLAlchemy dialect name or an emit connection.
 """
@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 from outboxkit.core.urls import redact_url, scheme_of
 from outboxkit.errors import ConfigurationError
-from outboxkit.stores.base import Database, Driver, OutboxSchema, OutboxStore, TableRef
+from outboxkit.stores.base import Driver, OutboxSchema, OutboxStore, TableRef
+from outboxkit.stores.database import Database
 
 #: dialect name -> package; every database outboxkit supports is one line here.
 PACKAGES = {

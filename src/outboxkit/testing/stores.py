@@ -33,7 +33,8 @@ from outboxkit.emit import Outbox
 from outboxkit.errors import SchemaError
 from outboxkit.migrate import migrate
 from outboxkit.ops import queries as ops
-from outboxkit.stores.base import BUCKETS, Filter, OutboxStore, SyncConnection, TableRef, placeholders
+from outboxkit.stores.base import BUCKETS, Filter, OutboxStore, SyncConnection, TableRef
+from outboxkit.stores.database import placeholders
 from outboxkit.stores.registry import database_for
 from outboxkit.testing.conformance import NotSupported
 

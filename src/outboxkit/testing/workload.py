@@ -18,7 +18,8 @@ from typing import Any
 
 from outboxkit.emit import Outbox
 from outboxkit.errors import TransientError
-from outboxkit.stores.base import Database, TableRef, placeholders, validate_identifier
+from outboxkit.stores.base import TableRef, validate_identifier
+from outboxkit.stores.database import Database, placeholders
 from outboxkit.stores.registry import database_for, databases
 
 

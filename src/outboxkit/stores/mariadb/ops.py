@@ -9,6 +9,7 @@ from typing import Any
 
 from outboxkit.core.urls import redact_url
 from outboxkit.stores.base import SyncConnection, TableRef
+from outboxkit.stores.mariadb.driver import connect_sync
 from outboxkit.stores.mariadb.schema import bind_list, quoted
 from outboxkit.stores.ops import DISCARDED, LeaseView, LiveRelay, OpsRunner, OpsStatements
 
@@ -77,9 +78,7 @@ class MariaDbOps:
     name = "mariadb"
 
     def open(self, url: str, ref: TableRef) -> tuple[SyncConnection, str]:
-        from outboxkit.stores.mariadb.database import DATABASE
-
-        return DATABASE.connect(url, label="outboxkit-ops"), redact_url(url)
+        return connect_sync(url, label="outboxkit-ops"), redact_url(url)
 
     def statements(self, ref: TableRef) -> OpsStatements:
         return statements(ref)

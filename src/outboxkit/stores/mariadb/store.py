@@ -45,7 +45,7 @@ from outboxkit.stores.base import (
     TableRef,
 )
 from outboxkit.stores.mariadb import leases
-from outboxkit.stores.mariadb.database import error_code, first_line, parse_url, session_sql, translate
+from outboxkit.stores.mariadb.driver import error_code, first_line, parse_url, session_sql, translate
 from outboxkit.stores.mariadb.schema import bind_list, bind_pairs, quoted
 
 _DEADLOCK = 1213

@@ -1,4 +1,4 @@
-"""PostgreSQL as a :class:`~outboxkit.stores.base.Database`: connections, migrations, emit drivers,
+"""PostgreSQL as a :class:`~outboxkit.stores.database.Database`: connections, migrations, emit drivers,
 error translation. psycopg is imported only when a connection is made or checked."""
 
 from __future__ import annotations
@@ -9,21 +9,12 @@ from typing import TYPE_CHECKING, Any
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import NoTransactionError, OutboxkitError, SchemaError, UnavailableError
 from outboxkit.stores.base import Driver, OutboxSchema, OutboxStore, Statement, SyncConnection, TableRef
+from outboxkit.stores.postgres.connection import connect_sync, first_line, libpq_url
 
 if TYPE_CHECKING:
     from outboxkit.stores.postgres.capture import PostgresCapture
     from outboxkit.stores.postgres.inbox import PostgresInbox
     from outboxkit.stores.postgres.ops import PostgresOps
-
-
-def libpq_url(url: str) -> str:
-    """SQLAlchemy-style ``postgresql+psycopg://`` is accepted for convenience; libpq wants the plain form."""
-    return "postgresql://" + url.split("://", 1)[1]
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class PostgresDatabase:
@@ -47,15 +38,7 @@ class PostgresDatabase:
         return PostgresOutboxStore(libpq_url(url), ref, hold_dead_keys=hold_dead_keys)
 
     def connect(self, url: str, *, label: str = "outboxkit") -> SyncConnection:
-        import psycopg
-
-        try:
-            conn: SyncConnection = psycopg.connect(
-                libpq_url(url), autocommit=True, connect_timeout=5, application_name=label
-            )
-        except psycopg.Error as exc:
-            raise UnavailableError(f"PostgreSQL at {redact_url(url)} is unavailable: {first_line(exc)}") from None
-        return conn
+        return connect_sync(url, label=label)
 
     def migrate(self, url: str, ref: TableRef, statements: Sequence[Statement]) -> None:
         import psycopg

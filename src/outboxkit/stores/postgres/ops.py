@@ -9,6 +9,7 @@ from typing import Any
 from outboxkit.core.urls import redact_url
 from outboxkit.stores.base import SyncConnection, TableRef
 from outboxkit.stores.ops import DISCARDED, LeaseView, LiveRelay, OpsRunner, OpsStatements
+from outboxkit.stores.postgres.connection import connect_sync
 
 # A NULL parameter means "no criterion". Casts give PostgreSQL the parameter types, and since
 # psycopg sends the values with each execution the planner folds the unused branches away.
@@ -83,9 +84,7 @@ class PostgresOps:
     name = "postgresql"
 
     def open(self, url: str, ref: TableRef) -> tuple[SyncConnection, str]:
-        from outboxkit.stores.postgres.database import DATABASE
-
-        return DATABASE.connect(url, label="outboxkit-ops"), redact_url(url)
+        return connect_sync(url, label="outboxkit-ops"), redact_url(url)
 
     def statements(self, ref: TableRef) -> OpsStatements:
         return statements(ref)

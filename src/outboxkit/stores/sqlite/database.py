@@ -1,4 +1,4 @@
-"""SQLite as a :class:`~outboxkit.stores.base.Database`: connections, migrations, emit driver,
+"""SQLite as a :class:`~outboxkit.stores.database.Database`: connections, migrations, emit driver,
 error translation."""
 
 from __future__ import annotations
