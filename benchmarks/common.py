@@ -1,8 +1,9 @@
-"""Shared helpers for the benchmarks: isolated PostgreSQL schema + JetStream stream per run,
-payloads, percentiles, tables and JSON results.
+"""Shared helpers for the benchmarks: isolated schema (PostgreSQL) or database (MariaDB) + JetStream
+stream per run, payloads, percentiles, tables and JSON results.
 
 Every run creates its own schema ``bench_<hex>`` and its own stream ``BENCH_<HEX>`` capturing
 ``bench_<hex>.>``, and removes both at the end (try/finally). Shared services are never restarted.
+``--db`` takes any database URL outboxkit supports (``mysql://root@127.0.0.1:3306/test`` for MariaDB).
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ import psycopg
 
 import outboxkit
 from outboxkit.stores.base import TableRef
+from outboxkit.stores.registry import database_for
 
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("BENCH_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
 NATS_URL = os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=PG_URL, help="PostgreSQL URL (default %(default)s)")
+    parser.add_argument("--db", default=PG_URL, help="database URL, PostgreSQL or MariaDB (default %(default)s)")
     parser.add_argument("--broker", default=NATS_URL, help="NATS URL (default %(default)s)")
     parser.add_argument("--no-json", action="store_true", help="do not write benchmarks/results/*.json")
 
@@ -67,8 +70,16 @@ def migrate_outbox(env: Env, *, notify: bool) -> None:
 
 
 def drop_schema(db: str, schema: str) -> None:
-    with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    database = database_for(db)
+    conn = database.connect(db, label="outboxkit-bench")
+    try:
+        database.drop_namespace(conn, schema)
+    finally:
+        conn.close()
+
+
+def is_postgres(db: str) -> bool:
+    return database_for(db).name == "postgresql"
 
 
 async def nats_connect(url: str) -> Any:
@@ -190,6 +201,14 @@ def machine() -> dict[str, Any]:
         info["pg_synchronous_commit"] = conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[index]
         info["pg_fsync"] = conn.execute("SHOW fsync").fetchone()[0]  # type: ignore[index]
     with contextlib.suppress(Exception):
+        maria = database_for(MARIADB_URL).connect(MARIADB_URL, label="outboxkit-bench")
+        try:
+            info["mariadb"], info["innodb_flush_log_at_trx_commit"], info["sync_binlog"] = maria.execute(
+                "SELECT VERSION(), @@innodb_flush_log_at_trx_commit, @@sync_binlog"
+            ).fetchone()
+        finally:
+            maria.close()
+    with contextlib.suppress(Exception):
         import nats
 
         info["nats_py"] = nats.__version__ if hasattr(nats, "__version__") else "?"
@@ -208,18 +227,36 @@ def write_results(name: str, data: dict[str, Any], *, disabled: bool = False) ->
 
 
 async def pending_rows(conn: Any, env: Env) -> int:
-    """Rows the relay still has to deliver."""
-    cur = await conn.execute(f"SELECT count(*) FROM {env.ref.qualified} WHERE delivered_at IS NULL AND dead_at IS NULL")
-    row = await cur.fetchone()
+    """Rows the relay still has to deliver (``conn``: a psycopg AsyncConnection, or a sync
+    connection of ``Database.connect`` for other databases)."""
+    table = env.ref.quoted(database_for(env.db).quote)
+    sql = f"SELECT count(*) FROM {table} WHERE delivered_at IS NULL AND dead_at IS NULL"
+    if isinstance(conn, psycopg.AsyncConnection):
+        cur = await conn.execute(sql)
+        row = await cur.fetchone()
+    else:
+        row = await asyncio.to_thread(lambda: conn.execute(sql).fetchone())
     assert row is not None
     return int(row[0])
+
+
+@contextlib.asynccontextmanager
+async def checker(db: str) -> AsyncIterator[Any]:
+    """A connection for :func:`pending_rows`."""
+    if is_postgres(db):
+        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+            yield conn
+        return
+    conn = database_for(db).connect(db, label="outboxkit-bench")
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 async def relay_run(env: Env, n: int, *, window: int, batch_size: int, timeout: float) -> dict[str, Any]:
     """Run an in-process relay over ``env`` until the ``n`` pre-written events are delivered (or
     ``timeout``); the same measurement for every bus, so the figures compare."""
-    import psycopg
-
     from outboxkit.relay.loop import RelayConfig
     from outboxkit.relay.process import build_relay
 
@@ -228,7 +265,7 @@ async def relay_run(env: Env, n: int, *, window: int, batch_size: int, timeout: 
     )
     first = await relay.start()
     stop = asyncio.Event()
-    async with await psycopg.AsyncConnection.connect(env.db, autocommit=True) as check:
+    async with checker(env.db) as check:
         t0 = time.perf_counter()
         task = asyncio.create_task(relay.run(stop, first=first))
         try:

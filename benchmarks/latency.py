@@ -14,11 +14,14 @@ Two modes:
 
 * ``notify``: NOTIFY trigger on the outbox, relay LISTENs, poll_interval 1.0 s (the default setup);
 * ``poll``: outbox migrated with ``notify=False`` (no trigger), relay polls every ``--poll-interval``;
+  on MariaDB (``--db mysql://...``), which has no notifications, this is the store's own wake-up
+  (a fingerprint of the pending rows polled every 2-50 ms) with ``--poll-interval`` as the fallback;
 * ``inline``: as ``notify``, plus the writer hands each committed id to an ``InlinePublisher``
   (publish right after commit, issue 4), the relay being the safety net.
 
     .venv/bin/python -m benchmarks.latency
     .venv/bin/python -m benchmarks.latency --rate 500 --duration 20 --modes notify,poll
+    .venv/bin/python -m benchmarks.latency --db mysql://root@127.0.0.1:3306/test --modes poll --poll-interval 1.0
 """
 
 from __future__ import annotations
@@ -70,17 +73,20 @@ async def _relay_child(db: str, broker: str, schema: str, poll_interval: float, 
 def _writer_child(db: str, schema: str, topic: str, rate: float, duration: float, out: str, broker: str = "") -> None:
     import psycopg
 
-    from benchmarks.common import key_for, payload
+    from benchmarks.common import is_postgres, key_for, payload
     from outboxkit import Outbox
     from outboxkit.relay.inline import InlinePublisher
     from outboxkit.stores.base import TableRef
+    from outboxkit.stores.registry import database_for
 
     outbox = Outbox(schema=schema)
     inline = InlinePublisher(db, broker, ref=TableRef("outbox", schema)).start() if broker else None
     n = int(rate * duration)
     commits: dict[str, float] = {}
     behind = 0
-    with psycopg.connect(db) as conn:
+    # PostgreSQL: psycopg's transaction(); other databases: their own sync driver, BEGIN ... COMMIT.
+    conn: Any = psycopg.connect(db) if is_postgres(db) else database_for(db).connect(db)
+    try:
         t0 = time.monotonic() + 0.2
         for i in range(n):
             due = t0 + i / rate
@@ -89,12 +95,19 @@ def _writer_child(db: str, schema: str, topic: str, rate: float, duration: float
                 time.sleep(due - now)
             elif now - due > 0.01:
                 behind += 1
-            with conn.transaction():
+            if is_postgres(db):
+                with conn.transaction():
+                    event_id = outbox.emit(conn, topic, payload(i), key=key_for(i, 1000))
+            else:
+                conn.execute("BEGIN")
                 event_id = outbox.emit(conn, topic, payload(i), key=key_for(i, 1000))
+                conn.execute("COMMIT")
             commits[event_id] = time.monotonic()  # COMMIT has returned
             if inline is not None:
                 inline.submit([event_id])  # returns at once; publishes on its own thread
         elapsed = time.monotonic() - t0
+    finally:
+        conn.close()
     if inline is not None:
         inline.close()
     Path(out).write_text(json.dumps({"commits": commits, "elapsed": elapsed, "behind": behind}))

@@ -1,4 +1,4 @@
-"""Relay throughput, PostgreSQL -> NATS JetStream, against the raw nats-py ceiling.
+"""Relay throughput, PostgreSQL or MariaDB -> NATS JetStream, against the raw nats-py ceiling.
 
 For each repetition and each window size:
 
@@ -13,6 +13,7 @@ Reports the median over repetitions and the ratio relay / ceiling (target >= 0.6
 
     .venv/bin/python -m benchmarks.throughput
     .venv/bin/python -m benchmarks.throughput --events 20000 --reps 1 --windows 1000
+    .venv/bin/python -m benchmarks.throughput --db mysql://root@127.0.0.1:3306/test
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from benchmarks.common import (
     Env,
     add_common_args,
     bench_env,
+    is_postgres,
     key_for,
     nats_connect,
     payload,
@@ -42,6 +44,7 @@ from benchmarks.common import (
 from outboxkit import Outbox
 from outboxkit.core.envelope import OutboxEvent, binary_headers
 from outboxkit.stores.postgres import PostgresSchema
+from outboxkit.stores.registry import database_for
 
 TXN_ROWS = 500
 
@@ -52,6 +55,8 @@ def _encoded(i: int) -> bytes:
 
 def prewrite(env: Env, n: int, keys: int, method: str) -> float:
     """Empty the outbox, write ``n`` events in transactions of 500; returns seconds taken."""
+    if not is_postgres(env.db):
+        return prewrite_dbapi(env, n, keys)
     topic = env.topic()
     t0 = time.perf_counter()
     with psycopg.connect(env.db) as conn:
@@ -85,6 +90,31 @@ def prewrite(env: Env, n: int, keys: int, method: str) -> float:
                     conn.cursor().executemany(sql, rows)
     with psycopg.connect(env.db, autocommit=True) as conn:
         conn.execute(f"VACUUM ANALYZE {env.ref.qualified}")
+    return time.perf_counter() - t0
+
+
+def prewrite_dbapi(env: Env, n: int, keys: int) -> float:
+    """The same rows through the database's own sync driver (``Database.connect``): emit()'s INSERT
+    text, sent with the DB-API ``executemany`` (PyMySQL turns it into multi-row INSERTs)."""
+    database = database_for(env.db)
+    table, topic = env.ref.quoted(database.quote), env.topic()
+    sql = database.schema().insert_sql(env.ref, database.paramstyle)
+    t0 = time.perf_counter()
+    conn = database.connect(env.db, label="outboxkit-bench")
+    try:
+        conn.execute(f"DELETE FROM {table}")
+        cursor = getattr(conn, "native", conn).cursor()
+        for start in range(0, n, TXN_ROWS):
+            rows = [
+                (str(uuid_utils.uuid7()), topic, key_for(i, keys), None, None, _encoded(i), "application/json", "{}")
+                for i in range(start, min(n, start + TXN_ROWS))
+            ]
+            conn.execute(database.begin_sql)
+            cursor.executemany(sql, rows)
+            conn.execute("COMMIT")
+        conn.execute(f"ANALYZE TABLE {table}" if database.quote == "`" else f"ANALYZE {table}")
+    finally:
+        conn.close()
     return time.perf_counter() - t0
 
 

@@ -18,11 +18,32 @@ import pytest
 from outboxkit import migrate
 from outboxkit.brokers.nats import connect, ensure_stream
 from outboxkit.stores.base import TableRef
+from outboxkit.stores.registry import database_for
 from outboxkit.testing import NatsServer
 
 PG_URL = os.environ.get("OUTBOXKIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("OUTBOXKIT_TEST_MARIADB", "mysql://root@127.0.0.1:3306/test")
 NATS_URL = os.environ.get("OUTBOXKIT_TEST_NATS", "nats://127.0.0.1:4222")
 CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs the ``outboxkit`` app in-process (CliRunner) gets a root log handler bound to
+    the runner's stderr, closed once the invocation ends: put the root logger back as it was, or the
+    next test's log lines fail with "I/O operation on closed file" (and land in its captured stderr)."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -59,6 +80,27 @@ def pg_ref(pg_url: str) -> Iterator[TableRef]:
     yield ref
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{ref.schema}" CASCADE'.encode())
+
+
+@pytest.fixture
+def mariadb_url() -> str:
+    require("MariaDB", "127.0.0.1", 3306)
+    return MARIADB_URL
+
+
+@pytest.fixture
+def mariadb_ref(mariadb_url: str) -> Iterator[TableRef]:
+    """A migrated outbox in a database of its own (MariaDB's schemas), dropped after the test."""
+    from outboxkit.stores.mariadb import DATABASE
+
+    ref = TableRef("outbox", unique("okt"))
+    migrate(mariadb_url, ref)
+    yield ref
+    conn = DATABASE.connect(mariadb_url)
+    try:
+        DATABASE.drop_namespace(conn, ref.schema or "")
+    finally:
+        conn.close()
 
 
 @pytest.fixture
@@ -127,8 +169,13 @@ class Backend:
     ref: TableRef
     stream: Stream
 
+    @property
+    def table(self) -> str:
+        """The outbox table quoted for this database."""
+        return self.ref.quoted(database_for(self.db).quote)
 
-@pytest.fixture(params=["sqlite+embedded-nats", "postgres+nats"])
+
+@pytest.fixture(params=["sqlite+embedded-nats", "postgres+nats", "mariadb+nats"])
 async def backend(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[Backend]:
     if request.param.startswith("sqlite"):
         server = NatsServer().start()
@@ -138,14 +185,19 @@ async def backend(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIter
         stream = await make_stream(server.url)
         yield Backend(request.param, db, TableRef(), stream)
         return
-    require("PostgreSQL", "127.0.0.1", 5432)
+    url = MARIADB_URL if request.param.startswith("mariadb") else PG_URL
+    require("MariaDB", "127.0.0.1", 3306) if url == MARIADB_URL else require("PostgreSQL", "127.0.0.1", 5432)
     require("NATS", "127.0.0.1", 4222)
     ref = TableRef("outbox", unique("okt"))
-    migrate(PG_URL, ref)
+    migrate(url, ref)
     stream = await make_stream(NATS_URL)
     try:
-        yield Backend(request.param, PG_URL, ref, stream)
+        yield Backend(request.param, url, ref, stream)
     finally:
         await drop_stream(stream)
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{ref.schema}" CASCADE'.encode())
+        database = database_for(url)
+        conn = database.connect(url)
+        try:
+            database.drop_namespace(conn, ref.schema or "")
+        finally:
+            conn.close()

@@ -16,17 +16,29 @@ from outboxkit.brokers.nats import connect, delivered_from
 from outboxkit.relay import Relay, RelayConfig
 from outboxkit.relay.process import build_relay
 from outboxkit.stores.base import TableRef
-from outboxkit.stores.registry import store_for
+from outboxkit.stores.registry import database_for, store_for
 
 
 def db_connect(db: str) -> Any:
     """A sync connection to the test database, in autocommit mode (use BEGIN/COMMIT)."""
-    if db.startswith("sqlite"):
-        from outboxkit.stores.sqlite import connect as sconnect
-        from outboxkit.stores.sqlite import sqlite_path
+    if db.startswith("postgres"):
+        return psycopg.connect(db, autocommit=True)
+    return database_for(db).connect(db, label="outboxkit-test")
 
-        return sconnect(sqlite_path(db))
-    return psycopg.connect(db, autocommit=True)
+
+def table(db: str, ref: TableRef) -> str:
+    """The outbox table quoted for this database (backticks on MariaDB)."""
+    return ref.quoted(database_for(db).quote)
+
+
+def key_column(db: str) -> str:
+    """``key`` is a reserved word on MariaDB/MySQL."""
+    return "`key`" if database_for(db).quote == "`" else "key"
+
+
+def ph(db: str) -> str:
+    """The placeholder of ``db_connect`` connections."""
+    return "%s" if database_for(db).paramstyle == "format" else "?"
 
 
 def emit_many(
@@ -50,7 +62,7 @@ def pending(db: str, ref: TableRef) -> int:
     conn = db_connect(db)
     try:
         row = conn.execute(
-            f"SELECT count(*) FROM {ref.qualified} WHERE delivered_at IS NULL AND dead_at IS NULL"
+            f"SELECT count(*) FROM {table(db, ref)} WHERE delivered_at IS NULL AND dead_at IS NULL"
         ).fetchone()
     finally:
         conn.close()
@@ -119,4 +131,16 @@ async def open_store(db: str, ref: TableRef) -> Any:
     return store
 
 
-__all__ = ["db_connect", "emit_many", "open_store", "pending", "read_all", "relay_for", "running_relay", "wait_drained"]
+__all__ = [
+    "db_connect",
+    "emit_many",
+    "key_column",
+    "open_store",
+    "pending",
+    "ph",
+    "read_all",
+    "relay_for",
+    "running_relay",
+    "table",
+    "wait_drained",
+]

@@ -83,7 +83,7 @@ def migrate(
     config: ConfigOpt = None,
     sql: Annotated[bool, typer.Option("--sql", help="Print the DDL instead of running it.")] = False,
     dialect: Annotated[
-        str | None, typer.Option("--dialect", help="With --sql and no --db: postgresql or sqlite.")
+        str | None, typer.Option("--dialect", help="With --sql and no --db: postgresql, sqlite or mariadb.")
     ] = None,
     no_notify: Annotated[
         bool, typer.Option("--no-notify", help="PostgreSQL: no NOTIFY trigger (the relay then polls).")
@@ -105,9 +105,8 @@ def migrate(
         if sql:
             target = settings.db or dialect
             if not target:
-                raise ConfigurationError("--sql needs --db URL or --dialect postgresql|sqlite")
-            kind = "sqlite" if target.startswith("sqlite") else "postgresql"
-            for stmt in inbox_sql(kind, ref):
+                raise ConfigurationError("--sql needs --db URL or --dialect NAME")
+            for stmt in inbox_sql(target, ref):
                 typer.echo(stmt.rstrip() + ";\n")
             return
         migrate_inbox(settings.require_db(), ref)
@@ -116,7 +115,7 @@ def migrate(
     if sql:
         target = settings.db or dialect
         if not target:
-            raise ConfigurationError("--sql needs --db URL or --dialect postgresql|sqlite")
+            raise ConfigurationError("--sql needs --db URL or --dialect NAME")
         for stmt in migration_sql(target, settings.ref, notify=not no_notify):
             typer.echo(stmt.rstrip() + ";\n")
         return
@@ -349,10 +348,12 @@ def demo(
 
 # Commands that live with their layer (the lab, operations), registered here so that nothing
 # below imports the CLI.
+from outboxkit.capture.cli import capture_app  # noqa: E402
 from outboxkit.lab.cli import lab_app  # noqa: E402
 from outboxkit.ops.cli import cleanup, dead_letters_app, replay, status  # noqa: E402
 
 app.add_typer(lab_app, name="lab")
+app.add_typer(capture_app, name="capture")
 app.command()(status)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.command()(replay)

@@ -24,8 +24,8 @@ from outboxkit.core.urls import redact_url, remember_secrets, scheme_of
 from outboxkit.errors import ConfigurationError
 from outboxkit.relay.loop import RelayConfig
 from outboxkit.stores.base import TableRef
+from outboxkit.stores.registry import database_for
 
-_DB_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg", "sqlite"}
 _BROKER_SCHEMES = {"nats", "tls", "amqp", "amqps", "kafka", "redis", "rediss", "mqtt", "mqtts"}
 
 #: setting name -> environment variable
@@ -121,10 +121,8 @@ def check_ports(url: str) -> str:
 
 
 def check_db_url(url: str) -> str:
-    if _scheme(url) not in _DB_SCHEMES or "://" not in url:
-        raise ConfigurationError(
-            f"unsupported database URL {redact_url(url)!r}: use postgresql://user@host/db or sqlite:///file.db"
-        )
+    _scheme(url)
+    database_for(url)  # ConfigurationError naming the supported schemes
     return check_ports(url)
 
 

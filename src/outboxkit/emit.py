@@ -5,17 +5,14 @@ INSERT. Every refusal happens before that INSERT, so a refused emit writes nothi
 caller's transaction as it was.
 
 Supported connections, detected by type (optional libraries are only imported if already loaded):
-
-* sync  ``emit``:  ``sqlite3.Connection``, ``psycopg.Connection``, SQLAlchemy ``Connection`` and
-  ``Session``;
-* async ``emit_async``: ``psycopg.AsyncConnection``, SQLAlchemy ``AsyncConnection`` and
-  ``AsyncSession``.
+each database package lists its drivers (:class:`~outboxkit.stores.base.Driver`: ``sqlite3``,
+psycopg sync and async, PyMySQL, asyncmy, ...); SQLAlchemy ``Connection``/``Session`` and
+``AsyncConnection``/``AsyncSession`` work on any of those databases through their dialect name.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,8 +29,8 @@ from outboxkit.core.envelope import (
     validate_topic,
 )
 from outboxkit.errors import EmitError, NoTransactionError
-from outboxkit.stores.base import TableRef
-from outboxkit.stores.registry import schema_for
+from outboxkit.stores.base import Driver, TableRef
+from outboxkit.stores.registry import drivers, schema_for
 
 
 def _trace_headers() -> dict[str, str]:
@@ -130,19 +127,11 @@ class Outbox:
         Raises :class:`~outboxkit.errors.NoTransactionError`, ``EncodingError`` or
         ``InvalidTopicError`` before writing anything.
         """
-        if isinstance(conn, sqlite3.Connection):
-            if not conn.in_transaction:
-                raise NoTransactionError(
-                    "sqlite3 connection has no open transaction: run conn.execute('BEGIN') or your own "
-                    "INSERT/UPDATE first, and commit after emit()"
-                )
+        driver, dialect = _driver(conn)
+        if driver is not None and not driver.is_async:
+            driver.check(conn)
             row = self._row(topic, payload, key, headers, type)
-            conn.execute(self._insert_sql("sqlite", "qmark"), row.ordered())
-            return row.id
-        if _is(conn, "psycopg", "Connection"):
-            _check_psycopg(conn)
-            row = self._row(topic, payload, key, headers, type)
-            conn.execute(self._insert_sql("postgresql", "format"), row.ordered())
+            driver.execute(conn, self._insert_sql(dialect, driver.paramstyle), row.ordered())
             return row.id
         if _is(conn, "sqlalchemy.orm", "Session"):
             if not conn.in_transaction():
@@ -171,12 +160,15 @@ class Outbox:
         headers: Mapping[str, str] | None = None,
         type: str | None = None,
     ) -> str:
-        """The awaitable twin of :meth:`emit` for psycopg ``AsyncConnection`` and SQLAlchemy
-        ``AsyncConnection`` / ``AsyncSession``."""
-        if _is(conn, "psycopg", "AsyncConnection"):
-            _check_psycopg(conn)
+        """The awaitable twin of :meth:`emit` for async drivers (psycopg ``AsyncConnection``,
+        asyncmy) and SQLAlchemy ``AsyncConnection`` / ``AsyncSession``."""
+        driver, dialect = _driver(conn)
+        if driver is not None and driver.is_async:
+            driver.check(conn)
             row = self._row(topic, payload, key, headers, type)
-            await conn.execute(self._insert_sql("postgresql", "format"), row.ordered())
+            pending = driver.execute(conn, self._insert_sql(dialect, driver.paramstyle), row.ordered())
+            if pending is not None:
+                await pending
             return row.id
         if _is(conn, "sqlalchemy.ext.asyncio", "AsyncSession"):
             if not conn.in_transaction():
@@ -201,32 +193,11 @@ def _is(obj: Any, module: str, name: str) -> bool:
     return cls is not None and isinstance(obj, cls)
 
 
-_psycopg_status: Any = None
-
-
-def _check_psycopg(conn: Any) -> None:
-    global _psycopg_status
-    if _psycopg_status is None:
-        from psycopg.pq import TransactionStatus
-
-        _psycopg_status = TransactionStatus
-    # Status, not the autocommit flag: an autocommit connection after an explicit BEGIN is in a
-    # real transaction, and a non-autocommit one before its first statement is not (yet).
-    status = conn.info.transaction_status
-    if status == _psycopg_status.INTRANS:
-        return
-    # Pipeline mode: statements are in flight, so the status says ACTIVE. psycopg opened a
-    # transaction for them unless the connection is in autocommit mode outside transaction().
-    in_pipeline = status == _psycopg_status.ACTIVE and conn._pipeline is not None
-    if in_pipeline and (not conn.autocommit or getattr(conn, "_num_transactions", 0) > 0):
-        return
-    if status == _psycopg_status.INERROR:
-        raise NoTransactionError("the transaction is aborted (an earlier statement failed): roll back first")
-    raise NoTransactionError(
-        "psycopg connection has no open transaction"
-        + (" (it is in autocommit mode)" if conn.autocommit else "")
-        + ": emit inside `with conn.transaction():` so the event commits with your change"
-    )
+def _driver(conn: Any) -> tuple[Driver | None, str]:
+    for database, driver in drivers():
+        if _is(conn, driver.module, driver.name):
+            return driver, database.name
+    return None, ""
 
 
 def _check_sqlalchemy(conn: Any) -> None:
@@ -243,13 +214,14 @@ def _check_sqlalchemy(conn: Any) -> None:
 
 def _unsupported(conn: Any, *, async_: bool) -> str:
     kind = f"{type(conn).__module__}.{type(conn).__qualname__}"
+    names = sorted({f"{d.module}.{d.name}" for _, d in drivers() if d.is_async == async_})
     if async_:
         return (
-            f"emit_async() does not support {kind}: pass a psycopg AsyncConnection or a SQLAlchemy "
+            f"emit_async() does not support {kind}: pass one of {', '.join(names)} or a SQLAlchemy "
             "AsyncConnection/AsyncSession (use emit() for sync connections)"
         )
     return (
-        f"emit() does not support {kind}: pass a sqlite3 or psycopg connection, or a SQLAlchemy "
+        f"emit() does not support {kind}: pass one of {', '.join(names)} or a SQLAlchemy "
         "Connection/Session (use `await emit_async()` for async ones)"
     )
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 MODULE_EXTRAS: dict[str, str] = {
     "psycopg": "postgres",
     "psycopg_binary": "postgres",
+    "pymysql": "mysql",
+    "asyncmy": "mysql",
     "sqlalchemy": "sqlalchemy",
     "nats": "nats",
     "aio_pika": "rabbitmq",

@@ -1,9 +1,10 @@
-"""emit() on every supported connection kind, against the real PostgreSQL and SQLite.
+"""emit() on every supported connection kind, against the real PostgreSQL, SQLite and MariaDB.
 
 Every kind is driven through the same small async ``Handle`` (begin / statement / emit / commit /
-rollback), so each contract below runs once per kind: sqlite3; psycopg sync and async; SQLAlchemy
-``Connection`` and ``Session`` on PostgreSQL and SQLite; SQLAlchemy ``AsyncConnection`` and
-``AsyncSession`` on PostgreSQL (psycopg) and SQLite (aiosqlite).
+rollback), so each contract below runs once per kind: sqlite3; psycopg sync and async; PyMySQL and
+asyncmy; SQLAlchemy ``Connection`` and ``Session`` on PostgreSQL, SQLite and MariaDB (PyMySQL);
+SQLAlchemy ``AsyncConnection`` and ``AsyncSession`` on PostgreSQL (psycopg), SQLite (aiosqlite) and
+MariaDB (asyncmy).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncmy
 import psycopg
+import pymysql
 import pytest
 from sqlalchemy import NullPool, create_engine, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
@@ -32,6 +35,7 @@ from outboxkit import (
     migrate,
 )
 from outboxkit.stores.base import TableRef
+from outboxkit.stores.mariadb.driver import parse_url
 from outboxkit.stores.sqlite import sqlite_path
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -39,13 +43,15 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 @dataclass(frozen=True)
 class Target:
-    dialect: str  # "postgresql" or "sqlite"
-    url: str  # postgresql://... or sqlite:///...
+    dialect: str  # "postgresql", "sqlite" or "mariadb"
+    url: str  # postgresql://..., sqlite:///... or mysql://...
     ref: TableRef
 
     def sqlalchemy_url(self, *, async_: bool) -> str:
         if self.dialect == "postgresql":
             return "postgresql+psycopg://" + self.url.split("://", 1)[1]
+        if self.dialect == "mariadb":
+            return ("mysql+asyncmy://" if async_ else "mysql+pymysql://") + self.url.split("://", 1)[1]
         return ("sqlite+aiosqlite:///" if async_ else "sqlite:///") + sqlite_path(self.url)
 
     def outbox(self, **options: Any) -> Outbox:
@@ -60,11 +66,20 @@ class Target:
             with psycopg.connect(self.url, autocommit=True) as conn:
                 found = conn.execute(sql.replace("SELECT id,", "SELECT id::text,").encode()).fetchall()
             return [dict(zip(names, row, strict=True)) for row in found]
-        conn = sqlite3.connect(sqlite_path(self.url))
-        try:
-            found = conn.execute(sql).fetchall()
-        finally:
-            conn.close()
+        if self.dialect == "mariadb":
+            conn = pymysql.connect(**parse_url(self.url).kwargs(), autocommit=True)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql.replace(" key,", " `key`,").replace(ref.qualified, ref.quoted("`")))
+                    found = cur.fetchall()
+            finally:
+                conn.close()
+        else:
+            lite = sqlite3.connect(sqlite_path(self.url))
+            try:
+                found = lite.execute(sql).fetchall()
+            finally:
+                lite.close()
         out = [dict(zip(names, row, strict=True)) for row in found]
         for row in out:
             row["headers"] = json.loads(row["headers"])
@@ -174,6 +189,58 @@ class AsyncPsycopgHandle(Handle):
         await self.conn.close()
 
 
+class PyMySqlHandle(Handle):
+    """PyMySQL in autocommit mode with explicit BEGIN (non-autocommit is covered separately)."""
+
+    async def open(self) -> None:
+        self.conn = pymysql.connect(**parse_url(self.target.url).kwargs(), autocommit=True)
+
+    def _run(self, sql: str) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(sql)
+
+    async def begin(self) -> None:
+        self._run("BEGIN")
+
+    async def execute(self, sql: str) -> None:
+        self._run(sql)
+
+    async def commit(self) -> None:
+        self._run("COMMIT")
+
+    async def rollback(self) -> None:
+        self._run("ROLLBACK")
+
+    async def close(self) -> None:
+        self.conn.close()
+
+
+class AsyncMyHandle(Handle):
+    is_async = True
+
+    async def open(self) -> None:
+        self.conn = await asyncmy.connect(**parse_url(self.target.url).kwargs(), autocommit=True)
+
+    async def _run(self, sql: str) -> None:
+        async with self.conn.cursor() as cur:
+            await cur.execute(sql)
+
+    async def begin(self) -> None:
+        await self._run("BEGIN")
+
+    async def execute(self, sql: str) -> None:
+        await self._run(sql)
+
+    async def commit(self) -> None:
+        await self._run("COMMIT")
+
+    async def rollback(self) -> None:
+        await self._run("ROLLBACK")
+
+    async def close(self) -> None:
+        self.conn.close()
+
+
 class SaConnectionHandle(Handle):
     async def open(self) -> None:
         self.engine = create_engine(self.target.sqlalchemy_url(async_=False), poolclass=NullPool)
@@ -251,6 +318,12 @@ KINDS = [
     Kind("sa-async-session-postgresql", "postgresql", SaAsyncSessionHandle),
     Kind("sa-async-connection-sqlite", "sqlite", SaAsyncConnectionHandle),
     Kind("sa-async-session-sqlite", "sqlite", SaAsyncSessionHandle),
+    Kind("pymysql", "mariadb", PyMySqlHandle),
+    Kind("asyncmy", "mariadb", AsyncMyHandle),
+    Kind("sa-connection-mariadb", "mariadb", SaConnectionHandle),
+    Kind("sa-session-mariadb", "mariadb", SaSessionHandle),
+    Kind("sa-async-connection-mariadb", "mariadb", SaAsyncConnectionHandle),
+    Kind("sa-async-session-mariadb", "mariadb", SaAsyncSessionHandle),
 ]
 
 
@@ -262,6 +335,8 @@ def kind(request: pytest.FixtureRequest) -> Kind:
 def _target(dialect: str, request: pytest.FixtureRequest) -> Target:
     if dialect == "postgresql":
         return Target("postgresql", request.getfixturevalue("pg_url"), request.getfixturevalue("pg_ref"))
+    if dialect == "mariadb":
+        return Target("mariadb", request.getfixturevalue("mariadb_url"), request.getfixturevalue("mariadb_ref"))
     return Target("sqlite", request.getfixturevalue("sqlite_url"), TableRef())
 
 
@@ -273,6 +348,11 @@ def target(kind: Kind, request: pytest.FixtureRequest) -> Target:
 @pytest.fixture
 def pg_target(request: pytest.FixtureRequest) -> Target:
     return _target("postgresql", request)
+
+
+@pytest.fixture
+def mariadb_target(request: pytest.FixtureRequest) -> Target:
+    return _target("mariadb", request)
 
 
 @pytest.fixture
@@ -419,6 +499,56 @@ def test_psycopg_autocommit_needs_begin(pg_target: Target) -> None:
     assert [r["id"] for r in pg_target.rows()] == [kept]
 
 
+def test_pymysql_non_autocommit_joins_the_implicit_transaction(mariadb_target: Target) -> None:
+    """PyMySQL's default (autocommit off): every statement is in a transaction only the caller's
+    commit or rollback ends, so emit is accepted and follows the caller's outcome."""
+    outbox = mariadb_target.outbox()
+    conn = pymysql.connect(**parse_url(mariadb_target.url).kwargs())
+    try:
+        gone = outbox.emit(conn, "orders.created", {"id": 0})
+        assert mariadb_target.rows() == [], "emit must not commit"
+        conn.rollback()
+        a = outbox.emit(conn, "orders.created", {"id": 1})
+        conn.commit()
+        conn.begin()
+        b = outbox.emit(conn, "orders.created", {"id": 2})
+        conn.commit()
+    finally:
+        conn.close()
+    assert [r["id"] for r in mariadb_target.rows()] == [a, b]
+    assert gone not in {a, b}
+
+
+def test_pymysql_autocommit_needs_begin(mariadb_target: Target) -> None:
+    outbox = mariadb_target.outbox()
+    conn = pymysql.connect(**parse_url(mariadb_target.url).kwargs(), autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        with pytest.raises(NoTransactionError, match="autocommit"):
+            outbox.emit(conn, "orders.created", {"id": 1})
+        conn.begin()
+        kept = outbox.emit(conn, "orders.created", {"id": 2})
+        conn.commit()
+    finally:
+        conn.close()
+    assert [r["id"] for r in mariadb_target.rows()] == [kept]
+
+
+def test_outboxkit_mariadb_connection_is_accepted(mariadb_target: Target) -> None:
+    """The connection outboxkit's own tools use on MariaDB (``Database.connect``) works with emit."""
+    from outboxkit.stores.mariadb import DATABASE
+
+    conn = DATABASE.connect(mariadb_target.url)
+    try:
+        conn.execute("BEGIN")
+        kept = mariadb_target.outbox().emit(conn, "orders.created", {"id": 1})
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    assert [r["id"] for r in mariadb_target.rows()] == [kept]
+
+
 def test_psycopg_aborted_transaction_is_refused(pg_target: Target) -> None:
     outbox = pg_target.outbox()
     with psycopg.connect(pg_target.url) as conn:
@@ -466,7 +596,7 @@ def test_sqlite3_default_mode_after_own_statement(sqlite_target: Target) -> None
     assert rolled_back != kept
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite", "mariadb"])
 def test_sqlalchemy_autocommit_is_refused(dialect: str, request: pytest.FixtureRequest) -> None:
     target = _target(dialect, request)
     engine = create_engine(target.sqlalchemy_url(async_=False), poolclass=NullPool)
@@ -480,7 +610,7 @@ def test_sqlalchemy_autocommit_is_refused(dialect: str, request: pytest.FixtureR
     assert target.rows() == []
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite", "mariadb"])
 async def test_sqlalchemy_async_autocommit_is_refused(dialect: str, request: pytest.FixtureRequest) -> None:
     target = _target(dialect, request)
     engine = create_async_engine(target.sqlalchemy_url(async_=True), poolclass=NullPool)
@@ -495,7 +625,7 @@ async def test_sqlalchemy_async_autocommit_is_refused(dialect: str, request: pyt
     assert target.rows() == []
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite", "mariadb"])
 def test_sqlalchemy_idioms(dialect: str, request: pytest.FixtureRequest) -> None:
     target = _target(dialect, request)
     outbox = target.outbox()
@@ -514,7 +644,7 @@ def test_sqlalchemy_idioms(dialect: str, request: pytest.FixtureRequest) -> None
     assert [r["id"] for r in target.rows()] == [a, b, c]
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite", "mariadb"])
 async def test_sqlalchemy_async_idioms(dialect: str, request: pytest.FixtureRequest) -> None:
     target = _target(dialect, request)
     outbox = target.outbox()

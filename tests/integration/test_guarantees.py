@@ -58,7 +58,7 @@ async def test_g3_unconfirmed_events_are_not_marked(backend: Backend) -> None:
         assert running.relay.stats.published == 0
         conn = db_connect(backend.db)
         try:
-            errors = conn.execute(f"SELECT attempts, last_error FROM {backend.ref.qualified}").fetchall()
+            errors = conn.execute(f"SELECT attempts, last_error FROM {backend.table}").fetchall()
         finally:
             conn.close()
         assert all(a >= 1 and "no JetStream stream" in e for a, e in errors)
@@ -96,7 +96,7 @@ async def test_g4_id_travels_as_cloudevent_and_dedupe_id(backend: Backend) -> No
     # A crash between PubAck and mark: the row is pending again and is re-sent with the same id.
     conn = db_connect(backend.db)
     try:
-        conn.execute(f"UPDATE {backend.ref.qualified} SET delivered_at = NULL")
+        conn.execute(f"UPDATE {backend.table} SET delivered_at = NULL")
     finally:
         conn.close()
     async with running_relay(relay_for(backend.db, backend.stream.url, backend.ref)) as again:

@@ -30,11 +30,12 @@ from outboxkit.relay.loop import Relay
 from outboxkit.relay.process import build_relay
 from outboxkit.stores.base import Filter, TableRef
 from outboxkit.stores.postgres import PostgresOutboxStore
-from outboxkit.stores.registry import store_for
+from outboxkit.stores.registry import database_for, store_for
 from outboxkit.testing import NatsServer
 from outboxkit.testing.proxy import TcpProxy
 from tests.conftest import Backend, Stream, make_stream, unique
-from tests.helpers import db_connect, emit_many, pending, read_all, running_relay, wait_drained
+from tests.helpers import db_connect, emit_many, key_column, pending, read_all, running_relay, table, wait_drained
+from tests.helpers import ph as placeholder
 
 MiB = 1024 * 1024
 
@@ -42,19 +43,19 @@ MiB = 1024 * 1024
 def _insert(db: str, ref: TableRef, rows: list[dict[str, Any]]) -> None:
     """Plain-SQL INSERTs, as another program would write them (one transaction each)."""
     conn = db_connect(db)
-    sqlite = db.startswith("sqlite")
-    ph = "?" if sqlite else "%s"
+    jsonb = db.startswith("postgres")
+    mark = placeholder(db)
     try:
         for row in rows:
-            cols = list(row)
+            cols = [key_column(db) if col == "key" else col for col in row]
             values = []
-            for col in cols:
-                if col == "headers" and not sqlite:
-                    values.append(f"{ph}::jsonb")
+            for col in row:
+                if col == "headers" and jsonb:
+                    values.append(f"{mark}::jsonb")
                 else:
-                    values.append(ph)
+                    values.append(mark)
             conn.execute(
-                f"INSERT INTO {ref.qualified} ({', '.join(cols)}) VALUES ({', '.join(values)})",
+                f"INSERT INTO {table(db, ref)} ({', '.join(cols)}) VALUES ({', '.join(values)})",
                 tuple(row.values()),
             )
     finally:
@@ -65,7 +66,8 @@ def _dead(db: str, ref: TableRef) -> list[tuple[str, int, str]]:
     conn = db_connect(db)
     try:
         rows = conn.execute(
-            f"SELECT key, attempts, last_error FROM {ref.qualified} WHERE dead_at IS NOT NULL ORDER BY seq"
+            f"SELECT {key_column(db)}, attempts, last_error FROM {table(db, ref)}"
+            " WHERE dead_at IS NOT NULL ORDER BY seq"
         ).fetchall()
     finally:
         conn.close()
@@ -196,7 +198,7 @@ async def test_item2_an_error_the_adapter_never_saw_is_counted_then_dead_lettere
 def _attempts(db: str, ref: TableRef, event_id: str) -> int:
     conn = db_connect(db)
     try:
-        row = conn.execute(f"SELECT attempts FROM {ref.qualified} WHERE id = %s", [event_id]).fetchone()
+        row = conn.execute(f"SELECT attempts FROM {table(db, ref)} WHERE id = {placeholder(db)}", [event_id]).fetchone()
     finally:
         conn.close()
     return int(row[0])
@@ -237,8 +239,8 @@ async def test_item3_inline_publishing_respects_keys_held_behind_a_dead_letter(b
     topic = backend.stream.topic("inline")
     old = emit_many(backend.db, backend.ref, topic, [{"n": 1}], key=lambda _: "k")
     conn = db_connect(backend.db)
-    now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')" if backend.db.startswith("sqlite") else "now()"
-    conn.execute(f"UPDATE {backend.ref.qualified} SET dead_at = {now}, last_error = 'test' WHERE key = 'k'")
+    now, key = database_for(backend.db).now_sql, key_column(backend.db)
+    conn.execute(f"UPDATE {backend.table} SET dead_at = {now}, last_error = 'test' WHERE {key} = 'k'")
     conn.close()
     new = emit_many(backend.db, backend.ref, topic, [{"n": 2}], key=lambda _: "k")
     inline = await asyncio.to_thread(lambda: InlinePublisher(backend.db, backend.stream.url, ref=backend.ref).start())

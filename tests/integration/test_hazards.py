@@ -13,7 +13,8 @@ from outboxkit.relay import RelayConfig
 from outboxkit.relay.process import build_relay
 from outboxkit.stores.base import TableRef
 from tests.conftest import PG_URL, Backend, Stream
-from tests.helpers import db_connect, emit_many, pending, read_all, relay_for, running_relay, wait_drained
+from tests.helpers import db_connect, emit_many, key_column, pending, read_all, relay_for, running_relay, wait_drained
+from tests.helpers import ph as placeholder
 
 
 async def test_h1_a_transaction_that_commits_late_is_still_published(
@@ -55,10 +56,10 @@ async def test_h9_oversized_row_from_plain_sql_is_dead_lettered_not_retried(back
     (default) or pass (skip policy)."""
     topic = backend.stream.topic("big")
     conn = db_connect(backend.db)
-    ph = "?" if backend.db.startswith("sqlite") else "%s"
+    ph, key = placeholder(backend.db), key_column(backend.db)
     try:
         conn.execute(
-            f"INSERT INTO {backend.ref.qualified} (topic, key, payload) VALUES ({ph}, {ph}, {ph})",
+            f"INSERT INTO {backend.table} (topic, {key}, payload) VALUES ({ph}, {ph}, {ph})",
             (topic, "k", b"x" * (2 * 1024 * 1024)),
         )
     finally:
@@ -75,9 +76,7 @@ async def test_h9_oversized_row_from_plain_sql_is_dead_lettered_not_retried(back
         assert relay.stats.dead_lettered == 1
     conn = db_connect(backend.db)
     try:
-        dead = conn.execute(
-            f"SELECT attempts, last_error FROM {backend.ref.qualified} WHERE dead_at IS NOT NULL"
-        ).fetchall()
+        dead = conn.execute(f"SELECT attempts, last_error FROM {backend.table} WHERE dead_at IS NOT NULL").fetchall()
     finally:
         conn.close()
     assert len(dead) == 1 and dead[0][0] == 1, "dead-lettered after one attempt, not retried"
@@ -89,11 +88,11 @@ async def test_rows_inserted_by_plain_sql_are_relayed(backend: Backend) -> None:
     """The schema is a contract: another language inserts with plain SQL and only the required columns."""
     topic = backend.stream.topic("plain")
     conn = db_connect(backend.db)
-    ph = "?" if backend.db.startswith("sqlite") else "%s"
+    ph, key = placeholder(backend.db), key_column(backend.db)
     try:
         for i in range(3):
             conn.execute(
-                f"INSERT INTO {backend.ref.qualified} (topic, key, payload) VALUES ({ph}, {ph}, {ph})",
+                f"INSERT INTO {backend.table} (topic, {key}, payload) VALUES ({ph}, {ph}, {ph})",
                 (topic, "k", json.dumps({"i": i}).encode()),
             )
     finally:

@@ -18,8 +18,8 @@ from outboxkit import Outbox, migrate
 from outboxkit.errors import ConfigurationError
 from outboxkit.ops import parse_duration, parse_time, partitioning_recipe
 from outboxkit.ops.cli import app
-from outboxkit.ops.queries import _sqlite_text
 from outboxkit.stores.base import Filter, TableRef
+from outboxkit.stores.sqlite.ops import sqlite_text as _sqlite_text
 from tests.conftest import unique
 from tests.helpers import db_connect, open_store
 

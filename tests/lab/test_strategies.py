@@ -10,6 +10,7 @@ import pytest
 
 from outboxkit.lab.faults import Scheduled, plan, schedule
 from outboxkit.lab.runner import LabOptions, StrategyRun, run_lab
+from tests.conftest import MARIADB_URL, PG_URL, require
 
 EVENTS, SEED = 40, 11
 
@@ -99,3 +100,24 @@ def anomalies(runs: list[StrategyRun]) -> list[object]:
         (r.verdict.tally.lost, r.verdict.tally.phantom, [{k: f[k] for k in keys} for f in r.verdict.per_fault])
         for r in runs
     ]
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite", "mariadb"])
+async def test_trigger_capture_loses_nothing_and_invents_nothing(database: str) -> None:
+    """No emit: a capture trigger writes the outbox row; crashes of the writer and the relay lose
+    nothing, and a crash before COMMIT publishes nothing (the trigger's row rolls back too)."""
+    if database == "postgresql":
+        require("PostgreSQL", "127.0.0.1", 5432)
+        db = PG_URL
+    elif database == "mariadb":
+        require("MariaDB", "127.0.0.1", 3306)
+        db = MARIADB_URL
+    else:
+        db = "sqlite"
+    faults = ("kill-after-publish", "kill-after-commit", "kill-relay")  # the first SIGKILLs before COMMIT
+    (run,) = await lab(db, ("trigger",), faults)
+    assert run.restarts == 2
+    assert run.verdict.tally.committed > EVENTS // 2
+    assert run.verdict.tally.lost == 0
+    assert run.verdict.tally.phantom == 0
+    assert run.verdict.tally.order_violations == 0

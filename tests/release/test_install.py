@@ -104,6 +104,7 @@ def test_clean_install_without_extras_runs_the_cli(clean_venv: Path, tmp_path: P
         (["relay", "--db", "postgresql://app@127.0.0.1/app", "--broker", "nats://127.0.0.1:4222"], "postgres"),
         (["provision", "--broker", "amqp://guest:guest@127.0.0.1:5672/", "--topic", "orders.#"], "rabbitmq"),
         (["demo"], "nats"),
+        (["status", "--db", "mysql://root@127.0.0.1:3306/test"], "mysql"),
     ],
 )
 def test_a_missing_extra_is_one_line_naming_the_install(

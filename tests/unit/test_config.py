@@ -117,12 +117,17 @@ def test_file_may_nest_under_outboxkit_table(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["mysql://u@h/db", "http://example.com", "postgresql:/no-slashes", "sqlite", "orders.db", "nats://h:4222"],
+    ["oracle://u@h/db", "http://example.com", "postgresql:/no-slashes", "sqlite", "orders.db", "nats://h:4222"],
 )
 def test_bad_database_url(url: str) -> None:
     with pytest.raises(ConfigurationError) as excinfo:
         resolve({"db": url}, environ={})
     assert "database URL" in _one_line_error(excinfo)
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "mariadb://u:pw@h:3307/app", "mysql+pymysql://u@h/db"])
+def test_mariadb_and_mysql_urls_are_databases(url: str) -> None:
+    assert resolve({"db": url}, environ={}).db == url
 
 
 @pytest.mark.parametrize("url", ["http://h:4222", "postgresql://h/db", "nats:h"])
@@ -134,7 +139,7 @@ def test_bad_broker_url(url: str) -> None:
 
 def test_bad_url_error_does_not_leak_the_password() -> None:
     with pytest.raises(ConfigurationError) as excinfo:
-        resolve({"db": "mysql://u:hunter2@h/db"}, environ={})
+        resolve({"db": "oracle://u:hunter2@h/db"}, environ={})
     assert "hunter2" not in _one_line_error(excinfo)
 
 

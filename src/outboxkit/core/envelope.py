@@ -144,6 +144,11 @@ class OutboxEvent:
     defect: str | None = None
 
 
+#: Headers that are also CloudEvents extension attributes (lowercase alphanumeric names, as the
+#: spec requires): the bus bindings put them where each carries attributes.
+EXTENSION_HEADERS = ("operation",)
+
+
 def format_time(value: datetime | None) -> str:
     """RFC 3339 in UTC, as CloudEvents' ``time`` wants it."""
     when = value or datetime.now(UTC)
@@ -167,6 +172,12 @@ def cloudevent_attributes(event: OutboxEvent, default_source: str) -> dict[str, 
     # CloudEvents "sequence" extension: the outbox seq, zero-padded so that string order is
     # numeric order. Lets a consumer check per-key order (the inbox's order check reads it).
     attrs["sequence"] = f"{event.seq:020d}"
+    # Extension attributes carried in headers: "operation" (insert/update/delete) of events that
+    # capture triggers write, so consumers see the operation without parsing the body.
+    for name in EXTENSION_HEADERS:
+        value = event.headers.get(name)
+        if value is not None:
+            attrs[name] = value
     return attrs
 
 
@@ -191,4 +202,7 @@ def binary_headers(event: OutboxEvent, default_source: str) -> dict[str, str]:
     if event.key is not None:
         headers["ce-subject"] = event.key
     headers["ce-sequence"] = f"{event.seq:020d}"
+    for name in EXTENSION_HEADERS:  # e.g. "operation" of captured changes, also an attribute
+        if name in headers:
+            headers[f"ce-{name}"] = headers[name]
     return headers

@@ -19,6 +19,7 @@ from outboxkit.errors import ConfigurationError, SchemaError
 from outboxkit.inbox.runner import Handler, InboxRunner, InboxStats
 from outboxkit.inbox.schema import connect_sync
 from outboxkit.stores.base import TableRef
+from outboxkit.stores.registry import database_for
 
 log = logging.getLogger("outboxkit.inbox")
 life = logging.getLogger(LIFE_LOGGER)
@@ -48,7 +49,7 @@ def load_handler(spec: str) -> Handler:
 def _check_inbox(db: str, ref: TableRef) -> None:
     conn = connect_sync(db)
     try:
-        conn.execute(f"SELECT 1 FROM {ref.qualified} WHERE 1 = 0")
+        conn.execute(f"SELECT 1 FROM {ref.quoted(database_for(db).quote)} WHERE 1 = 0")
     except Exception:
         raise SchemaError(
             f"inbox table {ref.qualified} not found: run `outboxkit migrate --inbox --db URL` first"

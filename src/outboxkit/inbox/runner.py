@@ -38,7 +38,7 @@ from outboxkit.core.lru import BoundedDict
 from outboxkit.errors import ConfigurationError, DeliveryError, SchemaError, UnavailableError
 from outboxkit.inbox.schema import connect_sync
 from outboxkit.stores.base import TableRef
-from outboxkit.stores.registry import translate_db_error
+from outboxkit.stores.registry import database_for, translate_db_error
 
 log = logging.getLogger("outboxkit.inbox")
 
@@ -89,9 +89,11 @@ class InboxRunner:
     """Runs ``handler(conn, event)`` effectively once per event id for consumer ``name``.
 
     ``conn`` is the consumer's database connection with the transaction open: a psycopg
-    ``Connection`` or ``sqlite3.Connection``. A sync handler runs in a worker thread; an ``async def``
-    handler is awaited on the event loop with the same (sync) connection, so it can await other I/O
-    while its database statements stay short. The handler must not commit or roll back.
+    ``Connection``, a ``sqlite3.Connection``, or for MariaDB/MySQL a connection with the same
+    ``execute(sql, params)`` (``conn.native`` is the PyMySQL connection). A sync handler runs in a
+    worker thread; an ``async def`` handler is awaited on the event loop with the same (sync)
+    connection, so it can await other I/O while its database statements stay short. The handler
+    must not commit or roll back.
 
     >>> runner = InboxRunner(lambda: consumer_for(url, group="billing", topics=["orders.>"]),
     ...                      "postgresql://app@db/app", "billing", handle_order)   # doctest: +SKIP
@@ -136,15 +138,10 @@ class InboxRunner:
         self._holds: BoundedDict[str, int] = BoundedDict(memory)
         self._held: BoundedDict[str, str] = BoundedDict(memory)
         self._last_sequence: BoundedDict[str, int] = BoundedDict(memory)
-        ph = "?" if db.startswith("sqlite") else "%s"
-        self._claim_sql = (
-            f"INSERT INTO {self.ref.qualified} (consumer, event_id) VALUES ({ph}, {ph}) ON CONFLICT DO NOTHING"
-        )
-        self._dead_sql = (
-            f"INSERT INTO {self.ref.derived('dead')}"
-            " (consumer, event_id, topic, key, payload, headers, error, attempts) VALUES"
-            f" ({', '.join([ph] * 8)}) ON CONFLICT DO NOTHING"
-        )
+        # The inbox's SQL is the database's own (stores/<database>/inbox.py).
+        inbox_sql = database_for(db).inbox()
+        self._claim_sql = inbox_sql.claim_sql(self.ref)
+        self._dead_sql = inbox_sql.dead_sql(self.ref)
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, first: Consumer | None = None) -> None:

@@ -41,7 +41,8 @@ def run(
     events: Annotated[int, typer.Option("--events", "-n", help="Committed events per strategy.")] = 400,
     seed: Annotated[int, typer.Option("--seed", help="Fault schedule and workload seed.")] = 1,
     db: Annotated[
-        str, typer.Option("--db", help="postgresql://... or sqlite (a temporary file per strategy).")
+        str,
+        typer.Option("--db", help="postgresql://..., mysql://... (MariaDB) or sqlite (a temporary file per strategy)."),
     ] = DEFAULT_DB,
     out: Annotated[str, typer.Option("--out", help="Directory for report.json and report.html.")] = "lab-report",
     rate: Annotated[

@@ -25,6 +25,7 @@ from rich.table import Table
 from outboxkit.brokers.nats import connect, ensure_stream, read_stream
 from outboxkit.core.tally import Delivery, Tally, tally
 from outboxkit.migrate import migrate
+from outboxkit.stores.registry import database_for
 from outboxkit.testing.servers import NatsServer, RelayProcess
 from outboxkit.testing.workload import OrdersWorkload, delivered_count
 
@@ -92,7 +93,7 @@ async def _demo(options: DemoOptions, console: Console) -> DemoResult:
             broker = server.url
             console.print(f"  embedded NATS JetStream at {broker}")
         db = options.db or f"sqlite:///{workdir}/orders.db"
-        schema = None if db.startswith("sqlite") else f"outboxkit_demo_{run_id}"
+        schema = f"outboxkit_demo_{run_id}" if database_for(db).namespaces else None
         workload = OrdersWorkload(db, topic_prefix=f"demo_{run_id}.orders", schema=schema)
         if schema:
             stack.callback(workload.drop)

@@ -29,6 +29,7 @@ from outboxkit.lab.strategies import STRATEGIES
 from outboxkit.lab.strategy import DEFAULT_DB, Env, Strategy
 from outboxkit.lab.verify import Received, Verdict, WriterLog, verify
 from outboxkit.lab.writer import WriterSpec
+from outboxkit.stores.registry import database_for, database_named
 from outboxkit.testing.servers import NatsServer
 from outboxkit.testing.workload import OrdersWorkload
 
@@ -81,7 +82,7 @@ def applicable(kind: str, strategy: Strategy, env: Env) -> bool:
     if kind == "kill-relay":
         return strategy.companion(env) is not None
     if kind == "db-kill":
-        return env.dialect == "postgresql"
+        return env.database.can_kill_sessions
     return True
 
 
@@ -130,9 +131,11 @@ async def _run_one(
 ) -> StrategyRun:
     started = time.monotonic()
     slug = f"lab_{run_id}_{index}"
-    sqlite = options.db.startswith("sqlite")
-    db = f"sqlite:///{workdir}/{slug}.db" if sqlite else options.db
-    env = Env(db, None if sqlite else slug, server.url, f"{slug}.orders", str(workdir / slug / "instance"))
+    # A namespace (schema, database) of its own per strategy, or a file of its own for SQLite.
+    chosen = database_for(options.db) if "://" in options.db else database_named(options.db)
+    by_file = not chosen.namespaces
+    db = f"sqlite:///{workdir}/{slug}.db" if by_file else options.db
+    env = Env(db, None if by_file else slug, server.url, f"{slug}.orders", str(workdir / slug / "instance"))
     faults = [f for f in all_faults if applicable(f.kind, strategy, env)]
     skipped = sorted({f.kind for f in all_faults} - {f.kind for f in faults})
     workload = OrdersWorkload(db, schema=env.schema)
@@ -166,7 +169,7 @@ async def _run_one(
         supervisor.cancel()
         companion.stop()
         phase(strategy.name, "verifying")
-        received = await _read_stream(nc, stream)
+        received = await _read_stream(nc, stream, strategy)
         verdict = verify(workload.committed(), received, WriterLog.read(workdir / slug / "writer.jsonl"), faults)
         await nc.jetstream().delete_stream(stream)
     return StrategyRun(
@@ -315,26 +318,12 @@ async def _after(delay: float, action: Callable[[], object]) -> None:
 
 def _kill_connections(env: Env) -> None:
     """Terminate this run's writer connection and its relay's database connections."""
-    import psycopg
-
-    with psycopg.connect("postgresql://" + env.db.split("://", 1)[1], autocommit=True) as conn:
-        # The relay's connections are the outboxkit-relay sessions whose last statement touched this
-        # run's schema (fetch, mark, lease renewal); other tests' relays are left alone.
-        conn.execute(
-            """
-            SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-            WHERE pid <> pg_backend_pid()
-              AND (application_name LIKE %s
-                   OR (application_name = 'outboxkit-relay' AND query LIKE %s))
-            """,
-            (f"outboxkit-lab-{env.schema}%", f'%"{env.schema}"%'),
-        )
+    q = env.database.quote
+    env.database.kill_sessions(env.db, f"outboxkit-lab-{env.schema}", f"{q}{env.schema}{q}")
 
 
-async def _read_stream(nc: Any, stream: str) -> list[Received]:
+async def _read_stream(nc: Any, stream: str, strategy: Strategy) -> list[Received]:
     """Every message the stream holds, in stream order, with the broker's store time."""
-    import json
-
     js = nc.jetstream()
     total = (await js.stream_info(stream)).state.messages
     out: list[Received] = []
@@ -345,18 +334,8 @@ async def _read_stream(nc: Any, stream: str) -> list[Received]:
         while len(out) < total:
             msg = await sub.next_msg(timeout=10)
             headers = msg.headers or {}
-            try:
-                tx = int(json.loads(msg.data)["tx"])
-            except (ValueError, KeyError, TypeError):
-                tx = None
-            out.append(
-                Received(
-                    headers.get("ce-id") or headers.get("Nats-Msg-Id", ""),
-                    headers.get("ce-subject"),
-                    tx,
-                    msg.metadata.timestamp.timestamp(),
-                )
-            )
+            event_id, tx = strategy.identify(headers, msg.data)
+            out.append(Received(event_id, headers.get("ce-subject"), tx, msg.metadata.timestamp.timestamp()))
     finally:
         await sub.unsubscribe()
     return out

@@ -8,16 +8,29 @@ the event goes and when. Crash points are passed where the approach really has t
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import sys
+from collections.abc import Mapping
 from typing import Any
 
+from outboxkit.capture import CaptureSpec, add_capture
 from outboxkit.core.envelope import new_event_id
+from outboxkit.errors import TransientError
 from outboxkit.lab.faults import Txn
-from outboxkit.lab.strategy import Env, Strategy, WriteContext, business, encode, event, local_dir, payload
+from outboxkit.lab.strategy import (
+    Env,
+    Strategy,
+    WriteContext,
+    business,
+    encode,
+    event,
+    identify_by_envelope,
+    local_dir,
+    payload,
+)
 from outboxkit.migrate import migrate
-
-_NOW = {"postgresql": "now()", "sqlite": "strftime('%Y-%m-%dT%H:%M:%fZ','now')"}
+from outboxkit.stores.base import TableRef
 
 
 def _finish(ctx: WriteContext, txn: Txn) -> bool:
@@ -28,7 +41,7 @@ def _finish(ctx: WriteContext, txn: Txn) -> bool:
     try:
         ctx.conn.execute("ROLLBACK" if txn.rollback else "COMMIT")
     except Exception as exc:
-        if not _connection_lost(exc):
+        if not _connection_lost(ctx.env, exc):
             raise
         ctx.reconnect()
         return False
@@ -36,17 +49,18 @@ def _finish(ctx: WriteContext, txn: Txn) -> bool:
 
 
 def _begin(ctx: WriteContext) -> None:
-    ctx.conn.execute("BEGIN IMMEDIATE" if ctx.env.dialect == "sqlite" else "BEGIN")
+    ctx.conn.execute(ctx.env.database.begin_sql)
 
 
-def _connection_lost(exc: BaseException) -> bool:
-    psycopg = sys.modules.get("psycopg")
-    return psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+def _connection_lost(env: Env, exc: BaseException) -> bool:
+    return isinstance(env.database.translate(exc, "lab writer"), TransientError)
 
 
 class _NoOutbox:
     """Defaults for the strategies that keep no outbox: nothing to set up, no companion process,
     never a backlog to drain."""
+
+    identify = staticmethod(identify_by_envelope)
 
     def prepare(self, env: Env) -> None:
         return None
@@ -182,6 +196,7 @@ class _Outbox:
     choose = ""
     inline = False
     relay: str | None = None  # "poll" or "notify"
+    identify = staticmethod(identify_by_envelope)
 
     def prepare(self, env: Env) -> None:
         migrate(env.db, env.ref, notify=self.relay == "notify")
@@ -238,7 +253,8 @@ def _connect(env: Env) -> Any:
 
 
 def _unmarked(env: Env, conn: Any) -> list[Any]:
-    sql = f"SELECT seq, id, key, payload FROM {env.ref.qualified} WHERE delivered_at IS NULL AND dead_at IS NULL"
+    q = env.database.quote  # "key" is a reserved word on MariaDB: quote the column everywhere
+    sql = f"SELECT seq, id, {q}key{q}, payload FROM {env.outbox} WHERE delivered_at IS NULL AND dead_at IS NULL"
     return list(conn.execute(sql + " ORDER BY seq").fetchall())
 
 
@@ -247,7 +263,7 @@ def _mark(ctx: WriteContext, ids: list[str]) -> None:
     with contextlib.suppress(Exception):
         marks = ",".join("?" * len(ids))
         ctx.conn.execute(
-            ctx.sql(f"UPDATE {ctx.env.ref.qualified} SET delivered_at = {_NOW[ctx.env.dialect]} WHERE id IN ({marks})"),
+            ctx.sql(f"UPDATE {ctx.env.outbox} SET delivered_at = {ctx.env.database.now_sql} WHERE id IN ({marks})"),
             ids,
         )
 
@@ -273,6 +289,41 @@ class OutboxInlineRelay(_Outbox):
     choose = "for the lowest latency without waiting for restarts, if consumers tolerate rare reordering after a crash"
 
 
+class Trigger(_Outbox):
+    """No emit at all: a capture trigger on ``order_events`` writes the outbox row in the business
+    transaction (``outboxkit capture add``), and a relay publishes it. The application is unchanged;
+    the event is the changed row, as JSON the database built."""
+
+    name, summary, relay = "trigger", "a database trigger writes the outbox row; a relay publishes", "notify"
+    choose = (
+        "when writes you cannot change must produce events (other languages, psql, legacy code), at the"
+        " price of a trigger on every write and events shaped like the table's rows"
+    )
+
+    def prepare(self, env: Env) -> None:
+        super().prepare(env)
+        target = TableRef("order_events", env.schema)
+        add_capture(env.db, CaptureSpec(target, env.topic, key="customer", on=("insert",)), env.ref)
+
+    async def write(self, ctx: WriteContext, txn: Txn) -> None:
+        ids = [new_event_id() for _ in range(txn.events)]
+        _begin(ctx)
+        business(ctx, txn, ids)  # the trigger fires on each order_events row
+        await ctx.at("mid-tx")
+        await ctx.at("before-commit")
+        if _finish(ctx, txn):
+            ctx.committed(txn, ids)
+            await ctx.at("after-commit")
+
+    @staticmethod
+    def identify(headers: Mapping[str, str], data: bytes) -> tuple[str, int | None]:
+        # The captured row is the ground truth's own row: its event_id names the event.
+        try:
+            return str(json.loads(data)["after"]["event_id"]), None
+        except (ValueError, KeyError, TypeError):
+            return headers.get("ce-id", ""), None
+
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -283,5 +334,6 @@ STRATEGIES: dict[str, Strategy] = {
         OutboxRelayPoll(),
         OutboxRelayNotify(),
         OutboxInlineRelay(),
+        Trigger(),
     )
 }

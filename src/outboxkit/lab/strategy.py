@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +21,8 @@ from outboxkit.core.envelope import OutboxEvent
 from outboxkit.emit import Outbox
 from outboxkit.lab.faults import Txn
 from outboxkit.stores.base import TableRef
+from outboxkit.stores.database import Database
+from outboxkit.stores.registry import database_for
 
 #: Where ``outboxkit lab run`` works unless told otherwise (each strategy in a schema of its own).
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/test"
@@ -37,15 +39,25 @@ class Env:
     instance_dir: str  # files the service keeps locally; deleted when the instance is lost
 
     @property
+    def database(self) -> Database:
+        return database_for(self.db)
+
+    @property
     def dialect(self) -> str:
-        return "sqlite" if self.db.startswith("sqlite") else "postgresql"
+        return self.database.name
 
     @property
     def ref(self) -> TableRef:
         return TableRef("outbox", self.schema)
 
+    @property
+    def outbox(self) -> str:
+        """The outbox table, quoted for this database."""
+        return self.ref.quoted(self.database.quote)
+
     def table(self, name: str) -> str:
-        return f'"{self.schema}".{name}' if self.schema else name
+        q = self.database.quote
+        return f"{q}{self.schema}{q}.{name}" if self.schema else name
 
 
 class WriteContext(Protocol):
@@ -101,6 +113,20 @@ class Strategy(Protocol):
         """One business transaction and its events, passing the crash points it has."""
         ...
 
+    def identify(self, headers: Mapping[str, str], data: bytes) -> tuple[str, int | None]:
+        """Which committed event a received message is (its id in ``order_events``) and the
+        planned transaction that sent it, if the payload says."""
+        ...
+
+
+def identify_by_envelope(headers: Mapping[str, str], data: bytes) -> tuple[str, int | None]:
+    """The message's own id (``ce-id``), and ``tx`` from the payload the lab writers send."""
+    try:
+        tx = int(json.loads(data)["tx"])
+    except (ValueError, KeyError, TypeError):
+        tx = None
+    return headers.get("ce-id") or headers.get("Nats-Msg-Id", ""), tx
+
 
 def payload(txn: Txn, i: int) -> dict[str, Any]:
     return {"customer": txn.key, "tx": txn.index, "i": i, "at": time.time()}
@@ -121,9 +147,8 @@ def business(ctx: WriteContext, txn: Txn, ids: Sequence[str]) -> None:
     ``n`` numbers each customer's events in commit order. The customer row is the business lock,
     so same-key transactions serialise and their ``n`` agrees with commit order."""
     env = ctx.env
-    row = ctx.conn.execute(
-        ctx.sql(f"UPDATE {env.table('customers')} SET n = n + ? WHERE id = ? RETURNING n"), (len(ids), txn.key)
-    ).fetchone()
+    ctx.conn.execute(ctx.sql(f"UPDATE {env.table('customers')} SET n = n + ? WHERE id = ?"), (len(ids), txn.key))
+    row = ctx.conn.execute(ctx.sql(f"SELECT n FROM {env.table('customers')} WHERE id = ?"), (txn.key,)).fetchone()
     base = int(row[0]) - len(ids)
     ctx.conn.execute(ctx.sql(f"INSERT INTO {env.table('orders')} (customer, amount) VALUES (?, ?)"), (txn.key, 1))
     for i, event_id in enumerate(ids, start=1):

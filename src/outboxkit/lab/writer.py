@@ -29,6 +29,7 @@ from outboxkit.errors import DeliveryError, UnavailableError
 from outboxkit.lab.faults import Scheduled, Txn, plan
 from outboxkit.lab.strategies import STRATEGIES
 from outboxkit.lab.strategy import Env
+from outboxkit.stores.database import placeholders
 from outboxkit.testing.workload import OrdersWorkload
 
 
@@ -70,14 +71,11 @@ class Context:
         self.stats = open(spec.stats_path, "a", buffering=1)  # noqa: SIM115 - line-buffered, closed at exit
 
     def _connect(self) -> Any:
-        conn = self.workload.connect()
-        if self.env.dialect == "postgresql":
-            # A name the runner can find when the fault is "database connections killed".
-            conn.execute("SELECT set_config('application_name', %s, false)", (f"outboxkit-lab-{self.env.schema}",))
-        return conn
+        # A label the runner can find when the fault is "database connections killed".
+        return self.workload.connect(label=f"outboxkit-lab-{self.env.schema}")
 
     def sql(self, text: str) -> str:
-        return text.replace("?", "%s") if self.env.dialect == "postgresql" else text
+        return placeholders(self.env.database, text)
 
     def reconnect(self) -> None:
         with contextlib.suppress(Exception):  # it is already broken; a new one follows

@@ -20,6 +20,7 @@ from rich.console import Console
 from outboxkit.config import resolve
 from outboxkit.errors import ConfigurationError, OutboxkitError
 from outboxkit.ops import queries as q
+from outboxkit.stores.registry import database_for
 from outboxkit.terminal import output_console, print_error, print_rows
 
 # Tables keep full ids and topics when piped (a very wide console) or on a narrow terminal (one
@@ -349,9 +350,13 @@ def cleanup(
     rows or dead letters."""
     if explain_partitioning:
         settings = resolve({"db": db, "table": table, "schema": schema}, config_file=config)
-        if settings.db and settings.db.startswith("sqlite"):
-            _refuse("partitioning is a PostgreSQL recipe; on SQLite use the batched cleanup")
-        for stmt in q.partitioning_recipe(settings.ref):
+        try:
+            recipe = q.partitioning_recipe(
+                settings.ref, database_for(settings.db).name if settings.db else "postgresql"
+            )
+        except ConfigurationError as exc:
+            _refuse(str(exc))
+        for stmt in recipe:
             typer.echo(stmt.rstrip() + ";\n")
         return
     try:

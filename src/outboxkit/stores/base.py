@@ -1,20 +1,32 @@
-"""The store roles. A newcomer adding a database reads this file, one adapter and the conformance suite.
+"""The store roles. A newcomer adding a database reads this file, one adapter package (for example
+``stores/sqlite/``) and the store conformance suite (``outboxkit.testing.stores``).
 
-Two roles per database:
+A database is one package under ``stores/`` that exposes one
+:class:`~outboxkit.stores.database.Database` object, registered
+by URL scheme in ``stores/registry.py``. Everything that knows the database's SQL or driver lives in
+that package; callers (emit, migrate, relay, inbox, ops, lab, CLI) ask these protocols and never
+branch on a dialect:
 
-* :class:`OutboxSchema` — pure SQL text for one database: the DDL that ``outboxkit migrate``
-  runs or prints, and the INSERT that ``emit()`` runs on the caller's own connection.
+* :class:`OutboxSchema` — pure SQL text: the DDL that ``outboxkit migrate`` runs or prints, and the
+  INSERT that ``emit()`` runs on the caller's own connection.
 * :class:`OutboxStore` — the relay's side: read committed pending rows, mark them, wait for new
   ones. Asyncio; one store instance is used by one relay task at a time (not thread-safe).
+* :class:`Driver` — one connection class ``emit()`` accepts (sqlite3, psycopg, PyMySQL, ...).
+* :class:`InboxSql` — the consumer's inbox tables and its claim statement.
+* :class:`~outboxkit.stores.ops.OpsDialect` — the SQL behind status, dead letters, replay, cleanup.
+* :class:`~outboxkit.stores.capture.TriggerCapture` — change capture by triggers on business tables.
+* :class:`~outboxkit.stores.database.Database` — the one object that hands all of the above out,
+  plus sync connections for operator work, migrations and tests.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import timedelta
+from typing import Any, Protocol
 
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.errors import ConfigurationError
@@ -54,16 +66,21 @@ class TableRef:
 
     @property
     def qualified(self) -> str:
-        quoted = f'"{self.table}"'
-        return f'"{self.schema}".{quoted}' if self.schema else quoted
+        """The quoted, schema-qualified name in standard SQL quotes (PostgreSQL, SQLite)."""
+        return self.quoted('"')
 
-    def derived(self, suffix: str) -> str:
+    def quoted(self, quote: str) -> str:
+        """The qualified name quoted with ``quote`` (``"``, or a backtick for MariaDB/MySQL)."""
+        name = f"{quote}{self.table}{quote}"
+        return f"{quote}{self.schema}{quote}.{name}" if self.schema else name
+
+    def derived(self, suffix: str, quote: str = '"') -> str:
         """A quoted, schema-qualified name for an object that belongs to this outbox."""
-        name = f'"{self.table}_{suffix}"'
-        return f'"{self.schema}".{name}' if self.schema else name
+        name = f"{quote}{self.table}_{suffix}{quote}"
+        return f"{quote}{self.schema}{quote}.{name}" if self.schema else name
 
-    def index_name(self, suffix: str) -> str:
-        return f'"{self.table}_{suffix}"'
+    def index_name(self, suffix: str, quote: str = '"') -> str:
+        return f"{quote}{self.table}_{suffix}{quote}"
 
     @property
     def channel(self) -> str:
@@ -216,4 +233,58 @@ class OutboxStore(Protocol):
 
     async def pending_count(self) -> int:
         """Rows neither delivered nor dead (for status and tests)."""
+        ...
+
+
+#: A migration step: DDL text, or a statement with its bound parameters.
+Statement = str | tuple[str, Sequence[Any]]
+
+
+class SyncConnection(Protocol):
+    """A sync connection in autocommit mode: transactions are explicit ``BEGIN``/``COMMIT``
+    statements. ``sqlite3`` and psycopg connections are one already; a store wraps other drivers
+    (PyMySQL has no ``Connection.execute``)."""
+
+    def execute(self, sql: Any, params: Any = ..., /) -> Any:
+        """Run one statement; returns a cursor (``fetchone``/``fetchall``/``rowcount``/``description``)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Driver:
+    """A connection class ``emit()`` accepts, recognised by module and class name so that the
+    driver's library is never imported by outboxkit unless the caller already did.
+
+    ``check`` raises :class:`~outboxkit.errors.NoTransactionError` when the connection has no open
+    transaction; ``execute`` runs the INSERT (for an async driver it returns an awaitable)."""
+
+    module: str
+    name: str
+    is_async: bool
+    paramstyle: str
+    check: Callable[[Any], None]
+    execute: Callable[[Any, str, Sequence[Any]], Awaitable[None] | None]
+
+
+class InboxSql(Protocol):
+    """The consumer's inbox on this database (see ``outboxkit.inbox``)."""
+
+    def ddl(self, ref: TableRef) -> list[str]:
+        """Create ``<ref>`` (consumer, event_id, processed_at) and ``<ref>_dead`` idempotently."""
+        ...
+
+    def claim_sql(self, ref: TableRef) -> str:
+        """INSERT of (consumer, event_id) that changes no row (rowcount 0) when the pair exists:
+        run in the consumer's transaction, it is the duplicate check (G7)."""
+        ...
+
+    def dead_sql(self, ref: TableRef) -> str:
+        """INSERT of (consumer, event_id, topic, key, payload, headers, error, attempts), ignoring
+        a pair that is already there."""
+        ...
+
+    def cleanup(self, ref: TableRef, older_than: timedelta, batch: int) -> tuple[str, Sequence[Any]]:
+        """One DELETE of at most ``batch`` rows processed before now minus ``older_than``."""
         ...

@@ -1,63 +1,82 @@
-"""URL scheme / dialect name -> store adapter. The one place that knows every database module."""
+"""URL scheme / dialect name -> the database's package. The one place that knows every database.
+
+Each package under ``stores/`` exposes ``DATABASE``, a :class:`~outboxkit.stores.database.Database`;
+importing a package is cheap (its driver is imported when a connection is made), so the registry
+can look at all of them to recognise a URL scheme, a SQLAlchemy dialect name or an emit connection.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
+from collections.abc import Iterator
+
 from outboxkit.core.urls import redact_url, scheme_of
 from outboxkit.errors import ConfigurationError
-from outboxkit.stores.base import OutboxSchema, OutboxStore, TableRef
+from outboxkit.stores.base import Driver, OutboxSchema, OutboxStore, TableRef
+from outboxkit.stores.database import Database
 
-_POSTGRES = ("postgresql", "postgres", "postgresql+psycopg")
+#: dialect name -> package; every database outboxkit supports is one line here.
+PACKAGES = {
+    "postgresql": "outboxkit.stores.postgres",
+    "sqlite": "outboxkit.stores.sqlite",
+    "mariadb": "outboxkit.stores.mariadb",
+}
+
+
+def databases() -> Iterator[Database]:
+    for package in PACKAGES.values():
+        database: Database = importlib.import_module(package).DATABASE
+        yield database
+
+
+def database_named(dialect: str) -> Database:
+    """The database for a dialect name, URL scheme or SQLAlchemy dialect name."""
+    for database in databases():
+        if dialect == database.name or dialect in database.schemes:
+            return database
+    names = ", ".join(sorted(s for d in databases() for s in d.schemes if "+" not in s))
+    raise ConfigurationError(f"unsupported database {dialect!r}: use one of {names}")
+
+
+def database_for(url: str) -> Database:
+    """The database of a URL (``postgresql://``, ``sqlite:///``, ...)."""
+    try:
+        scheme = scheme_of(url)
+    except ValueError:
+        scheme = ""
+    for database in databases():
+        if scheme in database.schemes and "://" in url:
+            return database
+    examples = " or ".join(f"{d.schemes[0]}://..." for d in databases())
+    raise ConfigurationError(f"unsupported database URL {redact_url(url)!r}: use {examples}")
+
+
+def schemes() -> set[str]:
+    return {s for d in databases() for s in d.schemes}
 
 
 def schema_for(dialect: str) -> OutboxSchema:
-    """SQL text for a dialect name (``postgresql``, ``sqlite``) or a URL scheme."""
-    if dialect in _POSTGRES:
-        from outboxkit.stores.postgres import PostgresSchema
-
-        return PostgresSchema()
-    if dialect == "sqlite":
-        from outboxkit.stores.sqlite import SqliteSchema
-
-        return SqliteSchema()
-    if dialect in ("mysql", "mariadb"):
-        raise ConfigurationError("MariaDB/MySQL support is planned but not in this release")
-    raise ConfigurationError(f"unsupported database {dialect!r}: use postgresql:// or sqlite:///")
+    """SQL text for a dialect name (``postgresql``, ``sqlite``, ...) or a URL scheme."""
+    return database_named(dialect).schema()
 
 
 def store_for(url: str, ref: TableRef | None = None, *, hold_dead_keys: bool = True) -> OutboxStore:
-    scheme = scheme_of(url)
-    if scheme in _POSTGRES:
-        from outboxkit.stores.postgres import PostgresOutboxStore
-
-        return PostgresOutboxStore(_libpq_url(url), ref, hold_dead_keys=hold_dead_keys)
-    if scheme == "sqlite":
-        from outboxkit.stores.sqlite import SqliteOutboxStore
-
-        return SqliteOutboxStore(url, ref, hold_dead_keys=hold_dead_keys)
-    raise ConfigurationError(f"unsupported database URL {redact_url(url)!r}: use postgresql://... or sqlite:///path.db")
+    return database_for(url).store(url, ref, hold_dead_keys=hold_dead_keys)
 
 
-def _libpq_url(url: str) -> str:
-    # SQLAlchemy-style "postgresql+psycopg://" is accepted for convenience; libpq wants the plain form.
-    return "postgresql://" + url.split("://", 1)[1] if url.startswith("postgresql+") else url
+@functools.cache
+def _all_drivers() -> tuple[tuple[Database, Driver], ...]:
+    return tuple((database, driver) for database in databases() for driver in database.drivers())
+
+
+def drivers() -> Iterator[tuple[Database, Driver]]:
+    """Every connection class emit() accepts, with its database (computed once: emit is hot)."""
+    return iter(_all_drivers())
 
 
 def translate_db_error(url: str, exc: BaseException) -> BaseException:
     """A driver exception met on a connection to ``url`` (the inbox's own sync connection, say), as
     the store for that database classes it; outboxkit errors and unknown types pass unchanged."""
-    scheme = scheme_of(url)
-    if scheme in _POSTGRES and type(exc).__module__.startswith("psycopg"):
-        import psycopg
-
-        from outboxkit.stores.postgres import translate as pg_translate
-
-        if isinstance(exc, psycopg.Error):
-            return pg_translate(url, exc)
-    if scheme == "sqlite":
-        import sqlite3
-
-        from outboxkit.stores.sqlite import translate as sqlite_translate
-
-        if isinstance(exc, sqlite3.Error):
-            return sqlite_translate(url, exc)
-    return exc
+    ours = database_for(url).translate(exc, redact_url(url))
+    return ours if ours is not None else exc

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from outboxkit.core.urls import scheme_of
 from outboxkit.emit import Outbox
+from outboxkit.errors import TransientError
 from outboxkit.stores.base import TableRef, validate_identifier
+from outboxkit.stores.database import Database, placeholders
+from outboxkit.stores.registry import database_for, databases
 
 
 @dataclass
@@ -32,56 +33,55 @@ class WriterStats:
 
 
 class OrdersWorkload:
-    """Business tables + writers for one database URL (``sqlite:///...`` or ``postgresql://...``).
+    """Business tables + writers for one database URL (``sqlite:///...``, ``postgresql://...``,
+    ``mysql://...``). The SQL is portable: no statement here depends on the database.
 
-    ``schema`` isolates a run on PostgreSQL (tests use a unique one and drop it after)."""
+    ``schema`` isolates a run (a PostgreSQL schema, a MariaDB database; tests use a unique one and
+    drop it after)."""
 
     def __init__(self, db: str, *, topic_prefix: str = "orders", keys: int = 100, schema: str | None = None) -> None:
         self.db = db
-        self.dialect = "sqlite" if scheme_of(db) == "sqlite" else "postgresql"
+        self.database = database_for(db)
+        self.dialect = self.database.name
         self.schema = validate_identifier(schema, "schema") if schema else None
         self.topic = f"{topic_prefix}.created"
         self.keys = [f"customer-{i:03d}" for i in range(keys)]
         self.outbox = Outbox(schema=self.schema, source="/outboxkit/demo/orders")
         self.stats = WriterStats()
-        q = f'"{self.schema}".' if self.schema else ""
+        quote = self.database.quote
+        q = f"{quote}{self.schema}{quote}." if self.schema else ""
+        self._outbox = self.outbox.ref.quoted(quote)
         self._customers, self._orders, self._events = f"{q}customers", f"{q}orders", f"{q}order_events"
 
     @property
     def ref(self) -> TableRef:
         return self.outbox.ref
 
-    def connect(self) -> Any:
-        if self.dialect == "sqlite":
-            from outboxkit.stores.sqlite import connect, sqlite_path
-
-            return connect(sqlite_path(self.db), timeout=30)
-        import psycopg
-
+    def connect(self, label: str = "outboxkit-workload") -> Any:
         # Autocommit plus explicit BEGIN/COMMIT, so rolling back on purpose is one plain statement.
-        return psycopg.connect("postgresql://" + self.db.split("://", 1)[1], autocommit=True)
+        return self.database.connect(self.db, label=label)
 
     def _p(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+        return placeholders(self.database, sql)
 
     def setup(self) -> None:
         conn = self.connect()
         try:
-            serial = "INTEGER PRIMARY KEY AUTOINCREMENT" if self.dialect == "sqlite" else "bigserial PRIMARY KEY"
             if self.schema:
-                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {self._customers} (id text PRIMARY KEY, n integer NOT NULL)")
+                self.database.create_namespace(conn, self.schema)
+            # varchar(64), not text: MariaDB cannot index an unbounded text column.
             conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self._orders} (id {serial}, customer text NOT NULL, amount integer)"
+                f"CREATE TABLE IF NOT EXISTS {self._customers} (id varchar(64) PRIMARY KEY, n integer NOT NULL)"
             )
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self._orders} (customer varchar(64) NOT NULL, amount integer)")
             conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self._events} (event_id text PRIMARY KEY, customer text, n integer)"
+                f"CREATE TABLE IF NOT EXISTS {self._events} (event_id varchar(64) PRIMARY KEY, customer varchar(64),"
+                " n integer)"
             )
+            known = {r[0] for r in conn.execute(f"SELECT id FROM {self._customers}").fetchall()}
             for key in self.keys:
-                conn.execute(
-                    self._p(f"INSERT INTO {self._customers} (id, n) VALUES (?, 0) ON CONFLICT (id) DO NOTHING"),
-                    (key,),
-                )
+                if key not in known:
+                    conn.execute(self._p(f"INSERT INTO {self._customers} (id, n) VALUES (?, 0)"), (key,))
         finally:
             conn.close()
 
@@ -103,18 +103,17 @@ class OrdersWorkload:
         which is fine: the ground truth is read back from the database, not from the writer."""
         rng = random.Random(seed)
         conn = self.connect()
-        is_pg = self.dialect == "postgresql"
         try:
             for _ in range(transactions):
                 if stop is not None and stop.is_set():
                     return
                 if not survive_outages:
-                    self._transaction(conn, rng, is_pg, rollback_ratio, max_events, on_commit)
+                    self._transaction(conn, rng, rollback_ratio, max_events, on_commit)
                     continue
                 try:
-                    self._transaction(conn, rng, is_pg, rollback_ratio, max_events, on_commit)
+                    self._transaction(conn, rng, rollback_ratio, max_events, on_commit)
                 except Exception as exc:
-                    if not is_connection_error(exc):
+                    if not is_connection_error(exc, self.database):
                         raise
                     with contextlib.suppress(Exception):
                         conn.close()
@@ -129,7 +128,7 @@ class OrdersWorkload:
             try:
                 return self.connect()
             except Exception as exc:
-                if not is_connection_error(exc) or time.monotonic() > deadline:
+                if not is_connection_error(exc, self.database) or time.monotonic() > deadline:
                     raise
                 if stop is not None and stop.wait(0.1):
                     return self.connect()
@@ -139,7 +138,6 @@ class OrdersWorkload:
         self,
         conn: Any,
         rng: random.Random,
-        is_pg: bool,
         rollback_ratio: float,
         max_events: int,
         on_commit: Callable[[int], None] | None,
@@ -148,16 +146,13 @@ class OrdersWorkload:
         count = rng.randint(1, max_events)
         rollback = rng.random() < rollback_ratio
         ids: list[str] = []
-        if is_pg:
-            conn.execute("BEGIN")
-        else:
-            conn.execute("BEGIN IMMEDIATE")
+        conn.execute(self.database.begin_sql)
         try:
             # The counter row is the business lock: same-key transactions serialise here,
-            # so their outbox seqs and their commit order agree.
-            row = conn.execute(
-                self._p(f"UPDATE {self._customers} SET n = n + ? WHERE id = ? RETURNING n"), (count, key)
-            ).fetchone()
+            # so their outbox seqs and their commit order agree. (No UPDATE ... RETURNING: MariaDB
+            # lacks it; reading the row back after our own UPDATE sees our value everywhere.)
+            conn.execute(self._p(f"UPDATE {self._customers} SET n = n + ? WHERE id = ?"), (count, key))
+            row = conn.execute(self._p(f"SELECT n FROM {self._customers} WHERE id = ?"), (key,)).fetchone()
             base = int(row[0]) - count
             conn.execute(
                 self._p(f"INSERT INTO {self._orders} (customer, amount) VALUES (?, ?)"),
@@ -203,8 +198,8 @@ class OrdersWorkload:
         """Remove the business tables (and the schema on PostgreSQL)."""
         conn = self.connect()
         try:
-            if self.dialect == "postgresql" and self.schema:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            if self.schema:
+                self.database.drop_namespace(conn, self.schema)
                 return
             for t in (self._events, self._orders, self._customers):
                 conn.execute(f"DROP TABLE IF EXISTS {t}")
@@ -216,17 +211,14 @@ def delivered_count(workload: OrdersWorkload) -> int:
     """Outbox rows the relay marked delivered (what it believes it published)."""
     conn = workload.connect()
     try:
-        row = conn.execute(f"SELECT count(*) FROM {workload.ref.qualified} WHERE delivered_at IS NOT NULL").fetchone()
+        row = conn.execute(f"SELECT count(*) FROM {workload._outbox} WHERE delivered_at IS NOT NULL").fetchone()
     finally:
         conn.close()
     return int(row[0])
 
 
-def is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, sqlite3.OperationalError):
-        return "locked" in str(exc) or "busy" in str(exc)
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+def is_connection_error(exc: BaseException, database: Database | None = None) -> bool:
+    """Whether ``exc`` is what the database's own translation calls retryable (a lost connection,
+    a busy SQLite file); without ``database``, what any database's translation calls so."""
+    candidates = [database] if database is not None else list(databases())
+    return any(isinstance(d.translate(exc, "workload"), TransientError) for d in candidates)

@@ -1,0 +1,57 @@
+"""PostgreSQL: the consumer's inbox tables (see ``outboxkit.inbox``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from outboxkit.stores.base import TableRef
+
+
+class PostgresInbox:
+    """:class:`~outboxkit.stores.base.InboxSql` for PostgreSQL."""
+
+    def ddl(self, ref: TableRef) -> list[str]:
+        t, dead = ref.qualified, ref.derived("dead")
+        return [
+            *([f'CREATE SCHEMA IF NOT EXISTS "{ref.schema}"'] if ref.schema else []),
+            f"""CREATE TABLE IF NOT EXISTS {t} (
+    consumer     text NOT NULL,
+    event_id     text NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, event_id)
+)""",
+            f"CREATE INDEX IF NOT EXISTS {ref.index_name('processed_at')} ON {t} (processed_at)",
+            f"""CREATE TABLE IF NOT EXISTS {dead} (
+    consumer  text NOT NULL,
+    event_id  text NOT NULL,
+    topic     text NOT NULL,
+    key       text,
+    payload   bytea NOT NULL,
+    headers   text NOT NULL,
+    error     text NOT NULL,
+    attempts  integer NOT NULL,
+    failed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, event_id)
+)""",
+        ]
+
+    def claim_sql(self, ref: TableRef) -> str:
+        # The primary key decides: a concurrent duplicate waits for the first transaction and then
+        # inserts nothing, so exactly one of them runs the handler's side effects (G7).
+        return f"INSERT INTO {ref.qualified} (consumer, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+
+    def dead_sql(self, ref: TableRef) -> str:
+        return (
+            f"INSERT INTO {ref.derived('dead')} (consumer, event_id, topic, key, payload, headers, error, attempts)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+        )
+
+    def cleanup(self, ref: TableRef, older_than: timedelta, batch: int) -> tuple[str, Sequence[Any]]:
+        # ctid: the cheapest way to delete exactly the rows the subquery found, batch by batch.
+        return (
+            f"DELETE FROM {ref.qualified} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {ref.qualified}"
+            " WHERE processed_at < now() - %s LIMIT %s))",
+            (older_than, batch),
+        )

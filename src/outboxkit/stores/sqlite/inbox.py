@@ -1,0 +1,59 @@
+"""SQLite: the consumer's inbox tables (see ``outboxkit.inbox``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from outboxkit.errors import ConfigurationError
+from outboxkit.stores.base import TableRef
+
+_NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+
+
+class SqliteInbox:
+    """:class:`~outboxkit.stores.base.InboxSql` for SQLite."""
+
+    def ddl(self, ref: TableRef) -> list[str]:
+        if ref.schema:
+            raise ConfigurationError("SQLite has no schemas; leave schema unset")
+        t, dead = ref.qualified, ref.derived("dead")
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {t} (
+    consumer     text NOT NULL,
+    event_id     text NOT NULL,
+    processed_at TEXT NOT NULL DEFAULT {_NOW},
+    PRIMARY KEY (consumer, event_id)
+)""",
+            f"CREATE INDEX IF NOT EXISTS {ref.index_name('processed_at')} ON {t} (processed_at)",
+            f"""CREATE TABLE IF NOT EXISTS {dead} (
+    consumer  text NOT NULL,
+    event_id  text NOT NULL,
+    topic     text NOT NULL,
+    key       text,
+    payload   BLOB NOT NULL,
+    headers   text NOT NULL,
+    error     text NOT NULL,
+    attempts  integer NOT NULL,
+    failed_at TEXT NOT NULL DEFAULT {_NOW},
+    PRIMARY KEY (consumer, event_id)
+)""",
+        ]
+
+    def claim_sql(self, ref: TableRef) -> str:
+        # SQLite runs one writer at a time: the primary key turns a duplicate into no row changed.
+        return f"INSERT INTO {ref.qualified} (consumer, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING"
+
+    def dead_sql(self, ref: TableRef) -> str:
+        return (
+            f"INSERT INTO {ref.derived('dead')} (consumer, event_id, topic, key, payload, headers, error, attempts)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+        )
+
+    def cleanup(self, ref: TableRef, older_than: timedelta, batch: int) -> tuple[str, Sequence[Any]]:
+        return (
+            f"DELETE FROM {ref.qualified} WHERE rowid IN (SELECT rowid FROM {ref.qualified}"
+            " WHERE processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) LIMIT ?)",
+            (f"-{int(older_than.total_seconds())} seconds", batch),
+        )
