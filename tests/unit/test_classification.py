@@ -93,8 +93,9 @@ def test_the_inbox_uses_the_store_tables_and_leaves_other_exceptions_alone() -> 
     assert translate_db_error(URL, other) is other
 
 
-def test_storable_error_text_has_no_nul() -> None:
+def test_storable_error_text_has_no_nul_and_no_lone_surrogate() -> None:
     assert "\x00" not in storable("broker said \x00 bad")
+    storable("broker said \udcff bad").encode("utf-8")  # no UnicodeEncodeError
     assert len(storable("x" * 5000)) == 2000
 
 

@@ -109,7 +109,8 @@ def encode(event: OutboxEvent, source: str, version: int) -> tuple[bytes, Proper
     props.ContentType = attrs.pop("datacontenttype")
     # Attributes first, then user headers (traceparent included: it is also the CloudEvents
     # distributed-tracing extension attribute of the same name, so SDKs read it either way).
-    props.UserProperty = [*attrs.items(), *event.headers.items()]
+    # (An extension attribute such as "operation" is also a user header: sent once, as attribute.)
+    props.UserProperty = [*attrs.items(), *((k, v) for k, v in event.headers.items() if k not in attrs)]
     return event.payload, props
 
 

@@ -165,8 +165,9 @@ def translate(url: str, exc: psycopg.Error) -> OutboxkitError:
 
 
 def storable(text: str, limit: int = 2000) -> str:
-    """Error text as PostgreSQL text accepts it: no NUL byte (a broker's reason may hold one)."""
-    return text.replace("\x00", "\\0")[:limit]
+    """Error text as PostgreSQL text accepts it: no NUL byte and no lone surrogate (a broker's
+    reason, or a decoded payload quoted in it, may hold either)."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")[:limit]
 
 
 # -- the relay's SQL -----------------------------------------------------------------------------

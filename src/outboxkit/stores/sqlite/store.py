@@ -305,7 +305,8 @@ class SqliteOutboxStore:
         return await self._call(lambda c: int(c.execute(self._mark_sql, (payload,)).rowcount))
 
     async def record_failure(self, seq: int, error: str, *, dead: bool, leases: Leases | None = None) -> bool:
-        params = (error[:2000], int(dead), seq)  # sqlite3 stores any text, NUL included
+        # sqlite3 stores NUL, but cannot encode a lone surrogate: replace it.
+        params = (error.encode("utf-8", "replace").decode("utf-8")[:2000], int(dead), seq)
         return await self._call(lambda c: int(c.execute(self._fail_sql, params).rowcount) == 1)
 
     async def wait_for_new(self, timeout: float) -> None:
