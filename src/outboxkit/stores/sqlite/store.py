@@ -31,6 +31,7 @@ from outboxkit.stores.base import (
     Leases,
     TableRef,
 )
+from outboxkit.stores.sqlite.watch import POLL_FAST, POLL_SLOW, SETTLE, FileWatcher
 
 T = TypeVar("T")
 
@@ -157,6 +158,8 @@ class SqliteOutboxStore:
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._version: int | None = None
+        self._watcher: FileWatcher | None = None
+        self._watch_failed = False
         t = self.ref.qualified
         hold = (
             f" AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} d WHERE d.dead_at IS NOT NULL AND d.key = o.key))"
@@ -240,6 +243,9 @@ class SqliteOutboxStore:
             self._pool.shutdown(wait=False)
         self._pool = None
         self._conn = None
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
 
     async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> LeaseGrant:
         # One relay per SQLite file (it lives on one machine): the process lock stands for every
@@ -310,21 +316,42 @@ class SqliteOutboxStore:
         return await self._call(lambda c: int(c.execute(self._fail_sql, params).rowcount) == 1)
 
     async def wait_for_new(self, timeout: float) -> None:
+        """Return when another connection committed (``PRAGMA data_version`` moved), or after
+        ``timeout``. Idle, it sleeps on inotify (``watch.FileWatcher``) instead of polling."""
         deadline = time.monotonic() + timeout
 
         def version(c: sqlite3.Connection) -> int:
             return int(c.execute("PRAGMA data_version").fetchone()[0])
 
-        start = self._version if self._version is not None else await self._call(version)
-        while True:
+        async def moved() -> bool:
             current = await self._call(version)
             if current != start:
                 self._version = current
+                return True
+            return False
+
+        start = self._version if self._version is not None else await self._call(version)
+        if await moved():
+            return
+        if self._watcher is None and not self._watch_failed:
+            self._watcher = FileWatcher(self.path)
+            if not self._watcher.start():
+                self._watcher = None
+                self._watch_failed = True
+        step = POLL_FAST
+        while (left := deadline - time.monotonic()) > 0:
+            if self._watcher is not None:
+                if await self._watcher.wait(left):
+                    for delay in SETTLE:  # the commit may become visible a moment after the write
+                        await asyncio.sleep(delay)
+                        if await moved():
+                            return
+                continue
+            await asyncio.sleep(min(step, left))
+            if await moved():
                 return
-            if time.monotonic() >= deadline:
-                self._version = current
-                return
-            await asyncio.sleep(0.002)
+            step = min(POLL_SLOW, step * 1.5)  # quick right after activity, slower when idle
+        self._version = await self._call(version)
 
     async def oldest_pending_age(self) -> float | None:
         """Seconds since the oldest pending row was written."""
