@@ -77,12 +77,16 @@ class Outbox:
         self.max_payload = max_payload
         self.source = source
         self._sql: dict[tuple[str, str], str] = {}
+        self._topics: set[str] = set()  # topics already validated (an app emits a handful, again and again)
 
     # -- building the row (pure) ---------------------------------------------------------------
     def _row(
         self, topic: str, payload: Any, key: str | None, headers: Mapping[str, str] | None, type: str | None
     ) -> _Row:
-        validate_topic(topic)
+        if topic not in self._topics:
+            validate_topic(topic)
+            if len(self._topics) < 10_000:
+                self._topics.add(topic)
         key = validate_key(key)
         user_headers = validate_headers(headers)
         data, content_type = encode_payload(payload, self.encoder, max_bytes=self.max_payload)
@@ -193,9 +197,17 @@ def _is(obj: Any, module: str, name: str) -> bool:
     return cls is not None and isinstance(obj, cls)
 
 
+_DRIVERS: dict[type, tuple[Driver, str]] = {}
+
+
 def _driver(conn: Any) -> tuple[Driver | None, str]:
+    """The driver of ``conn``, remembered by connection class (this runs on every emit)."""
+    known = _DRIVERS.get(type(conn))
+    if known is not None:
+        return known
     for database, driver in drivers():
         if _is(conn, driver.module, driver.name):
+            _DRIVERS[type(conn)] = (driver, database.name)
             return driver, database.name
     return None, ""
 
