@@ -43,7 +43,7 @@ class LabOptions:
     db: str = DEFAULT_DB
     rollback_ratio: float = 0.05
     rate: float = 50.0  # writer transactions per second (0: as fast as it can)
-    drain_timeout: float = 30.0
+    drain_timeout: float = 90.0  # a bound, not a wait: draining ends as soon as the backlog is 0
     workdir: str | None = None
 
 
