@@ -41,8 +41,9 @@ ENV = {
     "lease_ttl": "OUTBOXKIT_LEASE_TTL",
     "max_attempts": "OUTBOXKIT_MAX_ATTEMPTS",
     "fetch_max_bytes": "OUTBOXKIT_FETCH_MAX_BYTES",
+    "key_depth": "OUTBOXKIT_KEY_DEPTH",
 }
-_RELAY_KEYS = {"batch_size", "window", "poll_interval", "lease_ttl", "max_attempts", "fetch_max_bytes"}
+_RELAY_KEYS = {"batch_size", "window", "poll_interval", "lease_ttl", "max_attempts", "fetch_max_bytes", "key_depth"}
 _KNOWN = set(ENV) | {"relay", "hold_dead_keys"}
 
 
@@ -157,6 +158,7 @@ def resolve(
         lease_ttl=_number("lease_ttl", merged.get("lease_ttl", defaults.lease_ttl), float, 0.5),
         max_attempts=_number("max_attempts", merged.get("max_attempts", defaults.max_attempts), int, 1),
         fetch_max_bytes=_number("fetch_max_bytes", merged.get("fetch_max_bytes", defaults.fetch_max_bytes), int, 1024),
+        key_depth=_number("key_depth", merged.get("key_depth", defaults.key_depth), int, 1),
     )
     db = merged.get("db")
     broker = merged.get("broker")
