@@ -165,6 +165,13 @@ def relay(
         ),
     ] = "127.0.0.1",
     summary_interval: SummaryOpt = 60.0,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Relay processes sharing the buckets, supervised by this one (env OUTBOXKIT_WORKERS; default 1).",
+        ),
+    ] = None,
 ) -> None:
     """Publish committed outbox rows to the broker until SIGTERM/SIGINT."""
     from outboxkit.relay.process import build_relay
@@ -183,8 +190,28 @@ def relay(
         lease_ttl=lease_ttl,
         max_attempts=max_attempts,
         hold_dead_keys=False if skip_dead_keys else None,
+        workers=workers,
     )
     db_url, broker_url = settings.require_db(), settings.require_broker()
+    if settings.workers > 1:
+        from outboxkit.workers import run_workers
+
+        raise typer.Exit(
+            run_workers(
+                workers=settings.workers,
+                db=db_url,
+                broker=broker_url,
+                table=settings.ref.table,
+                schema=settings.ref.schema,
+                source=settings.source,
+                relay=settings.relay,
+                hold_dead_keys=settings.hold_dead_keys,
+                http_host=http_host,
+                http_port=http_port,
+                summary_interval=summary_interval,
+                debug=_state["debug"],
+            )
+        )
     metrics = RelayMetrics()
     relay_ = build_relay(
         db_url,

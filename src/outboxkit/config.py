@@ -10,6 +10,7 @@ TOML file (``--config FILE`` or ``OUTBOXKIT_CONFIG``)::
     batch_size = 2000
     window = 1000
     poll_interval = 1.0
+    workers = 1          # relay processes sharing the buckets (outboxkit relay --workers)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from outboxkit.core.urls import redact_url, remember_secrets, scheme_of
 from outboxkit.errors import ConfigurationError
 from outboxkit.relay.loop import RelayConfig
-from outboxkit.stores.base import TableRef
+from outboxkit.stores.base import BUCKETS, TableRef
 from outboxkit.stores.registry import database_for
 
 _BROKER_SCHEMES = {"nats", "tls", "amqp", "amqps", "kafka", "redis", "rediss", "mqtt", "mqtts"}
@@ -42,8 +43,10 @@ ENV = {
     "max_attempts": "OUTBOXKIT_MAX_ATTEMPTS",
     "fetch_max_bytes": "OUTBOXKIT_FETCH_MAX_BYTES",
     "key_depth": "OUTBOXKIT_KEY_DEPTH",
+    "workers": "OUTBOXKIT_WORKERS",
 }
 _RELAY_KEYS = {"batch_size", "window", "poll_interval", "lease_ttl", "max_attempts", "fetch_max_bytes", "key_depth"}
+_RELAY_KEYS |= {"workers"}  # of the relay process (how many), not of its loop
 _KNOWN = set(ENV) | {"relay", "hold_dead_keys"}
 
 
@@ -55,6 +58,7 @@ class Settings:
     source: str
     relay: RelayConfig
     hold_dead_keys: bool = True
+    workers: int = 1  # relay processes sharing the buckets (``outboxkit relay --workers``)
 
     def require_db(self) -> str:
         if not self.db:
@@ -160,6 +164,9 @@ def resolve(
         fetch_max_bytes=_number("fetch_max_bytes", merged.get("fetch_max_bytes", defaults.fetch_max_bytes), int, 1024),
         key_depth=_number("key_depth", merged.get("key_depth", defaults.key_depth), int, 1),
     )
+    workers = _number("workers", merged.get("workers", 1), int, 1)
+    if workers > BUCKETS:
+        raise ConfigurationError(f"workers must be at most {BUCKETS} (one bucket each at least), got {workers}")
     db = merged.get("db")
     broker = merged.get("broker")
     # From here on, these URLs' passwords and tokens are masked in every log line and error.
@@ -171,4 +178,5 @@ def resolve(
         source=str(merged.get("source", "/outboxkit")),
         relay=relay,
         hold_dead_keys=bool(hold),
+        workers=workers,
     )

@@ -177,12 +177,26 @@ def status(
             ],
             whole={"owner"},
         )
+    _print_supervisors(relays["live"])
     free = relays["buckets_free"] or []
     out.print(
         f"buckets: {relays['buckets_held']}/{relays['buckets_total']} leased"
         + (f", free: {_ranges(free)}" if free else "")
         + (f"; {relays['stale']} stale relay row(s)" if relays["stale"] else "")
     )
+
+
+def _print_supervisors(live: list[dict[str, Any]]) -> None:
+    """One line per ``outboxkit relay --workers N`` among the live relays: its workers and buckets."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in live:
+        if r.get("supervisor"):
+            groups.setdefault(r["supervisor"], []).append(r)
+    for name, members in sorted(groups.items()):
+        members.sort(key=lambda r: r["worker"])
+        parts = ", ".join(f"w{r['worker']} {len(r['buckets'])}" for r in members)
+        total = sum(len(r["buckets"]) for r in members)
+        out.print(f"supervisor {name}: {len(members)} live worker(s) holding {total} bucket(s) ({parts})")
 
 
 def _ranges(numbers: list[int]) -> str:

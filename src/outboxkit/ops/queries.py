@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from outboxkit.core.workers import split_owner
 from outboxkit.errors import ConfigurationError
 from outboxkit.stores.base import SyncConnection, TableRef
 from outboxkit.stores.ops import DISCARDED as DISCARDED  # re-exported for scripts
@@ -165,6 +166,10 @@ class RelayStatus:
     started_at: str
     info: dict[str, Any]
     buckets: list[int]
+    # For a worker of ``outboxkit relay --workers N`` (owner ``host:pid:token/wI``): its
+    # supervisor's name and its number; None for a relay started on its own.
+    supervisor: str | None = None
+    worker: int | None = None
 
 
 @dataclass(frozen=True)
@@ -223,7 +228,12 @@ def status(db: Db) -> Status:
     view = db.ops.leases(db, db.ref, LIVE_WINDOW_S)
     if view is None:
         return base
-    live = [RelayStatus(r.owner, r.heartbeat_age_s, _iso(r.started_at), r.info, r.buckets) for r in view.live]
+    live = [
+        RelayStatus(
+            r.owner, r.heartbeat_age_s, _iso(r.started_at), r.info, r.buckets, *(split_owner(r.owner) or (None, None))
+        )
+        for r in view.live
+    ]
     return Status(
         db.dialect,
         db.ref.qualified,
