@@ -3,6 +3,10 @@ processes sharing the outbox through bucket leases; events/s and the ratio 3 rel
 
     .venv/bin/python -m benchmarks.relays
     .venv/bin/python -m benchmarks.relays --events 50000 --counts 1,2,3
+    .venv/bin/python -m benchmarks.relays --workers --counts 1,2,3   # one `outboxkit relay --workers N`
+
+With ``--workers`` the N relays are the workers of one ``outboxkit relay --workers N`` (N = 1 is a
+plain ``outboxkit relay``, the baseline); without it, N separate ``outboxkit relay`` commands.
 
 Each relay is a separate ``outboxkit relay`` process (as in production). The relays start on an
 empty outbox and spread the 64 buckets between them; they are then paused (SIGSTOP) while the
@@ -48,30 +52,36 @@ def _pids(name: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-async def run(env: Any, relays: int, n: int, keys: int) -> dict[str, Any]:
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+async def run(env: Any, relays: int, n: int, keys: int, *, workers: bool = False) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "outboxkit",
+        "relay",
+        "--db",
+        env.db,
+        "--broker",
+        env.broker,
+        "--schema",
+        env.ref.schema,
+        "--lease-ttl",
+        "30",
+        "--poll-interval",
+        "0.2",
+    ]
+    if workers and relays > 1:
+        command += ["--workers", str(relays)]
     procs = [
-        subprocess.Popen(  # noqa: ASYNC220 - started once per run, before the clock
-            [
-                sys.executable,
-                "-m",
-                "outboxkit",
-                "relay",
-                "--db",
-                env.db,
-                "--broker",
-                env.broker,
-                "--schema",
-                env.ref.schema,
-                "--lease-ttl",
-                "30",
-                "--poll-interval",
-                "0.2",
-            ],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(relays)
+        subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220 - started once per run, before the clock
+        for _ in range(1 if workers else relays)
     ]
     try:
         leases = env.ref.derived("leases")
@@ -86,12 +96,16 @@ async def run(env: Any, relays: int, n: int, keys: int) -> dict[str, Any]:
                 if owners == relays and held == 64:
                     break
                 await asyncio.sleep(0.2)
-            for p in procs:
-                p.send_signal(signal.SIGSTOP)
+            # The processes that relay: the workers of a supervisor (it only waits), or the relays.
+            relay_pids = [c for p in procs for c in _children(p.pid)] if workers and relays > 1 else []
+            relay_pids = relay_pids or [p.pid for p in procs]
+            for pid in relay_pids:
+                os.kill(pid, signal.SIGSTOP)
             await asyncio.to_thread(prewrite, env, n, keys, "executemany")
-            for p in procs:
-                p.send_signal(signal.SIGCONT)
-            relay_pids = [p.pid for p in procs]
+            load = os.getloadavg()
+            for pid in relay_pids:
+                os.kill(pid, signal.SIGCONT)
+            relay_pids += [p.pid for p in procs if p.pid not in relay_pids]
             pg_pids, nats_pids = _pids("postgres:"), _pids("nats-server")
             cpu0 = (_cpu_seconds(relay_pids), _cpu_seconds(pg_pids), _cpu_seconds(nats_pids))
             t0 = time.perf_counter()
@@ -112,6 +126,9 @@ async def run(env: Any, relays: int, n: int, keys: int) -> dict[str, Any]:
             p.wait(30)
     cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
     return {
+        "mode": "workers" if workers else "processes",
+        "load_before": load,
+        "load_after": os.getloadavg(),
         "relays": relays,
         "events": n,
         "seconds": elapsed,
@@ -127,8 +144,8 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for count in [int(c) for c in args.counts.split(",")]:
         async with bench_env(args.db, args.broker, notify=True) as env:
-            r = await run(env, count, args.events, args.keys)
-            print(f"  {count} relay(s): {r['events_per_s']:,.0f} events/s", flush=True)
+            r = await run(env, count, args.events, args.keys, workers=args.workers)
+            print(f"  {count} relay(s): {r['events_per_s']:,.0f} events/s, load {r['load_before'][0]:.1f}", flush=True)
             results.append(r)
     return results
 
@@ -139,6 +156,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--counts", default="1,3")
+    parser.add_argument("--workers", action="store_true", help="N relays = one `outboxkit relay --workers N`")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
     one = next((r for r in results if r["relays"] == 1), None)
@@ -148,9 +166,11 @@ def main() -> None:
         busy = r["cpu_relays_s"] + r["cpu_postgres_s"] + r["cpu_nats_s"]
         rows.append(
             [r["relays"], r["events_per_s"], f"{ratio:.2f}", f"{r['cpu_relays_s']:.1f}", f"{r['cpu_postgres_s']:.1f}",
-             f"{r['cpu_nats_s']:.1f}", f"{busy / (r['seconds'] * (r['machine_cores'] or 1)):.0%}"]
+             f"{r['cpu_nats_s']:.1f}", f"{busy / (r['seconds'] * (r['machine_cores'] or 1)):.0%}",
+             f"{r['load_before'][0]:.1f}"]
         )  # fmt: skip
-    print(table(["relays", "events/s", "x one relay", "cpu relays s", "cpu pg s", "cpu nats s", "machine busy"], rows))
+    head = ["workers" if args.workers else "relays", "events/s", "x one relay", "cpu relays s", "cpu pg s"]
+    print(table([*head, "cpu nats s", "machine busy", "load 1m"], rows))
     path = write_results("relays", {"params": vars(args), "results": results}, disabled=args.no_json)
     if path:
         print(f"results: {path}")
