@@ -162,8 +162,10 @@ async def test_three_workers_share_buckets_survive_a_sigkill_and_stop_on_sigterm
 
         def spread() -> bool:
             live = live_relays(PG_URL, pg_orders.schema)
-            return len(live) == 3 and sum(len(r["buckets"]) for r in live) == BUCKETS
-            # (each worker holds some once the first one gave its surplus back)
+            # Each worker holds some once the first one (alone at first: all 64) gave its surplus back.
+            return (
+                len(live) == 3 and all(r["buckets"] for r in live) and sum(len(r["buckets"]) for r in live) == BUCKETS
+            )
 
         await sup.wait_for("the buckets spread over 3 workers", spread)
         # status: the three workers of one supervisor, numbered 1-3, every bucket held once.
