@@ -139,7 +139,14 @@ class Supervisor:
                         delay,
                     )
                 if slot.proc is None and slot.restart_at is not None and now >= slot.restart_at:
-                    self._start(slot)
+                    try:
+                        self._start(slot)
+                    except OSError as exc:  # no fork now (memory, process limit): try again later
+                        delay = slot.policy.delay(0.0)
+                        slot.restart_at = now + delay
+                        log.warning(
+                            "relay worker %s could not start (%s); trying again in %.1fs", slot.spec.name, exc, delay
+                        )
             time.sleep(TICK)
         return self._stop_all()
 
