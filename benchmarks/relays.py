@@ -28,23 +28,29 @@ from typing import Any
 
 import psycopg
 
-from benchmarks.common import add_common_args, bench_env, table, write_results
+from benchmarks.common import add_common_args, bench_env, median, table, write_results
 from benchmarks.throughput import prewrite
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
+def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
     tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick
         except (OSError, IndexError, ValueError):
             pass
-    return total
+    return out
+
+
+def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two snapshots by the processes alive at both (a backend that
+    exited in between would otherwise count negative)."""
+    return sum(after[p] - before[p] for p in before.keys() & after.keys())
 
 
 def _pids(name: str) -> list[int]:
@@ -107,7 +113,7 @@ async def run(env: Any, relays: int, n: int, keys: int, *, workers: bool = False
                 os.kill(pid, signal.SIGCONT)
             relay_pids += [p.pid for p in procs if p.pid not in relay_pids]
             pg_pids, nats_pids = _pids("postgres:"), _pids("nats-server")
-            cpu0 = (_cpu_seconds(relay_pids), _cpu_seconds(pg_pids), _cpu_seconds(nats_pids))
+            cpu0 = (_cpu_by_pid(relay_pids), _cpu_by_pid(pg_pids), _cpu_by_pid(nats_pids))
             t0 = time.perf_counter()
             while True:
                 cur = await conn.execute(f"SELECT count(*) FROM {env.ref.qualified} WHERE delivered_at IS NULL")
@@ -118,13 +124,13 @@ async def run(env: Any, relays: int, n: int, keys: int, *, workers: bool = False
                     raise TimeoutError("relays did not drain the outbox in 300 s")
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - t0
-            cpu1 = (_cpu_seconds(relay_pids), _cpu_seconds(pg_pids), _cpu_seconds(nats_pids))
+            cpu1 = (_cpu_by_pid(relay_pids), _cpu_by_pid(pg_pids), _cpu_by_pid(nats_pids))
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(30)
-    cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
+    cpu = [_cpu_delta(a, b) for a, b in zip(cpu0, cpu1, strict=True)]
     return {
         "mode": "workers" if workers else "processes",
         "load_before": load,
@@ -142,11 +148,16 @@ async def run(env: Any, relays: int, n: int, keys: int, *, workers: bool = False
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
-    for count in [int(c) for c in args.counts.split(",")]:
-        async with bench_env(args.db, args.broker, notify=True) as env:
-            r = await run(env, count, args.events, args.keys, workers=args.workers)
-            print(f"  {count} relay(s): {r['events_per_s']:,.0f} events/s, load {r['load_before'][0]:.1f}", flush=True)
-            results.append(r)
+    for rep in range(args.reps):  # counts interleaved within each rep: load drifts hit all alike
+        for count in [int(c) for c in args.counts.split(",")]:
+            async with bench_env(args.db, args.broker, notify=True) as env:
+                r = await run(env, count, args.events, args.keys, workers=args.workers)
+                r["rep"] = rep
+                line = (
+                    f"  rep {rep}: {count} relay(s): {r['events_per_s']:,.0f} events/s, load {r['load_before'][0]:.1f}"
+                )
+                print(line, flush=True)
+                results.append(r)
     return results
 
 
@@ -156,13 +167,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--counts", default="1,3")
+    parser.add_argument("--reps", type=int, default=1, help="repetitions (counts interleaved within each)")
     parser.add_argument("--workers", action="store_true", help="N relays = one `outboxkit relay --workers N`")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
-    one = next((r for r in results if r["relays"] == 1), None)
     rows = []
     for r in results:
+        one = next((o for o in results if o["relays"] == 1 and o["rep"] == r["rep"]), None)
         ratio = r["events_per_s"] / one["events_per_s"] if one else float("nan")
+        r["x_one_relay"] = ratio
         busy = r["cpu_relays_s"] + r["cpu_postgres_s"] + r["cpu_nats_s"]
         rows.append(
             [r["relays"], r["events_per_s"], f"{ratio:.2f}", f"{r['cpu_relays_s']:.1f}", f"{r['cpu_postgres_s']:.1f}",
@@ -171,6 +184,11 @@ def main() -> None:
         )  # fmt: skip
     head = ["workers" if args.workers else "relays", "events/s", "x one relay", "cpu relays s", "cpu pg s"]
     print(table([*head, "cpu nats s", "machine busy", "load 1m"], rows))
+    for count in sorted({r["relays"] for r in results}):
+        ratios = [r["x_one_relay"] for r in results if r["relays"] == count]
+        loads = [r["load_before"][0] for r in results if r["relays"] == count]
+        span = f"load {min(loads):.1f}-{max(loads):.1f}"
+        print(f"{count}: median x one relay {median(ratios):.2f} over {len(ratios)} rep(s), {span}")
     path = write_results("relays", {"params": vars(args), "results": results}, disabled=args.no_json)
     if path:
         print(f"results: {path}")
