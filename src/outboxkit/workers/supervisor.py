@@ -275,4 +275,8 @@ def run_workers(
         redact_url(broker),
         ports,
     )
-    return Supervisor(specs, stop_timeout=stop_timeout).run()
+    group = Supervisor(specs, stop_timeout=stop_timeout)
+    code = group.run()
+    restarts = sum(slot.restarts for slot in group.slots)
+    life.info("relay supervisor stopped: %d workers, %d restarts, exit status %d", workers, restarts, code)
+    return code
