@@ -12,6 +12,11 @@ Each relay is a separate ``outboxkit relay`` process (as in production). The rel
 empty outbox and spread the 64 buckets between them; they are then paused (SIGSTOP) while the
 events are written, resumed (SIGCONT), and the clock runs until the outbox is drained. CPU time
 of the relays, PostgreSQL and nats-server over that interval says which is the limit here.
+
+"cores allow" is min(N x one relay's rate in the same rep, cores / CPU seconds per event spent by
+the relays, PostgreSQL and nats-server in this run): what N relays could reach if the machine's
+cores were all theirs; "of that" is the measured rate's share of it (1.0: scaling as far as the
+cores allow; far below 1 with a high load average: other processes had the cores).
 """
 
 from __future__ import annotations
@@ -176,14 +181,20 @@ def main() -> None:
         one = next((o for o in results if o["relays"] == 1 and o["rep"] == r["rep"]), None)
         ratio = r["events_per_s"] / one["events_per_s"] if one else float("nan")
         r["x_one_relay"] = ratio
+        # What the cores allow: N relays at one relay's rate, unless the whole machine's cores,
+        # spent at this run's CPU cost per event (relays + PostgreSQL + NATS), give less.
+        cost = (r["cpu_relays_s"] + r["cpu_postgres_s"] + r["cpu_nats_s"]) / r["events"]
+        machine_bound = (r["machine_cores"] or 1) / cost if cost > 0 else float("inf")
+        r["cores_allow_events_per_s"] = min(machine_bound, r["relays"] * one["events_per_s"] if one else machine_bound)
         busy = r["cpu_relays_s"] + r["cpu_postgres_s"] + r["cpu_nats_s"]
         rows.append(
             [r["relays"], r["events_per_s"], f"{ratio:.2f}", f"{r['cpu_relays_s']:.1f}", f"{r['cpu_postgres_s']:.1f}",
              f"{r['cpu_nats_s']:.1f}", f"{busy / (r['seconds'] * (r['machine_cores'] or 1)):.0%}",
+             f"{r['cores_allow_events_per_s']:,.0f}", f"{r['events_per_s'] / r['cores_allow_events_per_s']:.2f}",
              f"{r['load_before'][0]:.1f}"]
         )  # fmt: skip
     head = ["workers" if args.workers else "relays", "events/s", "x one relay", "cpu relays s", "cpu pg s"]
-    print(table([*head, "cpu nats s", "machine busy", "load 1m"], rows))
+    print(table([*head, "cpu nats s", "machine busy", "cores allow", "of that", "load 1m"], rows))
     for count in sorted({r["relays"] for r in results}):
         ratios = [r["x_one_relay"] for r in results if r["relays"] == count]
         loads = [r["load_before"][0] for r in results if r["relays"] == count]
