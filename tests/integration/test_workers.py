@@ -10,10 +10,12 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from outboxkit.core.tally import Delivery, tally
 from outboxkit.ops import queries as q
 from outboxkit.relay.loop import RelayConfig
 from outboxkit.stores.base import BUCKETS, TableRef
+from outboxkit.testing.servers import free_port
 from outboxkit.testing.workload import OrdersWorkload
 from outboxkit.workers import Supervisor, WorkerSpec
 from tests.conftest import PG_URL, Stream, drop_stream, make_stream, require, unique
@@ -209,10 +212,14 @@ async def test_workers_stop_when_the_supervisor_is_sigkilled(
     pg_orders: OrdersWorkload, nats_url: str, tmp_path: Path
 ) -> None:
     assert pg_orders.schema is not None
-    sup = Supervised(PG_URL, nats_url, 2, tmp_path / "sup.log", "--schema", pg_orders.schema)
+    port = _two_free_ports()
+    sup = Supervised(PG_URL, nats_url, 2, tmp_path / "sup.log", "--schema", pg_orders.schema, "--http-port", str(port))
     try:
         await sup.wait_for("2 workers", lambda: len(sup.workers()) == 2)
         await sup.wait_for("2 live relays", lambda: len(live_relays(PG_URL, pg_orders.schema)) == 2)
+        # Worker wI serves its own metrics on --http-port + I - 1.
+        for p in (port, port + 1):
+            assert b"outboxkit_relay_events_published" in await asyncio.to_thread(_get, f"http://127.0.0.1:{p}/metrics")
         workers = sup.workers()
         sup.proc.kill()
         sup.proc.wait()
@@ -225,6 +232,26 @@ async def test_workers_stop_when_the_supervisor_is_sigkilled(
         assert sup.text().count("relay stopped:") == 2
     finally:
         sup.kill()
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.status == 200
+        body: bytes = resp.read()
+        return body
+
+
+def _two_free_ports() -> int:
+    """A port p with p + 1 free too (for workers w1 and w2)."""
+    for _ in range(50):
+        base = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        return base
+    raise AssertionError("no two adjacent free ports")
 
 
 def _lock_holder(pids: list[int], lock: str) -> int | None:
@@ -330,8 +357,6 @@ def test_a_missing_schema_fails_once_before_any_worker_starts(nats_url: str, tmp
 
 
 def test_an_http_port_in_use_fails_once(nats_url: str, tmp_path: Path) -> None:
-    import socket
-
     db = f"sqlite:///{tmp_path}/app.db"
     migrate(db)
     with socket.socket() as busy:
