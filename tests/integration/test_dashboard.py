@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -318,3 +319,32 @@ def test_relay_dashboard_off_loopback_needs_a_token(tmp_path: Any) -> None:
         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert done.returncode == 2 and "--dashboard-token" in done.stderr, done.stderr
+
+
+def test_activity_buckets_deliveries_and_lag_on_mariadb(mariadb_url: str, mariadb_ref: TableRef) -> None:
+    """The activity statement of the third database (the pages above run on SQLite and PostgreSQL)."""
+    import pymysql
+
+    from outboxkit.stores.mariadb.driver import parse_url
+    from outboxkit.stores.mariadb.schema import quoted
+
+    conn = pymysql.connect(**parse_url(mariadb_url).kwargs())
+    try:
+        outbox = Outbox(table=mariadb_ref.table, schema=mariadb_ref.schema)
+        ids = [outbox.emit(conn, "orders.created", {"n": i}) for i in range(4)]
+        conn.commit()
+        with conn.cursor() as cur:
+            t = quoted(mariadb_ref)
+            now = "UTC_TIMESTAMP(6)"
+            cur.execute(
+                f"UPDATE {t} SET created_at = {now} - INTERVAL 3 SECOND, delivered_at = {now} WHERE id IN (%s, %s)",
+                ids[:2],
+            )
+            cur.execute(f"UPDATE {t} SET delivered_at = {now}, last_error = 'discarded: x' WHERE id = %s", (ids[2],))
+        conn.commit()
+    finally:
+        conn.close()
+    with q.open_db(mariadb_url, mariadb_ref) as db:
+        points = q.activity(db, timedelta(minutes=15), 15)
+    assert sum(p.delivered for p in points) == 2  # the discarded row is not a delivery
+    assert all(p.start % 15 == 0 and 2.5 < p.lag_mean_s < 60 for p in points)

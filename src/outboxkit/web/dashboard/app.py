@@ -48,7 +48,9 @@ _SECURITY_HEADERS = [
     ),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
+    # same-origin, not no-referrer: under no-referrer browsers send "Origin: null" on form posts,
+    # which the same-origin check must refuse. Other sites still get no Referer from us.
+    ("Referrer-Policy", "same-origin"),
 ]
 # What an action did, shown after the redirect: a fixed vocabulary, so a crafted link cannot put
 # words of its own on the page.
@@ -85,6 +87,7 @@ class Dashboard:
         )
         self._env.filters["age"] = views.age
         self._env.filters["buckets"] = views.buckets_text
+        self._env.filters["when"] = views.when
 
     def owns(self, path: str) -> bool:
         return path == PREFIX or path.startswith(PREFIX + "/")

@@ -35,12 +35,14 @@ def nice_max(value: float) -> float:
 
 def fmt(value: float, unit: str = "") -> str:
     if unit == "s":
+        if value == 0:
+            return "0"
         if value < 1:
-            return f"{value * 1000:.0f} ms"
-        return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+            return f"{value * 1000:.3g} ms"
+        return f"{value:.3g} s" if value < 120 else f"{value / 60:.3g} min"
     if value >= 10_000:
         return f"{value / 1000:.0f}k"
-    return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+    return f"{value:.0f}" if value == int(value) else f"{value:.3g}"
 
 
 def _frame(chart_id: str, title: str, top: float, unit: str, starts: Sequence[int]) -> list[str]:

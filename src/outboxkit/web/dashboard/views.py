@@ -82,6 +82,11 @@ def age(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
+def when(iso: str) -> str:
+    """``2026-12-07T02:29:46.292000+00:00`` -> ``2026-12-07 02:29:46 UTC`` (the ops layer gives UTC)."""
+    return iso[:19].replace("T", " ") + " UTC"
+
+
 def totals(status: q.Status) -> dict[str, Any]:
     doc = status.to_json()
     return {key: doc[key] for key in ("pending", "oldest_pending_age_s", "dead", "dead_keys", "held_pending")}

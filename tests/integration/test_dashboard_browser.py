@@ -1,0 +1,135 @@
+"""The dashboard in headless Chromium, end to end: a relay runs with the dashboard on its HTTP
+port; an event whose topic no JetStream stream captures becomes a dead letter; the operator logs
+in, sees it, fixes the cause (creates the stream), clicks Retry, and a NATS subscriber receives the
+event. Chromium comes from scripts/ensure-chromium, driven by Playwright (the dev extra).
+
+Screenshots are written to the test's tmp directory; with ``OUTBOXKIT_DOCS_SCREENSHOTS=1`` they
+are also copied to docs/img/dashboard-*.png, which docs/dashboard.md shows (so a normal test run
+leaves the working tree clean)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from outboxkit import Outbox
+from outboxkit.brokers.nats import connect
+from outboxkit.ops import queries as q
+from outboxkit.stores.base import TableRef
+from outboxkit.testing import RelayProcess, free_port
+from tests.conftest import CI, drop_stream, make_stream, unique
+
+pytestmark = [pytest.mark.nats, pytest.mark.xdist_group("browser")]
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+TOKEN = "browser-test-token-0123456"
+
+
+def chromium() -> str:
+    if not CHROMIUM.exists():
+        message = "chromium is not installed: run scripts/ensure-chromium"
+        if CI:
+            pytest.fail(message + " (CI=true: required)")
+        pytest.skip(message)
+    return str(CHROMIUM)
+
+
+def status(url: str) -> dict[str, Any]:
+    with q.open_db(url, TableRef("outbox")) as db:
+        return q.status(db).to_json()
+
+
+async def wait_for(what: str, check: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def test_operator_retries_a_dead_letter_in_the_browser_and_it_is_delivered(
+    sqlite_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    binary = chromium()
+    good = await make_stream(nats_url)
+    lost_prefix = unique("okt_nostream")
+    fixed = None
+    port = free_port()
+    relay = RelayProcess(
+        sqlite_url, nats_url,
+        "--http-port", str(port), "--dashboard", "--dashboard-token", TOKEN,
+        "--max-attempts", "2", "--poll-interval", "0.2", "--summary-interval", "0",
+        log_path=str(tmp_path / "relay.log"),
+    )  # fmt: skip
+    conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        relay.start()
+        outbox = Outbox()
+        for batch in range(3):  # a little traffic for the charts
+            conn.execute("BEGIN")
+            for i in range(10):
+                outbox.emit(conn, good.topic("orders"), {"order": batch * 10 + i}, key=f"c{i}")
+            conn.execute("COMMIT")
+        conn.execute("BEGIN")
+        lost_id = outbox.emit(conn, f"{lost_prefix}.shipped", {"order": 99}, key="c99")
+        conn.execute("COMMIT")
+        await wait_for("the dead letter", lambda: status(sqlite_url)["dead"] == 1 and not status(sqlite_url)["pending"])
+        assert status(sqlite_url)["delivered"] == 30
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=binary, args=["--no-sandbox", "--disable-gpu"])
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(f"http://127.0.0.1:{port}/dashboard/")
+            assert page.url.endswith("/dashboard/login")  # the token is asked first
+            await page.fill("input[name=token]", TOKEN)
+            await page.screenshot(path=str(tmp_path / "dashboard-login.png"))
+            await page.click("section.login button[type=submit]")
+            await page.wait_for_url(f"http://127.0.0.1:{port}/dashboard/")
+            row = page.locator(f'#dead tr[data-id="{lost_id}"]')
+            await expect(row).to_contain_text(f"{lost_prefix}.shipped")
+            await expect(row).to_contain_text("no JetStream stream captures")
+            await expect(page.locator("#card-dead .value")).to_have_text("1")
+            assert await page.locator("#chart-throughput rect.bar").count() >= 1
+            await page.screenshot(path=str(tmp_path / "dashboard-dead-letter.png"), full_page=True)
+
+            # Fix the cause: a stream that captures the topic. Then retry from the page.
+            fixed = await make_stream(nats_url, prefix=lost_prefix)
+            nc = await connect(nats_url)
+            try:
+                sub = await nc.jetstream().subscribe(f"{lost_prefix}.>", stream=fixed.name)
+                await row.locator("button.retry").click()
+                await expect(page.locator("#notice")).to_contain_text("Retried 1 dead letter")
+                message = await sub.next_msg(timeout=30)
+                assert message.headers is not None and message.headers.get("Nats-Msg-Id") == lost_id
+                assert message.subject == f"{lost_prefix}.shipped" and b'"order":99' in message.data.replace(b" ", b"")
+                await message.ack()
+            finally:
+                await nc.close()
+            await wait_for("the mark", lambda: status(sqlite_url)["delivered"] == 31)
+            await page.goto(f"http://127.0.0.1:{port}/dashboard/")
+            await expect(page.locator("#card-dead .value")).to_have_text("0")
+            await expect(page.locator("#dead-letters")).to_contain_text("No dead letters.")
+            await page.screenshot(path=str(tmp_path / "dashboard-overview.png"), full_page=True)
+            await browser.close()
+    finally:
+        conn.close()
+        relay.stop()
+        await drop_stream(good)
+        if fixed is not None:
+            await drop_stream(fixed)
+    shots = sorted(tmp_path.glob("dashboard-*.png"))  # noqa: ASYNC240 (a listing of three files)
+    assert len(shots) == 3 and all(p.stat().st_size > 10_000 for p in shots)
+    if os.environ.get("OUTBOXKIT_DOCS_SCREENSHOTS"):
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        for shot in shots:
+            shutil.copyfile(shot, DOCS_IMG / shot.name)
