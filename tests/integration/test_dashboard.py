@@ -348,3 +348,25 @@ def test_activity_buckets_deliveries_and_lag_on_mariadb(mariadb_url: str, mariad
         points = q.activity(db, timedelta(minutes=15), 15)
     assert sum(p.delivered for p in points) == 2  # the discarded row is not a delivery
     assert all(p.start % 15 == 0 and 2.5 < p.lag_mean_s < 60 for p in points)
+
+
+def test_the_documented_command_serves_the_page_and_stops_on_sigterm(sqlite_url: str) -> None:
+    """docs/dashboard.md: `outboxkit dashboard --db sqlite:///app.db` serves /dashboard/."""
+    from outboxkit.testing import free_port
+    from outboxkit.testing.servers import wait_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "outboxkit", "dashboard", "--db", sqlite_url, "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_port(port, 30)
+        page = Client(port)._call("GET", "/dashboard/", None, {})
+        assert page.status == 200 and 'id="live"' in page.body
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    assert f"dashboard on http://127.0.0.1:{port}/dashboard/" in stderr
