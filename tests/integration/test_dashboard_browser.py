@@ -1,7 +1,8 @@
-"""The dashboard in headless Chromium, end to end: a relay runs with the dashboard on its HTTP
-port; an event whose topic no JetStream stream captures becomes a dead letter; the operator logs
-in, sees it, fixes the cause (creates the stream), clicks Retry, and a NATS subscriber receives the
-event. Chromium comes from scripts/ensure-chromium, driven by Playwright (the dev extra).
+"""The dashboard in headless Chromium, end to end: a relay runs on PostgreSQL (so the page lists
+it with its bucket leases) with the dashboard on its HTTP port; an event whose topic no JetStream
+stream captures becomes a dead letter; the operator logs in, sees it, fixes the cause (creates the
+stream), clicks Retry, and a NATS subscriber receives the event. Chromium comes from
+scripts/ensure-chromium, driven by Playwright (the dev extra).
 
 Screenshots are written to the test's tmp directory; with ``OUTBOXKIT_DOCS_SCREENSHOTS=1`` they
 are also copied to docs/img/dashboard-*.png, which docs/dashboard.md shows (so a normal test run
@@ -12,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from outboxkit import Outbox
@@ -42,8 +43,8 @@ def chromium() -> str:
     return str(CHROMIUM)
 
 
-def status(url: str) -> dict[str, Any]:
-    with q.open_db(url, TableRef("outbox")) as db:
+def status(url: str, ref: TableRef) -> dict[str, Any]:
+    with q.open_db(url, ref) as db:
         return q.status(db).to_json()
 
 
@@ -56,7 +57,7 @@ async def wait_for(what: str, check: Any, timeout: float = 30.0) -> None:
 
 
 async def test_operator_retries_a_dead_letter_in_the_browser_and_it_is_delivered(
-    sqlite_url: str, nats_url: str, tmp_path: Path
+    pg_url: str, pg_ref: TableRef, nats_url: str, tmp_path: Path
 ) -> None:
     from playwright.async_api import async_playwright, expect
 
@@ -66,25 +67,28 @@ async def test_operator_retries_a_dead_letter_in_the_browser_and_it_is_delivered
     fixed = None
     port = free_port()
     relay = RelayProcess(
-        sqlite_url, nats_url,
+        pg_url, nats_url, "--schema", pg_ref.schema or "",
         "--http-port", str(port), "--dashboard", "--dashboard-token", TOKEN,
         "--max-attempts", "2", "--poll-interval", "0.2", "--summary-interval", "0",
         log_path=str(tmp_path / "relay.log"),
     )  # fmt: skip
-    conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    conn = psycopg.connect(pg_url)
     try:
         relay.start()
-        outbox = Outbox()
+        outbox = Outbox(schema=pg_ref.schema)
         for batch in range(3):  # a little traffic for the charts
-            conn.execute("BEGIN")
-            for i in range(10):
-                outbox.emit(conn, good.topic("orders"), {"order": batch * 10 + i}, key=f"c{i}")
-            conn.execute("COMMIT")
-        conn.execute("BEGIN")
-        lost_id = outbox.emit(conn, f"{lost_prefix}.shipped", {"order": 99}, key="c99")
-        conn.execute("COMMIT")
-        await wait_for("the dead letter", lambda: status(sqlite_url)["dead"] == 1 and not status(sqlite_url)["pending"])
-        assert status(sqlite_url)["delivered"] == 30
+            with conn.transaction():
+                for i in range(10):
+                    outbox.emit(conn, good.topic("orders"), {"order": batch * 10 + i}, key=f"c{i}")
+        with conn.transaction():
+            lost_id = outbox.emit(conn, f"{lost_prefix}.shipped", {"order": 99}, key="c99")
+
+        def settled() -> bool:
+            now = status(pg_url, pg_ref)
+            return now["dead"] == 1 and not now["pending"] and bool(now["relays"]["live"])
+
+        await wait_for("the dead letter", settled)
+        assert status(pg_url, pg_ref)["delivered"] == 30
 
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=binary, args=["--no-sandbox", "--disable-gpu"])
@@ -100,6 +104,8 @@ async def test_operator_retries_a_dead_letter_in_the_browser_and_it_is_delivered
             await expect(row).to_contain_text("no JetStream stream captures")
             await expect(page.locator("#card-dead .value")).to_have_text("1")
             assert await page.locator("#chart-throughput rect.bar").count() >= 1
+            await expect(page.locator("#relays tbody tr")).to_have_count(1)  # this relay, its buckets
+            await expect(page.locator("#buckets-summary")).to_contain_text("buckets leased")
             await page.screenshot(path=str(tmp_path / "dashboard-dead-letter.png"), full_page=True)
 
             # Fix the cause: a stream that captures the topic. Then retry from the page.
@@ -115,7 +121,7 @@ async def test_operator_retries_a_dead_letter_in_the_browser_and_it_is_delivered
                 await message.ack()
             finally:
                 await nc.close()
-            await wait_for("the mark", lambda: status(sqlite_url)["delivered"] == 31)
+            await wait_for("the mark", lambda: status(pg_url, pg_ref)["delivered"] == 31)
             await page.goto(f"http://127.0.0.1:{port}/dashboard/")
             await expect(page.locator("#card-dead .value")).to_have_text("0")
             await expect(page.locator("#dead-letters")).to_contain_text("No dead letters.")

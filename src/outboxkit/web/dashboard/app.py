@@ -94,7 +94,12 @@ class Dashboard:
 
     # -- entry -------------------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
-        response = await self._checked(request)
+        try:
+            response = await self._checked(request)
+        except Exception:
+            # A page must never take down the relay it is mounted on; the traceback goes to the log.
+            log.exception("dashboard: %s %s failed", request.method, request.path)
+            response = text(500, "internal error: see the server's log")
         response.headers.extend(_SECURITY_HEADERS)
         return response
 
