@@ -131,3 +131,29 @@ def test_buckets_text_and_age() -> None:
     assert views.buckets_text([7, 0, 1, 2, 5, 8]) == "0-2, 5, 7-8"
     assert views.buckets_text([]) == ""
     assert views.age(None) == "-" and views.age(3.0) == "3.0s" and views.age(600) == "10.0m"
+
+
+def test_the_public_names_resolve() -> None:
+    import outboxkit.web.dashboard as dashboard
+
+    for name in dashboard.__all__:
+        assert getattr(dashboard, name) is not None
+    with pytest.raises(AttributeError):
+        _ = dashboard.nothing_here
+
+
+def test_without_the_extra_the_cli_loads_and_the_command_says_what_to_install(tmp_path: object) -> None:
+    """Jinja2 is imported on first use: `outboxkit --help` works on a base install, and the
+    dashboard names the extra that fixes it, in one line."""
+    import subprocess
+    import sys
+
+    hide = "import sys; sys.modules['jinja2'] = None; from outboxkit.cli import main; sys.argv = {argv!r}; main()"
+    helped = subprocess.run(
+        [sys.executable, "-c", hide.format(argv=["outboxkit", "--help"])], capture_output=True, text=True, timeout=60
+    )
+    assert helped.returncode == 0 and "dashboard" in helped.stdout, helped.stderr
+    argv = ["outboxkit", "dashboard", "--db", f"sqlite:///{tmp_path}/x.db", "--port", "0"]
+    done = subprocess.run([sys.executable, "-c", hide.format(argv=argv)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "outboxkit[dashboard]" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
