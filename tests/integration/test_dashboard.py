@@ -155,7 +155,7 @@ async def test_the_page_shows_backlog_charts_topics_and_dead_letters(
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-frame-options"] == "DENY"
     assert any(c.startswith("outboxkit_csrf=") and "HttpOnly" in c and "SameSite=Strict" in c for c in page.cookies)
-    for asset in ("dashboard.css", "dashboard.js"):
+    for asset in ("dashboard.css", "dashboard.js", "favicon.svg"):
         assert (await client.get(f"/dashboard/static/{asset}")).status == 200
     assert (await client.get("/dashboard/static/../app.py")).status == 404
     assert (await client.get("/dashboard/?window=3y")).status == 400

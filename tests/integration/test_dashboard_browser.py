@@ -93,6 +93,9 @@ async def test_operator_retries_a_dead_letter_in_the_browser_and_it_is_delivered
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=binary, args=["--no-sandbox", "--disable-gpu"])
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            problems: list[str] = []  # script errors and CSP violations would show here
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
             await page.goto(f"http://127.0.0.1:{port}/dashboard/")
             assert page.url.endswith("/dashboard/login")  # the token is asked first
             await page.fill("input[name=token]", TOKEN)
@@ -125,7 +128,15 @@ async def test_operator_retries_a_dead_letter_in_the_browser_and_it_is_delivered
             await page.goto(f"http://127.0.0.1:{port}/dashboard/")
             await expect(page.locator("#card-dead .value")).to_have_text("0")
             await expect(page.locator("#dead-letters")).to_contain_text("No dead letters.")
+            # The live part refreshes itself (the page's script, allowed by its CSP): new deliveries
+            # appear without a reload.
+            with conn.transaction():
+                for i in range(5):
+                    outbox.emit(conn, good.topic("orders"), {"order": 100 + i}, key=f"c{i}")
+            good_row = page.locator("#topics tbody tr", has_text=good.topic("orders"))
+            await expect(good_row.locator("td").nth(4)).to_have_text("35", timeout=20_000)
             await page.screenshot(path=str(tmp_path / "dashboard-overview.png"), full_page=True)
+            assert problems == []
             await browser.close()
     finally:
         conn.close()

@@ -37,7 +37,11 @@ from outboxkit.web.http import Request, Response, text
 log = logging.getLogger("outboxkit.web.dashboard")
 
 PREFIX = "/dashboard"
-_STATIC = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8"}
+_STATIC = {
+    "dashboard.css": "text/css; charset=utf-8",
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 _HTML = "text/html; charset=utf-8"
 # Pages load only their own stylesheet and script; nothing may frame them (clickjacking).
 _SECURITY_HEADERS = [
