@@ -322,6 +322,7 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
         ([], {"OUTBOXKIT_WORKERS": "0"}, None, "workers must be at least 1"),
         ([], {}, "[relay]\nworkers = 'many'\n", "workers must be a number"),
         (["--workers", "65"], {}, None, "at most 64"),
+        (["--workers", "2", "--http-port", "9464", "--dashboard"], {}, None, "run `outboxkit dashboard` beside"),
     ],
 )
 def test_bad_workers_configuration_fails_once_with_exit_2(
