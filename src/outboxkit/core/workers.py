@@ -5,10 +5,11 @@
   between workers exactly as between relays on different machines. The name says which
   supervisor it belongs to: ``<host>:<supervisor pid>:<token>/w<i>``.
 * **A restarted worker keeps its slot's name.** The supervisor starts a slot again only after it
-  reaped the previous process, so two live processes never share a name; the new one renews the
-  leases its predecessor still holds (same epoch, as a relay does after reconnecting) and resumes
-  those buckets at once instead of waiting for them to expire. It fetches from each bucket's lowest
-  pending seq, so nothing the dead worker had in flight is skipped or overtaken (H10).
+  reaped the previous process, so two live processes never share a name; if the new one is up
+  before its predecessor's leases expired, it renews them (same epoch, as a relay does after
+  reconnecting) and resumes those buckets at once; otherwise the other workers took them over and
+  the buckets are shared again. Either way it fetches from each bucket's lowest pending seq, so
+  nothing the dead worker had in flight is skipped or overtaken (H10: orphaned claims reorder a key).
 * **Restart with backoff**: a worker that keeps dying quickly waits longer each time (up to
   :data:`RESTART_CAP` seconds); one that ran for :data:`STABLE_AFTER` seconds starts the count again.
 * **Exit status 2 is final**: it means a configuration error, which restarting cannot fix.
