@@ -439,3 +439,24 @@ def test_a_crashing_worker_is_restarted_with_backoff(caplog: pytest.LogCaptureFi
     # One line per death, each saying how long it waits: longer after each quick death.
     delays = [float(line.rsplit(" in ", 1)[1].rstrip("s")) for line in deaths]
     assert delays[2] > delays[0], delays
+
+
+def test_a_second_signal_kills_workers_that_do_not_stop(caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM asks; a second one (an impatient Ctrl-C) SIGKILLs the workers still there: exit 1."""
+    stubborn = (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); sys.stdin.read(); time.sleep(60)"
+    )
+
+    caplog.set_level(logging.WARNING, "outboxkit.relay")
+    sup = Supervisor([_spec(1), _spec(2)], command=lambda _: [sys.executable, "-c", stubborn], stop_timeout=60)
+    timers = [threading.Timer(t, lambda: os.kill(os.getpid(), signal.SIGTERM)) for t in (1.5, 3.0)]
+    for t in timers:
+        t.start()
+    t0 = time.monotonic()
+    try:
+        assert sup.run() == 1
+    finally:
+        for t in timers:
+            t.cancel()
+    assert time.monotonic() - t0 < 20, "not the 60 s stop timeout"
+    assert any("second SIGTERM: SIGKILL" in r.getMessage() for r in caplog.records)

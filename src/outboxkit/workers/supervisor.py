@@ -10,7 +10,7 @@ Rules it keeps, each with a test (``tests/integration/test_workers.py``):
   the whole group with exit 2;
 * **SIGTERM/SIGINT stop the group**: each worker gets SIGTERM, finishes its batch and gives its
   leases back; the supervisor waits for all of them and exits 0 (1 if one had to be SIGKILLed
-  after ``stop_timeout`` seconds);
+  after ``stop_timeout`` seconds, or by a second signal: the operator who will not wait);
 * **a SIGKILLed supervisor leaves no worker behind**: each worker stops when its parent goes
   (``workers.child``). Workers run in their own process group, so a terminal's Ctrl-C reaches the
   supervisor only, which then stops them in order.
@@ -82,7 +82,14 @@ class Supervisor:
         self._stopping = False
 
     def _signal(self, signum: int, frame: FrameType | None) -> None:
-        self._stopping = True
+        if not self._stopping:
+            self._stopping = True
+            return
+        # A second signal while the workers finish their batch: the operator will not wait.
+        log.warning("second %s: SIGKILL to the workers still running", signal.Signals(signum).name)
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.poll() is None:
+                slot.proc.kill()
 
     def _start(self, slot: _Slot) -> None:
         proc = subprocess.Popen(
