@@ -90,6 +90,7 @@ class Bus:
     publish: Callable[[str, str, dict[str, Any]], Any]
     followups: Callable[[int], Any]
     cleanup: list[Callable[[], Any]] = field(default_factory=list)
+    stream: str = ""  # NATS: the JetStream stream
 
 
 async def _nats_bus(inbox: Inbox) -> Bus:
@@ -117,9 +118,8 @@ async def _nats_bus(inbox: Inbox) -> Bus:
         got = await read_all(NATS_URL, stream.name, idle=1.0, timeout=20)
         return [(m.event_id, m.payload) for m in got if m.topic == topic_out]
 
-    return Bus(
-        "nats", topic_in, topic_out, NATS_URL, broker, subscribe, publish, followups, [lambda: drop_stream(stream)]
-    )
+    cleanup = [lambda: drop_stream(stream)]
+    return Bus("nats", topic_in, topic_out, NATS_URL, broker, subscribe, publish, followups, cleanup, stream.name)
 
 
 async def _rabbit_bus(inbox: Inbox) -> Bus:
@@ -301,3 +301,37 @@ async def test_a_poison_message_becomes_a_dead_letter_and_is_not_redelivered(con
         await bus.publish(poison, "k13", {"order": 13})  # a later copy is a duplicate: handler not called
         await wait_until(lambda: running.inbox.stats.duplicates == 1)
         assert running.calls.count(poison) == 3
+
+
+async def test_a_redelivery_racing_the_first_delivery_is_a_duplicate(consumer: Consumer) -> None:
+    """JetStream redelivers a message whose ack is late (ack_wait 1 s, the first handling takes 2.5 s)
+    to a second worker while the first still holds its transaction: the second claim waits on the
+    inbox's primary key, finds the id committed, and the handler runs once (G7)."""
+    from nats.js.api import ConsumerConfig
+
+    running = Running(consumer, "nats")
+    async with running as bus:
+        delivered: list[int] = []
+
+        async def on_order(body: Any, tx: InboxTx) -> None:
+            running.calls.append(tx.event.id)
+            delivered.append(tx.event.attempt)
+            await tx.session.execute(_insert_side_effect(consumer.schema), {"id": tx.event.id, "key": tx.event.key})
+            if len(running.calls) == 1:
+                await asyncio.sleep(2.5)  # longer than ack_wait: JetStream hands the message out again
+
+        durable = unique("okf")
+        bus.broker.subscriber(
+            bus.topic_in,
+            stream=JStream(bus.stream, declare=False),
+            durable=durable,
+            pull_sub=True,
+            max_workers=2,
+            config=ConsumerConfig(ack_wait=1.0),
+        )(on_order)
+        await running.start()
+        event_id = str(uuid.uuid4())
+        await bus.publish(event_id, "customer-3", {"order": 3})
+        await wait_until(lambda: running.inbox.stats.processed == 1 and running.inbox.stats.duplicates >= 1)
+        assert running.calls == [event_id], "the redelivered copy never reached the handler"
+        assert consumer.side_effects() == [event_id]
