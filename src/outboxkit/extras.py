@@ -22,6 +22,8 @@ MODULE_EXTRAS: dict[str, str] = {
     "redis": "redis",
     "aiomqtt": "mqtt",
     "paho": "mqtt",
+    "faststream": "faststream",
+    "fast_depends": "faststream",
 }
 
 

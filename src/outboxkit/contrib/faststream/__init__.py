@@ -11,6 +11,14 @@ the handler's own transaction (consume -> act -> emit, exactly once end to end).
 Install with ``pip install "outboxkit[faststream,sqlalchemy]"``; see docs/faststream.md.
 """
 
+from outboxkit.extras import missing_extra_message
+
+try:
+    import faststream as _faststream  # noqa: F401
+    import sqlalchemy as _sqlalchemy  # noqa: F401
+except ImportError as exc:  # one line naming the install, not a traceback into our imports
+    raise ImportError(missing_extra_message(exc) or str(exc), name=exc.name) from None
+
 from outboxkit.contrib.faststream.middleware import CONTEXT_KEY, Inbox, InboxTransaction, InboxTx
 
 __all__ = ["CONTEXT_KEY", "Inbox", "InboxTransaction", "InboxTx"]
