@@ -16,6 +16,7 @@ from typing import Any
 import aio_pika
 import psycopg
 import pytest
+from faststream.middlewares import BaseMiddleware
 from faststream.nats import JStream, NatsBroker
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from sqlalchemy import text
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from outboxkit import Outbox, migrate
 from outboxkit.brokers.nats import connect
 from outboxkit.contrib.faststream import Inbox, InboxTx
+from outboxkit.errors import ConfigurationError
 from outboxkit.inbox import migrate_inbox
 from outboxkit.stores.base import TableRef
 from tests.conftest import NATS_URL, PG_URL, drop_stream, make_stream, require, unique
@@ -335,3 +337,35 @@ async def test_a_redelivery_racing_the_first_delivery_is_a_duplicate(consumer: C
         await wait_until(lambda: running.inbox.stats.processed == 1 and running.inbox.stats.duplicates >= 1)
         assert running.calls == [event_id], "the redelivered copy never reached the handler"
         assert consumer.side_effects() == [event_id]
+
+
+async def test_ack_first_is_refused_before_the_handler_runs(consumer: Consumer) -> None:
+    """AckPolicy.ACK_FIRST acknowledges before the inbox could commit: a crash would lose the
+    message. The inbox refuses it on the first message, without running the handler."""
+    from faststream.middlewares import AckPolicy
+
+    running = Running(consumer, "rabbitmq")
+    async with running as bus:
+        refused: list[BaseException] = []
+
+        class Spy(BaseMiddleware):  # outside the inbox: sees what the inbox raises
+            async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+                try:
+                    return await call_next(msg)
+                except Exception as exc:
+                    refused.append(exc)
+                    raise
+
+        bus.broker.insert_middleware(Spy)
+        queue = RabbitQueue(unique("okf_in"), durable=False, auto_delete=True, routing_key=bus.topic_in)
+        exchange = RabbitExchange(bus.relay_url.split("exchange=")[1], type=ExchangeType.TOPIC, durable=True)
+
+        async def on_order(body: Any, tx: InboxTx) -> None:
+            running.calls.append(tx.event.id)
+
+        bus.broker.subscriber(queue, exchange, ack_policy=AckPolicy.ACK_FIRST)(on_order)
+        await running.start()
+        await bus.publish(str(uuid.uuid4()), "k", {"order": 1})
+        await wait_until(lambda: bool(refused))
+        assert isinstance(refused[0], ConfigurationError) and "ACK_FIRST" in str(refused[0])
+        assert running.calls == [] and consumer.inbox_ids() == []

@@ -38,7 +38,7 @@ from typing import Annotated, Any
 
 from faststream import Context
 from faststream.message import StreamMessage
-from faststream.middlewares import BaseMiddleware
+from faststream.middlewares import AckPolicy, BaseMiddleware
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -148,7 +148,10 @@ class Inbox:
     async def process(
         self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: StreamMessage[Any], context: Any
     ) -> Any:
-        if msg.committed is not None:
+        # ACK_FIRST acknowledges before the handler (an ack middleware on NATS, consuming without
+        # acks on RabbitMQ): a crash would lose the message, whatever the inbox does.
+        subscriber_policy = getattr(context.get("handler_"), "ack_policy", None)
+        if msg.committed is not None or subscriber_policy is AckPolicy.ACK_FIRST:
             raise ConfigurationError(
                 "the message was acknowledged before the inbox ran (ack_policy=AckPolicy.ACK_FIRST?): "
                 "use the default ack policy, the inbox acknowledges after its commit"
