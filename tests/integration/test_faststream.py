@@ -369,3 +369,39 @@ async def test_ack_first_is_refused_before_the_handler_runs(consumer: Consumer) 
         await wait_until(lambda: bool(refused))
         assert isinstance(refused[0], ConfigurationError) and "ACK_FIRST" in str(refused[0])
         assert running.calls == [] and consumer.inbox_ids() == []
+
+
+async def test_a_database_outage_requeues_without_counting_attempts(consumer: Consumer) -> None:
+    """The consumer's database is unreachable (through a proxy that refuses connections): the claim
+    fails, the message is requeued, no attempt is counted (max_attempts=1 would dead-letter at the
+    first counted failure) and the handler never runs; once the database is back, the message is
+    processed once."""
+    from outboxkit.testing.proxy import TcpProxy
+
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        url = PG_URL.replace("postgresql://", "postgresql+psycopg://").replace(":5432/", f":{proxy.port}/")
+        engine = create_async_engine(url, pool_size=2)
+        proxied = Consumer(consumer.schema, engine)
+        running = Running(proxied, "nats", max_attempts=1)
+        try:
+            async with running as bus:
+
+                async def on_order(body: Any, tx: InboxTx) -> None:
+                    running.calls.append(tx.event.id)
+                    params = {"id": tx.event.id, "key": tx.event.key}
+                    await tx.session.execute(_insert_side_effect(consumer.schema), params)
+
+                bus.subscribe(on_order)
+                proxy.block()
+                await running.start()
+                event_id = str(uuid.uuid4())
+                await bus.publish(event_id, "customer-5", {"order": 5})
+                await wait_until(lambda: running.inbox._outages >= 2)  # requeued and delivered again
+                assert running.calls == [] and running.inbox.stats.failed == 0
+                proxy.unblock()
+                await wait_until(lambda: running.inbox.stats.processed == 1)
+                assert running.calls == [event_id]
+                assert running.inbox.stats.dead_lettered == 0 and consumer.dead() == []
+                assert consumer.side_effects() == [event_id]
+        finally:
+            await engine.dispose()

@@ -163,33 +163,45 @@ class Inbox:
             return None
         failures = self._failures.get(event.id) or 0
         event = Event(event.id, event.topic, event.key, event.payload, event.headers, max(event.attempt, failures + 1))
+        outage: Exception | None = None
+        failure: Exception | None = None
+        claimed = False
+        result: Any = None
         async with self.sessions() as session:
             try:
                 claimed = await self._claim(session, event)
             except Exception as exc:
-                # The database is not there (or the inbox table is missing): nobody's handler failed.
                 await _rollback(session)
-                self._outages += 1
-                delay = backoff_delay(self._outages, base=0.2, cap=5.0)
-                log.warning("inbox %s cannot reach its database (%s); requeued in %.1fs", self.name, _line(exc), delay)
-                await _nack_later(msg, delay)
-                raise
-            self._outages = 0
-            if not claimed:
+                outage = exc
+            if outage is None and not claimed:
                 await session.rollback()
-                self.stats.duplicates += 1
-                self._failures.pop(event.id, None)
-                await _settle(msg.ack())
-                return None
-            tx = InboxTransaction(session, event, self.outbox)
-            try:
-                with context.scope(CONTEXT_KEY, tx):
-                    result = await call_next(msg)
-                await session.commit()
-            except Exception as exc:
-                await _rollback(session)
-                await self._failed(msg, event, exc)
-                raise
+            elif outage is None:
+                tx = InboxTransaction(session, event, self.outbox)
+                try:
+                    with context.scope(CONTEXT_KEY, tx):
+                        result = await call_next(msg)
+                    await session.commit()
+                except Exception as exc:
+                    await _rollback(session)
+                    failure = exc
+        # The session is closed (its connection back in the pool) before any backoff below.
+        if outage is not None:
+            # The database is not there (or the inbox table is missing): nobody's handler failed,
+            # so no attempt is counted.
+            self._outages += 1
+            delay = backoff_delay(self._outages, base=0.2, cap=5.0)
+            log.warning("inbox %s cannot reach its database (%s); requeued in %.1fs", self.name, _line(outage), delay)
+            await _nack_later(msg, delay)
+            raise outage
+        self._outages = 0
+        if failure is not None:
+            await self._failed(msg, event, failure)
+            raise failure
+        if not claimed:
+            self.stats.duplicates += 1
+            self._failures.pop(event.id, None)
+            await _settle(msg.ack())
+            return None
         self.stats.processed += 1
         self._failures.pop(event.id, None)
         # Acknowledged only now that the effects, the follow-up events and the inbox row committed.
