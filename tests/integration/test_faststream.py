@@ -405,3 +405,66 @@ async def test_a_database_outage_requeues_without_counting_attempts(consumer: Co
                 assert consumer.side_effects() == [event_id]
         finally:
             await engine.dispose()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "mariadb"])
+async def test_the_inbox_on_sqlite_and_mariadb(db: str, tmp_path: Any) -> None:
+    """The same middleware on the other databases the inbox supports (aiosqlite, asyncmy): a
+    duplicate is skipped, a failure rolls back the effect and the follow-up event."""
+    from outboxkit.stores.registry import database_for
+    from tests.conftest import MARIADB_URL
+
+    if db == "sqlite":
+        url, sa_url, schema = f"sqlite:///{tmp_path}/consumer.db", f"sqlite+aiosqlite:///{tmp_path}/consumer.db", None
+    else:
+        require("MariaDB", "127.0.0.1", 3306)
+        url, sa_url, schema = MARIADB_URL, MARIADB_URL.replace("mysql://", "mysql+asyncmy://"), unique("okf")
+    database = database_for(url)
+    migrate(url, TableRef("outbox", schema))
+    migrate_inbox(url, TableRef("inbox", schema))
+    effects = TableRef("side_effects", schema).quoted(database.quote)
+    outbox = TableRef("outbox", schema).quoted(database.quote)
+
+    def rows(sql: str) -> list[tuple[Any, ...]]:
+        conn = database.connect(url)
+        try:
+            return list(conn.execute(sql).fetchall())
+        finally:
+            conn.close()
+
+    rows(f"CREATE TABLE {effects} (event_id varchar(64) NOT NULL, k varchar(64))")
+    engine = create_async_engine(sa_url)
+    inbox = Inbox(engine, name="billing", schema=schema, outbox=Outbox(schema=schema), retry_base=0.05, retry_cap=0.2)
+    bus = await _nats_bus(inbox)
+    calls: list[str] = []
+    try:
+
+        async def on_order(body: Any, tx: InboxTx) -> None:
+            calls.append(tx.event.id)
+            insert = text(f"INSERT INTO {effects} (event_id, k) VALUES (:id, :k)")
+            await tx.session.execute(insert, {"id": tx.event.id, "k": tx.event.key})
+            await tx.emit(bus.topic_out, {"invoice_for": body["order"]}, key=tx.event.key)
+            if len(calls) == 1:
+                raise RuntimeError("first attempt fails after acting and emitting")
+
+        bus.subscribe(on_order)
+        await bus.broker.start()
+        first, second = str(uuid.uuid4()), str(uuid.uuid4())
+        await bus.publish(first, "k1", {"order": 1})
+        await bus.publish(first, "k1", {"order": 1})
+        await bus.publish(second, "k2", {"order": 2})
+        await wait_until(lambda: inbox.stats.processed == 2 and inbox.stats.duplicates == 1)
+        assert calls == [first, first, second]
+        assert sorted(r[0] for r in rows(f"SELECT event_id FROM {effects}")) == sorted([first, second])
+        assert len(rows(f"SELECT id FROM {outbox}")) == 2
+    finally:
+        await bus.broker.stop()
+        for fn in bus.cleanup:
+            await fn()
+        await engine.dispose()
+        if schema:
+            conn = database.connect(url)
+            try:
+                database.drop_namespace(conn, schema)
+            finally:
+                conn.close()
