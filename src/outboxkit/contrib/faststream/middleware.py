@@ -127,6 +127,9 @@ class Inbox:
             raise ConfigurationError("Inbox needs a non-empty consumer name (name=...)")
         if max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts}")
+        bind = sessions.kw.get("bind")
+        if bind is not None:
+            database_named(bind.dialect.name)  # a database without an inbox fails here, at start-up
         self.sessions = sessions
         self.name = name
         self.ref = TableRef(table, schema)
@@ -148,6 +151,7 @@ class Inbox:
     async def process(
         self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: StreamMessage[Any], context: Any
     ) -> Any:
+        """One message: claim its id, run the handler, commit, then ack (see the module docstring)."""
         # ACK_FIRST acknowledges before the handler (an ack middleware on NATS, consuming without
         # acks on RabbitMQ): a crash would lose the message, whatever the inbox does.
         subscriber_policy = getattr(context.get("handler_"), "ack_policy", None)
@@ -174,7 +178,7 @@ class Inbox:
                 await _rollback(session)
                 outage = exc
             if outage is None and not claimed:
-                await session.rollback()
+                await _rollback(session)
             elif outage is None:
                 tx = InboxTransaction(session, event, self.outbox)
                 try:
