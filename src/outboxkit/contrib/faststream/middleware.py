@@ -152,10 +152,12 @@ class Inbox:
         self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: StreamMessage[Any], context: Any
     ) -> Any:
         """One message: claim its id, run the handler, commit, then ack (see the module docstring)."""
-        # ACK_FIRST acknowledges before the handler (an ack middleware on NATS, consuming without
-        # acks on RabbitMQ): a crash would lose the message, whatever the inbox does.
+        # ACK_FIRST acknowledges before the handler (an ack middleware on NATS; on RabbitMQ a
+        # consumer without acks, whose messages aio-pika hands over already settled, "locked"): a
+        # crash would lose the message, whatever the inbox does.
         subscriber_policy = getattr(context.get("handler_"), "ack_policy", None)
-        if msg.committed is not None or subscriber_policy is AckPolicy.ACK_FIRST:
+        consumed_without_ack = getattr(msg.raw_message, "locked", False) is True
+        if msg.committed is not None or consumed_without_ack or subscriber_policy is AckPolicy.ACK_FIRST:
             raise ConfigurationError(
                 "the message was acknowledged before the inbox ran (ack_policy=AckPolicy.ACK_FIRST?): "
                 "use the default ack policy, the inbox acknowledges after its commit"
