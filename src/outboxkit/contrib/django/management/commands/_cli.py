@@ -1,0 +1,89 @@
+"""Run an ``outboxkit`` command from ``manage.py``, its settings taken from Django's.
+
+The management commands are thin: they turn ``DATABASES`` and ``OUTBOXKIT`` into the command's
+flags and hand over to :func:`outboxkit.cli.main`, so the relay, the consumer and the status report
+are exactly the ones ``outboxkit relay | consume | status`` run (same flags, logging, exit codes:
+2 for bad configuration). Flags given after the command name are passed on and win, since the
+``outboxkit`` commands take the last occurrence of a flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from outboxkit.contrib.django.conf import broker_url, db_url, outbox_ref, setting
+
+
+def base_flags(*, broker: bool, table: bool = True) -> list[str]:
+    flags = ["--db", db_url()]
+    ref = outbox_ref()
+    if table:
+        flags += ["--table", ref.table]
+    if ref.schema:
+        flags += ["--schema", ref.schema]
+    url = broker_url()
+    if broker and url:
+        flags += ["--broker", url]
+    return flags
+
+
+def relay_flags() -> list[str]:
+    """``OUTBOXKIT["RELAY"]`` (``{"batch_size": 500}``) as ``--batch-size 500``; ``SOURCE`` too."""
+    flags: list[str] = []
+    source = setting().get("SOURCE")
+    if source:
+        flags += ["--source", str(source)]
+    for name, value in (setting().get("RELAY") or {}).items():
+        flags += [f"--{str(name).replace('_', '-')}", str(value)]
+    return flags
+
+
+class OutboxkitCommand(BaseCommand):
+    """Base of the three commands: ``manage.py outbox_<name> [outboxkit flags...]``."""
+
+    outboxkit_command = ""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "outboxkit_args",
+            nargs=argparse.REMAINDER,
+            help=f"more `outboxkit {self.outboxkit_command}` flags (see `outboxkit {self.outboxkit_command} --help`)",
+        )
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        # argparse leaves flags before a REMAINDER positional unmatched (`outbox_relay --window 10`):
+        # Django's own options are parsed here, everything else goes to outboxkit as it was given.
+        from django.core.management.base import handle_default_options
+        from django.db import connections
+
+        parser = self.create_parser(argv[0], argv[1])
+        options, rest = parser.parse_known_args(argv[2:])
+        handle_default_options(options)
+        cmd_options = vars(options)
+        cmd_options["outboxkit_args"] = [*rest, *cmd_options.get("outboxkit_args", [])]
+        cmd_options.pop("args", None)
+        try:
+            self.execute(**cmd_options)
+        finally:
+            connections.close_all()
+
+    def flags(self) -> list[str]:
+        raise NotImplementedError
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        run([self.outboxkit_command, *self.flags(), *options["outboxkit_args"]])
+
+
+def run(argv: Sequence[str]) -> None:
+    """Run ``outboxkit argv``; a non-zero exit code leaves ``manage.py`` with that code."""
+    from outboxkit.cli import main
+
+    try:
+        main(list(argv), prog_name="outboxkit")
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
