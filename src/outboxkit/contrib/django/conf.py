@@ -117,5 +117,5 @@ def url_from_settings(vendor: str, db: Mapping[str, Any]) -> str:
     if vendor == "postgresql":
         options = {k: str(v) for k, v in (db.get("OPTIONS") or {}).items() if k in _LIBPQ_OPTIONS}
         if options:
-            url += "?" + urlencode(options)
+            url += "?" + urlencode(options, quote_via=quote)  # libpq reads %20, not +, as a space
     return url

@@ -23,11 +23,19 @@ def _db_table() -> str:
     return f"{ref.schema}{quote}.{quote}{ref.table}"
 
 
+class EventIdField(models.CharField):
+    """The event id as text on every database (PostgreSQL's uuid column reads as ``uuid.UUID``),
+    compared as text too: SQLite and MariaDB keep it as the hyphenated string."""
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> str | None:
+        return None if value is None else str(value)
+
+
 class OutboxEvent(models.Model):
     """One row of the outbox: pending, delivered or dead (docs/schema.md)."""
 
     seq = models.BigAutoField(primary_key=True)
-    event_id = models.CharField(db_column="id", max_length=36)
+    event_id = EventIdField(db_column="id", max_length=36)
     topic = models.TextField()
     key = models.TextField(null=True)
     type = models.TextField(null=True)

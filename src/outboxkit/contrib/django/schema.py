@@ -23,12 +23,9 @@ def statements(vendor: str) -> list[Statement]:
 
 
 def create_tables(apps: Any, schema_editor: Any) -> None:
-    """RunPython step: only on the database holding the outbox (``OUTBOXKIT["DATABASE"]``)."""
-    from outboxkit.contrib.django.conf import alias
-
+    """RunPython step, run on each database ``migrate`` runs on (database routers decide, as
+    for any app's models)."""
     conn = schema_editor.connection
-    if conn.alias != alias():
-        return
     # The raw DB-API cursor: statements carry the driver's own placeholders (? on SQLite), and
     # DDL text must reach the driver untouched (no %-formatting of strftime('%Y...')).
     conn.ensure_connection()

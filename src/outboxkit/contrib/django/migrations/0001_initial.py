@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.db import migrations, models
 
+import outboxkit.contrib.django.models
 from outboxkit.contrib.django.schema import create_tables
 
 
@@ -19,7 +20,7 @@ class Migration(migrations.Migration):
             name="OutboxEvent",
             fields=[
                 ("seq", models.BigAutoField(primary_key=True, serialize=False)),
-                ("event_id", models.CharField(db_column="id", max_length=36)),
+                ("event_id", outboxkit.contrib.django.models.EventIdField(db_column="id", max_length=36)),
                 ("topic", models.TextField()),
                 ("key", models.TextField(null=True)),
                 ("type", models.TextField(null=True)),

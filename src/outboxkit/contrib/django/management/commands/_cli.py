@@ -55,16 +55,18 @@ class OutboxkitCommand(BaseCommand):
         )
 
     def run_from_argv(self, argv: list[str]) -> None:
-        # argparse leaves flags before a REMAINDER positional unmatched (`outbox_relay --window 10`):
-        # Django's own options are parsed here, everything else goes to outboxkit as it was given.
+        # argparse cannot tell Django's options from outboxkit's around a REMAINDER positional
+        # (`outbox_relay --window 10 --settings=x`): Django's own are picked out by name here,
+        # everything else goes to outboxkit as it was given, in its order.
         from django.core.management.base import handle_default_options
         from django.db import connections
 
+        django_args, outboxkit_args = split_args(argv[2:])
         parser = self.create_parser(argv[0], argv[1])
-        options, rest = parser.parse_known_args(argv[2:])
+        options = parser.parse_args(django_args)
         handle_default_options(options)
         cmd_options = vars(options)
-        cmd_options["outboxkit_args"] = [*rest, *cmd_options.get("outboxkit_args", [])]
+        cmd_options["outboxkit_args"] = outboxkit_args
         cmd_options.pop("args", None)
         try:
             self.execute(**cmd_options)
@@ -76,6 +78,29 @@ class OutboxkitCommand(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         run([self.outboxkit_command, *self.flags(), *options["outboxkit_args"]])
+
+
+# Options every management command has (BaseCommand.create_parser), with or without a value.
+_DJANGO_VALUED = {"--settings", "--pythonpath", "--verbosity"}
+_DJANGO_SWITCHES = {"--traceback", "--no-color", "--force-color", "--skip-checks"}
+
+
+def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(Django's options, the rest) of a management command line, each in its given order."""
+    django_args: list[str] = []
+    rest: list[str] = []
+    tokens = iter(args)
+    for token in tokens:
+        name = token.split("=", 1)[0]
+        if name in _DJANGO_VALUED:
+            django_args.append(token)
+            if "=" not in token:
+                django_args.append(next(tokens, ""))
+        elif token in _DJANGO_SWITCHES:
+            django_args.append(token)
+        else:
+            rest.append(token)
+    return django_args, rest
 
 
 def run(argv: Sequence[str]) -> None:
