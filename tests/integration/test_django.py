@@ -440,7 +440,7 @@ def test_view_emits_and_outbox_relay_publishes_to_nats(alias: str, django_env: d
         assert got[0].headers.get("ce-source") == "/shop" and got[0].key == f"customer-{customer}"
         assert _rows(alias, topic)[0][3] is True  # marked delivered
 
-        status = _manage(django_env, alias, "outbox_status", "--json")
+        status = _manage(django_env, alias, "outbox_status", "--json", "--debug")
         out, err = status.communicate(timeout=60)
         assert status.returncode == 0, err
         report = json.loads(out)

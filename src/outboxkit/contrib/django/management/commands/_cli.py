@@ -77,11 +77,15 @@ class OutboxkitCommand(BaseCommand):
         raise NotImplementedError
 
     def handle(self, *args: Any, **options: Any) -> None:
-        run([self.outboxkit_command, *self.flags(), *options["outboxkit_args"]])
+        global_args, command_args = split_globals(options["outboxkit_args"])
+        run([*global_args, self.outboxkit_command, *self.flags(), *command_args])
 
 
 # Options every management command has (BaseCommand.create_parser), with or without a value.
-_DJANGO_VALUED = {"--settings", "--pythonpath", "--verbosity"}
+_DJANGO_VALUED = {"--settings", "--pythonpath", "--verbosity", "-v"}
+# outboxkit's own options, which it takes before the command name (`outboxkit --debug relay`).
+_GLOBAL_VALUED = {"--log-format"}
+_GLOBAL_SWITCHES = {"--debug", "--verbose", "--quiet", "-q"}
 _DJANGO_SWITCHES = {"--traceback", "--no-color", "--force-color", "--skip-checks"}
 
 
@@ -101,6 +105,24 @@ def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
         else:
             rest.append(token)
     return django_args, rest
+
+
+def split_globals(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(outboxkit's global options, the command's) of the arguments given to a management command."""
+    global_args: list[str] = []
+    rest: list[str] = []
+    tokens = iter(args)
+    for token in tokens:
+        name = token.split("=", 1)[0]
+        if name in _GLOBAL_VALUED:
+            global_args.append(token)
+            if "=" not in token:
+                global_args.append(next(tokens, ""))
+        elif token in _GLOBAL_SWITCHES:
+            global_args.append(token)
+        else:
+            rest.append(token)
+    return global_args, rest
 
 
 def run(argv: Sequence[str]) -> None:
