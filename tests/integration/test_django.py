@@ -412,13 +412,21 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def test_view_emits_and_outbox_relay_publishes_to_nats(alias: str, django_env: dict[str, str]) -> None:
+def test_view_emits_relay_publishes_consumer_processes_once(
+    alias: str, django_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A view writes an order and emits in one atomic block; `outbox_relay` publishes it to NATS;
+    `outbox_consume` (inbox tables from the migration) ships it once, also when the relay publishes
+    it again after a replay; a declined order (rolled back) publishes nothing."""
+    from django.core.management import call_command
     from django.test import Client
+
+    from tests.integration.django_project.shop.models import Shipment
 
     if not _need("NATS", 4222):
         pytest.skip("NATS is not reachable")
     stream = asyncio.run(make_stream(NATS_URL))
-    relay = None
+    procs: list[subprocess.Popen[str]] = []
     try:
         topic, customer = stream.topic("orders"), unique("c")
         client = Client()
@@ -430,91 +438,87 @@ def test_view_emits_and_outbox_relay_publishes_to_nats(alias: str, django_env: d
         assert _orders(alias, customer) == 1 and len(_rows(alias, topic)) == 1
 
         # Flags after the command name go to `outboxkit relay` (and Django's own still work).
-        relay = _manage(django_env, alias, "outbox_relay", "--window", "10", f"--settings={SETTINGS}")
-        got = asyncio.run(read_all(NATS_URL, stream.name, expect=1, idle=1.5, timeout=60))
-        rc, err = _stop(relay)
-        relay = None
-        assert rc == 0, err
+        procs.append(_manage(django_env, alias, "outbox_relay", "--window", "10", f"--settings={SETTINGS}"))
+        handler = "tests.integration.django_project.shop.handlers:ship"
+        group = unique("shipping")
+        procs.append(
+            _manage(django_env, alias, "outbox_consume", "--handler", handler, "--group", group, "--topic", topic)
+        )
+        got = asyncio.run(read_all(NATS_URL, stream.name, expect=1, idle=0.5, timeout=60))
         assert [m.event_id for m in got] == [event_id]  # the declined order published nothing
         assert json.loads(got[0].payload) == {"order": order, "customer": customer, "total": 9}
         assert got[0].headers.get("ce-source") == "/shop" and got[0].key == f"customer-{customer}"
-        assert _rows(alias, topic)[0][3] is True  # marked delivered
+        shipped = Shipment.objects.using(alias).filter(event_id=event_id)
+        _wait_for(lambda: shipped.exists() and _rows(alias, topic)[0][3] is True, "shipment and delivered mark")
 
-        status = _manage(django_env, alias, "outbox_status", "--json", "--debug")
-        out, err = status.communicate(timeout=60)
-        assert status.returncode == 0, err
-        report = json.loads(out)
-        assert report["database"] == {"default": "sqlite", "pg": "postgresql", "mysql": "mariadb"}[alias]
-        assert any(t["topic"] == topic and t["delivered"] == 1 for t in report["topics"])
-    finally:
-        if relay is not None:
-            _stop(relay)
-        asyncio.run(drop_stream(stream))
-
-
-def test_outbox_consume_processes_each_event_once(alias: str, django_env: dict[str, str]) -> None:
-    """The consumer command with the inbox tables the migration made: a redelivered event (the
-    relay publishes it again after a replay) gives one shipment."""
-    from django.db import transaction
-
-    from outboxkit.contrib.django import emit
-    from tests.integration.django_project.shop.models import Shipment
-
-    if not _need("NATS", 4222):
-        pytest.skip("NATS is not reachable")
-    stream = asyncio.run(make_stream(NATS_URL))
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        topic = stream.topic("orders")
-        with transaction.atomic(using=alias):
-            event_id = emit(topic, {"order": 4242}, key="c-1", using=alias)
-        group = unique("shipping")
-        procs.append(
-            _manage(
-                django_env,
-                alias,
-                "outbox_consume",
-                "--handler",
-                "tests.integration.django_project.shop.handlers:ship",
-                "--group",
-                group,
-                "--topic",
-                f"{stream.prefix}.>",
-            )
-        )
-        procs.append(_manage(django_env, alias, "outbox_relay"))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not Shipment.objects.using(alias).filter(event_id=event_id).exists():
-            time.sleep(0.2)
-        # Publish the same event again (an operator's replay): the inbox drops the copy.
-        replay = _manage(django_env, alias, "outbox_status")  # and status works without --json
-        out, err = replay.communicate(timeout=60)
-        assert replay.returncode == 0 and "pending" in (out + err), err
-        from outboxkit.contrib.django.conf import db_url
-        from outboxkit.ops import Selector, open_db
-        from outboxkit.ops import replay as replay_rows
-
-        with open_db(db_url(), TableRef()) as db:
-            assert replay_rows(db, Selector(ids=(event_id,))) == 1
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _rows(alias, topic)[0][3] is False:
-            time.sleep(0.2)
-        time.sleep(1.0)  # time for the copy to reach the consumer
-        for proc in procs:
-            rc, err = _stop(proc)
-            assert rc == 0, err
+        # A second copy on the bus (JetStream drops a re-publish with the same Nats-Msg-Id for
+        # two minutes, so the copy comes as a redelivery would, under another message id).
+        asyncio.run(_publish_copy(topic, got[0]))
+        copies = asyncio.run(read_all(NATS_URL, stream.name, expect=2, idle=0.5, timeout=30))
+        assert [m.event_id for m in copies] == [event_id, event_id]
+        _wait_for(lambda: asyncio.run(_acked(stream.name, group)) >= 2, "the consumer to ack the copy")
+        stopped = [_stop(proc) for proc in procs]
         procs.clear()
-        assert list(Shipment.objects.using(alias).filter(event_id=event_id).values_list("order_id", flat=True)) == [
-            4242
-        ]
+        assert [rc for rc, _ in stopped] == [0, 0], stopped
+        assert "1 processed, 1 duplicates skipped" in stopped[1][1]  # the consumer's last line
+        assert list(shipped.values_list("order_id", flat=True)) == [order]
+
+        capsys.readouterr()
+        call_command("outbox_status", outboxkit_args=["--json"])
+        report = json.loads(capsys.readouterr().out)
+        assert report["database"] == {"default": "sqlite", "pg": "postgresql", "mysql": "mariadb"}[alias]
+        assert [t["delivered"] for t in report["topics"] if t["topic"] == topic] == [1]
     finally:
         for proc in procs:
             _stop(proc)
         asyncio.run(drop_stream(stream))
 
 
-def test_bad_settings_fail_at_start_up_in_one_line(django_env: dict[str, str]) -> None:
-    proc = _manage({**django_env, "OKT_DJANGO_BROKER": "ftp://nowhere"}, "default", "outbox_relay")
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2
+async def _publish_copy(topic: str, original: Any) -> None:
+    from outboxkit.brokers.nats import connect
+
+    nc = await connect(NATS_URL)
+    try:
+        headers = {k: v for k, v in original.headers.items() if k != "Nats-Msg-Id"}
+        await nc.jetstream().publish(topic, original.payload, headers={**headers, "Nats-Msg-Id": unique("copy")})
+    finally:
+        await nc.close()
+
+
+async def _acked(stream: str, durable: str) -> int:
+    """The stream sequence up to which the consumer ``durable`` acked everything."""
+    from outboxkit.brokers.nats import connect
+
+    nc = await connect(NATS_URL)
+    try:
+        info = await nc.jetstream().consumer_info(stream, durable)
+        return int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+    except Exception:
+        return 0  # not created yet
+    finally:
+        await nc.close()
+
+
+def _wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_bad_settings_fail_at_start_up_in_one_line(
+    django_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.test.utils import override_settings
+
+    bad = {**settings.OUTBOXKIT, "BROKER": "ftp://nowhere"}
+    with override_settings(OUTBOXKIT=bad), pytest.raises(SystemExit) as exit_:
+        call_command("outbox_relay")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
     assert "unsupported broker URL" in err and "Traceback" not in err
+    with override_settings(OUTBOXKIT={"BROKR": "nats://x"}), pytest.raises(Exception, match=r"unknown key.*BROKR"):
+        call_command("outbox_status")

@@ -50,12 +50,13 @@ class OutboxkitCommand(BaseCommand):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "outboxkit_args",
-            nargs=argparse.REMAINDER,
+            nargs="*",  # from manage.py, run_from_argv fills it; call_command(outboxkit_args=[...])
+            default=[],
             help=f"more `outboxkit {self.outboxkit_command}` flags (see `outboxkit {self.outboxkit_command} --help`)",
         )
 
     def run_from_argv(self, argv: list[str]) -> None:
-        # argparse cannot tell Django's options from outboxkit's around a REMAINDER positional
+        # argparse cannot tell Django's options from outboxkit's unknown ones
         # (`outbox_relay --window 10 --settings=x`): Django's own are picked out by name here,
         # everything else goes to outboxkit as it was given, in its order.
         from django.core.management.base import handle_default_options
