@@ -308,6 +308,14 @@ def test_migrations_make_the_schema_outboxkit_migrate_makes(alias: str, django_e
     assert django_side == outboxkit_side
 
 
+def test_models_match_the_migrations(django_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`makemigrations --check` finds nothing to add: the app ships complete migrations."""
+    from django.core.management import call_command
+
+    call_command("makemigrations", "outboxkit", "shop", check=True, dry_run=True, verbosity=1)
+    assert "No changes detected" in capsys.readouterr().out
+
+
 def test_db_url_is_derived_from_databases(alias: str, django_env: dict[str, str]) -> None:
     from outboxkit.contrib.django.conf import db_url
 

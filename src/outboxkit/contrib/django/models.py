@@ -13,7 +13,9 @@ from django.db import models
 from outboxkit.contrib.django.conf import alias, outbox_ref
 
 
-def _db_table() -> str:
+def outbox_db_table() -> str:
+    """The outbox table as the ORM names it (also in the migration state, so `makemigrations`
+    sees no change whatever OUTBOXKIT["TABLE"] says)."""
     ref = outbox_ref()
     if not ref.schema:
         return ref.table
@@ -51,7 +53,7 @@ class OutboxEvent(models.Model):
 
     class Meta:
         managed = False
-        db_table = _db_table()
+        db_table = outbox_db_table()
         ordering = ["-seq"]
         verbose_name = "outbox event"
 

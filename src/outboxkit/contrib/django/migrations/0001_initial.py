@@ -34,12 +34,17 @@ class Migration(migrations.Migration):
                 ("delivered_at", models.DateTimeField(null=True)),
                 ("dead_at", models.DateTimeField(null=True)),
             ],
-            options={"managed": False, "ordering": ["-seq"], "verbose_name": "outbox event"},
+            options={
+                "managed": False,
+                "db_table": outboxkit.contrib.django.models.outbox_db_table(),
+                "ordering": ["-seq"],
+                "verbose_name": "outbox event",
+            },
         ),
         migrations.CreateModel(
             name="DeadLetter",
             fields=[],
-            options={"proxy": True, "indexes": [], "constraints": []},
+            options={"proxy": True, "indexes": [], "constraints": [], "verbose_name": "dead letter"},
             bases=("outboxkit.outboxevent",),
         ),
     ]
