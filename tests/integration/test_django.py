@@ -202,6 +202,38 @@ def test_emit_refuses_outside_a_transaction(alias: str) -> None:
     assert len(_rows(alias, topic)) == 1
 
 
+def test_table_and_schema_settings_reach_emit_and_the_commands(
+    django_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OUTBOXKIT TABLE / SCHEMA: emit writes there, and `outbox_status` reads there."""
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections, transaction
+    from django.test.utils import override_settings
+
+    from outboxkit.contrib.django import emit
+
+    if "pg" not in connections:
+        pytest.skip("no PostgreSQL here")
+    ref = TableRef("events", unique("okt_dj"))
+    migrate(PG_URL, ref)
+    try:
+        conf = {**settings.OUTBOXKIT, "DATABASE": "pg", "TABLE": ref.table, "SCHEMA": ref.schema}
+        with override_settings(OUTBOXKIT=conf):
+            with transaction.atomic(using="pg"):
+                event_id = emit("orders.created", {"n": 1})
+            with connections["pg"].cursor() as cur:
+                cur.execute(f"SELECT id::text, source FROM {ref.qualified}")
+                assert cur.fetchall() == [(event_id, "/shop")]
+            capsys.readouterr()
+            call_command("outbox_status", outboxkit_args=["--json"])
+        report = json.loads(capsys.readouterr().out)
+        assert (report["table"], report["pending"]) == (ref.qualified, 1)
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{ref.schema}" CASCADE'.encode())
+
+
 # --------------------------------------------------------------------------------------------
 # migrations: the same schema as `outboxkit migrate`
 
