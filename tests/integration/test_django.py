@@ -234,6 +234,36 @@ def test_table_and_schema_settings_reach_emit_and_the_commands(
             conn.execute(f'DROP SCHEMA IF EXISTS "{ref.schema}" CASCADE'.encode())
 
 
+def test_atomic_requests_make_the_request_the_transaction(alias: str) -> None:
+    """A view without atomic(): refused in autocommit (the order stays, no event: the view's
+    own fault, said clearly); with ATOMIC_REQUESTS the order and the event commit together."""
+    from django.db import connections
+    from django.test import Client
+
+    topic, customer = f"{unique('t')}.created", unique("c")
+    client = Client(raise_request_exception=True)
+    with pytest.raises(NoTransactionError, match="autocommit"):
+        client.post("/orders/implicit/", {"customer": customer, "topic": topic})
+    assert _rows(alias, topic) == []
+    settings_dict = connections[alias].settings_dict
+    settings_dict["ATOMIC_REQUESTS"] = True
+    try:
+        placed = client.post("/orders/implicit/", {"customer": customer, "topic": topic})
+    finally:
+        settings_dict["ATOMIC_REQUESTS"] = False
+    assert placed.status_code == 201
+    assert [r[0] for r in _rows(alias, topic)] == [placed.json()["event"]]
+
+
+def test_the_settings_table_in_the_docs_is_the_code(django_env: dict[str, str]) -> None:
+    from outboxkit.contrib.django.conf import _KNOWN
+
+    page = (ROOT / "docs" / "django.md").read_text()
+    table = page.split("| key | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    keys = {line.split("|")[1].strip().strip("`") for line in table.strip().splitlines()[1:]}
+    assert keys == _KNOWN
+
+
 # --------------------------------------------------------------------------------------------
 # migrations: the same schema as `outboxkit migrate`
 
