@@ -64,3 +64,18 @@ def test_django_options_are_picked_out_in_order() -> None:
         ["--debug", "--log-format", "json", "-q"],
         ["--window", "10"],
     )
+
+
+def test_relay_settings_become_flags() -> None:
+    from outboxkit.contrib.django.management.commands._cli import relay_flags
+
+    relay = {"batch_size": 500, "skip_dead_keys": True, "poll_interval": 0.5, "other": False}
+    assert relay_flags({"SOURCE": "/shop", "RELAY": relay}) == [
+        "--source",
+        "/shop",
+        "--batch-size",
+        "500",
+        "--skip-dead-keys",
+        "--poll-interval",
+        "0.5",
+    ]

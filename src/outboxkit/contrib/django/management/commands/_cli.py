@@ -10,7 +10,7 @@ are exactly the ones ``outboxkit relay | consume | status`` run (same flags, log
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.core.management.base import BaseCommand
@@ -31,14 +31,20 @@ def base_flags(*, broker: bool, table: bool = True) -> list[str]:
     return flags
 
 
-def relay_flags() -> list[str]:
-    """``OUTBOXKIT["RELAY"]`` (``{"batch_size": 500}``) as ``--batch-size 500``; ``SOURCE`` too."""
+def relay_flags(conf: Mapping[str, Any] | None = None) -> list[str]:
+    """``OUTBOXKIT["RELAY"]`` (``{"batch_size": 500}``) as ``--batch-size 500``; ``SOURCE`` too.
+    An unknown name fails like a mistyped flag: one line, exit code 2."""
+    conf = setting() if conf is None else conf
     flags: list[str] = []
-    source = setting().get("SOURCE")
+    source = conf.get("SOURCE")
     if source:
         flags += ["--source", str(source)]
-    for name, value in (setting().get("RELAY") or {}).items():
-        flags += [f"--{str(name).replace('_', '-')}", str(value)]
+    for name, value in (conf.get("RELAY") or {}).items():
+        flag = f"--{str(name).replace('_', '-')}"
+        if isinstance(value, bool):  # switches: {"skip_dead_keys": True} -> --skip-dead-keys
+            flags += [flag] if value else []
+        else:
+            flags += [flag, str(value)]
     return flags
 
 
