@@ -464,6 +464,10 @@ def test_admin_lists_rows_and_retries_and_discards_dead_letters(alias: str) -> N
     assert _rows(alias, topic)[2][3:5] == (False, True)
     # Nobody edits or deletes outbox rows through the admin.
     client.force_login(admin)
+    page = client.get(f"/admin/outboxkit/deadletter/{seqs[2]}/change/")
+    assert page.status_code == 200 and "rejected by the broker" in page.content.decode()
+    assert 'name="_save"' not in page.content.decode()
+    assert client.post(f"/admin/outboxkit/deadletter/{seqs[2]}/change/", {"topic": "x"}).status_code == 403
     assert client.post(f"/admin/outboxkit/outboxevent/{seqs[2]}/delete/").status_code == 403
     assert client.get("/admin/outboxkit/outboxevent/add/").status_code == 403
 

@@ -88,8 +88,9 @@ class DeadLetterAdmin(_ReadOnly):
     actions = ("retry", "discard")
 
     def has_change_permission(self, request: Any, obj: Any = None) -> bool:
-        # The change permission guards the actions; the form itself has only read-only fields.
-        return bool(super().has_change_permission(request, obj))
+        # The change permission guards the actions (asked with obj=None); a row's own page is
+        # view-only, or saving it would write every column back through the ORM.
+        return obj is None and bool(super().has_change_permission(request, obj))
 
     def _run(self, request: Any, queryset: Any, verb: str, fn: Any) -> None:
         selector = _selected(queryset)
