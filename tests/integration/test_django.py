@@ -255,6 +255,32 @@ def test_atomic_requests_make_the_request_the_transaction(alias: str) -> None:
     assert [r[0] for r in _rows(alias, topic)] == [placed.json()["event"]]
 
 
+def test_the_docs_view_runs_as_written(django_env: dict[str, str]) -> None:
+    """docs/django.md's view, run as the page shows it (its `shop` app is the test project's)."""
+    from django.test import RequestFactory
+
+    from outboxkit.contrib.django.models import OutboxEvent
+    from tests.integration.django_project.shop.models import Order
+
+    page = (ROOT / "docs" / "django.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in page.split("```python\n")[1:]]
+    (code,) = [b for b in blocks if "def place_order" in b]
+    code = code.replace("from shop.models import", "from tests.integration.django_project.shop.models import")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/django.md", "exec"), namespace)
+    customer = unique("c")
+    response = namespace["place_order"](RequestFactory().post("/orders/", {"customer": customer, "total": "3"}))
+    assert response.status_code == 201
+    placed = json.loads(response.content)
+    event = OutboxEvent.objects.get(event_id=placed["event"])
+    assert (event.topic, event.key, json.loads(bytes(event.payload))) == (
+        "orders.created",
+        f"customer-{customer}",
+        {"order": placed["order"], "customer": customer, "total": 3},
+    )
+    assert Order.objects.filter(customer=customer).count() == 1
+
+
 def test_the_settings_table_in_the_docs_is_the_code(django_env: dict[str, str]) -> None:
     from outboxkit.contrib.django.conf import _KNOWN
 
