@@ -421,11 +421,12 @@ app.command()(cleanup)
 app.command(name="dashboard")(dashboard_command)
 
 
-def main() -> None:
-    """Console entry point: one line per error, tracebacks only with --debug."""
+def main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
+    """Console entry point: one line per error, tracebacks only with --debug. ``argv`` (default
+    ``sys.argv[1:]``) lets other front ends run a command, e.g. Django's ``manage.py outbox_relay``."""
     try:
         # Without standalone mode click returns typer.Exit's code instead of exiting: pass it on.
-        rc = app(standalone_mode=False)
+        rc = app(args=argv, prog_name=prog_name, standalone_mode=False)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except typer.Exit as exc:

@@ -24,6 +24,8 @@ MODULE_EXTRAS: dict[str, str] = {
     "paho": "mqtt",
     "jinja2": "dashboard",
     "markupsafe": "dashboard",
+    "faststream": "faststream",
+    "fast_depends": "faststream",
 }
 
 

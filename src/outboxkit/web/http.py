@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
 from urllib.parse import parse_qs
 
 MAX_HEAD = 8192  # request line + headers; anything bigger is not a probe or a browser page
@@ -141,3 +143,43 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+class Listener:
+    """A server on ``host:port`` that answers each connection with :meth:`dispatch`; subclasses
+    say what to serve. ``port=0`` lets the OS choose (tests): read ``.port`` once started."""
+
+    def __init__(self, *, host: str, port: int) -> None:
+        self.host = host
+        self._requested_port = port
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("the server is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self._requested_port, limit=MAX_HEAD)
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await serve_connection(reader, writer, self.dispatch)
+
+    async def dispatch(self, request: Request) -> Response:
+        raise NotImplementedError

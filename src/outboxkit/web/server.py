@@ -10,18 +10,16 @@ on every interface is an explicit choice and is logged as one.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
 from collections.abc import Callable
-from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from outboxkit.relay.loop import Relay, RelayStats
 from outboxkit.relay.process import serve
 from outboxkit.stores.base import OutboxStore
-from outboxkit.web.http import MAX_HEAD, Request, Response, serve_connection
+from outboxkit.web.http import Listener, Request, Response
 from outboxkit.web.metrics import Backlog, RelayMetrics
 
 log = logging.getLogger("outboxkit.web")
@@ -90,7 +88,7 @@ class StoreBacklogProbe:
             await store.close()
 
 
-class MetricsServer:
+class MetricsServer(Listener):
     """Serves one :class:`RelayMetrics`. ``port=0`` lets the OS choose (tests); read ``.port``.
 
     >>> async def main() -> None:
@@ -106,17 +104,9 @@ class MetricsServer:
         port: int = DEFAULT_PORT,
         dashboard: DashboardRoutes | None = None,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.metrics = metrics
         self.dashboard = dashboard
-        self.host = host
-        self._requested_port = port
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        if self._server is None or not self._server.sockets:
-            raise RuntimeError("the server is not started")
-        return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
         if not is_loopback(self.host):
@@ -126,29 +116,11 @@ class MetricsServer:
                 self.host,
                 self._requested_port,
             )
-        self._server = await asyncio.start_server(self._handle, self.host, self._requested_port, limit=MAX_HEAD)
+        await super().start()
         log.info("observability endpoints on http://%s:%d/metrics", self.host, self.port)
 
-    async def close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            await server.wait_closed()
-
-    async def __aenter__(self) -> MetricsServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
     # -- HTTP --------------------------------------------------------------------------------------
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await serve_connection(reader, writer, self._dispatch)
-
-    async def _dispatch(self, request: Request) -> Response:
+    async def dispatch(self, request: Request) -> Response:
         if self.dashboard is not None and self.dashboard.owns(request.path):
             return await self.dashboard.handle(request)
         status, body, content_type = await self._route(request.method, request.path, request.headers)

@@ -42,7 +42,9 @@ def statements(ref: TableRef) -> OpsStatements:
     {_AGE.format(col=f"MIN(CASE WHEN {_PENDING} THEN o.created_at END)")},
     SUM(o.dead_at IS NOT NULL),
     SUM(o.delivered_at IS NOT NULL AND o.dead_at IS NULL),
-    SUM(o.delivered_at IS NOT NULL AND o.dead_at IS NULL AND o.last_error LIKE '{DISCARDED}%%'),
+    -- COALESCE: TRUE AND NULL LIKE ... is NULL, and a topic whose delivered rows all have no
+    -- last_error would sum to NULL instead of 0.
+    SUM(o.delivered_at IS NOT NULL AND o.dead_at IS NULL AND COALESCE(o.last_error, '') LIKE '{DISCARDED}%%'),
     {_AGE.format(col="MIN(CASE WHEN o.dead_at IS NULL THEN o.delivered_at END)")}
 FROM {t} o GROUP BY o.topic ORDER BY o.topic""",
         held=f"""SELECT COUNT(DISTINCT d.`key`), (SELECT COUNT(*) FROM {t} o WHERE {_PENDING}

@@ -1,0 +1,2 @@
+"""Integrations with the frameworks services are written in (each an optional extra):
+``outboxkit.contrib.django``, ``outboxkit.contrib.faststream``."""
