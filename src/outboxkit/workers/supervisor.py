@@ -259,9 +259,9 @@ def run_workers(
     asyncio.run(_preflight(db, broker, base))
     if db.startswith("sqlite"):
         log.warning(
-            "SQLite allows one relay per database file: worker w1 or another takes it, the other %d stand by "
-            "to take over",
-            workers - 1,
+            "SQLite allows one relay per database file: one of the %d workers relays, the others stand by "
+            "to take over (more workers add no throughput here)",
+            workers,
         )
     specs = [
         replace(
