@@ -1,0 +1,25 @@
+"""Event sourcing on the outbox: an event store whose events the relay publishes as they are.
+
+Append events to streams with optimistic concurrency in your own transaction
+(:class:`EventStore`), rebuild aggregates from them, and run projections that read every stream in
+an order that never skips a late commit. See ``docs/event-sourcing.md``.
+"""
+
+from outboxkit.errors import ConcurrencyError
+from outboxkit.eventstore.migrate import event_store_sql_text, migrate_event_store
+from outboxkit.eventstore.model import ANY, NO_STREAM, AppendResult, Expected, NewEvent, Position, RecordedEvent
+from outboxkit.eventstore.store import EventStore
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "AppendResult",
+    "ConcurrencyError",
+    "EventStore",
+    "Expected",
+    "NewEvent",
+    "Position",
+    "RecordedEvent",
+    "event_store_sql_text",
+    "migrate_event_store",
+]
