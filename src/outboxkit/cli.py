@@ -91,12 +91,25 @@ def migrate(
     inbox: Annotated[
         bool, typer.Option("--inbox", help="Create the consumer's inbox tables (default table inbox) instead.")
     ] = False,
+    event_store: Annotated[
+        bool,
+        typer.Option("--event-store", help="Create the event store's tables (default table events) instead."),
+    ] = False,
 ) -> None:
     """Create or upgrade the outbox schema (idempotent)."""
     from outboxkit.migrate import migrate as run_migrate
     from outboxkit.migrate import migration_sql
 
     settings = _settings(config, db=db, table=table, schema=schema)
+    if event_store:
+        from outboxkit.eventstore.commands import migrate_command
+
+        done = migrate_command(
+            settings.db, table, schema, sql=sql, dialect=dialect, notify=not no_notify, echo=typer.echo
+        )
+        if done:
+            err.print(done)
+        return
     if inbox:
         from outboxkit.inbox.schema import inbox_sql, migrate_inbox
         from outboxkit.stores.base import TableRef
