@@ -6,6 +6,7 @@ an order that never skips a late commit. See ``docs/event-sourcing.md``.
 """
 
 from outboxkit.errors import ConcurrencyError
+from outboxkit.eventstore.aggregate import Aggregate, EventTypes, Repository, UnknownEventError
 from outboxkit.eventstore.migrate import event_store_sql_text, migrate_event_store
 from outboxkit.eventstore.model import ANY, NO_STREAM, AppendResult, Expected, NewEvent, Position, RecordedEvent
 from outboxkit.eventstore.store import EventStore
@@ -13,13 +14,17 @@ from outboxkit.eventstore.store import EventStore
 __all__ = [
     "ANY",
     "NO_STREAM",
+    "Aggregate",
     "AppendResult",
     "ConcurrencyError",
     "EventStore",
+    "EventTypes",
     "Expected",
     "NewEvent",
     "Position",
     "RecordedEvent",
+    "Repository",
+    "UnknownEventError",
     "event_store_sql_text",
     "migrate_event_store",
 ]

@@ -63,6 +63,8 @@ class Statements:
     checkpoint_put: str
     checkpoint_reset: str
     checkpoints: str
+    snapshot_get: str
+    snapshot_put: str
 
     @classmethod
     def build(cls, db: EventStoreSql, ref: TableRef) -> Statements:
@@ -70,6 +72,7 @@ class Statements:
         t = ref.qualified
         heads = ref.derived("streams")
         projections = ref.derived("projections")
+        snapshots = ref.derived("snapshots")
         return cls(
             # Exact version: move the head only from the version the writer read. A concurrent
             # writer of the same stream holds this row's lock until it ends; READ COMMITTED then
@@ -104,4 +107,10 @@ class Statements:
             f"events = c.events + excluded.events, updated_at = {db.now_sql}",
             checkpoint_reset=f"DELETE FROM {projections} WHERE name = {p}",
             checkpoints=f"SELECT name, tx, seq, events, updated_at FROM {projections} ORDER BY name",
+            snapshot_get=f"SELECT version, kind, state FROM {snapshots} WHERE stream_id = {p}",
+            # Written in the appending transaction, so a snapshot never runs ahead of its events;
+            # an older snapshot never replaces a newer one.
+            snapshot_put=f"INSERT INTO {snapshots} AS s (stream_id, version, kind, state) VALUES ({p}, {p}, {p}, {p}) "
+            "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, kind = excluded.kind, "
+            f"state = excluded.state, created_at = {db.now_sql} WHERE s.version < excluded.version",
         )

@@ -52,6 +52,14 @@ class PostgresEventStoreSql:
     events     bigint NOT NULL DEFAULT 0,
     updated_at timestamptz NOT NULL DEFAULT now()
 )""",
+            f"""CREATE TABLE IF NOT EXISTS {ref.derived("snapshots")} (
+    -- The latest snapshot of an aggregate's stream: its state at a version (see Repository).
+    stream_id  text PRIMARY KEY,
+    version    bigint NOT NULL,
+    kind       text NOT NULL,
+    state      bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+)""",
         ]
 
 

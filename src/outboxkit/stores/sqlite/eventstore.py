@@ -54,6 +54,14 @@ class SqliteEventStoreSql:
     events     INTEGER NOT NULL DEFAULT 0,
     updated_at TEXT NOT NULL DEFAULT ({_NOW_SQL})
 )""",
+            f"""CREATE TABLE IF NOT EXISTS {ref.derived("snapshots")} (
+    -- The latest snapshot of an aggregate's stream: its state at a version (see Repository).
+    stream_id  TEXT PRIMARY KEY,
+    version    INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    state      BLOB NOT NULL,
+    created_at TEXT NOT NULL DEFAULT ({_NOW_SQL})
+)""",
         ]
 
 
