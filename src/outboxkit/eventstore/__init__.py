@@ -9,6 +9,7 @@ from outboxkit.errors import ConcurrencyError
 from outboxkit.eventstore.aggregate import Aggregate, EventTypes, Repository, UnknownEventError
 from outboxkit.eventstore.migrate import event_store_sql_text, migrate_event_store
 from outboxkit.eventstore.model import ANY, NO_STREAM, AppendResult, Expected, NewEvent, Position, RecordedEvent
+from outboxkit.eventstore.projection import Projection, ProjectionRunner, ProjectionStatus, projection_statuses
 from outboxkit.eventstore.store import EventStore
 
 __all__ = [
@@ -22,9 +23,13 @@ __all__ = [
     "Expected",
     "NewEvent",
     "Position",
+    "Projection",
+    "ProjectionRunner",
+    "ProjectionStatus",
     "RecordedEvent",
     "Repository",
     "UnknownEventError",
     "event_store_sql_text",
     "migrate_event_store",
+    "projection_statuses",
 ]

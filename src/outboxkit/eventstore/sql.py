@@ -14,6 +14,14 @@ from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import PACKAGES, database_named
 
 
+class Waiter(Protocol):
+    def wait(self, timeout: float) -> None:
+        """Return when events may have committed, or after ``timeout`` seconds."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class EventStoreSql(Protocol):
     """What a database package tells the event store (``<package>.eventstore.EVENT_STORE``)."""
 
@@ -23,6 +31,12 @@ class EventStoreSql(Protocol):
     headers_param: str
     #: An SQL expression: rows whose ``tx`` is below it have ended (committed or rolled back).
     visible_bound: str
+    #: A statement taking the projection's lock for its transaction ("" when BEGIN does).
+    projection_lock: str
+
+    def waiter(self, url: str, ref: TableRef) -> Waiter:
+        """What a projection runner sleeps on between batches: a wake-up, or plain polling."""
+        ...
 
     def ddl(self, ref: TableRef, *, notify: bool = True) -> list[str]:
         """The outbox DDL plus stream columns, the streams and projections tables; idempotent."""
@@ -63,6 +77,7 @@ class Statements:
     checkpoint_put: str
     checkpoint_reset: str
     checkpoints: str
+    backlog: str
     snapshot_get: str
     snapshot_put: str
 
@@ -107,6 +122,7 @@ class Statements:
             f"events = c.events + excluded.events, updated_at = {db.now_sql}",
             checkpoint_reset=f"DELETE FROM {projections} WHERE name = {p}",
             checkpoints=f"SELECT name, tx, seq, events, updated_at FROM {projections} ORDER BY name",
+            backlog=f"SELECT count(*) FROM {t} WHERE stream_id IS NOT NULL AND (tx, seq) > ({p}, {p})",
             snapshot_get=f"SELECT version, kind, state FROM {snapshots} WHERE stream_id = {p}",
             # Written in the appending transaction, so a snapshot never runs ahead of its events;
             # an older snapshot never replaces a newer one.

@@ -10,7 +10,12 @@ every later row gets a ``tx`` at or above it, so a position once passed never ga
 
 from __future__ import annotations
 
+import contextlib
+import time
+from typing import Any
+
 from outboxkit.stores.base import TableRef
+from outboxkit.stores.postgres.connection import connect_sync
 from outboxkit.stores.postgres.store import PostgresSchema
 
 
@@ -21,6 +26,12 @@ class PostgresEventStoreSql:
     headers_param = "%s::jsonb"
     #: Rows with tx below this have committed or rolled back: the readers' bound (H1).
     visible_bound = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    #: One batch of a projection at a time. An advisory lock, not a row lock: it takes no
+    #: transaction id, so the runner's own transaction never holds the readers' bound back.
+    projection_lock = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+
+    def waiter(self, url: str, ref: TableRef) -> PostgresWaiter:
+        return PostgresWaiter(url, ref.channel)
 
     def ddl(self, ref: TableRef, *, notify: bool = True) -> list[str]:
         t = ref.qualified
@@ -61,6 +72,33 @@ class PostgresEventStoreSql:
     created_at timestamptz NOT NULL DEFAULT now()
 )""",
         ]
+
+
+class PostgresWaiter:
+    """Wakes a projection runner when events commit: LISTEN on the table's NOTIFY channel (the
+    outbox trigger fires at the writers' commit); the timeout is the polling fallback."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.url = url
+        self.channel = channel
+        self.conn: Any = None
+
+    def wait(self, timeout: float) -> None:
+        try:
+            if self.conn is None:
+                self.conn = connect_sync(self.url, label="outboxkit-projection-listen")
+                self.conn.execute(f'LISTEN "{self.channel}"')
+            for _ in self.conn.notifies(timeout=timeout, stop_after=1):
+                pass
+        except Exception:  # the wake-up is an optimisation: fall back to polling
+            self.close()
+            time.sleep(timeout)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
 
 
 EVENT_STORE = PostgresEventStoreSql()

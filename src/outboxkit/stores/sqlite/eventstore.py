@@ -7,6 +7,8 @@ write lock, so commit order is ``seq`` order. ``tx`` is always 0 and the global 
 
 from __future__ import annotations
 
+import time
+
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.sqlite.store import _NOW_SQL, SqliteSchema
 
@@ -17,6 +19,10 @@ class SqliteEventStoreSql:
     now_sql = _NOW_SQL
     headers_param = "?"
     visible_bound = "9223372036854775807"  # one writer at a time: every committed row is readable
+    projection_lock = ""  # BEGIN IMMEDIATE already runs one batch at a time
+
+    def waiter(self, url: str, ref: TableRef) -> SqliteWaiter:
+        return SqliteWaiter()
 
     def ddl(self, ref: TableRef, *, notify: bool = True) -> list[str]:
         t = ref.qualified
@@ -63,6 +69,16 @@ class SqliteEventStoreSql:
     created_at TEXT NOT NULL DEFAULT ({_NOW_SQL})
 )""",
         ]
+
+
+class SqliteWaiter:
+    """Polling: a projection runner on SQLite looks again after the timeout."""
+
+    def wait(self, timeout: float) -> None:
+        time.sleep(timeout)
+
+    def close(self) -> None:
+        pass
 
 
 EVENT_STORE = SqliteEventStoreSql()
