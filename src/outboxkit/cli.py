@@ -362,11 +362,14 @@ def demo(
 # Commands that live with their layer (the lab, operations), registered here so that nothing
 # below imports the CLI.
 from outboxkit.capture.cli import capture_app  # noqa: E402
+from outboxkit.eventstore.cli import projections_app, streams_app  # noqa: E402
 from outboxkit.lab.cli import lab_app  # noqa: E402
 from outboxkit.ops.cli import cleanup, dead_letters_app, replay, status  # noqa: E402
 
 app.add_typer(lab_app, name="lab")
 app.add_typer(capture_app, name="capture")
+app.add_typer(streams_app, name="streams")
+app.add_typer(projections_app, name="projections")
 app.command()(status)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.command()(replay)
