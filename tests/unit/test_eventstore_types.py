@@ -82,3 +82,15 @@ def test_aggregate_records_and_applies() -> None:
     assert fresh.n == 7
     with pytest.raises(NotImplementedError):
         Aggregate("a").apply(object())
+
+
+def test_the_event_store_surface() -> None:
+    import outboxkit.eventstore as es
+
+    assert set(es.__all__) == {
+        "ANY", "NO_STREAM", "Aggregate", "AppendResult", "ConcurrencyError", "EventStore", "EventTypes",
+        "Expected", "NewEvent", "Position", "Projection", "ProjectionRunner", "ProjectionStatus",
+        "RecordedEvent", "Repository", "UnknownEventError", "event_store_sql_text", "migrate_event_store",
+        "projection_statuses",
+    }  # fmt: skip
+    assert all(getattr(es, name) is not None for name in es.__all__)
