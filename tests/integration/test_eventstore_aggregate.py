@@ -150,3 +150,30 @@ def test_old_event_versions_are_upcast_when_read(db: Db) -> None:
     # History is not rewritten.
     stored = _in_tx(db, lambda c: db.store.read_stream(c, "order-old"))
     assert stored[1].json() == {"sku": "mug", "quantity": 3} and "eventversion" not in stored[1].headers
+
+
+async def test_repository_async_on_psycopg(db: Db) -> None:
+    if db.name == "sqlite":
+        pytest.skip("no async sqlite3 driver among emit's connections")
+    import psycopg
+
+    repo = Repository(db.store, Order, _types(), snapshot_every=2)
+    async with await psycopg.AsyncConnection.connect(db.url) as conn:
+        order = Order("order-a")
+        order.record(Placed("di"))
+        order.add("cup", 1, 900)
+        order.add("saucer", 1, 300)
+        async with conn.transaction():
+            assert (await repo.save_async(conn, order)) is not None
+        async with conn.transaction():
+            assert await repo.save_async(conn, order) is None, "nothing recorded, nothing saved"
+        loaded = await repo.load_async(conn, "order-a")
+        assert (loaded.version, loaded.total, loaded.applied) == (3, 1200, 0), "from the snapshot at 3"
+        stale = await repo.load_async(conn, "order-a")
+        loaded.record(Paid(1200))
+        async with conn.transaction():
+            await repo.save_async(conn, loaded)
+        stale.record(Paid(1200))
+        with pytest.raises(ConcurrencyError):
+            async with conn.transaction():
+                await repo.save_async(conn, stale)
