@@ -60,17 +60,26 @@ def _details(i: int) -> dict[str, Any]:
 
 
 def _writer(schema: str, ready: Any, duration: float, out: Any) -> None:
-    app = Orders(env=_env(schema))
-    orders = [Order(f"c{i}") for i in range(50)]
-    app.save(*orders)
+    try:
+        app = Orders(env=_env(schema))
+        orders = [Order(f"c{i}") for i in range(50)]
+        app.save(*orders)
+    except BaseException:
+        ready.abort()  # the others stop waiting; the run fails with this writer's traceback
+        out.put(None)
+        raise
     ready.wait()
     done = 0
     stop_at = time.time() + duration
-    while time.time() < stop_at:
-        order = orders[done % 50]
-        order.place(_details(done))
-        app.save(order)
-        done += 1
+    try:
+        while time.time() < stop_at:
+            order = orders[done % 50]
+            order.place(_details(done))
+            app.save(order)
+            done += 1
+    except BaseException:
+        out.put(None)
+        raise
     out.put(done)
 
 
@@ -82,9 +91,11 @@ def appends(schema: str, writers: int, duration: float) -> dict[str, float]:
     procs = [ctx.Process(target=_writer, args=(schema, ready, duration, out)) for _ in range(writers)]
     for p in procs:
         p.start()
-    counts = [out.get(timeout=duration + 120) for _ in procs]
+    counts = [out.get(timeout=duration + 300) for _ in procs]
     for p in procs:
         p.join()
+    if None in counts:
+        raise SystemExit("a writer failed (traceback above)")
     return {"tx_per_s": sum(counts) / duration}
 
 

@@ -174,9 +174,9 @@ def peer(python: str, db: str, what: str, *args: str) -> dict[str, Any]:
     conn.close()
     try:
         script = Path(__file__).with_name("eventsourcing_peer.py")
-        done = subprocess.run(
-            [python, str(script), what, "--schema", schema, *args], capture_output=True, text=True, check=True
-        )
+        done = subprocess.run([python, str(script), what, "--schema", schema, *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"eventsourcing_peer.py {what} failed:\n{done.stderr[-3000:]}")
         result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         return result
     finally:
