@@ -42,7 +42,7 @@ class Orders(Application):
     is_snapshotting_enabled = True
 
 
-def _env(schema: str) -> dict[str, str]:
+def _env(schema: str, *, create: bool = True) -> dict[str, str]:
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": os.environ.get("BENCH_PG_DB", PG["dbname"]),
@@ -51,7 +51,7 @@ def _env(schema: str) -> dict[str, str]:
         "POSTGRES_USER": PG["user"],
         "POSTGRES_PASSWORD": "",
         "POSTGRES_SCHEMA": schema,
-        "CREATE_TABLE": "y",
+        "CREATE_TABLE": "y" if create else "n",
     }
 
 
@@ -61,14 +61,14 @@ def _details(i: int) -> dict[str, Any]:
 
 def _writer(schema: str, ready: Any, duration: float, out: Any) -> None:
     try:
-        app = Orders(env=_env(schema))
+        app = Orders(env=_env(schema, create=False))  # the parent created the tables
         orders = [Order(f"c{i}") for i in range(50)]
         app.save(*orders)
+        ready.wait()
     except BaseException:
         ready.abort()  # the others stop waiting; the run fails with this writer's traceback
         out.put(None)
         raise
-    ready.wait()
     done = 0
     stop_at = time.time() + duration
     try:
