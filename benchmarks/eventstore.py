@@ -223,20 +223,47 @@ def main() -> None:
     raw = statistics.median(results["raw_tx_per_s"])
     app = statistics.median(results["append_tx_per_s"])
     agg = results["aggregate"]
+    theirs = results.get("eventsourcing_aggregate", {})
+    es_rate = statistics.median(results["eventsourcing_tx_per_s"]) if results["eventsourcing_tx_per_s"] else None
+
+    def vs(ours: float, other: float | None, *, higher_is_better: bool) -> str:
+        if not other:
+            return "-"
+        return f"{ours / other:.1f}x" if higher_is_better else f"{other / ours:.1f}x faster"
+
+    def theirs_ms(name: str) -> str:
+        return f"{theirs[name]:,.1f}" if theirs else "-"
+
     print()
     print(
         table(
-            ["measure", "value", "ceiling", "ratio"],
+            ["measure", "outboxkit", "raw INSERT", "ratio to raw", "eventsourcing", "vs eventsourcing"],
             [
                 [
                     f"appends, {args.writers} writers (tx/s)",
                     f"{app:,.0f}",
-                    f"{raw:,.0f} raw INSERT",
+                    f"{raw:,.0f}",
                     f"{app / raw:.2f}",
+                    f"{es_rate:,.0f}" if es_rate else "-",
+                    vs(app, es_rate, higher_is_better=True),
                 ],
-                ["projection catch-up (events/s)", f"{results['projection']['events_per_s']:,.0f}", "-", "-"],
-                [f"load {args.aggregate_events:,} events (ms)", f"{agg['without_snapshot_ms']:,.1f}", "-", "-"],
-                ["load from snapshot (ms)", f"{agg['with_snapshot_ms']:,.1f}", "-", "-"],
+                ["projection catch-up (events/s)", f"{results['projection']['events_per_s']:,.0f}", "-", "-", "-", "-"],
+                [
+                    f"load {args.aggregate_events:,} events (ms)",
+                    f"{agg['without_snapshot_ms']:,.1f}",
+                    "-",
+                    "-",
+                    theirs_ms("without_snapshot_ms"),
+                    vs(agg["without_snapshot_ms"], theirs.get("without_snapshot_ms"), higher_is_better=False),
+                ],
+                [
+                    "load from snapshot (ms)",
+                    f"{agg['with_snapshot_ms']:,.1f}",
+                    "-",
+                    "-",
+                    theirs_ms("with_snapshot_ms"),
+                    vs(agg["with_snapshot_ms"], theirs.get("with_snapshot_ms"), higher_is_better=False),
+                ],
             ],
         )
     )
