@@ -178,6 +178,18 @@ def relay(
         ),
     ] = "127.0.0.1",
     summary_interval: SummaryOpt = 60.0,
+    dashboard: Annotated[
+        bool,
+        typer.Option("--dashboard", envvar="OUTBOXKIT_DASHBOARD", help="Also serve the dashboard on --http-port."),
+    ] = False,
+    dashboard_token: Annotated[
+        str | None,
+        typer.Option(
+            "--dashboard-token",
+            envvar="OUTBOXKIT_DASHBOARD_TOKEN",
+            help="Token for the dashboard's login (16+ characters); required when --http-host is not loopback.",
+        ),
+    ] = None,
 ) -> None:
     """Publish committed outbox rows to the broker until SIGTERM/SIGINT."""
     from outboxkit.relay.process import build_relay
@@ -198,6 +210,20 @@ def relay(
         hold_dead_keys=False if skip_dead_keys else None,
     )
     db_url, broker_url = settings.require_db(), settings.require_broker()
+    board = None
+    if dashboard:
+        from outboxkit.web.dashboard import Dashboard
+
+        if not http_port:
+            raise ConfigurationError("--dashboard is served on the relay's HTTP port: add --http-port (e.g. 9464)")
+        board = Dashboard(
+            db_url,
+            settings.ref,
+            host=http_host,
+            token=dashboard_token,
+            broker_url=broker_url,
+            flag_name="--dashboard-token",
+        )
     metrics = RelayMetrics()
     relay_ = build_relay(
         db_url,
@@ -218,6 +244,7 @@ def relay(
             port=http_port,
             table=settings.ref.qualified,
             summary_interval=summary_interval,
+            dashboard=board,
         )
     )
     err.print(
@@ -365,6 +392,7 @@ from outboxkit.capture.cli import capture_app  # noqa: E402
 from outboxkit.eventstore.cli import projections_app, streams_app  # noqa: E402
 from outboxkit.lab.cli import lab_app  # noqa: E402
 from outboxkit.ops.cli import cleanup, dead_letters_app, replay, status  # noqa: E402
+from outboxkit.web.dashboard.cli import dashboard as dashboard_command  # noqa: E402
 
 app.add_typer(lab_app, name="lab")
 app.add_typer(capture_app, name="capture")
@@ -374,6 +402,7 @@ app.command()(status)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.command()(replay)
 app.command()(cleanup)
+app.command(name="dashboard")(dashboard_command)
 
 
 def main() -> None:

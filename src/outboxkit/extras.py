@@ -22,6 +22,10 @@ MODULE_EXTRAS: dict[str, str] = {
     "redis": "redis",
     "aiomqtt": "mqtt",
     "paho": "mqtt",
+    "jinja2": "dashboard",
+    "markupsafe": "dashboard",
+    "faststream": "faststream",
+    "fast_depends": "faststream",
 }
 
 

@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 from outboxkit.ops.queries import (
+    ActivityPoint,
     Db,
     DeadLetter,
     Selector,
     Status,
+    activity,
     cleanup,
     discard_dead,
     list_dead,
@@ -24,10 +26,12 @@ from outboxkit.ops.queries import (
 )
 
 __all__ = [
+    "ActivityPoint",
     "Db",
     "DeadLetter",
     "Selector",
     "Status",
+    "activity",
     "cleanup",
     "discard_dead",
     "list_dead",

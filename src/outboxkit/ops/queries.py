@@ -309,6 +309,30 @@ def replay(db: Db, selector: Selector) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# activity (throughput and lag over time, from the delivered rows the table keeps)
+
+
+@dataclass(frozen=True)
+class ActivityPoint:
+    """One time bucket of deliveries: starts at ``start`` (epoch seconds), ``step`` seconds long."""
+
+    start: int
+    delivered: int
+    lag_mean_s: float
+    lag_max_s: float
+
+
+def activity(db: Db, window: timedelta, step: int) -> list[ActivityPoint]:
+    """Rows the relays delivered in the last ``window``, per ``step``-second bucket, with their
+    created->delivered lag. Built from ``delivered_at``, so it covers what cleanup has kept; rows
+    replayed and not yet re-delivered are absent. Buckets without deliveries are absent too."""
+    if step < 1 or window.total_seconds() < step:
+        raise ConfigurationError("activity needs a step of at least 1 s and a window of at least one step")
+    rows = db.rows(db.sql.activity, db.ops.activity_params(window, step))
+    return [ActivityPoint(int(r[0]), int(r[1]), float(r[2] or 0.0), float(r[3] or 0.0)) for r in rows]
+
+
+# --------------------------------------------------------------------------------------------
 # cleanup (retention, hazard H3)
 
 

@@ -48,6 +48,10 @@ class OpsStatements:
     cleanup_batch: str
     #: a second statement for databases whose batch is a SELECT then a DELETE (MariaDB/MySQL)
     cleanup_delete: str = ""
+    #: delivered rows (not discarded) of the last ``window`` seconds, grouped in ``step``-second
+    #: buckets: bucket start (epoch s), rows, mean and max created->delivered seconds. Feeds the
+    #: dashboard's throughput and lag charts from the rows the table keeps until cleanup.
+    activity: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,10 @@ class OpsDialect(Protocol):
 
     def cutoff_params(self, keep: timedelta) -> dict[str, Any]:
         """Parameters of ``statements.cutoff`` for keeping ``keep``."""
+        ...
+
+    def activity_params(self, window: timedelta, step: int) -> dict[str, Any]:
+        """Parameters of ``statements.activity``: the last ``window``, in ``step``-second buckets."""
         ...
 
     def cleanup_batch(self, db: OpsRunner, sql: OpsStatements, params: dict[str, Any]) -> tuple[int, int | None, int]:

@@ -10,18 +10,16 @@ on every interface is an explicit choice and is logged as one.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
 from collections.abc import Callable
-from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from outboxkit.relay.loop import Relay, RelayStats
 from outboxkit.relay.process import serve
 from outboxkit.stores.base import OutboxStore
+from outboxkit.web.http import Listener, Request, Response
 from outboxkit.web.metrics import Backlog, RelayMetrics
 
 log = logging.getLogger("outboxkit.web")
@@ -29,9 +27,13 @@ log = logging.getLogger("outboxkit.web")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464  # OpenTelemetry's Prometheus exporter default; scrape configs often expect it
 
-_MAX_HEAD = 8192  # request line + headers; anything bigger is not a probe
-_READ_TIMEOUT = 5.0  # a client that trickles its request must not hold a connection forever
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+class DashboardRoutes(Protocol):
+    """What the server asks of a dashboard mounted next to ``/metrics`` (``web/dashboard``)."""
+
+    def owns(self, path: str) -> bool: ...
+
+    async def handle(self, request: Request) -> Response: ...
 
 
 def is_loopback(host: str) -> bool:
@@ -86,7 +88,7 @@ class StoreBacklogProbe:
             await store.close()
 
 
-class MetricsServer:
+class MetricsServer(Listener):
     """Serves one :class:`RelayMetrics`. ``port=0`` lets the OS choose (tests); read ``.port``.
 
     >>> async def main() -> None:
@@ -94,17 +96,17 @@ class MetricsServer:
     ...         print(server.port > 0)
     """
 
-    def __init__(self, metrics: RelayMetrics, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    def __init__(
+        self,
+        metrics: RelayMetrics,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        dashboard: DashboardRoutes | None = None,
+    ) -> None:
+        super().__init__(host=host, port=port)
         self.metrics = metrics
-        self.host = host
-        self._requested_port = port
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        if self._server is None or not self._server.sockets:
-            raise RuntimeError("the server is not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        self.dashboard = dashboard
 
     async def start(self) -> None:
         if not is_loopback(self.host):
@@ -114,48 +116,17 @@ class MetricsServer:
                 self.host,
                 self._requested_port,
             )
-        self._server = await asyncio.start_server(self._handle, self.host, self._requested_port, limit=_MAX_HEAD)
+        await super().start()
         log.info("observability endpoints on http://%s:%d/metrics", self.host, self.port)
 
-    async def close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            await server.wait_closed()
-
-    async def __aenter__(self) -> MetricsServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
     # -- HTTP --------------------------------------------------------------------------------------
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            try:
-                async with asyncio.timeout(_READ_TIMEOUT):
-                    head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.LimitOverrunError:
-                await self._respond(writer, 400, b"request too large\n", "text/plain; charset=utf-8")
-                return
-            except (TimeoutError, asyncio.IncompleteReadError):
-                return
-            method, path, headers = _parse_head(head)
-            status, body, content_type = await self._route(method, path, headers)
-            await self._respond(writer, status, b"" if method == "HEAD" else body, content_type, len(body))
-        except ConnectionError:
-            pass  # the client went away; nothing to tell it
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+    async def dispatch(self, request: Request) -> Response:
+        if self.dashboard is not None and self.dashboard.owns(request.path):
+            return await self.dashboard.handle(request)
+        status, body, content_type = await self._route(request.method, request.path, request.headers)
+        return Response(status, body, content_type)
 
     async def _route(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes, str]:
-        if not method:
-            return 400, b"bad request\n", "text/plain; charset=utf-8"
         if path not in ("/metrics", "/healthz", "/readyz"):
             return 404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain; charset=utf-8"
         if method not in ("GET", "HEAD"):
@@ -176,34 +147,6 @@ class MetricsServer:
         body, content_type = self.metrics.render(headers.get("accept"))
         return 200, body, content_type
 
-    @staticmethod
-    async def _respond(
-        writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str, length: int | None = None
-    ) -> None:
-        head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-            f"Content-Type: {content_type}\r\n"
-            f"Content-Length: {len(body) if length is None else length}\r\n"
-            "Cache-Control: no-store\r\n"
-            "Connection: close\r\n\r\n"
-        )
-        writer.write(head.encode("latin-1") + body)
-        await writer.drain()
-
-
-def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
-    """``(method, path without query, lower-cased headers)``; method is "" when malformed."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        return "", "", {}
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return parts[0].upper(), parts[1].split("?", 1)[0], headers
-
 
 async def serve_relay(
     relay: Relay,
@@ -215,8 +158,11 @@ async def serve_relay(
     port: int = DEFAULT_PORT,
     table: str | None = None,
     summary_interval: float = 60.0,
+    dashboard: DashboardRoutes | None = None,
 ) -> RelayStats:
     """``relay.process.serve`` with the HTTP endpoints alongside; ``port=0`` means no HTTP at all.
+
+    ``dashboard`` (``web/dashboard``) is served under ``/dashboard`` on the same port.
 
     The backlog probe (a store connection of its own, opened on first use) serves both the metrics
     and the periodic summary line.
@@ -233,7 +179,7 @@ async def serve_relay(
     async def backlog() -> int | None:
         return None if counter is None else (await counter()).pending
 
-    server = MetricsServer(metrics, host=host, port=port) if port else None
+    server = MetricsServer(metrics, host=host, port=port, dashboard=dashboard) if port else None
     try:
         if server is not None:
             await server.start()

@@ -10,9 +10,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from outboxkit.brokers.redis.errors import _CONNECTION_ERRORS
 from outboxkit.core.urls import redact_url

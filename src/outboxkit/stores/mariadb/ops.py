@@ -27,6 +27,9 @@ _REPLAYABLE = (
     "o.delivered_at IS NOT NULL AND o.dead_at IS NULL"
     f" AND (o.last_error IS NULL OR o.last_error NOT LIKE '{DISCARDED}%%')"
 )
+# Delivered by a relay (the broker confirmed it), not given up on by `dead-letters discard`.
+_CONFIRMED = f"o.dead_at IS NULL AND (o.last_error IS NULL OR o.last_error NOT LIKE '{DISCARDED}%%')"
+_LAG = "TIMESTAMPDIFF(MICROSECOND, o.created_at, o.delivered_at) / 1e6"
 _AGE = "TIMESTAMPDIFF(MICROSECOND, {col}, UTC_TIMESTAMP(6)) / 1e6"
 
 
@@ -69,6 +72,10 @@ FROM {t} o WHERE {_DEAD} AND {sel} ORDER BY o.seq LIMIT %(limit)s""",
 WHERE o.seq > %(after)s AND o.delivered_at < %(cutoff)s AND o.dead_at IS NULL
 ORDER BY o.seq LIMIT %(limit)s""",
         cleanup_delete=f"""DELETE FROM {t} WHERE seq IN ({{seqs}}) AND delivered_at < %(cutoff)s AND dead_at IS NULL""",
+        activity=f"""SELECT FLOOR(TIMESTAMPDIFF(SECOND, '1970-01-01', o.delivered_at) / %(step)s) * %(step)s AS bucket,
+    COUNT(*), AVG({_LAG}), MAX({_LAG})
+FROM {t} o WHERE o.delivered_at >= UTC_TIMESTAMP(6) - INTERVAL %(window)s MICROSECOND AND {_CONFIRMED}
+GROUP BY bucket ORDER BY bucket""",
     )
 
 
@@ -93,6 +100,9 @@ class MariaDbOps:
 
     def cutoff_params(self, keep: timedelta) -> dict[str, Any]:
         return {"keep": int(keep.total_seconds() * 1_000_000)}
+
+    def activity_params(self, window: timedelta, step: int) -> dict[str, Any]:
+        return {"window": int(window.total_seconds() * 1_000_000), "step": step}
 
     def cleanup_batch(self, db: OpsRunner, sql: OpsStatements, params: dict[str, Any]) -> tuple[int, int | None, int]:
         seqs = [int(r[0]) for r in db.rows(sql.cleanup_batch, params)]

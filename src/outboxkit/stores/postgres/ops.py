@@ -27,6 +27,10 @@ _REPLAYABLE = (
     f" AND (o.last_error IS NULL OR o.last_error NOT LIKE '{DISCARDED}%%')"
 )
 
+# Delivered by a relay (the broker confirmed it), not given up on by `dead-letters discard`.
+_CONFIRMED = f"o.dead_at IS NULL AND (o.last_error IS NULL OR o.last_error NOT LIKE '{DISCARDED}%%')"
+_LAG = "extract(epoch FROM o.delivered_at - o.created_at)"
+
 
 def statements(ref: TableRef) -> OpsStatements:
     t, sel = ref.qualified, _SELECT
@@ -75,6 +79,10 @@ FROM {t} o WHERE {_DEAD} AND {sel} ORDER BY o.seq LIMIT %(limit)s""",
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM batch), (SELECT max(b.seq) FROM batch b), (SELECT count(*) FROM gone)""",
+        activity=f"""SELECT floor(extract(epoch FROM o.delivered_at) / %(step)s)::bigint * %(step)s AS bucket,
+    count(*), avg({_LAG})::float8, max({_LAG})::float8
+FROM {t} o WHERE o.delivered_at >= now() - %(window)s AND {_CONFIRMED}
+GROUP BY bucket ORDER BY bucket""",
     )
 
 
@@ -96,6 +104,9 @@ class PostgresOps:
 
     def cutoff_params(self, keep: timedelta) -> dict[str, Any]:
         return {"keep": keep}
+
+    def activity_params(self, window: timedelta, step: int) -> dict[str, Any]:
+        return {"window": window, "step": step}
 
     def cleanup_batch(self, db: OpsRunner, sql: OpsStatements, params: dict[str, Any]) -> tuple[int, int | None, int]:
         selected, last, gone = db.rows(sql.cleanup_batch, params)[0]

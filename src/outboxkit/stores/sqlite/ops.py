@@ -34,6 +34,10 @@ _REPLAYABLE = (
     f" AND (o.last_error IS NULL OR o.last_error NOT LIKE '{DISCARDED}%')"
 )
 
+# Delivered by a relay (the broker confirmed it), not given up on by `dead-letters discard`.
+_CONFIRMED = f"o.dead_at IS NULL AND (o.last_error IS NULL OR o.last_error NOT LIKE '{DISCARDED}%')"
+_LAG = "(julianday(o.delivered_at) - julianday(o.created_at)) * 86400.0"
+
 
 def statements(ref: TableRef) -> OpsStatements:
     t, sel = ref.qualified, _SELECT
@@ -70,6 +74,12 @@ FROM {t} o WHERE {_DEAD} AND {sel} ORDER BY o.seq LIMIT :limit""",
     WHERE o.seq > :after AND o.delivered_at < :cutoff AND o.dead_at IS NULL
     ORDER BY o.seq LIMIT :limit
 ) RETURNING seq""",
+        # julianday 2440587.5 is 1970-01-01: buckets on epoch seconds, like the other databases.
+        activity=f"""SELECT
+    CAST((julianday(o.delivered_at) - 2440587.5) * 86400.0 / :step AS INTEGER) * :step AS bucket,
+    count(*), avg({_LAG}), max({_LAG})
+FROM {t} o WHERE o.delivered_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :window) AND {_CONFIRMED}
+GROUP BY bucket ORDER BY bucket""",
     )
 
 
@@ -104,6 +114,9 @@ class SqliteOps:
 
     def cutoff_params(self, keep: timedelta) -> dict[str, Any]:
         return {"keep": f"-{keep.total_seconds():.3f} seconds"}
+
+    def activity_params(self, window: timedelta, step: int) -> dict[str, Any]:
+        return {"window": f"-{window.total_seconds():.3f} seconds", "step": step}
 
     def cleanup_batch(self, db: OpsRunner, sql: OpsStatements, params: dict[str, Any]) -> tuple[int, int | None, int]:
         seqs = [int(r[0]) for r in db.rows(sql.cleanup_batch, params)]

@@ -1,0 +1,1 @@
+"""Integrations with the frameworks services are written in (each an optional extra)."""

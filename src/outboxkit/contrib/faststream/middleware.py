@@ -1,0 +1,361 @@
+"""The inbox middleware for FastStream (any broker FastStream supports; tested on NATS JetStream and
+RabbitMQ), on an SQLAlchemy ``AsyncSession``.
+
+Per message, in this order (the same rules as ``outboxkit consume``, see ``outboxkit.inbox``):
+
+1. open a session and record ``(name, event id)`` in the inbox table with the inbox's own claim
+   statement (``stores/<database>/inbox.py``): a duplicate inserts nothing, is acknowledged and the
+   handler is not called (G7, effectively-once processing);
+2. call the handler with an :class:`InboxTransaction` (the session, the event, and ``emit`` into
+   the outbox on that same session), so its effects, its follow-up events and the inbox row commit
+   together or not at all;
+3. COMMIT, and only then acknowledge the message. A crash between the two redelivers the message,
+   which is then a duplicate.
+
+A handler that raises rolls everything back (its effects, its follow-up events, the inbox row) and
+the message is negatively acknowledged after a backoff (JetStream's ``nak`` delay; other brokers
+wait, then requeue), so the broker delivers it again. After ``max_attempts`` failures the message is
+written to ``<table>_dead`` with the error, its id is recorded, and it is acknowledged: a poison
+message never loops forever. A database that cannot be reached before the handler ran (the claim
+failed) is an outage, not the handler's fault: the message is requeued without counting an attempt.
+
+The middleware settles the message itself (ack after commit, nack on failure), so it does not depend
+on the subscriber's ``ack_policy``; ``AckPolicy.ACK_FIRST`` would acknowledge before the commit and
+is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import re
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from faststream import Context
+from faststream.message import StreamMessage
+from faststream.middlewares import AckPolicy, BaseMiddleware
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from outboxkit.core.backoff import backoff_delay
+from outboxkit.core.lru import BoundedDict
+from outboxkit.emit import Outbox
+from outboxkit.errors import ConfigurationError
+from outboxkit.inbox.runner import Event, InboxStats
+from outboxkit.stores.base import TableRef
+from outboxkit.stores.registry import database_named
+
+log = logging.getLogger("outboxkit.inbox")
+
+#: The FastStream context key the open :class:`InboxTransaction` is stored under.
+CONTEXT_KEY = "outboxkit_inbox"
+
+# Where the event id is found: the CloudEvents id as the relay publishes it on each binding (NATS
+# ``ce-``, AMQP ``cloudEvents:``, Kafka ``ce_``), then the broker-native ids (JetStream's
+# ``Nats-Msg-Id``, FastStream's own ``message_id`` header on NATS, the AMQP ``message_id`` property).
+_ID_HEADERS = ("ce-id", "cloudEvents:id", "cloudEvents_id", "ce_id", "Nats-Msg-Id", "message_id")
+_KEY_HEADERS = ("ce-subject", "cloudEvents:subject", "cloudEvents_subject", "ce_subject")
+
+_CLAIM_PARAMS = ("consumer", "event_id")
+_DEAD_PARAMS = ("consumer", "event_id", "topic", "key", "payload", "headers", "error", "attempts")
+
+
+@dataclass(slots=True)
+class InboxTransaction:
+    """What a handler under the inbox gets (declare a parameter ``tx: InboxTx``).
+
+    ``session`` is an ``AsyncSession`` with the transaction open: use it for the handler's effects,
+    never commit or roll it back (the inbox does, after the handler returns). ``event`` is the
+    message as the inbox sees it (id, topic, key, payload, headers, attempt)."""
+
+    session: AsyncSession
+    event: Event
+    outbox: Outbox
+    emitted: list[str] = field(default_factory=list)
+
+    async def emit(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        type: str | None = None,
+    ) -> str:
+        """Write a follow-up event into the outbox in this transaction; returns its id. It is
+        relayed only if the handler's transaction commits (consume -> act -> emit, exactly once)."""
+        event_id = await self.outbox.emit_async(self.session, topic, payload, key=key, headers=headers, type=type)
+        self.emitted.append(event_id)
+        return event_id
+
+
+#: The handler parameter type: ``async def handle(body: dict, tx: InboxTx) -> None``.
+InboxTx = Annotated[InboxTransaction, Context(CONTEXT_KEY)]
+
+
+class Inbox:
+    """A FastStream middleware factory: pass it in ``middlewares=[inbox]`` of a broker or router.
+
+    ``sessions``: an ``async_sessionmaker`` (or an ``AsyncEngine``) for the consumer's database,
+    where ``outboxkit migrate --inbox`` created the inbox table (and ``outboxkit migrate`` the
+    outbox, if handlers emit). ``name`` is the consumer's name in the inbox: subscribers that must
+    each process the same event once need inboxes of different names (two routers).
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession] | AsyncEngine,
+        *,
+        name: str,
+        table: str = "inbox",
+        schema: str | None = None,
+        outbox: Outbox | None = None,
+        max_attempts: int = 5,
+        retry_base: float = 0.5,
+        retry_cap: float = 30.0,
+        memory: int = 100_000,
+    ) -> None:
+        if isinstance(sessions, AsyncEngine):
+            sessions = async_sessionmaker(sessions, expire_on_commit=False)
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError("Inbox needs a non-empty consumer name (name=...)")
+        if max_attempts < 1:
+            raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts}")
+        bind = sessions.kw.get("bind")
+        if bind is not None:
+            database_named(bind.dialect.name)  # a database without an inbox fails here, at start-up
+        self.sessions = sessions
+        self.name = name
+        self.ref = TableRef(table, schema)
+        self.outbox = outbox or Outbox()
+        self.max_attempts = max_attempts
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+        self.stats = InboxStats()
+        # Failures per event id, for brokers without a delivery count (bounded: oldest forgotten).
+        self._failures: BoundedDict[str, int] = BoundedDict(memory)
+        self._outages = 0
+        self._sql: dict[str, tuple[str, str]] = {}
+
+    def __call__(self, msg: Any, /, *, context: Any) -> _InboxMiddleware:
+        """FastStream builds one middleware per message through this call."""
+        return _InboxMiddleware(msg, context=context, inbox=self)
+
+    # -- one message --------------------------------------------------------------------------------
+    async def process(
+        self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: StreamMessage[Any], context: Any
+    ) -> Any:
+        """One message: claim its id, run the handler, commit, then ack (see the module docstring)."""
+        # ACK_FIRST acknowledges before the handler (an ack middleware on NATS; on RabbitMQ a
+        # consumer without acks, whose messages aio-pika hands over already settled, "locked"): a
+        # crash would lose the message, whatever the inbox does.
+        subscriber_policy = getattr(context.get("handler_"), "ack_policy", None)
+        consumed_without_ack = getattr(msg.raw_message, "locked", False) is True
+        if msg.committed is not None or consumed_without_ack or subscriber_policy is AckPolicy.ACK_FIRST:
+            raise ConfigurationError(
+                "the message was acknowledged before the inbox ran (ack_policy=AckPolicy.ACK_FIRST?): "
+                "use the default ack policy, the inbox acknowledges after its commit"
+            )
+        event = _event_of(msg)
+        if event is None:
+            log.error("message on %r has no event id (no ce-id or message id): rejected", _topic_of(msg))
+            await msg.reject()
+            return None
+        failures = self._failures.get(event.id) or 0
+        event = Event(event.id, event.topic, event.key, event.payload, event.headers, max(event.attempt, failures + 1))
+        outage: Exception | None = None
+        failure: Exception | None = None
+        claimed = False
+        result: Any = None
+        async with self.sessions() as session:
+            try:
+                claimed = await self._claim(session, event)
+            except Exception as exc:
+                await _rollback(session)
+                outage = exc
+            if outage is None and not claimed:
+                await _rollback(session)
+            elif outage is None:
+                tx = InboxTransaction(session, event, self.outbox)
+                try:
+                    with context.scope(CONTEXT_KEY, tx):
+                        result = await call_next(msg)
+                    await session.commit()
+                except Exception as exc:
+                    await _rollback(session)
+                    failure = exc
+        # The session is closed (its connection back in the pool) before any backoff below.
+        if outage is not None:
+            # The database is not there (or the inbox table is missing): nobody's handler failed,
+            # so no attempt is counted.
+            self._outages += 1
+            delay = backoff_delay(self._outages, base=0.2, cap=5.0)
+            log.warning("inbox %s cannot reach its database (%s); requeued in %.1fs", self.name, _line(outage), delay)
+            await _nack_later(msg, delay)
+            raise outage
+        self._outages = 0
+        if failure is not None:
+            await self._failed(msg, event, failure)
+            raise failure
+        if not claimed:
+            self.stats.duplicates += 1
+            self._failures.pop(event.id, None)
+            await _settle(msg.ack())
+            return None
+        self.stats.processed += 1
+        self._failures.pop(event.id, None)
+        # Acknowledged only now that the effects, the follow-up events and the inbox row committed.
+        await _settle(msg.ack())
+        return result
+
+    async def _claim(self, session: AsyncSession, event: Event) -> bool:
+        claim, _ = self._statements(session)
+        result = await session.execute(text(claim), {"consumer": self.name, "event_id": event.id})
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    def _statements(self, session: AsyncSession) -> tuple[str, str]:
+        dialect = session.bind.dialect.name if session.bind is not None else ""
+        sql = self._sql.get(dialect)
+        if sql is None:
+            inbox_sql = database_named(dialect).inbox()
+            sql = (
+                _named(inbox_sql.claim_sql(self.ref), _CLAIM_PARAMS),
+                _named(inbox_sql.dead_sql(self.ref), _DEAD_PARAMS),
+            )
+            self._sql[dialect] = sql
+        return sql
+
+    async def _failed(self, msg: StreamMessage[Any], event: Event, exc: BaseException) -> None:
+        self.stats.failed += 1
+        counted = (self._failures.get(event.id) or 0) + 1
+        self._failures[event.id] = counted
+        attempts = max(event.attempt, counted)
+        error = "".join(traceback.format_exception(exc, limit=5))
+        if attempts >= self.max_attempts:
+            try:
+                await self._dead_letter(event, error, attempts)
+            except Exception as dead_exc:
+                log.warning("inbox %s could not dead-letter %s (%s); requeued", self.name, event.id, _line(dead_exc))
+                await _nack_later(msg, backoff_delay(attempts, base=self.retry_base, cap=self.retry_cap))
+                return
+            self.stats.dead_lettered += 1
+            self._failures.pop(event.id, None)
+            log.error("dead-lettered event %s after %d attempts: %s", event.id, attempts, _line(exc))
+            await _settle(msg.ack())
+            return
+        delay = backoff_delay(attempts, base=self.retry_base, cap=self.retry_cap)
+        log.warning("handler failed for %s (attempt %d), retrying in %.1fs: %s", event.id, attempts, delay, _line(exc))
+        await _nack_later(msg, delay)
+
+    async def _dead_letter(self, event: Event, error: str, attempts: int) -> None:
+        async with self.sessions() as session:
+            claim, dead = self._statements(session)
+            # The id is recorded too, so a later redelivery of the same event is a duplicate.
+            await session.execute(text(claim), {"consumer": self.name, "event_id": event.id})
+            row = {
+                "consumer": self.name,
+                "event_id": event.id,
+                "topic": event.topic,
+                "key": event.key,
+                "payload": event.payload,
+                "headers": json.dumps(dict(event.headers)),
+                "error": error,
+                "attempts": attempts,
+            }
+            await session.execute(text(dead), row)
+            await session.commit()
+
+
+class _InboxMiddleware(BaseMiddleware[Any, Any]):
+    def __init__(self, msg: Any, /, *, context: Any, inbox: Inbox) -> None:
+        super().__init__(msg, context=context)
+        self.inbox = inbox
+
+    async def consume_scope(
+        self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: StreamMessage[Any]
+    ) -> Any:
+        return await self.inbox.process(call_next, msg, self.context)
+
+
+# -- reading a FastStream message --------------------------------------------------------------------
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _topic_of(msg: StreamMessage[Any]) -> str:
+    raw = msg.raw_message
+    return str(getattr(raw, "subject", None) or getattr(raw, "routing_key", None) or getattr(raw, "topic", None) or "")
+
+
+def _delivery_count(msg: StreamMessage[Any]) -> int:
+    """The broker's count of this delivery, 1-based (JetStream metadata, a quorum queue's header)."""
+    try:
+        delivered = msg.raw_message.metadata.num_delivered
+    except Exception:  # not a JetStream message: no metadata
+        delivered = None
+    if isinstance(delivered, int):
+        return delivered
+    count = msg.headers.get("x-delivery-count")
+    return count + 1 if isinstance(count, int) else 1
+
+
+def _event_of(msg: StreamMessage[Any]) -> Event | None:
+    headers = {str(k): _text(v) for k, v in (msg.headers or {}).items() if v is not None}
+    event_id = next((headers[h] for h in _ID_HEADERS if headers.get(h)), None)
+    if event_id is None:
+        native = getattr(msg.raw_message, "message_id", None)  # the AMQP message_id property
+        event_id = _text(native) if native else None
+    if event_id is None:
+        return None
+    key = next((headers[h] for h in _KEY_HEADERS if headers.get(h)), None)
+    body = msg.body if isinstance(msg.body, bytes) else bytes(msg.body)
+    return Event(event_id, _topic_of(msg), key, body, headers, _delivery_count(msg))
+
+
+# -- settling -----------------------------------------------------------------------------------------
+async def _settle(call: Awaitable[None]) -> None:
+    """An ack that cannot reach the broker is not an error: the message comes back as a duplicate."""
+    try:
+        await call
+    except Exception as exc:
+        log.info("ack not possible (%s); the message will be redelivered as a duplicate", _line(exc))
+
+
+async def _nack_later(msg: StreamMessage[Any], delay: float) -> None:
+    """Requeue after ``delay``: JetStream delays the redelivery itself; other brokers requeue at
+    once, so the wait happens here (the subscriber holds the message meanwhile)."""
+    if "delay" in inspect.signature(msg.nack).parameters:
+        await _settle(msg.nack(delay=delay))  # type: ignore[call-arg]
+        return
+    await asyncio.sleep(delay)
+    await _settle(msg.nack())
+
+
+async def _rollback(session: AsyncSession) -> None:
+    try:
+        await session.rollback()
+    except Exception as exc:  # a lost connection cannot roll back; closing the session discards it
+        log.debug("rollback failed: %s", _line(exc))
+
+
+def _line(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
+
+
+def _named(sql: str, names: Sequence[str]) -> str:
+    """The inbox statements use the driver's positional marks (``%s`` or ``?``); SQLAlchemy's
+    ``text()`` wants ``:name`` on every driver. Safe to rewrite: the statements hold only validated
+    identifiers and no literals, so every mark is a parameter."""
+    parts = re.split(r"%s|\?", sql)
+    if len(parts) != len(names) + 1:
+        raise AssertionError(f"expected {len(names)} parameters in {sql!r}")
+    return parts[0] + "".join(f":{name}{part}" for name, part in zip(names, parts[1:], strict=True))
