@@ -5,10 +5,12 @@ dependency; this file imports nothing of outboxkit), and prints one JSON object:
 
     python benchmarks/eventsourcing_peer.py appends --schema S --writers 8 --duration 6
     python benchmarks/eventsourcing_peer.py load --schema S --events 10000
+    python benchmarks/eventsourcing_peer.py follow --schema S --events 3000
 
 ``appends``: each writer process owns an ``Application`` and 50 aggregates (created before the
 clock starts) and saves one new event per transaction. ``load``: ``repository.get`` of a
-10,000-event aggregate, without a snapshot and after ``take_snapshot``.
+10,000-event aggregate, without a snapshot and after ``take_snapshot``. ``follow``: a follower
+(``ProcessApplication`` with an empty policy) catching up over ``events`` events of 50 aggregates.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.system import ProcessApplication
 
 PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres", "dbname": "test"}
 
@@ -119,9 +122,33 @@ def load(schema: str, events: int) -> dict[str, float]:
     return out
 
 
+class Follower(ProcessApplication[Any]):
+    """A follower whose policy does nothing: what is left is reading, decoding and recording the
+    tracking position of each event (one transaction per event, as the package does)."""
+
+    def policy(self, domain_event: Any, processing_event: Any) -> None:
+        return None
+
+
+def follow(schema: str, events: int) -> dict[str, float]:
+    leader = Orders(env=_env(schema))
+    orders = [Order(f"c{i}") for i in range(50)]
+    for i in range(events - len(orders)):
+        orders[i % 50].place(_details(i))
+    leader.save(*orders)
+    follower = Follower(env=_env(schema))
+    follower.follow(leader.name, leader.notification_log)
+    started = time.perf_counter()
+    follower.pull_and_process(leader.name)
+    elapsed = time.perf_counter() - started
+    done = follower.recorder.max_tracking_id(leader.name) or 0
+    assert done >= events, (done, events)
+    return {"events": done, "events_per_s": done / elapsed}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("appends", "load"))
+    parser.add_argument("what", choices=("appends", "load", "follow"))
     parser.add_argument("--schema", required=True)
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--duration", type=float, default=6.0)
@@ -129,8 +156,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "appends":
         result = appends(args.schema, args.writers, args.duration)
-    else:
+    elif args.what == "load":
         result = load(args.schema, args.events)
+    else:
+        result = follow(args.schema, args.events)
     from importlib.metadata import version
 
     result["eventsourcing"] = version("eventsourcing")

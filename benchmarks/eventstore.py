@@ -13,8 +13,9 @@ snapshot.
 
 With ``--eventsourcing-python PATH`` (an interpreter with ``eventsourcing[postgres]`` installed:
 it is not an outboxkit dependency), the same appends and loads run with the ``eventsourcing``
-package on the same PostgreSQL, interleaved with ours (benchmarks/eventsourcing_peer.py). Its
-follower (projections) is not measured.
+package on the same PostgreSQL, interleaved with ours (benchmarks/eventsourcing_peer.py), and its
+follower (a ``ProcessApplication`` with an empty policy) catches up over as many events as our
+projection did.
 
 The relay does not run (the write side and the readers are measured). A fresh schema per run.
 
@@ -213,6 +214,9 @@ def main() -> None:
         handled, rate = projection_run(args.db, schema)
         results["projection"] = {"events": handled, "events_per_s": rate}
         print(f"  projection: {handled:,} events at {rate:,.0f} events/s", flush=True)
+        if es:
+            results["eventsourcing_follower"] = peer(es, args.db, "follow", "--events", str(max(handled, 500)))
+            print(f"  eventsourcing follower: {results['eventsourcing_follower']}", flush=True)
         results["aggregate"] = aggregate_run(args.db, schema, args.aggregate_events)
         print(f"  aggregate of {args.aggregate_events:,} events: {results['aggregate']}", flush=True)
         if es:
@@ -224,6 +228,7 @@ def main() -> None:
     app = statistics.median(results["append_tx_per_s"])
     agg = results["aggregate"]
     theirs = results.get("eventsourcing_aggregate", {})
+    follower = results.get("eventsourcing_follower", {})
     es_rate = statistics.median(results["eventsourcing_tx_per_s"]) if results["eventsourcing_tx_per_s"] else None
 
     def vs(ours: float, other: float | None, *, higher_is_better: bool) -> str:
@@ -247,7 +252,14 @@ def main() -> None:
                     f"{es_rate:,.0f}" if es_rate else "-",
                     vs(app, es_rate, higher_is_better=True),
                 ],
-                ["projection catch-up (events/s)", f"{results['projection']['events_per_s']:,.0f}", "-", "-", "-", "-"],
+                [
+                    "projection catch-up (events/s)",
+                    f"{results['projection']['events_per_s']:,.0f}",
+                    "-",
+                    "-",
+                    f"{follower['events_per_s']:,.0f}" if follower else "-",
+                    vs(results["projection"]["events_per_s"], follower.get("events_per_s"), higher_is_better=True),
+                ],
                 [
                     f"load {args.aggregate_events:,} events (ms)",
                     f"{agg['without_snapshot_ms']:,.1f}",
