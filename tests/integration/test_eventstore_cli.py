@@ -22,6 +22,8 @@ def _rebuild_env() -> dict[str, str]:
 
 def test_event_store_commands_on_sqlite(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/es.db"
+    missing = run("streams", "list", "--db", url)
+    assert "no event store" in one_line_error(missing) and "outboxkit migrate --event-store" in missing.stderr
     done = run("migrate", "--event-store", "--db", url)
     assert done.returncode == 0, done.stderr
     assert 'migrated event store "events"' in done.stderr

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from outboxkit.errors import ConfigurationError
+from outboxkit.errors import ConfigurationError, OutboxkitError, SchemaError
 from outboxkit.eventstore import plans
 from outboxkit.eventstore.connection import sync_runner
 from outboxkit.eventstore.migrate import DEFAULT_TABLE, event_store_sql_text, migrate_event_store
@@ -42,16 +43,36 @@ def _store(table: str | None, schema: str | None) -> EventStore:
     return EventStore(table=table or DEFAULT_TABLE, schema=schema)
 
 
+@contextlib.contextmanager
+def _translated(db: str, store: EventStore) -> Iterator[None]:
+    """Driver errors as the database classes them, in one line; a missing table names the fix."""
+    try:
+        yield
+    except OutboxkitError:
+        raise
+    except Exception as exc:
+        translated = database_for(db).translate(exc, store.ref.qualified)
+        if isinstance(translated, SchemaError):
+            raise SchemaError(
+                f"no event store {store.ref.qualified} (or it is older than this version): "
+                "run `outboxkit migrate --event-store`"
+            ) from None
+        if translated is None:
+            raise
+        raise translated from None
+
+
 def streams_list(db: str, table: str | None, schema: str | None, *, after: str, limit: int) -> list[str]:
     """``outboxkit streams list``: one line per stream (id, version, last append)."""
     store = _store(table, schema)
     database = database_for(db)
-    conn = database.connect(db, label="outboxkit-streams")
-    try:
-        _, run = sync_runner(conn, write=False)
-        rows = run(plans.Query(store.statements(database.name).streams, (after, limit)))
-    finally:
-        conn.close()
+    with _translated(db, store):
+        conn = database.connect(db, label="outboxkit-streams")
+        try:
+            _, run = sync_runner(conn, write=False)
+            rows = run(plans.Query(store.statements(database.name).streams, (after, limit)))
+        finally:
+            conn.close()
     width = max([len("STREAM"), *(len(r[0]) for r in rows)])
     lines = [f"{'STREAM':<{width}}  {'VERSION':>8}  UPDATED"]
     lines += [f"{r[0]:<{width}}  {r[1]:>8}  {_when(r[3])}" for r in rows]
@@ -63,12 +84,13 @@ def streams_show(
 ) -> list[str]:
     """``outboxkit streams show STREAM``: the stream's events, one line each."""
     store = _store(table, schema)
-    conn = database_for(db).connect(db, label="outboxkit-streams")
-    try:
-        events = store.read_stream(conn, stream_id, start=start, limit=limit)
-        version = store.stream_version(conn, stream_id)
-    finally:
-        conn.close()
+    with _translated(db, store):
+        conn = database_for(db).connect(db, label="outboxkit-streams")
+        try:
+            events = store.read_stream(conn, stream_id, start=start, limit=limit)
+            version = store.stream_version(conn, stream_id)
+        finally:
+            conn.close()
     if not events and version == 0:
         raise ConfigurationError(f"no stream {stream_id!r} in {store.ref.qualified}")
     lines = [f"stream {stream_id}: version {version}"]
@@ -81,7 +103,9 @@ def streams_show(
 
 def projections_status(db: str, table: str | None, schema: str | None) -> list[str]:
     """``outboxkit projections status``: each projection's checkpoint and backlog."""
-    statuses = projection_statuses(_store(table, schema), db)
+    store = _store(table, schema)
+    with _translated(db, store):
+        statuses = projection_statuses(store, db)
     if not statuses:
         return ["no projections have run against this event store"]
     width = max(len("PROJECTION"), *(len(s.name) for s in statuses))
@@ -95,11 +119,13 @@ def projections_status(db: str, table: str | None, schema: str | None) -> list[s
 def projections_rebuild(db: str, table: str | None, schema: str | None, target: str) -> str:
     """``outboxkit projections rebuild --projection module:attr``: reset and replay from the start."""
     projection = load_projection(target)
-    runner = ProjectionRunner(_store(table, schema), projection, db)
-    try:
-        count = runner.rebuild()
-    finally:
-        runner.close()
+    store = _store(table, schema)
+    runner = ProjectionRunner(store, projection, db)
+    with _translated(db, store):
+        try:
+            count = runner.rebuild()
+        finally:
+            runner.close()
     return f"rebuilt projection {projection.name!r}: {count} events"
 
 
