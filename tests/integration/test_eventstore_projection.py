@@ -168,3 +168,24 @@ def test_h1_a_late_commit_is_seen_by_a_running_projection_once(db: Db) -> None:
         runner.close()
         for c in (t1, t2, peek):
             c.close()
+
+
+def test_a_running_projection_wakes_on_commit_not_on_its_poll(db: Db) -> None:
+    """poll_interval 30 s: on PostgreSQL the NOTIFY of the commit wakes the runner (and it looks
+    again soon if an older open transaction still holds the readers' bound); SQLite polls."""
+    projection = _setup(db)
+    interval = 30.0 if db.name == "postgres" else 0.1
+    runner = ProjectionRunner(db.store, projection, db.url, poll_interval=interval)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,))
+    thread.start()
+    try:
+        time.sleep(0.5)  # the runner is idle, listening
+        started = time.monotonic()
+        _fill(db, 1, 1)
+        _wait(lambda: _state(db, projection) == {"s-0": (1, 1)}, timeout=20)
+        assert time.monotonic() - started < interval or db.name == "sqlite"
+    finally:
+        stop.set()
+        thread.join(40)
+        runner.close()

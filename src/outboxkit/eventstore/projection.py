@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 from outboxkit.eventstore import plans
 from outboxkit.eventstore.connection import run_sync, sync_runner
 from outboxkit.eventstore.model import Position, RecordedEvent
-from outboxkit.eventstore.sql import event_store_sql
+from outboxkit.eventstore.sql import Waiter, event_store_sql
 from outboxkit.eventstore.store import EventStore
 from outboxkit.stores.base import SyncConnection
 from outboxkit.stores.registry import database_for
@@ -126,12 +127,34 @@ class ProjectionRunner:
         """Catch up, then tail: sleep on the wake-up between batches until ``stop`` is set."""
         stop = stop or threading.Event()
         waiter = self.sql.waiter(self.url, self.store.ref)
+        backoff = 0.0
         try:
             while not stop.is_set():
-                if self.run_once() < self.batch:
-                    waiter.wait(self.poll_interval)
+                handled = self.run_once()
+                if handled >= self.batch:
+                    continue
+                if backoff:
+                    # Woken, but the events may still sit above the readers' bound (H1: an older
+                    # transaction is open): look again soon, backing off up to the poll interval.
+                    stop.wait(backoff)
+                    backoff = 0.0 if handled or backoff * 2 > self.poll_interval else backoff * 2
+                    continue
+                if self._sleep(waiter, stop):
+                    backoff = 0.05
         finally:
             waiter.close()
+
+    def _sleep(self, waiter: Waiter, stop: threading.Event) -> bool:
+        """Wait for a wake-up up to the poll interval, in slices so that ``stop`` is seen within a
+        second; True if woken."""
+        deadline = time.monotonic() + self.poll_interval
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if waiter.wait(min(left, 1.0)):
+                return True
+        return False
 
     def rebuild(self) -> int:
         """Reset the projection and its checkpoint in one transaction, then catch up from the

@@ -15,8 +15,8 @@ from outboxkit.stores.registry import PACKAGES, database_named
 
 
 class Waiter(Protocol):
-    def wait(self, timeout: float) -> None:
-        """Return when events may have committed, or after ``timeout`` seconds."""
+    def wait(self, timeout: float) -> bool:
+        """Return when events may have committed (True), or after ``timeout`` seconds (False)."""
         ...
 
     def close(self) -> None: ...

@@ -83,16 +83,16 @@ class PostgresWaiter:
         self.channel = channel
         self.conn: Any = None
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
         try:
             if self.conn is None:
                 self.conn = connect_sync(self.url, label="outboxkit-projection-listen")
                 self.conn.execute(f'LISTEN "{self.channel}"')
-            for _ in self.conn.notifies(timeout=timeout, stop_after=1):
-                pass
+            return any(True for _ in self.conn.notifies(timeout=timeout, stop_after=1))
         except Exception:  # the wake-up is an optimisation: fall back to polling
             self.close()
             time.sleep(timeout)
+            return False
 
     def close(self) -> None:
         if self.conn is not None:

@@ -74,8 +74,9 @@ class SqliteEventStoreSql:
 class SqliteWaiter:
     """Polling: a projection runner on SQLite looks again after the timeout."""
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
         time.sleep(timeout)
+        return False
 
     def close(self) -> None:
         pass
