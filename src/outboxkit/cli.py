@@ -91,12 +91,25 @@ def migrate(
     inbox: Annotated[
         bool, typer.Option("--inbox", help="Create the consumer's inbox tables (default table inbox) instead.")
     ] = False,
+    event_store: Annotated[
+        bool,
+        typer.Option("--event-store", help="Create the event store's tables (default table events) instead."),
+    ] = False,
 ) -> None:
     """Create or upgrade the outbox schema (idempotent)."""
     from outboxkit.migrate import migrate as run_migrate
     from outboxkit.migrate import migration_sql
 
     settings = _settings(config, db=db, table=table, schema=schema)
+    if event_store:
+        from outboxkit.eventstore.commands import migrate_command
+
+        done = migrate_command(
+            settings.db, table, schema, sql=sql, dialect=dialect, notify=not no_notify, echo=typer.echo
+        )
+        if done:
+            err.print(done)
+        return
     if inbox:
         from outboxkit.inbox.schema import inbox_sql, migrate_inbox
         from outboxkit.stores.base import TableRef
@@ -408,12 +421,15 @@ def demo(
 # Commands that live with their layer (the lab, operations), registered here so that nothing
 # below imports the CLI.
 from outboxkit.capture.cli import capture_app  # noqa: E402
+from outboxkit.eventstore.cli import projections_app, streams_app  # noqa: E402
 from outboxkit.lab.cli import lab_app  # noqa: E402
 from outboxkit.ops.cli import cleanup, dead_letters_app, replay, status  # noqa: E402
 from outboxkit.web.dashboard.cli import dashboard as dashboard_command  # noqa: E402
 
 app.add_typer(lab_app, name="lab")
 app.add_typer(capture_app, name="capture")
+app.add_typer(streams_app, name="streams")
+app.add_typer(projections_app, name="projections")
 app.command()(status)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.command()(replay)

@@ -8,6 +8,7 @@ Driver errors are translated at the adapter boundary; the relay decides on these
     │   ├── NoTransactionError      the connection has no open transaction
     │   ├── EncodingError           the payload cannot be encoded (or is too large)
     │   └── InvalidTopicError       the topic is not a valid routing name
+    ├── ConcurrencyError            an event store append met another version of its stream
     ├── SchemaError                 the outbox table is missing or too old
     └── DeliveryError               a publish or a store operation failed
         ├── TransientError          worth retrying: connection lost, timeout, broker busy
@@ -41,6 +42,19 @@ class EncodingError(EmitError):
 
 class InvalidTopicError(EmitError):
     """The topic is not a valid routing name on every supported bus."""
+
+
+class ConcurrencyError(OutboxkitError):
+    """An append to an event stream expected another version than the stream has (optimistic
+    concurrency): another writer appended first. Nothing was written; the caller's transaction is
+    untouched, so it may reload the stream and decide again, or roll back."""
+
+    def __init__(self, stream_id: str, expected: int | str, actual: int | None) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        have = "no stream" if actual is None else f"version {actual}"
+        super().__init__(f"stream {stream_id!r}: expected version {expected}, found {have}")
 
 
 class SchemaError(OutboxkitError):

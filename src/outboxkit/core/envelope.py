@@ -145,8 +145,9 @@ class OutboxEvent:
 
 
 #: Headers that are also CloudEvents extension attributes (lowercase alphanumeric names, as the
-#: spec requires): the bus bindings put them where each carries attributes.
-EXTENSION_HEADERS = ("operation",)
+#: spec requires): the bus bindings put them where each carries attributes. "streamid" and
+#: "streamversion" are set by the event store (outboxkit.eventstore) on every event it appends.
+EXTENSION_HEADERS = ("operation", "streamid", "streamversion")
 
 
 def format_time(value: datetime | None) -> str:
