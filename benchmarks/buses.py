@@ -11,6 +11,7 @@ For each bus (NATS JetStream, Kafka, Redis Streams, RabbitMQ, MQTT), in turn, on
 3. client ceiling: the bus's own client alone publishing the same N messages (same topic, payload,
    headers, window, confirmations) — the ``run_ceiling`` of ``benchmarks.throughput_<bus>``.
 
+With ``--reps R`` the three are repeated R times back to back per bus and the medians compared.
 The ratio is relay / min(client ceiling, database ceiling): the issue 12 target is >= 0.8 on NATS
 (against the client ceiling) and >= 0.6 on the other buses.
 
@@ -38,6 +39,7 @@ from benchmarks.common import (
     Env,
     bench_env,
     drop_schema,
+    median,
     migrate_outbox,
     new_tag,
     purge_stream,
@@ -206,7 +208,8 @@ async def db_ceiling(env: Env, n: int, *, batch_size: int, timeout: float = 120.
     return {"seconds": elapsed, "events": marked, "events_per_s": marked / elapsed}
 
 
-async def measure_bus(bus: Bus, args: argparse.Namespace) -> dict[str, Any]:
+async def measure_once(bus: Bus, args: argparse.Namespace) -> dict[str, Any]:
+    """One repetition: relay, database ceiling and client ceiling, back to back on the same rows."""
     env = bus.env
     await bus.reset()
     await asyncio.to_thread(prewrite, env, args.events, args.keys, "executemany")
@@ -215,18 +218,36 @@ async def measure_bus(bus: Bus, args: argparse.Namespace) -> dict[str, Any]:
     database = await db_ceiling(env, args.events, batch_size=args.batch_size)
     client = await bus.ceiling(args.events, args.keys, args.window)
     await bus.reset()
-    tighter = "database" if database["events_per_s"] < client["events_per_s"] else "client"
-    bound = min(database["events_per_s"], client["events_per_s"])
-    features = publisher_for(env.broker).features
+    return {"relay": relay, "db_ceiling": database, "client_ceiling": client, "loadavg_1m": os.getloadavg()[0]}
+
+
+async def measure_bus(bus: Bus, args: argparse.Namespace) -> dict[str, Any]:
+    reps = []
+    for rep in range(1, args.reps + 1):
+        r = await measure_once(bus, args)
+        reps.append(r)
+        print(
+            f"    {bus.name} rep {rep}: relay {r['relay']['events_per_s']:,.0f}/s  "
+            f"client {r['client_ceiling']['events_per_s']:,.0f}/s  db {r['db_ceiling']['events_per_s']:,.0f}/s  "
+            f"(load {r['loadavg_1m']:.1f})",
+            flush=True,
+        )
+    # Medians over the repetitions (a loaded machine makes single runs noisy).
+    relay = median([r["relay"]["events_per_s"] for r in reps])
+    client = median([r["client_ceiling"]["events_per_s"] for r in reps])
+    database = median([r["db_ceiling"]["events_per_s"] for r in reps])
+    features = publisher_for(bus.env.broker).features
     return {
         "bus": bus.name,
-        "relay": relay,
-        "db_ceiling": database,
-        "client_ceiling": client,
-        "tighter": tighter,
-        "ratio": relay["events_per_s"] / bound,
-        "ratio_client": relay["events_per_s"] / client["events_per_s"],
-        "ratio_db": relay["events_per_s"] / database["events_per_s"],
+        "reps": reps,
+        "relay_median": relay,
+        "client_median": client,
+        "db_median": database,
+        "pending_left": max(r["relay"]["pending_left"] for r in reps),
+        "tighter": "database" if database < client else "client",
+        "ratio": relay / min(database, client),
+        "ratio_client": relay / client,
+        "ratio_db": relay / database,
         "target": TARGET.get(bus.name, 0.6),
         "ordered_pipeline": features.ordered_pipeline,
     }
@@ -239,9 +260,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             r = await measure_bus(bus, args)
         results.append(r)
         print(
-            f"  {name:<8} relay {r['relay']['events_per_s']:>8,.0f}/s (left {r['relay']['pending_left']})  "
-            f"client {r['client_ceiling']['events_per_s']:>8,.0f}/s  db {r['db_ceiling']['events_per_s']:>8,.0f}/s  "
-            f"ratio {r['ratio']:.2f} vs {r['tighter']}  (load {os.getloadavg()[0]:.1f})",
+            f"  {name:<8} relay {r['relay_median']:>8,.0f}/s (left {r['pending_left']})  "
+            f"client {r['client_median']:>8,.0f}/s  db {r['db_median']:>8,.0f}/s  "
+            f"ratio {r['ratio']:.2f} vs {r['tighter']}  (medians of {args.reps})",
             flush=True,
         )
     return {"params": {k: v for k, v in vars(args).items() if k not in ("amqp",)}, "results": results}
@@ -266,6 +287,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_bus_args(parser)
     parser.add_argument("--keys", type=int, default=1_000)
+    parser.add_argument("--reps", type=int, default=1, help="repetitions per bus; medians are reported")
     args = parser.parse_args()
     t0 = time.perf_counter()
     result = asyncio.run(main_async(args))
@@ -273,9 +295,9 @@ def main() -> None:
     rows = [
         [
             r["bus"],
-            r["relay"]["events_per_s"],
-            r["client_ceiling"]["events_per_s"],
-            r["db_ceiling"]["events_per_s"],
+            r["relay_median"],
+            r["client_median"],
+            r["db_median"],
             round(r["ratio_client"], 2),
             round(r["ratio_db"], 2),
             round(r["ratio"], 2),
