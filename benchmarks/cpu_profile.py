@@ -115,7 +115,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         results.append({"bus": name, "plain": plain, "profiled": profiled, "areas": areas, "top": top})
         print(
             f"\n{name}: {plain['events_per_s']:,.0f} ev/s unprofiled, {per_event:.0f} µs CPU/event "
-            f"(profiled run {profiled['events_per_s']:,.0f} ev/s; load {os.getloadavg()[0]:.1f})"
+            f"(profiled run {profiled['events_per_s']:,.0f} ev/s, {profiled['failed_attempts']} failed attempts "
+            f"re-sent: the profiler's slowdown can time publishes out; load {os.getloadavg()[0]:.1f})"
         )
         print(
             table(["area", "share %", "µs/event"], [[a, 100 * v["share"], v["us_per_event"]] for a, v in areas.items()])
