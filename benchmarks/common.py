@@ -212,7 +212,35 @@ def machine() -> dict[str, Any]:
         import nats
 
         info["nats_py"] = nats.__version__ if hasattr(nats, "__version__") else "?"
+    info["packages"] = package_versions()
     return info
+
+
+#: Distributions whose versions a result file records (the project and every client it drives).
+PACKAGES = (
+    "outboxkit",
+    "psycopg",
+    "psycopg-binary",
+    "nats-py",
+    "confluent-kafka",
+    "redis",
+    "aio-pika",
+    "aiormq",
+    "paho-mqtt",
+    "aiomqtt",
+    "asyncmy",
+    "PyMySQL",
+)
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):
+            found[name] = version(name)
+    return found
 
 
 def write_results(name: str, data: dict[str, Any], *, disabled: bool = False) -> Path | None:
