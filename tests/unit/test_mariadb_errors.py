@@ -3,6 +3,8 @@ raise the same codes from two exception hierarchies)."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import asyncmy.errors
 import pymysql.err
 import pytest
@@ -59,3 +61,19 @@ def test_registry_routes_by_url_and_never_leaks_the_password() -> None:
     ours = translate_db_error("mysql://app:hunter2@db:3306/app", exc)
     assert isinstance(ours, UnavailableError)
     assert "hunter2" not in str(ours)
+
+
+def test_a_second_copy_of_pymysql_err_is_still_recognised() -> None:
+    # Django on PyMySQL (`pymysql.install_as_MySQLdb()`) loads PyMySQL's err.py a second time as
+    # MySQLdb.err; its classes are other objects than pymysql.err's, with the same names.
+    spec = importlib.util.spec_from_file_location("pymysql.err", pymysql.err.__file__)
+    assert spec is not None and spec.loader is not None
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)  # not registered in sys.modules: a copy beside the real one
+    exc = copy.OperationalError(2003, "Can't connect to MySQL server")
+    assert not isinstance(exc, pymysql.err.OperationalError)
+    assert isinstance(translate(exc, "x"), UnavailableError)
+    assert isinstance(translate(copy.IntegrityError(1062, "Duplicate entry"), "x"), TransientError)
+    # ... and under the name Django's import gives it
+    renamed = type("OperationalError", (Exception,), {"__module__": "MySQLdb.err"})
+    assert isinstance(translate(renamed(2013, "Lost connection"), "x"), UnavailableError)

@@ -10,7 +10,6 @@ a socket.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -83,16 +82,20 @@ def error_code(exc: BaseException) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
+_DRIVER_MODULES = frozenset({"pymysql.err", "MySQLdb.err", "asyncmy.errors"})
+_DRIVER_CLASSES = frozenset({"ProgrammingError", "OperationalError", "InterfaceError", "InternalError", "Error"})
+
+
 def driver_error(exc: BaseException) -> str | None:
-    """The DB-API class name of a PyMySQL or asyncmy exception (two hierarchies, one meaning)."""
-    for module in ("pymysql.err", "asyncmy.errors"):
-        mod = sys.modules.get(module)
-        if mod is None:
-            continue
-        for name in ("ProgrammingError", "OperationalError", "InterfaceError", "InternalError", "Error"):
-            cls = getattr(mod, name, None)
-            if isinstance(cls, type) and isinstance(exc, cls):
-                return name
+    """The DB-API class name of a PyMySQL or asyncmy exception (two hierarchies, one meaning).
+
+    Matched by module and name along the class's MRO rather than by ``isinstance`` against the
+    imported classes: with ``pymysql.install_as_MySQLdb()`` (Django on PyMySQL) importing
+    ``MySQLdb.converters`` loads a second copy of PyMySQL's ``err`` module as ``MySQLdb.err``, whose
+    classes are not the ones ``pymysql.err`` holds."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _DRIVER_CLASSES and cls.__module__ in _DRIVER_MODULES:
+            return cls.__name__
     return None
 
 
