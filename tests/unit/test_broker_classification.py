@@ -244,6 +244,16 @@ def test_nats_consumer_table(exc: Exception, kind: type[DeliveryError]) -> None:
     assert type(_errors.for_consumer(nats_bus._consumer_error(exc))) is kind
 
 
+def test_nats_plain_asyncio_timeout_is_in_the_tables(caplog: pytest.LogCaptureFixture) -> None:
+    # nats-py's fetch() raises the plain asyncio TimeoutError when its deadline passes between its
+    # own steps; it is "no answer in time", not an unknown error to warn about.
+    with caplog.at_level(logging.WARNING):
+        assert type(_errors.for_consumer(nats_bus._consumer_error(TimeoutError()))) is TransientError
+        assert type(nats_bus.translate(TimeoutError(), event())) is TransientError
+        assert type(nats_bus.translate(TimeoutError(), event(), down())) is UnavailableError
+    assert not [r for r in caplog.records if "error table" in r.getMessage()]
+
+
 def _reply(data: str, headers: dict[str, str] | None = None) -> Msg:
     return Msg(_client=None, subject="_INBOX.x.1", data=data.encode(), headers=headers)  # type: ignore[arg-type]
 

@@ -101,7 +101,9 @@ class NatsConsumer:
         with consumer_errors(_consumer_error):
             try:
                 msgs = await self._sub.fetch(max_messages, timeout=timeout)
-            except nats.errors.TimeoutError:
+            except TimeoutError:
+                # nats.errors.TimeoutError, or the plain asyncio one nats-py raises when the
+                # deadline passes before its lingering pull is sent (a slow loop): both mean "none".
                 if self._outage.is_down:
                     raise self._outage.unavailable("NATS fetch timed out") from None
                 return []

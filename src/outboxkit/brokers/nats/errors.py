@@ -86,6 +86,9 @@ JS_CODES: dict[int, type[DeliveryError]] = {
 CONSUMER_ERRORS: tuple[Row, ...] = (
     *(row for row in PUBLISH_ERRORS if row[1] is UnavailableError),
     (nats.errors.TimeoutError, TransientError),
+    # nats-py also lets the plain asyncio TimeoutError out of fetch() when its deadline passes
+    # between two of its own steps (a busy loop): the same meaning, no answer in time.
+    (TimeoutError, TransientError),
     (nats.js.errors.APIError, TransientError),
 )
 
@@ -111,7 +114,7 @@ def translate(exc: BaseException, event: OutboxEvent, outage: Outage | None = No
     what = f"{event.id} to {subject!r}"
     if isinstance(exc, nats.js.errors.APIError):
         return _api_error(exc, what, subject)
-    if isinstance(exc, nats.errors.TimeoutError):
+    if isinstance(exc, TimeoutError):  # nats.errors.TimeoutError is one; nats-py raises both
         message = f"NATS timed out publishing {what}"
         return timed_out(outage, message) if outage is not None else TransientError(message)
     kind = classify(exc, PUBLISH_ERRORS)
