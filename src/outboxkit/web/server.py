@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 
 from outboxkit.relay.loop import Relay, RelayStats
 from outboxkit.relay.process import serve
+from outboxkit.relay.tail import TailRelay
 from outboxkit.stores.base import OutboxStore
 from outboxkit.web.metrics import Backlog, RelayMetrics
 
@@ -206,7 +207,7 @@ def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
 
 
 async def serve_relay(
-    relay: Relay,
+    relay: Relay | TailRelay,
     metrics: RelayMetrics,
     *,
     db: str,
