@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -31,6 +32,7 @@ from dataclasses import replace
 from outboxkit.brokers.base import Publisher
 from outboxkit.core.backoff import backoff_delay
 from outboxkit.core.envelope import OutboxEvent
+from outboxkit.core.logfmt import LIFE_LOGGER
 from outboxkit.core.ordering import KeyedDispatcher
 from outboxkit.core.retry import Outcome, classify, judge
 from outboxkit.errors import ConfigurationError, DeliveryError, PermanentError, SchemaError, UnavailableError
@@ -41,6 +43,8 @@ from outboxkit.stores.postgres.wal import PostgresWalReader, slot_name
 from outboxkit.stores.postgres.walevents import Decoder, Item, Transaction
 
 log = logging.getLogger("outboxkit.relay")
+# Holding or waiting for the slot is shown at the default level, like the start line.
+life_log = logging.getLogger(LIFE_LOGGER)
 
 
 class TailRelay:
@@ -139,10 +143,10 @@ class TailRelay:
                 if waited:
                     self.stats.handovers += 1
                     self.observer.handover(1)
-                log.info("relay holds slot %s", reader.slot)
+                life_log.info("relay holds slot %s%s", reader.slot, " (took over)" if waited else "")
                 return True
             if not waited:
-                log.info("slot %s is read by another relay; standing by", reader.slot)
+                life_log.info("slot %s is read by another relay; standing by", reader.slot)
                 waited = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), min(1.0, reader.takeover / 4))
@@ -187,7 +191,16 @@ class TailRelay:
                 ready.append(item.event)
         dispatcher = KeyedDispatcher(ready)
         delivered: list[int] = []
-        flying: dict[asyncio.Future[None], tuple[OutboxEvent, float]] = {}
+        flying = 0
+        # Outcomes arrive through done-callbacks (one per publish), not asyncio.wait over every
+        # future in flight: that would be quadratic in the window.
+        outcomes: list[tuple[OutboxEvent, float, asyncio.Future[None]]] = []
+        arrived = asyncio.Event()
+
+        def on_done(future: asyncio.Future[None], event: OutboxEvent, sent: float) -> None:
+            outcomes.append((event, sent, future))
+            arrived.set()
+
         retry_at: list[tuple[float, OutboxEvent, list[OutboxEvent]]] = []
         while not dispatcher.finished() or retry_at:
             if stop.is_set() and not flying:
@@ -196,24 +209,30 @@ class TailRelay:
             for entry in [r for r in retry_at if r[0] <= now]:
                 retry_at.remove(entry)
                 dispatcher.add([entry[1], *entry[2]])
-            room = 0 if stop.is_set() else max(0, self.config.window - len(flying))
+            room = 0 if stop.is_set() else max(0, self.config.window - flying)
             for event in dispatcher.take(room):
                 if not reader.trusted():
                     # Paused past the point where the lock is surely ours: another relay may hold
                     # the slot now. Publish nothing more; the session is rebuilt.
                     raise UnavailableError(f"slot {reader.slot}: lock not confirmed for {reader.takeover / 2:.1f}s")
-                flying[await publisher.publish(event)] = (event, time.monotonic())
+                future = await publisher.publish(event)
+                future.add_done_callback(functools.partial(on_done, event=event, sent=time.monotonic()))
+                flying += 1
             if not flying:
                 wake = min((r[0] for r in retry_at), default=now + 0.1)
                 await asyncio.sleep(max(0.001, min(wake - now, reader.takeover / 4)))
                 await reader.ping()
                 continue
-            done, _ = await asyncio.wait(flying, timeout=reader.takeover / 4, return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                await reader.ping()  # keeps the session (and the lock) alive while the broker is slow
-                continue
-            for future in done:
-                event, sent = flying.pop(future)
+            if not outcomes:
+                try:
+                    await asyncio.wait_for(arrived.wait(), reader.takeover / 4)
+                except TimeoutError:
+                    await reader.ping()  # keeps the session (and the lock) alive while the broker is slow
+                    continue
+            arrived.clear()
+            done, outcomes[:] = list(outcomes), []
+            for event, sent, future in done:
+                flying -= 1
                 exc = future.exception()
                 if exc is None:
                     dispatcher.confirmed(event)
