@@ -220,6 +220,8 @@ def relay(
         hold_dead_keys=settings.hold_dead_keys,
         observer=metrics,
     )
+    if hasattr(relay_, "slot_lag"):
+        metrics.slot_lag = relay_.slot_lag
     stats = asyncio.run(
         serve_relay(
             relay_,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import psycopg
@@ -13,6 +15,7 @@ from outboxkit import Outbox
 from outboxkit.relay import RelayConfig
 from outboxkit.relay.tail import TailRelay, build_tail_relay
 from outboxkit.stores.base import TableRef
+from outboxkit.stores.postgres.pgoutput import parse_lsn
 from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, slot_info, slot_name
 from outboxkit.walemit import MessageOutbox
 from tests.conftest import Stream
@@ -103,3 +106,63 @@ async def test_bad_rows_and_messages_become_dead_letters(pg_url: str, wal_ref: T
     assert "bad topic" in rows[0][1] or "topic" in rows[0][1]
     assert rows[1][0] == after_bad and "held" in rows[1][1]
     assert "message cannot be published" in rows[2][1]
+
+
+async def test_heartbeat_idle_outbox_beside_a_busy_table_retains_no_wal(
+    pg_url: str, wal_ref: TableRef, nats_stream: Stream
+) -> None:
+    """H4: nothing is emitted while another table is busy; the slot still follows the server's
+    position (a peek bounded by the flush position that came back whole moves the slot there)."""
+    relay = tail_relay(pg_url, nats_stream.url, wal_ref)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            busy = f'"{wal_ref.schema}".busy'
+            conn.execute(f"CREATE TABLE {busy} (id bigint GENERATED ALWAYS AS IDENTITY, pad text)".encode())
+            for _ in range(50):
+                conn.execute(f"INSERT INTO {busy} (pad) SELECT repeat('x', 200) FROM generate_series(1, 500)".encode())
+            after = conn.execute(b"SELECT pg_current_wal_lsn()::text").fetchone()
+        assert after is not None
+        info = slot_info(pg_url, slot_name(wal_ref))
+        for _ in range(100):
+            info = slot_info(pg_url, slot_name(wal_ref))
+            if info.confirmed_lsn is not None and parse_lsn(info.confirmed_lsn) >= parse_lsn(after[0]):
+                break
+            await asyncio.sleep(0.05)
+        assert info.confirmed_lsn is not None and parse_lsn(info.confirmed_lsn) >= parse_lsn(after[0]), info
+        assert relay.stats.published == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "outboxkit", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cli_migrate_sql_slot_status_and_drop(pg_url: str, pg_ref: TableRef) -> None:
+    sql = cli("migrate", "--sql", "--dialect", "postgresql", "--capture", "wal")
+    assert sql.returncode == 0, sql.stderr
+    assert 'CREATE PUBLICATION "outboxkit_outbox"' in sql.stdout
+    assert "pg_create_logical_replication_slot('outboxkit_outbox', 'pgoutput')" in sql.stdout
+    schema = pg_ref.schema or ""
+    made = cli("migrate", "--db", pg_url, "--schema", schema, "--capture", "wal")
+    assert made.returncode == 0, made.stderr
+    try:
+        status = cli("slot", "status", "--db", pg_url, "--schema", schema)
+        assert status.returncode == 0, status.stderr
+        assert f"slot {slot_name(pg_ref)}: confirmed" in status.stdout and "lag" in status.stdout
+        assert ("max_slot_wal_keep_size is unlimited" in status.stderr) == (
+            slot_info(pg_url, slot_name(pg_ref)).max_slot_wal_keep_size_mb < 0
+        )
+        refused = cli("slot", "drop", "--db", pg_url, "--schema", schema)
+        assert refused.returncode == 2 and "--yes" in refused.stderr
+    finally:
+        dropped = cli("slot", "drop", "--db", pg_url, "--schema", schema, "--yes")
+    assert dropped.returncode == 0 and "dropped" in dropped.stdout
+    assert not slot_info(pg_url, slot_name(pg_ref)).exists
+    wrong = cli("relay", "--db", "sqlite:///x.db", "--broker", "nats://127.0.0.1:4222", "--capture", "wal")
+    assert wrong.returncode == 2 and "needs PostgreSQL" in wrong.stderr
+    missing = cli("relay", "--db", pg_url, "--schema", schema, "--broker", "nats://127.0.0.1:4222", "--capture", "wal")
+    assert missing.returncode != 0 and "migrate --capture wal" in missing.stderr

@@ -73,7 +73,9 @@ class TailRelay:
         self.hold_dead_keys = hold_dead_keys
         self.stats = RelayStats()
         self.active = False  # holds the slot's lock now
-        self.lag_seconds = 0.0  # commit -> confirmation of the last transaction done
+        self.lag_seconds: float | None = None  # age of the last transaction done while behind; 0 caught up
+        self.lag_bytes: int | None = None  # WAL the slot retains (server position - confirmed), H4
+        self._lag_checked = 0.0
         self._rng = random.Random()
 
     async def start(self) -> tuple[PostgresWalReader, Publisher]:
@@ -144,6 +146,12 @@ class TailRelay:
                     self.stats.handovers += 1
                     self.observer.handover(1)
                 life_log.info("relay holds slot %s%s", reader.slot, " (took over)" if waited else "")
+                if await reader.wal_keep_unlimited():
+                    log.warning(
+                        "max_slot_wal_keep_size is unlimited (-1): if this relay stalls, PostgreSQL keeps WAL "
+                        "for slot %s until the disk is full (H4); set a limit, see docs/log-tailing.md",
+                        reader.slot,
+                    )
                 return True
             if not waited:
                 life_log.info("slot %s is read by another relay; standing by", reader.slot)
@@ -164,6 +172,11 @@ class TailRelay:
             target = upto if whole else transactions[-1].end_lsn if transactions else reader.confirmed
             await reader.advance(target)
             self.stats.batches += 1
+            if whole:
+                self.lag_seconds = 0.0
+            if time.monotonic() - self._lag_checked > 5.0:
+                self._lag_checked = time.monotonic()
+                self.lag_bytes = await reader.lag_bytes()
             if whole:
                 with contextlib.suppress(TimeoutError):
                     # Busy: peek again soon; idle: a quarter of the poll interval (the table relay's
@@ -267,6 +280,10 @@ class TailRelay:
         if last is not None:
             self.lag_seconds = max(0.0, time.time() - last.timestamp())
         return True
+
+    def slot_lag(self) -> tuple[int | None, float | None]:
+        """(bytes, seconds) behind, for ``/metrics`` (``RelayMetrics.slot_lag``)."""
+        return self.lag_bytes, self.lag_seconds
 
     async def _dead(self, reader: PostgresWalReader, item: Item, reason: str, attempts: int, held: set[str]) -> None:
         event = item.event

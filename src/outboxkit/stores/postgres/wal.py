@@ -100,6 +100,7 @@ _PEEK = (
 )
 _ADVANCE = "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)"
 _CONFIRMED = "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s"
+_LAG = "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = %s"
 _SLOT_INFO = """SELECT s.active_pid, s.confirmed_flush_lsn::text,
        (pg_current_wal_lsn() - s.confirmed_flush_lsn)::bigint, s.wal_status, s.safe_wal_size,
        current_setting('max_slot_wal_keep_size')
@@ -193,6 +194,14 @@ class PostgresWalReader:
             return
         await self._query(_ADVANCE, [self.slot, format_lsn(lsn)])
         self.confirmed = lsn
+
+    async def lag_bytes(self) -> int | None:
+        rows = await self._query(_LAG, [self.slot])
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def wal_keep_unlimited(self) -> bool:
+        rows = await self._query("SELECT current_setting('max_slot_wal_keep_size')")
+        return _megabytes(str(rows[0][0])) < 0
 
     async def mark_delivered(self, seqs: Sequence[int]) -> None:
         if seqs:
