@@ -156,6 +156,9 @@ def test_cli_migrate_sql_slot_status_and_drop(pg_url: str, pg_ref: TableRef) -> 
         assert ("max_slot_wal_keep_size is unlimited" in status.stderr) == (
             slot_info(pg_url, slot_name(pg_ref)).max_slot_wal_keep_size_mb < 0
         )
+        overall = cli("status", "--db", pg_url, "--schema", schema)
+        assert overall.returncode == 0, overall.stderr
+        assert f"log tailing (relay --capture wal): slot {slot_name(pg_ref)} lag" in overall.stdout
         refused = cli("slot", "drop", "--db", pg_url, "--schema", schema)
         assert refused.returncode == 2 and "--yes" in refused.stderr
     finally:

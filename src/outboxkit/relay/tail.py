@@ -179,9 +179,10 @@ class TailRelay:
                 self.lag_bytes = await reader.lag_bytes()
             if whole:
                 with contextlib.suppress(TimeoutError):
-                    # Busy: peek again soon; idle: a quarter of the poll interval (the table relay's
-                    # latency without NOTIFY is a whole one).
-                    pause = self.config.poll_interval / (20 if transactions else 4)
+                    # Caught up: peek again after a twentieth of the poll interval (50 ms by default).
+                    # An empty peek costs about a millisecond, and there is no NOTIFY for table-less
+                    # events to wake up on.
+                    pause = self.config.poll_interval / 20
                     await asyncio.wait_for(stop.wait(), pause)
 
     async def _publish(
