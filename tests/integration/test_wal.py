@@ -169,3 +169,44 @@ def test_cli_migrate_sql_slot_status_and_drop(pg_url: str, pg_ref: TableRef) -> 
     assert wrong.returncode == 2 and "needs PostgreSQL" in wrong.stderr
     missing = cli("relay", "--db", pg_url, "--schema", schema, "--broker", "nats://127.0.0.1:4222", "--capture", "wal")
     assert missing.returncode != 0 and "migrate --capture wal" in missing.stderr
+
+
+async def test_g3_unconfirmed_events_hold_the_slot_until_the_broker_confirms(
+    pg_url: str, wal_ref: TableRef, nats_stream: Stream
+) -> None:
+    """No stream captures the subject: no PubAck, the event is retried (its key waits) and the slot
+    does not move past it; once a stream exists it is delivered, and only then the slot moves."""
+    from outboxkit.brokers.nats import connect, ensure_stream
+
+    unrouted = f"{nats_stream.prefix}_late.orders"
+    outbox = Outbox(table=wal_ref.table, schema=wal_ref.schema)
+    with psycopg.connect(pg_url, autocommit=True) as conn, conn.transaction():
+        event_id = outbox.emit(conn, unrouted, {"i": 1}, key="k")
+    before = slot_info(pg_url, slot_name(wal_ref)).confirmed_lsn
+    relay = tail_relay(pg_url, nats_stream.url, wal_ref, max_attempts=1000)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            while relay.stats.failed_attempts < 2:
+                await asyncio.sleep(0.05)
+        assert relay.stats.published == 0
+        assert slot_info(pg_url, slot_name(wal_ref)).confirmed_lsn == before
+        assert pending(pg_url, wal_ref) == 1
+        nc = await connect(nats_stream.url)
+        try:
+            await ensure_stream(nc, f"{nats_stream.name}_LATE", [f"{nats_stream.prefix}_late.>"])
+            async with asyncio.timeout(30):
+                while relay.stats.published < 1:
+                    await asyncio.sleep(0.05)
+            got = await read_all(nats_stream.url, f"{nats_stream.name}_LATE", expect=1)
+            assert [m.event_id for m in got] == [event_id]
+        finally:
+            await nc.jetstream().delete_stream(f"{nats_stream.name}_LATE")
+            await nc.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    after = slot_info(pg_url, slot_name(wal_ref)).confirmed_lsn
+    assert after is not None and before is not None and parse_lsn(after) > parse_lsn(before)
+    assert pending(pg_url, wal_ref) == 0
