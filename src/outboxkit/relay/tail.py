@@ -162,6 +162,8 @@ class TailRelay:
 
     async def _serve(self, reader: PostgresWalReader, publisher: Publisher, stop: asyncio.Event) -> None:
         decoder = self.decoder_factory()
+        idle = 0  # empty peeks in a row: the pause between peeks doubles with it
+        advanced = time.monotonic()
         while not stop.is_set():
             messages, upto = await reader.peek(self.config.batch_size)
             transactions = decoder.transactions(messages)
@@ -169,21 +171,26 @@ class TailRelay:
             if transactions and not await self._publish(reader, publisher, transactions, stop):
                 return  # SIGTERM mid-batch: confirmed rows are marked, the slot stays; re-read later
             # Whole: every commit before ``upto`` was seen (the heartbeat); else up to the last one.
-            target = upto if whole else transactions[-1].end_lsn if transactions else reader.confirmed
-            await reader.advance(target)
+            # An empty round moves the slot at most once a second: that is heartbeat enough, and an
+            # advance decodes the WAL it passes once more.
+            if transactions or (whole and time.monotonic() - advanced >= 1.0):
+                await reader.advance(upto if whole else transactions[-1].end_lsn)
+                advanced = time.monotonic()
             self.stats.batches += 1
             if whole:
                 self.lag_seconds = 0.0
             if time.monotonic() - self._lag_checked > 5.0:
                 self._lag_checked = time.monotonic()
                 self.lag_bytes = await reader.lag_bytes()
-            if whole:
-                with contextlib.suppress(TimeoutError):
-                    # Caught up: peek again after a twentieth of the poll interval (50 ms by default).
-                    # An empty peek costs about a millisecond, and there is no NOTIFY for table-less
-                    # events to wake up on.
-                    pause = self.config.poll_interval / 20
-                    await asyncio.wait_for(stop.wait(), pause)
+            if not whole:
+                continue
+            # Caught up: peek again soon after traffic (2 ms), backing off to a twentieth of the poll
+            # interval (50 ms by default) while idle. There is no NOTIFY for table-less events to
+            # wake up on, and an empty peek costs about a millisecond.
+            idle = 0 if transactions else min(idle + 1, 16)
+            pause = min(self.config.poll_interval / 20, 0.002 * 2**idle)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
 
     async def _publish(
         self, reader: PostgresWalReader, publisher: Publisher, transactions: list[Transaction], stop: asyncio.Event
