@@ -295,9 +295,8 @@ class TailRelay:
 
     async def _dead(self, reader: PostgresWalReader, item: Item, reason: str, attempts: int, held: set[str]) -> None:
         event = item.event
-        if item.row_seq is not None:
-            await reader.dead_row(item.row_seq, reason, attempts)
-        else:
+        if item.row_seq is None or not await reader.dead_row(item.row_seq, reason, attempts):
+            # A table-less event, or a row its writer deleted: the dead letter gets a row of its own.
             await reader.dead_message(
                 id=event.id,
                 topic=event.topic,

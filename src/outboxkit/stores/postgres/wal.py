@@ -120,7 +120,9 @@ class PostgresWalReader:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         t = ref.qualified
         self._mark = f"UPDATE {t} SET delivered_at = now() WHERE seq = ANY(%s) AND delivered_at IS NULL"
-        self._dead_row = f"UPDATE {t} SET dead_at = now(), last_error = %s, attempts = attempts + %s WHERE seq = %s"
+        self._dead_row = (
+            f"UPDATE {t} SET dead_at = now(), last_error = %s, attempts = attempts + %s WHERE seq = %s RETURNING seq"
+        )
         # A table-less event that became a dead letter gets a row, so `dead-letters` lists it; the
         # publication ignores it (dead_at is set, and the relay skips such inserts).
         self._dead_message = (
@@ -213,8 +215,9 @@ class PostgresWalReader:
             return set()
         return {r[0] for r in await self._query(self._held, [list(keys)])}
 
-    async def dead_row(self, seq: int, error: str, attempts: int) -> None:
-        await self._query(self._dead_row, [storable(error), attempts, seq])
+    async def dead_row(self, seq: int, error: str, attempts: int) -> bool:
+        """Mark the row dead; False when the row is gone (its writer deleted it in its transaction)."""
+        return bool(await self._query(self._dead_row, [storable(error), attempts, seq]))
 
     async def dead_message(
         self,
