@@ -24,14 +24,14 @@ from outboxkit.errors import EmitError
 
 # Transactional (true): decoded only if the transaction commits, at its place in commit order.
 _SQL = {
-    "format": f"SELECT pg_logical_emit_message(true, '{walmessage.PREFIX}', %s::bytea)",
-    "named": f"SELECT pg_logical_emit_message(true, '{walmessage.PREFIX}', CAST(:content AS bytea))",
+    "format": "SELECT pg_logical_emit_message(true, %s, %s::bytea)",
+    "named": "SELECT pg_logical_emit_message(true, :prefix, CAST(:content AS bytea))",
 }
 
 
 class _MessageRow(_Row):
     def ordered(self) -> tuple[Any, ...]:
-        return (self.params["content"],)
+        return (self.params["prefix"], self.params["content"])
 
 
 class MessageOutbox(Outbox):
@@ -53,7 +53,9 @@ class MessageOutbox(Outbox):
             headers=json.loads(p["headers"]),
             time=datetime.now(UTC),
         )
-        return _MessageRow(row.id, {"content": content})
+        return _MessageRow(
+            row.id, {"prefix": walmessage.prefix_for(self.ref.table, self.ref.schema), "content": content}
+        )
 
     def _insert_sql(self, dialect: str, paramstyle: str) -> str:
         if dialect != "postgresql":

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from outboxkit import Outbox
+from outboxkit.core.walmessage import prefix_for
 from outboxkit.relay import RelayConfig
 from outboxkit.relay.tail import TailRelay, build_tail_relay
 from outboxkit.stores.base import TableRef
@@ -65,6 +66,8 @@ async def test_commit_order_rollbacks_and_messages(pg_url: str, wal_ref: TableRe
             order.append(outbox.emit(conn, topic, {"n": i}, key="k"))
             order.append(messages.emit(conn, topic, {"m": i}, key="k", headers={"h": "v"}))
             conn.execute("COMMIT")
+        with conn.transaction():  # another outbox of the same database: its relay's business, not ours
+            foreign = MessageOutbox(table="outbox", schema=f"{wal_ref.schema}_other").emit(conn, topic, {}, key="k")
         conn.execute("BEGIN")
         rolled = [outbox.emit(conn, topic, {"n": "x"}, key="k"), messages.emit(conn, topic, {"m": "x"}, key="k")]
         conn.execute("ROLLBACK")
@@ -74,7 +77,7 @@ async def test_commit_order_rollbacks_and_messages(pg_url: str, wal_ref: TableRe
     await relay_until(relay, lambda: relay.stats.published >= len(order))
     got = await read_all(nats_stream.url, nats_stream.name, expect=len(order))
     assert [m.event_id for m in got] == order
-    assert not {m.event_id for m in got} & set(rolled)
+    assert not {m.event_id for m in got} & {*rolled, foreign}
     assert json.loads(got[1].payload) == {"m": 0} and got[1].headers.get("h") == "v" and got[1].key == "k"
     assert pending(pg_url, wal_ref) == 0
     info = slot_info(pg_url, slot_name(wal_ref))
@@ -90,7 +93,8 @@ async def test_bad_rows_and_messages_become_dead_letters(pg_url: str, wal_ref: T
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f"INSERT INTO {t} (topic, key, payload) VALUES ('bad topic!', 'bad', '\\x00')".encode())
         conn.execute(
-            "SELECT pg_logical_emit_message(true, 'outboxkit', convert_to('{\"v\":1,\"topic\":\"x\"}', 'UTF8'))"
+            'SELECT pg_logical_emit_message(true, %s, convert_to(\'{"v":1,"topic":"x"}\', \'UTF8\'))',
+            [prefix_for(wal_ref.table, wal_ref.schema)],
         )
         with conn.transaction():
             after_bad = outbox.emit(conn, topic, {"i": 1}, key="bad")

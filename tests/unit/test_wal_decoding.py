@@ -44,7 +44,7 @@ def insert(relid: int, values: tuple[str | None, ...]) -> bytes:
     return out
 
 
-def message(content: bytes, prefix: str = "outboxkit", transactional: bool = True) -> bytes:
+def message(content: bytes, prefix: str = "outboxkit:s.outbox", transactional: bool = True) -> bytes:
     return (
         b"M"
         + struct.pack("!bq", int(transactional), 5)
@@ -82,14 +82,14 @@ def test_transactions_in_log_order_rows_and_messages() -> None:
     content = walmessage.encode(id="m-1", topic="orders.created", payload=b"{}", key="k", headers={"a": "b"})
     stream = [
         begin(1), relation(9, "s", "outbox"), insert(9, row(2)), message(content), commit(200),
-        begin(2), relation(8, "s", "other"), insert(8, row(3)), message(b"x", prefix="someone-else"), commit(300),
+        begin(2), relation(8, "s", "other"), insert(8, row(3)), message(content, prefix="outboxkit"), commit(300),
         begin(3), insert(9, row(1)), insert(9, row(4, dead="2026-12-07")), message(content, transactional=False),
         commit(400),
     ]  # fmt: skip
     txs = decoder.transactions(stream)
     assert [t.end_lsn for t in txs] == [200, 300, 400]
     assert [(i.row_seq, i.event.id) for i in txs[0].items] == [(2, row(2)[1]), (None, "m-1")]
-    assert txs[1].items == []  # another table, another prefix
+    assert txs[1].items == []  # another table; another outbox's messages (the default one's prefix)
     assert [i.row_seq for i in txs[2].items] == [1]  # a dead letter the relay wrote is skipped
     first = txs[0].items[0].event
     assert first.payload == b"{}" and first.headers == {"h": "v"} and first.defect is None
@@ -125,3 +125,9 @@ def test_malformed_messages_have_defects() -> None:
     for content in (b"no newline", b"[1]\n", b'{"v":2,"id":"a","topic":"t"}\n', b'{"id":"a"}\nx', b"{bad\nx"):
         event = walmessage.decode(1, content)
         assert event.defect is not None and event.defect.startswith("message cannot be published"), content
+
+
+def test_each_outbox_has_its_own_message_prefix() -> None:
+    assert walmessage.prefix_for() == "outboxkit"
+    assert walmessage.prefix_for("outbox", "sales") == "outboxkit:sales.outbox"
+    assert walmessage.prefix_for("events") == "outboxkit:events"

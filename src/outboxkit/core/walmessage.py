@@ -1,9 +1,10 @@
 """The table-less event format: one ``pg_logical_emit_message`` per event (a stable, public contract).
 
-An event written with ``pg_logical_emit_message(true, 'outboxkit', content)`` lives only in the
+An event written with ``pg_logical_emit_message(true, prefix, content)`` lives only in the
 write-ahead log: no row, no index, no vacuum (H3, queue-table bloat). Being transactional (``true``),
 it is decoded only if the writer's transaction commits (G2), at that transaction's place in commit
-order. ``content`` is::
+order. ``prefix`` names the outbox (:func:`prefix_for`: ``outboxkit`` for the default one), and
+``content`` is::
 
     <attributes as one line of UTF-8 JSON> 0x0A <payload bytes>
 
@@ -33,6 +34,16 @@ from outboxkit.core.rows import event_from_row
 
 PREFIX = "outboxkit"
 VERSION = 1
+
+
+def prefix_for(table: str = "outbox", schema: str | None = None) -> str:
+    """The message prefix of one outbox. Logical messages are database-wide (every slot of the
+    database sees them all), so the prefix names the outbox: ``outboxkit`` for the default table
+    ``outbox`` without a schema, else ``outboxkit:<schema>.<table>`` (``outboxkit:<table>``
+    without a schema). A relay publishes only its own outbox's messages."""
+    if table == "outbox" and schema is None:
+        return PREFIX
+    return f"{PREFIX}:{schema + '.' if schema else ''}{table}"
 
 
 def encode(

@@ -41,9 +41,9 @@ class Decoder:
     """Turns pgoutput messages into transactions of events. One per relay session (it remembers
     relations, and numbers events so that ``seq`` keeps growing across peeks)."""
 
-    def __init__(self, ref: TableRef, prefix: str = walmessage.PREFIX) -> None:
+    def __init__(self, ref: TableRef, prefix: str | None = None) -> None:
         self.ref = ref
-        self.prefix = prefix
+        self.prefix = prefix or walmessage.prefix_for(ref.table, ref.schema)
         self.relations: dict[int, Relation] = {}
         self.counter = 0
 
