@@ -362,22 +362,26 @@ class WalMessage(Wal):
     )
 
     def backlog(self, env: Env) -> int:
-        """Table-less events still in the slot (1 while the relay holds the slot for a peek)."""
+        """This outbox's table-less events still in the slot (1 while the relay holds the slot)."""
         import psycopg
 
+        from outboxkit.core.walmessage import prefix_for
+        from outboxkit.stores.postgres.pgoutput import Message, decode
         from outboxkit.stores.postgres.wal import slot_name
 
-        name = slot_name(env.ref)
+        name, prefix = slot_name(env.ref), prefix_for(env.ref.table, env.ref.schema)
         sql = (
-            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL, 'proto_version', '1',"
+            "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL, 'proto_version', '1',"
             " 'publication_names', %s, 'messages', 'true') WHERE substr(data, 1, 1) = 'M'::bytea"
         )
         try:
             with psycopg.connect(env.db, autocommit=True) as conn:
-                row = conn.execute(sql.encode(), [name, name]).fetchone()
+                rows = conn.execute(sql.encode(), [name, name]).fetchall()
         except psycopg.Error:
             return 1
-        return int(row[0]) if row else 0
+        return sum(
+            1 for (data,) in rows if (m := decode(bytes(data))) and isinstance(m, Message) and m.prefix == prefix
+        )
 
     async def write(self, ctx: WriteContext, txn: Txn) -> None:
         from outboxkit.walemit import MessageOutbox
