@@ -164,10 +164,14 @@ class TailRelay:
         decoder = self.decoder_factory()
         idle = 0  # empty peeks in a row: the pause between peeks doubles with it
         advanced = time.monotonic()
+        # A change is a row of the peek: a one-event transaction is three (begin, event, commit), so
+        # three per batch_size event makes a round of about batch_size one-event transactions
+        # (measured: 2-3x the rate of a round of batch_size changes, docs/performance.md).
+        limit = 3 * self.config.batch_size
         while not stop.is_set():
-            messages, upto = await reader.peek(self.config.batch_size)
+            messages, upto = await reader.peek(limit)
             transactions = decoder.transactions(messages)
-            whole = len(messages) < self.config.batch_size
+            whole = len(messages) < limit
             if transactions and not await self._publish(reader, publisher, transactions, stop):
                 return  # SIGTERM mid-batch: confirmed rows are marked, the slot stays; re-read later
             # Whole: every commit before ``upto`` was seen (the heartbeat); else up to the last one.
