@@ -28,6 +28,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from outboxkit.brokers.base import Publisher
 from outboxkit.core.backoff import backoff_delay
@@ -39,8 +40,10 @@ from outboxkit.errors import ConfigurationError, DeliveryError, PermanentError, 
 from outboxkit.relay.loop import RelayConfig, RelayStats
 from outboxkit.relay.observer import NullObserver, RelayObserver
 from outboxkit.stores.base import OutboxStore, TableRef
-from outboxkit.stores.postgres.wal import PostgresWalReader, slot_name
 from outboxkit.stores.postgres.walevents import Decoder, Item, Transaction
+
+if TYPE_CHECKING:  # psycopg is an extra: a base install imports this module for `relay --help`
+    from outboxkit.stores.postgres.wal import PostgresWalReader
 
 log = logging.getLogger("outboxkit.relay")
 # Holding or waiting for the slot is shown at the default level, like the start line.
@@ -333,6 +336,7 @@ def build_tail_relay(
 ) -> TailRelay:
     """A relay reading the outbox's replication slot (``outboxkit migrate --capture wal`` made it)."""
     from outboxkit.brokers.registry import publisher_for
+    from outboxkit.stores.postgres.wal import PostgresWalReader, slot_name
     from outboxkit.stores.registry import store_for
 
     config = config or RelayConfig()
