@@ -95,6 +95,9 @@ def migrate(
         bool,
         typer.Option("--event-store", help="Create the event store's tables (default table events) instead."),
     ] = False,
+    capture: Annotated[
+        str, typer.Option("--capture", help="wal: also the publication and replication slot of `relay --capture wal`.")
+    ] = "table",
 ) -> None:
     """Create or upgrade the outbox schema (idempotent)."""
     from outboxkit.migrate import migrate as run_migrate
@@ -131,9 +134,21 @@ def migrate(
             raise ConfigurationError("--sql needs --db URL or --dialect NAME")
         for stmt in migration_sql(target, settings.ref, notify=not no_notify):
             typer.echo(stmt.rstrip() + ";\n")
+        if capture_mode(capture, target) == "wal":
+            from outboxkit.stores.postgres.wal import wal_ddl
+
+            typer.echo("-- logical decoding (outboxkit relay --capture wal); run outside a transaction")
+            for stmt in wal_ddl(settings.ref):
+                typer.echo(stmt.rstrip() + ";\n")
         return
+    mode = capture_mode(capture, settings.require_db())
     count = run_migrate(settings.require_db(), settings.ref, notify=not no_notify)
     err.print(f"migrated {settings.ref.qualified}: {count} statements, schema is up to date")
+    if mode == "wal":
+        from outboxkit.stores.postgres.wal import migrate_wal, slot_name
+
+        migrate_wal(settings.require_db(), settings.ref)
+        err.print(f"replication slot and publication {slot_name(settings.ref)} are in place")
 
 
 @app.command()
@@ -197,9 +212,18 @@ def relay(
             help="Relay processes sharing the buckets, supervised by this one (env OUTBOXKIT_WORKERS; default 1).",
         ),
     ] = None,
+    capture: Annotated[
+        str,
+        typer.Option(
+            "--capture",
+            envvar="OUTBOXKIT_CAPTURE",
+            help="table: poll the outbox table; wal: tail PostgreSQL's log (migrate --capture wal first).",
+        ),
+    ] = "table",
 ) -> None:
     """Publish committed outbox rows to the broker until SIGTERM/SIGINT."""
     from outboxkit.relay.process import build_relay
+    from outboxkit.relay.tail import build_tail_relay
     from outboxkit.web import RelayMetrics, serve_relay
 
     settings = _settings(
@@ -224,6 +248,12 @@ def relay(
         if dashboard:
             raise ConfigurationError(
                 "--dashboard is not served by --workers: run `outboxkit dashboard` beside them (same --db)"
+            )
+        if capture_mode(capture, db_url) == "wal":
+            # A slot has one reader at a time: more processes would only stand by.
+            raise ConfigurationError(
+                "--capture wal reads one replication slot with one reader: --workers cannot share it; "
+                "run one relay (others on other machines stand by)"
             )
 
         raise typer.Exit(
@@ -257,7 +287,8 @@ def relay(
             flag_name="--dashboard-token",
         )
     metrics = RelayMetrics()
-    relay_ = build_relay(
+    build = build_tail_relay if capture_mode(capture, db_url) == "wal" else build_relay
+    relay_ = build(
         db_url,
         broker_url,
         ref=settings.ref,
@@ -266,6 +297,8 @@ def relay(
         hold_dead_keys=settings.hold_dead_keys,
         observer=metrics,
     )
+    if hasattr(relay_, "slot_lag"):
+        metrics.slot_lag = relay_.slot_lag
     stats = asyncio.run(
         serve_relay(
             relay_,
@@ -424,12 +457,14 @@ from outboxkit.capture.cli import capture_app  # noqa: E402
 from outboxkit.eventstore.cli import projections_app, streams_app  # noqa: E402
 from outboxkit.lab.cli import lab_app  # noqa: E402
 from outboxkit.ops.cli import cleanup, dead_letters_app, replay, status  # noqa: E402
+from outboxkit.relay.tailcli import capture_mode, slot_app  # noqa: E402
 from outboxkit.web.dashboard.cli import dashboard as dashboard_command  # noqa: E402
 
 app.add_typer(lab_app, name="lab")
 app.add_typer(capture_app, name="capture")
 app.add_typer(streams_app, name="streams")
 app.add_typer(projections_app, name="projections")
+app.add_typer(slot_app, name="slot")
 app.command()(status)
 app.add_typer(dead_letters_app, name="dead-letters")
 app.command()(replay)

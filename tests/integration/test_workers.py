@@ -460,3 +460,17 @@ def test_a_second_signal_kills_workers_that_do_not_stop(caplog: pytest.LogCaptur
             t.cancel()
     assert time.monotonic() - t0 < 20, "not the 60 s stop timeout"
     assert any("second SIGTERM: SIGKILL" in r.getMessage() for r in caplog.records)
+
+
+def test_workers_refuse_a_wal_capture_once() -> None:
+    # A replication slot has one reader: N workers could only stand by, so it is a configuration error.
+    result = subprocess.run(
+        [*CLI, "relay", "--db", "postgresql://u@127.0.0.1:1/x", "--broker", "nats://127.0.0.1:4222"]
+        + ["--workers", "2", "--capture", "wal"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--workers cannot share it" in _one_line(result)

@@ -121,3 +121,24 @@ async def test_trigger_capture_loses_nothing_and_invents_nothing(database: str) 
     assert run.verdict.tally.lost == 0
     assert run.verdict.tally.phantom == 0
     assert run.verdict.tally.order_violations == 0
+
+
+@pytest.mark.parametrize("strategy", ["wal", "wal-message"])
+async def test_log_tailing_strategies_lose_nothing_and_invent_nothing(lab_pg: str, strategy: str) -> None:
+    """``relay --capture wal`` as the lab's companion, rows or table-less events: crashes of the
+    writer and of the relay lose nothing, a crash before COMMIT publishes nothing, and the slot is
+    dropped after the run."""
+    import psycopg
+
+    (run,) = await lab(lab_pg, (strategy,), ("kill-after-commit", "kill-after-publish", "kill-relay", "broker-restart"))
+    assert run.verdict.tally.lost == 0
+    assert run.verdict.tally.phantom == 0
+    assert run.verdict.tally.order_violations == 0
+    with psycopg.connect(lab_pg) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'outboxkit_lab_%'")
+        assert left.fetchone() == (0,)
+
+
+async def test_log_tailing_is_skipped_where_the_database_cannot_tail(tmp_path: object) -> None:
+    runs = await lab("sqlite", ("wal", "dual-write"), ("kill-after-commit",))
+    assert [r.strategy for r in runs] == ["dual-write"]

@@ -40,6 +40,9 @@ class DemoOptions:
     seed: int | None = None
     rate: float = 1500.0  # events/s across all writers, so the kills land mid-run
     drain_timeout: float = 60.0
+    # table: the table relay; wal: ``relay --capture wal`` (PostgreSQL); wal-message: the same relay,
+    # with the events written table-less (``walemit.MessageOutbox``).
+    capture: str = "table"
 
 
 @dataclass
@@ -98,6 +101,15 @@ async def _demo(options: DemoOptions, console: Console) -> DemoResult:
         if schema:
             stack.callback(workload.drop)
         migrate(db, workload.ref)
+        if options.capture in ("wal", "wal-message"):
+            from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, slot_name
+
+            migrate_wal(db, workload.ref)
+            stack.callback(drop_slot, db, workload.ref, slot_name(workload.ref))
+            if options.capture == "wal-message":
+                from outboxkit.walemit import MessageOutbox
+
+                workload.outbox = MessageOutbox(schema=schema, source="/outboxkit/demo/orders")
         workload.setup()
         console.print(f"  database {db.split('@')[-1]} ({'schema ' + schema if schema else 'file'})")
 
@@ -119,6 +131,8 @@ async def _demo(options: DemoOptions, console: Console) -> DemoResult:
         sub_task = asyncio.create_task(subscribe())
 
         extra = ["--schema", schema] if schema else []
+        if options.capture != "table":
+            extra += ["--capture", "wal"]
         relay = RelayProcess(db, broker, *extra, log_path=str(Path(workdir) / "relay.log")).start()
         stop_writers = threading.Event()
         pacer = _Pacer(options.rate)

@@ -106,7 +106,12 @@ async def run_lab(
     started = time.monotonic()
     server = NatsServer(str(workdir / "nats")).start()
     try:
+        chosen = database_for(options.db) if "://" in options.db else database_named(options.db)
         for index, name in enumerate(options.strategies):
+            only = getattr(STRATEGIES[name], "databases", None)
+            if only is not None and chosen.name not in only:
+                phase(name, f"skipped: needs {' or '.join(only)}")
+                continue
             result = await _run_one(STRATEGIES[name], index, run_id, workdir, server, options, all_faults, phase)
             lab.runs.append(result)
             if on_done is not None:
@@ -146,6 +151,9 @@ async def _run_one(
         workload.setup()
         stack.callback(workload.drop)
         strategy.prepare(env)
+        cleanup = getattr(strategy, "cleanup", None)  # what prepare made outside the namespace (a slot)
+        if cleanup is not None:
+            stack.callback(cleanup, env)
         nc = await connect(server.url, name="outboxkit-lab")
         stack.push_async_callback(nc.close)
         await ensure_stream(nc, stream, [f"{slug}.>"])

@@ -324,6 +324,80 @@ class Trigger(_Outbox):
             return headers.get("ce-id", ""), None
 
 
+class Wal(_Outbox):
+    """The outbox row of ``outbox-relay-notify``, published by ``relay --capture wal`` reading a
+    logical replication slot (PostgreSQL only: other databases skip it)."""
+
+    name, summary, relay = "wal", "outbox row; a relay tails PostgreSQL's log (logical decoding)", "notify"
+    choose = (
+        "when events must leave in exact commit order with no polling of the outbox, at the price of a"
+        " replication slot to watch (it retains WAL while the relay is down)"
+    )
+    databases = ("postgresql",)
+
+    def prepare(self, env: Env) -> None:
+        from outboxkit.stores.postgres.wal import migrate_wal
+
+        super().prepare(env)
+        migrate_wal(env.db, env.ref)
+
+    def companion(self, env: Env) -> list[str] | None:
+        return [*(super().companion(env) or []), "--capture", "wal"]
+
+    def cleanup(self, env: Env) -> None:
+        """Drop the slot: a slot left behind keeps the server's WAL forever (H4)."""
+        from outboxkit.stores.postgres.wal import drop_slot, slot_name
+
+        drop_slot(env.db, env.ref, slot_name(env.ref))
+
+
+class WalMessage(Wal):
+    """No outbox row: ``MessageOutbox`` writes each event into the log (``pg_logical_emit_message``)
+    in the business transaction; the wal relay publishes it."""
+
+    name, summary = "wal-message", "table-less: the event is a logical decoding message; the wal relay publishes"
+    choose = (
+        "when the outbox table's writes, vacuum and bloat must go, at the price of a replication slot and of"
+        " events that exist only in the log (an invalidated slot loses them)"
+    )
+
+    def backlog(self, env: Env) -> int:
+        """This outbox's table-less events still in the slot (1 while the relay holds the slot)."""
+        import psycopg
+
+        from outboxkit.core.walmessage import prefix_for
+        from outboxkit.stores.postgres.pgoutput import Message, decode
+        from outboxkit.stores.postgres.wal import slot_name
+
+        name, prefix = slot_name(env.ref), prefix_for(env.ref.table, env.ref.schema)
+        sql = (
+            "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL, 'proto_version', '1',"
+            " 'publication_names', %s, 'messages', 'true') WHERE substr(data, 1, 1) = 'M'::bytea"
+        )
+        try:
+            with psycopg.connect(env.db, autocommit=True) as conn:
+                rows = conn.execute(sql.encode(), [name, name]).fetchall()
+        except psycopg.Error:
+            return 1
+        return sum(
+            1 for (data,) in rows if (m := decode(bytes(data))) and isinstance(m, Message) and m.prefix == prefix
+        )
+
+    async def write(self, ctx: WriteContext, txn: Txn) -> None:
+        from outboxkit.walemit import MessageOutbox
+
+        bodies = [payload(txn, i) for i in range(txn.events)]
+        outbox = MessageOutbox(schema=ctx.env.schema, source=ctx.outbox.source)
+        _begin(ctx)
+        ids = [outbox.emit(ctx.conn, ctx.env.topic, body, key=txn.key) for body in bodies]
+        business(ctx, txn, ids)
+        await ctx.at("mid-tx")
+        await ctx.at("before-commit")
+        if _finish(ctx, txn):
+            ctx.committed(txn, ids)
+            await ctx.at("after-commit")
+
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -335,5 +409,7 @@ STRATEGIES: dict[str, Strategy] = {
         OutboxRelayNotify(),
         OutboxInlineRelay(),
         Trigger(),
+        Wal(),
+        WalMessage(),
     )
 }

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from outboxkit.errors import ConfigurationError, OutboxkitError
 from outboxkit.ops import queries as q
 from outboxkit.stores.registry import database_for
 from outboxkit.terminal import output_console, print_error, print_rows
+
+if TYPE_CHECKING:
+    from outboxkit.stores.postgres.wal import SlotInfo
 
 # Tables keep full ids and topics when piped (a very wide console) or on a narrow terminal (one
 # "name: value" line per field instead of a table that would cut them).
@@ -66,6 +69,18 @@ def _session(db: str | None, table: str | None, schema: str | None, config: str 
             raise
         print_error(err, str(exc))
         raise _exit(2 if isinstance(exc, ConfigurationError) else 1) from None
+
+
+def _slot(db: str | None, table: str | None, schema: str | None, config: str | None) -> SlotInfo | None:
+    """The outbox's replication slot (``migrate --capture wal``), if it has one (PostgreSQL)."""
+    settings = resolve({"db": db, "table": table, "schema": schema}, config_file=config)
+    url = settings.require_db()
+    if not url.startswith(("postgresql", "postgres")):
+        return None
+    from outboxkit.stores.postgres.wal import slot_info, slot_name
+
+    info = slot_info(url, slot_name(settings.ref))
+    return info if info.exists else None
 
 
 def _emit_json(doc: Any) -> None:
@@ -121,6 +136,9 @@ def status(
     """Backlog per topic, dead letters, retained rows, and live relays with their buckets."""
     with _session(db, table, schema, config) as conn:
         doc = q.status(conn).to_json()
+    slot = _slot(db, table, schema, config)
+    if slot is not None:
+        doc["slot"] = slot.__dict__
     if as_json:
         _emit_json(doc)
         return
@@ -153,6 +171,14 @@ def status(
         out.print(
             f"{doc['dead_keys']:,} key(s) with dead letters hold {doc['held_pending']:,} pending row(s) back "
             "(see `outboxkit dead-letters list`)"
+        )
+    if slot is not None:
+        seconds = "-" if slot.lag_seconds is None else f"{slot.lag_seconds:.1f}s"
+        reader = f"read by pid {slot.active_pid}" if slot.active_pid else "no reader attached right now"
+        out.print(
+            f"log tailing (relay --capture wal): slot {slot.name} lag {slot.lag_bytes:,} bytes / {seconds}, "
+            f"wal_status {slot.wal_status}, {reader}"
+            + ("; max_slot_wal_keep_size is unlimited (H4)" if slot.max_slot_wal_keep_size_mb < 0 else "")
         )
     relays = doc["relays"]
     if relays["mode"] == "single":

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 from outboxkit.brokers.registry import publisher_for
 from outboxkit.core.urls import redact_url
 from outboxkit.relay.life import BacklogCount, Life, report_periodically
 from outboxkit.relay.loop import Relay, RelayConfig, RelayStats
 from outboxkit.relay.observer import RelayObserver
+from outboxkit.relay.tail import TailRelay
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import store_for
 
@@ -41,7 +44,7 @@ def build_relay(
 
 
 async def serve(
-    relay: Relay,
+    relay: Relay | TailRelay,
     *,
     db: str,
     broker: str,
@@ -57,7 +60,14 @@ async def serve(
     where = f"{redact_url(db)}" + (f" table {table}" if table else "") + f" -> {redact_url(broker)}"
     life = Life(relay.observer, where=where)
     relay.observer = life
-    first = await relay.start()
+    # Opening both sides here fails fast, before the signal handlers, with one line for the CLI.
+    running: Callable[[asyncio.Event], Awaitable[None]]
+    if isinstance(relay, TailRelay):
+        tail_first = await relay.start()
+        running = functools.partial(relay.run, first=tail_first)
+    else:
+        first = await relay.start()
+        running = functools.partial(relay.run, first=first)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -65,7 +75,7 @@ async def serve(
     log.info("relay connected: %s", where)
     reporter = asyncio.create_task(report_periodically(life, summary_interval, backlog)) if summary_interval else None
     try:
-        await relay.run(stop, first=first)
+        await running(stop)
     finally:
         if reporter is not None:
             reporter.cancel()

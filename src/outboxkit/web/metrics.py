@@ -151,6 +151,8 @@ class RelayMetrics:
         self._backlog_at: float | None = None
         self._probe_lock = asyncio.Lock()
         self._leases = 0
+        # Log tailing (``relay --capture wal``): () -> (bytes, seconds) the slot is behind (H4).
+        self.slot_lag: Callable[[], tuple[int | None, float | None]] | None = None
 
         r = self.registry
         self._published = Counter(
@@ -288,6 +290,20 @@ class _LiveCollector(Collector):
             "Buckets (key partitions) this relay holds; 0 while standing by behind other relays.",
             value=m.leases,
         )
+        if m.slot_lag is not None:
+            lag_bytes, lag_s = m.slot_lag()
+            if lag_bytes is not None:
+                yield GaugeMetricFamily(
+                    "outboxkit_relay_slot_lag_bytes",
+                    "WAL between the server's position and the slot's confirmed one (retained, H4).",
+                    value=lag_bytes,
+                )
+            if lag_s is not None:
+                yield GaugeMetricFamily(
+                    "outboxkit_relay_slot_lag_seconds",
+                    "Age of the last transaction the log-tailing relay finished, while it is behind (0 caught up).",
+                    value=lag_s,
+                )
         backlog = m.backlog
         # Absent rather than stale when the probe fails: absent() alerts can see that, a frozen
         # number cannot be told from a healthy one.

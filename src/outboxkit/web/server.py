@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 
 from outboxkit.relay.loop import Relay, RelayStats
 from outboxkit.relay.process import serve
+from outboxkit.relay.tail import TailRelay
 from outboxkit.stores.base import OutboxStore
 from outboxkit.web.http import Listener, Request, Response
 from outboxkit.web.metrics import Backlog, RelayMetrics
@@ -149,7 +150,7 @@ class MetricsServer(Listener):
 
 
 async def serve_relay(
-    relay: Relay,
+    relay: Relay | TailRelay,
     metrics: RelayMetrics,
     *,
     db: str,

@@ -1,0 +1,363 @@
+"""The log-tailing relay (``--capture wal``): committed transactions from a replication slot -> bus.
+
+Rules, each with a test:
+
+* the slot's confirmed position moves only past transactions whose every event the broker
+  confirmed or that were dead-lettered (G3): peek -> publish -> await confirmations -> mark the
+  outbox rows delivered -> advance. A crash anywhere re-reads from the slot: nothing is lost (G1),
+  duplicates are bounded by one peek (G6), rolled-back transactions are never decoded (G2);
+* per key, events go out in commit order, the next only after the previous is confirmed
+  (``core.ordering.KeyedDispatcher``, G5) — the same rule as the table relay;
+* one reader per slot (``stores.postgres.wal``): a standby waits for the slot's lock and takes over
+  when the holder's session ends; the holder stops publishing as soon as it cannot be sure it still
+  holds the lock (``reader.trusted()``), so a paused relay that wakes up publishes nothing (H6);
+* a row or message that cannot become a message, or that the broker refuses for good, is a dead
+  letter (H11, H5: later events of its key are held as dead letters too, unless ``hold_dead_keys``
+  is off); every exception is classed (H12): unavailable -> reconnect, transient -> retried with
+  the event's own backoff while its key waits, permanent -> dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from outboxkit.brokers.base import Publisher
+from outboxkit.core.backoff import backoff_delay
+from outboxkit.core.envelope import OutboxEvent
+from outboxkit.core.logfmt import LIFE_LOGGER
+from outboxkit.core.ordering import KeyedDispatcher
+from outboxkit.core.retry import Outcome, classify, judge
+from outboxkit.errors import ConfigurationError, DeliveryError, PermanentError, SchemaError, UnavailableError
+from outboxkit.relay.loop import RelayConfig, RelayStats
+from outboxkit.relay.observer import NullObserver, RelayObserver
+from outboxkit.stores.base import OutboxStore, TableRef
+from outboxkit.stores.postgres.walevents import Decoder, Item, Transaction
+
+if TYPE_CHECKING:  # psycopg is an extra: a base install imports this module for `relay --help`
+    from outboxkit.stores.postgres.wal import PostgresWalReader
+
+log = logging.getLogger("outboxkit.relay")
+# Holding or waiting for the slot is shown at the default level, like the start line.
+life_log = logging.getLogger(LIFE_LOGGER)
+
+
+class TailRelay:
+    """One log-tailing relay over one slot and one publisher. ``run(stop)`` until ``stop`` is set.
+
+    Built by :func:`build_tail_relay`. ``store_factory`` is only for the backlog probe of
+    ``/metrics`` and the summaries (outbox rows not yet marked); the relay itself reads the slot."""
+
+    def __init__(
+        self,
+        reader_factory: Callable[[], PostgresWalReader],
+        publisher_factory: Callable[[], Publisher],
+        decoder_factory: Callable[[], Decoder],
+        config: RelayConfig | None = None,
+        observer: RelayObserver | None = None,
+        *,
+        hold_dead_keys: bool = True,
+        store_factory: Callable[[], OutboxStore],
+    ) -> None:
+        self.reader_factory = reader_factory
+        self.publisher_factory = publisher_factory
+        self.decoder_factory = decoder_factory
+        self.store_factory = store_factory
+        self.config = config or RelayConfig()
+        self.observer: RelayObserver = observer or NullObserver()
+        self.hold_dead_keys = hold_dead_keys
+        self.stats = RelayStats()
+        self.active = False  # holds the slot's lock now
+        self.lag_seconds: float | None = None  # age of the last transaction done while behind; 0 caught up
+        self.lag_bytes: int | None = None  # WAL the slot retains (server position - confirmed), H4
+        self._lag_checked = 0.0
+        self._rng = random.Random()
+
+    async def start(self) -> tuple[PostgresWalReader, Publisher]:
+        """Open both sides once, raising ``UnavailableError``/``SchemaError`` for the CLI to report."""
+        reader = self.reader_factory()
+        try:
+            await reader.connect()
+        except BaseException:
+            await reader.close()
+            raise
+        publisher = self.publisher_factory()
+        try:
+            await publisher.connect()
+        except BaseException:
+            await reader.close()
+            await publisher.close()
+            raise
+        return reader, publisher
+
+    async def run(self, stop: asyncio.Event, *, first: tuple[PostgresWalReader, Publisher] | None = None) -> None:
+        """Relay until ``stop`` is set; survives outages of either side and any exception (G8, H12)."""
+        pair = first
+        attempt = 0
+        outage_since: float | None = None
+        while not stop.is_set():
+            failed = False
+            try:
+                if pair is None:
+                    pair = await self.start()
+                if await self._wait_for_lock(pair[0], stop):
+                    if outage_since is not None:
+                        log.warning("relay resumed after %.1fs", time.monotonic() - outage_since)
+                        outage_since, attempt = None, 0
+                    await self._serve(pair[0], pair[1], stop)
+            except Exception as exc:
+                if isinstance(exc, SchemaError | ConfigurationError) and first is None and self.stats.batches == 0:
+                    raise
+                failed = True
+                self.active = False
+                self.observer.set_leases(0)
+                if outage_since is None:
+                    outage_since = time.monotonic()
+                    self.stats.outages += 1
+                    if isinstance(exc, DeliveryError | OSError):
+                        log.warning("relay paused: %s; retrying until it is back", exc)
+                    else:
+                        log.error("relay paused by an unexpected error; retrying", exc_info=exc)
+                attempt += 1
+            finally:
+                if pair is not None and (stop.is_set() or failed):
+                    await _close(pair)
+                    pair = None
+            if failed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff_delay(attempt, base=0.2, cap=self.config.retry_cap))
+        if pair is not None:
+            await _close(pair)
+
+    async def _wait_for_lock(self, reader: PostgresWalReader, stop: asyncio.Event) -> bool:
+        """Standby until the slot's lock is ours (one reader per slot); False if stopped first."""
+        waited = False
+        while not stop.is_set():
+            if await reader.try_lock():
+                self.active = True
+                self.observer.set_leases(1)
+                self.observer.db_ok()
+                if waited:
+                    self.stats.handovers += 1
+                    self.observer.handover(1)
+                life_log.info("relay holds slot %s%s", reader.slot, " (took over)" if waited else "")
+                if await reader.wal_keep_unlimited():
+                    log.warning(
+                        "max_slot_wal_keep_size is unlimited (-1): if this relay stalls, PostgreSQL keeps WAL "
+                        "for slot %s until the disk is full (H4); set a limit, see docs/log-tailing.md",
+                        reader.slot,
+                    )
+                return True
+            if not waited:
+                life_log.info("slot %s is read by another relay; standing by", reader.slot)
+                waited = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(1.0, reader.takeover / 4))
+        return False
+
+    async def _serve(self, reader: PostgresWalReader, publisher: Publisher, stop: asyncio.Event) -> None:
+        decoder = self.decoder_factory()
+        idle = 0  # empty peeks in a row: the pause between peeks doubles with it
+        advanced = time.monotonic()
+        # A change is a row of the peek: a one-event transaction is three (begin, event, commit), so
+        # three per batch_size event makes a round of about batch_size one-event transactions
+        # (measured: 2-3x the rate of a round of batch_size changes, docs/performance.md).
+        limit = 3 * self.config.batch_size
+        while not stop.is_set():
+            messages, upto = await reader.peek(limit)
+            transactions = decoder.transactions(messages)
+            whole = len(messages) < limit
+            if transactions and not await self._publish(reader, publisher, transactions, stop):
+                return  # SIGTERM mid-batch: confirmed rows are marked, the slot stays; re-read later
+            # Whole: every commit before ``upto`` was seen (the heartbeat); else up to the last one.
+            # An empty round moves the slot at most once a second: that is heartbeat enough, and an
+            # advance decodes the WAL it passes once more.
+            if transactions or (whole and time.monotonic() - advanced >= 1.0):
+                await reader.advance(upto if whole else transactions[-1].end_lsn)
+                advanced = time.monotonic()
+            self.stats.batches += 1
+            if whole:
+                self.lag_seconds = 0.0
+            if time.monotonic() - self._lag_checked > 5.0:
+                self._lag_checked = time.monotonic()
+                self.lag_bytes = await reader.lag_bytes()
+            if not whole:
+                continue
+            # Caught up: peek again soon after traffic (2 ms), backing off to a twentieth of the poll
+            # interval (50 ms by default) while idle. There is no NOTIFY for table-less events to
+            # wake up on, and an empty peek costs about a millisecond.
+            idle = 0 if transactions else min(idle + 1, 16)
+            pause = min(self.config.poll_interval / 20, 0.002 * 2**idle)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+
+    async def _publish(
+        self, reader: PostgresWalReader, publisher: Publisher, transactions: list[Transaction], stop: asyncio.Event
+    ) -> bool:
+        """Publish every event of ``transactions`` (per-key ordered), then mark their rows delivered.
+
+        Returns False when ``stop`` came first: what was sent is awaited and its rows marked, the
+        rest is left for the next reader of the slot."""
+        items = {item.event.seq: item for tx in transactions for item in tx.items}
+        keys = sorted({i.event.key for i in items.values() if i.event.key})
+        held = await reader.held_keys(keys) if self.hold_dead_keys else set()
+        ready: list[OutboxEvent] = []
+        for item in items.values():
+            if item.event.defect is not None:
+                await self._dead(reader, item, item.event.defect, 0, held)
+            elif item.event.key is not None and item.event.key in held:
+                await self._dead(reader, item, f"held: key {item.event.key} has an earlier dead letter", 0, held)
+            else:
+                ready.append(item.event)
+        dispatcher = KeyedDispatcher(ready)
+        delivered: list[int] = []
+        flying = 0
+        # Outcomes arrive through done-callbacks (one per publish), not asyncio.wait over every
+        # future in flight: that would be quadratic in the window.
+        outcomes: list[tuple[OutboxEvent, float, asyncio.Future[None]]] = []
+        arrived = asyncio.Event()
+
+        def on_done(future: asyncio.Future[None], event: OutboxEvent, sent: float) -> None:
+            outcomes.append((event, sent, future))
+            arrived.set()
+
+        retry_at: list[tuple[float, OutboxEvent, list[OutboxEvent]]] = []
+        while not dispatcher.finished() or retry_at:
+            if stop.is_set() and not flying:
+                break
+            now = time.monotonic()
+            for entry in [r for r in retry_at if r[0] <= now]:
+                retry_at.remove(entry)
+                dispatcher.add([entry[1], *entry[2]])
+            room = 0 if stop.is_set() else max(0, self.config.window - flying)
+            for event in dispatcher.take(room):
+                if not reader.trusted():
+                    # Paused past the point where the lock is surely ours: another relay may hold
+                    # the slot now. Publish nothing more; the session is rebuilt.
+                    raise UnavailableError(f"slot {reader.slot}: lock not confirmed for {reader.takeover / 2:.1f}s")
+                future = await publisher.publish(event)
+                future.add_done_callback(functools.partial(on_done, event=event, sent=time.monotonic()))
+                flying += 1
+            if not flying:
+                wake = min((r[0] for r in retry_at), default=now + 0.1)
+                await asyncio.sleep(max(0.001, min(wake - now, reader.takeover / 4)))
+                await reader.ping()
+                continue
+            if not outcomes:
+                try:
+                    await asyncio.wait_for(arrived.wait(), reader.takeover / 4)
+                except TimeoutError:
+                    await reader.ping()  # keeps the session (and the lock) alive while the broker is slow
+                    continue
+            arrived.clear()
+            done, outcomes[:] = list(outcomes), []
+            for event, sent, future in done:
+                flying -= 1
+                exc = future.exception()
+                if exc is None:
+                    dispatcher.confirmed(event)
+                    item = items[event.seq]
+                    if item.row_seq is not None:
+                        delivered.append(item.row_seq)
+                    self.stats.published += 1
+                    self.observer.published(event, time.monotonic() - sent)
+                    continue
+                verdict = judge(exc, event.attempts, self.config.max_attempts, rng=self._rng)
+                error = classify(exc)
+                self.observer.failed("permanent" if isinstance(error, PermanentError) else "transient")
+                if verdict.outcome is Outcome.RECONNECT:
+                    raise error
+                rest = dispatcher.failed(event)
+                self.stats.failed_attempts += 1
+                if verdict.outcome is Outcome.DEAD:
+                    await self._dead(reader, items[event.seq], str(verdict.error), event.attempts + 1, held)
+                    for later in rest:
+                        if self.hold_dead_keys:
+                            reason = f"held: key {later.key} has an earlier dead letter ({event.id})"
+                            await self._dead(reader, items[later.seq], reason, 0, held)
+                        else:
+                            dispatcher.add([later])
+                    continue
+                log.warning("publish of event %s failed (attempt %d): %s", event.id, event.attempts + 1, error)
+                retry_at.append((time.monotonic() + verdict.delay, replace(event, attempts=event.attempts + 1), rest))
+        await reader.mark_delivered(delivered)
+        if not dispatcher.finished() or retry_at:
+            return False
+        last = transactions[-1].committed_at
+        if last is not None:
+            self.lag_seconds = max(0.0, time.time() - last.timestamp())
+        return True
+
+    def slot_lag(self) -> tuple[int | None, float | None]:
+        """(bytes, seconds) behind, for ``/metrics`` (``RelayMetrics.slot_lag``)."""
+        return self.lag_bytes, self.lag_seconds
+
+    async def _dead(self, reader: PostgresWalReader, item: Item, reason: str, attempts: int, held: set[str]) -> None:
+        event = item.event
+        if item.row_seq is None or not await reader.dead_row(item.row_seq, reason, attempts):
+            # A table-less event, or a row its writer deleted: the dead letter gets a row of its own.
+            await reader.dead_message(
+                id=event.id,
+                topic=event.topic,
+                key=event.key,
+                type=event.type,
+                source=event.source,
+                payload=event.payload,
+                content_type=event.content_type,
+                headers=json.dumps(dict(event.headers)),
+                attempts=attempts,
+                error=reason,
+            )
+        if event.key is not None and self.hold_dead_keys:
+            held.add(event.key)
+        self.stats.dead_lettered += 1
+        self.observer.dead_lettered()
+        log.error("dead-lettered event %s (topic %s, key %s): %s", event.id, event.topic, event.key, reason)
+
+
+def build_tail_relay(
+    db: str,
+    broker: str,
+    *,
+    ref: TableRef | None = None,
+    source: str = "/outboxkit",
+    config: RelayConfig | None = None,
+    hold_dead_keys: bool = True,
+    observer: RelayObserver | None = None,
+    slot: str | None = None,
+) -> TailRelay:
+    """A relay reading the outbox's replication slot (``outboxkit migrate --capture wal`` made it)."""
+    from outboxkit.brokers.registry import publisher_for
+    from outboxkit.stores.postgres.wal import PostgresWalReader, slot_name
+    from outboxkit.stores.registry import store_for
+
+    config = config or RelayConfig()
+    ref = ref or TableRef()
+    if not db.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError("--capture wal needs a postgresql:// database (binlog tailing is for MariaDB)")
+    # Build once now so a bad URL fails here, at start-up, not inside the retry loop.
+    publisher_for(broker, source=source, max_in_flight=config.window)
+    name = slot or slot_name(ref)
+    return TailRelay(
+        lambda: PostgresWalReader(db, ref, slot=name, takeover=config.lease_ttl),
+        lambda: publisher_for(broker, source=source, max_in_flight=config.window),
+        lambda: Decoder(ref),
+        config,
+        observer,
+        hold_dead_keys=hold_dead_keys,
+        store_factory=lambda: store_for(db, ref, hold_dead_keys=hold_dead_keys),
+    )
+
+
+async def _close(pair: tuple[PostgresWalReader, Publisher]) -> None:
+    reader, publisher = pair
+    await publisher.close()
+    await reader.close()
