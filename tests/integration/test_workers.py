@@ -462,11 +462,13 @@ def test_a_second_signal_kills_workers_that_do_not_stop(caplog: pytest.LogCaptur
     assert any("second SIGTERM: SIGKILL" in r.getMessage() for r in caplog.records)
 
 
+WAL_WORKERS = ["--workers", "2", "--capture", "wal"]
+
+
 def test_workers_refuse_a_wal_capture_once() -> None:
     # A replication slot has one reader: N workers could only stand by, so it is a configuration error.
     result = subprocess.run(
-        [*CLI, "relay", "--db", "postgresql://u@127.0.0.1:1/x", "--broker", "nats://127.0.0.1:4222"]
-        + ["--workers", "2", "--capture", "wal"],
+        [*CLI, "relay", "--db", "postgresql://u@127.0.0.1:1/x", "--broker", "nats://127.0.0.1:4222", *WAL_WORKERS],
         capture_output=True,
         text=True,
         env=_env(),
