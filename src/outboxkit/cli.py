@@ -96,7 +96,12 @@ def migrate(
         typer.Option("--event-store", help="Create the event store's tables (default table events) instead."),
     ] = False,
     capture: Annotated[
-        str, typer.Option("--capture", help="wal: also the publication and replication slot of `relay --capture wal`.")
+        str,
+        typer.Option(
+            "--capture",
+            help="wal: also the publication and replication slot of `relay --capture wal`; "
+            "binlog: the binlog position table of `relay --capture binlog`.",
+        ),
     ] = "table",
 ) -> None:
     """Create or upgrade the outbox schema (idempotent)."""
@@ -140,6 +145,13 @@ def migrate(
             typer.echo("-- logical decoding (outboxkit relay --capture wal); run outside a transaction")
             for stmt in wal_ddl(settings.ref):
                 typer.echo(stmt.rstrip() + ";\n")
+        elif capture_mode(capture, target) == "binlog":
+            from outboxkit.stores.mariadb.binlog import binlog_ddl, binlog_sql_note
+
+            typer.echo("-- binlog tailing (outboxkit relay --capture binlog): the relay's position")
+            for stmt in binlog_ddl(settings.ref):
+                typer.echo(stmt.rstrip() + ";\n")
+            typer.echo(binlog_sql_note(settings.ref))
         return
     mode = capture_mode(capture, settings.require_db())
     count = run_migrate(settings.require_db(), settings.ref, notify=not no_notify)
@@ -149,6 +161,11 @@ def migrate(
 
         migrate_wal(settings.require_db(), settings.ref)
         err.print(f"replication slot and publication {slot_name(settings.ref)} are in place")
+    elif mode == "binlog":
+        from outboxkit.stores.mariadb.binlog import migrate_binlog
+
+        at = migrate_binlog(settings.require_db(), settings.ref)
+        err.print(f"binlog position table in place; the relay tails from {at.log_file}:{at.log_pos}")
 
 
 @app.command()
@@ -217,13 +234,22 @@ def relay(
         typer.Option(
             "--capture",
             envvar="OUTBOXKIT_CAPTURE",
-            help="table: poll the outbox table; wal: tail PostgreSQL's log (migrate --capture wal first).",
+            help="table: poll the outbox table; wal: tail PostgreSQL's log (migrate --capture wal first); "
+            "binlog: tail the MariaDB/MySQL binlog (migrate --capture binlog first).",
         ),
     ] = "table",
+    resume_from_now: Annotated[
+        bool,
+        typer.Option(
+            "--resume-from-now",
+            help="--capture binlog, after its binlog was purged: drain pending rows with the table relay, "
+            "then tail from the server's current position.",
+        ),
+    ] = False,
 ) -> None:
     """Publish committed outbox rows to the broker until SIGTERM/SIGINT."""
     from outboxkit.relay.process import build_relay
-    from outboxkit.relay.tail import build_tail_relay
+    from outboxkit.relay.tail import build_binlog_relay, build_tail_relay
     from outboxkit.web import RelayMetrics, serve_relay
 
     settings = _settings(
@@ -249,10 +275,10 @@ def relay(
             raise ConfigurationError(
                 "--dashboard is not served by --workers: run `outboxkit dashboard` beside them (same --db)"
             )
-        if capture_mode(capture, db_url) == "wal":
+        if capture_mode(capture, db_url) != "table":
             # A slot has one reader at a time: more processes would only stand by.
             raise ConfigurationError(
-                "--capture wal reads one replication slot with one reader: --workers cannot share it; "
+                f"--capture {capture} reads the log with one reader: --workers cannot share it; "
                 "run one relay (others on other machines stand by)"
             )
 
@@ -287,7 +313,23 @@ def relay(
             flag_name="--dashboard-token",
         )
     metrics = RelayMetrics()
-    build = build_tail_relay if capture_mode(capture, db_url) == "wal" else build_relay
+    mode = capture_mode(capture, db_url)
+    if resume_from_now and mode != "binlog":
+        raise ConfigurationError("--resume-from-now is for --capture binlog")
+    build = {"wal": build_tail_relay, "binlog": build_binlog_relay}.get(mode, build_relay)
+    if resume_from_now:
+        from outboxkit.relay.binlogresume import drain_then_resume
+
+        asyncio.run(
+            drain_then_resume(
+                db_url,
+                broker_url,
+                ref=settings.ref,
+                source=settings.source,
+                config=settings.relay,
+                hold_dead_keys=settings.hold_dead_keys,
+            )
+        )
     relay_ = build(
         db_url,
         broker_url,

@@ -10,6 +10,7 @@ Driver errors are translated at the adapter boundary; the relay decides on these
     │   └── InvalidTopicError       the topic is not a valid routing name
     ├── ConcurrencyError            an event store append met another version of its stream
     ├── SchemaError                 the outbox table is missing or too old
+    │   └── PositionLostError       the log a tailing relay must resume from was purged
     └── DeliveryError               a publish or a store operation failed
         ├── TransientError          worth retrying: connection lost, timeout, broker busy
         │   ├── UnavailableError    the service cannot be reached at all (outage)
@@ -59,6 +60,12 @@ class ConcurrencyError(OutboxkitError):
 
 class SchemaError(OutboxkitError):
     """The outbox schema is missing or older than this version: run ``outboxkit migrate``."""
+
+
+class PositionLostError(SchemaError):
+    """The stored position of a log-tailing relay is no longer in the database's log (the binlog
+    file or GTID it needs was purged): retrying cannot help; the documented recovery is to drain
+    the outbox table and tail from the current position (``relay --capture binlog --resume-from-now``)."""
 
 
 class DeliveryError(OutboxkitError):

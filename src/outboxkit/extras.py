@@ -13,6 +13,7 @@ MODULE_EXTRAS: dict[str, str] = {
     "psycopg_binary": "postgres",
     "pymysql": "mysql",
     "asyncmy": "mysql",
+    "pymysqlreplication": "binlog",
     "sqlalchemy": "sqlalchemy",
     "nats": "nats",
     "aio_pika": "rabbitmq",

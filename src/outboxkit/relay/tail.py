@@ -26,9 +26,9 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from outboxkit.brokers.base import Publisher
 from outboxkit.core.backoff import backoff_delay
@@ -36,18 +36,76 @@ from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.logfmt import LIFE_LOGGER
 from outboxkit.core.ordering import KeyedDispatcher
 from outboxkit.core.retry import Outcome, classify, judge
-from outboxkit.errors import ConfigurationError, DeliveryError, PermanentError, SchemaError, UnavailableError
+from outboxkit.core.tailing import Item, Transaction
+from outboxkit.errors import (
+    ConfigurationError,
+    DeliveryError,
+    PermanentError,
+    PositionLostError,
+    SchemaError,
+    UnavailableError,
+)
 from outboxkit.relay.loop import RelayConfig, RelayStats
 from outboxkit.relay.observer import NullObserver, RelayObserver
 from outboxkit.stores.base import OutboxStore, TableRef
-from outboxkit.stores.postgres.walevents import Decoder, Item, Transaction
-
-if TYPE_CHECKING:  # psycopg is an extra: a base install imports this module for `relay --help`
-    from outboxkit.stores.postgres.wal import PostgresWalReader
 
 log = logging.getLogger("outboxkit.relay")
 # Holding or waiting for the slot is shown at the default level, like the start line.
 life_log = logging.getLogger(LIFE_LOGGER)
+
+
+class TailReader(Protocol):
+    """One database log as the tailing relay reads it (``stores.postgres.wal.TailReader``,
+    ``stores.mariadb.binlog.MariaDbBinlogReader``). Not thread-safe: one relay task uses it.
+
+    ``peek`` returns what is after the confirmed position without moving it; ``advance`` moves it
+    (never back) once everything before was confirmed by the broker (G3). A reader whose session
+    ended is closed and a new one made: it starts again at the confirmed position."""
+
+    slot: str  # what the logs name the position by (the slot's name, or the binlog position table)
+    takeover: float  # seconds after which a silent holder's lock is released to a standby
+
+    async def connect(self) -> None: ...
+    async def close(self) -> None: ...
+    def trusted(self) -> bool:
+        """Whether the reader's lock can still be its own (a recent round trip proved the session)."""
+        ...
+
+    async def try_lock(self) -> bool: ...
+    async def ping(self) -> None: ...
+    async def peek(self, limit: int) -> tuple[list[Any], int]:
+        """Up to about ``limit`` changes for the decoder, and the position every one of them is before."""
+        ...
+
+    async def advance(self, lsn: int) -> None: ...
+    async def lag_bytes(self) -> int | None: ...
+    async def retention_warning(self) -> str | None:
+        """A warning to log once the lock is held (the log's retention puts the reader at risk)."""
+        ...
+
+    async def mark_delivered(self, seqs: Sequence[int]) -> None: ...
+    async def held_keys(self, keys: Sequence[str]) -> set[str]: ...
+    async def dead_row(self, seq: int, error: str, attempts: int) -> bool: ...
+    async def dead_message(
+        self,
+        *,
+        id: str | None,
+        topic: str,
+        key: str | None,
+        type: str | None,
+        source: str | None,
+        payload: bytes,
+        content_type: str,
+        headers: str,
+        attempts: int,
+        error: str,
+    ) -> None: ...
+
+
+class TailDecoder(Protocol):
+    def transactions(self, messages: Sequence[Any]) -> list[Transaction]:
+        """The committed transactions of a peek's changes, each with its outbox events in log order."""
+        ...
 
 
 class TailRelay:
@@ -58,9 +116,9 @@ class TailRelay:
 
     def __init__(
         self,
-        reader_factory: Callable[[], PostgresWalReader],
+        reader_factory: Callable[[], TailReader],
         publisher_factory: Callable[[], Publisher],
-        decoder_factory: Callable[[], Decoder],
+        decoder_factory: Callable[[], TailDecoder],
         config: RelayConfig | None = None,
         observer: RelayObserver | None = None,
         *,
@@ -81,7 +139,7 @@ class TailRelay:
         self._lag_checked = 0.0
         self._rng = random.Random()
 
-    async def start(self) -> tuple[PostgresWalReader, Publisher]:
+    async def start(self) -> tuple[TailReader, Publisher]:
         """Open both sides once, raising ``UnavailableError``/``SchemaError`` for the CLI to report."""
         reader = self.reader_factory()
         try:
@@ -98,7 +156,7 @@ class TailRelay:
             raise
         return reader, publisher
 
-    async def run(self, stop: asyncio.Event, *, first: tuple[PostgresWalReader, Publisher] | None = None) -> None:
+    async def run(self, stop: asyncio.Event, *, first: tuple[TailReader, Publisher] | None = None) -> None:
         """Relay until ``stop`` is set; survives outages of either side and any exception (G8, H12)."""
         pair = first
         attempt = 0
@@ -116,6 +174,8 @@ class TailRelay:
             except Exception as exc:
                 if isinstance(exc, SchemaError | ConfigurationError) and first is None and self.stats.batches == 0:
                     raise
+                if isinstance(exc, PositionLostError):
+                    raise  # the log the reader needs is gone: waiting cannot bring it back
                 failed = True
                 self.active = False
                 self.observer.set_leases(0)
@@ -137,7 +197,7 @@ class TailRelay:
         if pair is not None:
             await _close(pair)
 
-    async def _wait_for_lock(self, reader: PostgresWalReader, stop: asyncio.Event) -> bool:
+    async def _wait_for_lock(self, reader: TailReader, stop: asyncio.Event) -> bool:
         """Standby until the slot's lock is ours (one reader per slot); False if stopped first."""
         waited = False
         while not stop.is_set():
@@ -149,12 +209,9 @@ class TailRelay:
                     self.stats.handovers += 1
                     self.observer.handover(1)
                 life_log.info("relay holds slot %s%s", reader.slot, " (took over)" if waited else "")
-                if await reader.wal_keep_unlimited():
-                    log.warning(
-                        "max_slot_wal_keep_size is unlimited (-1): if this relay stalls, PostgreSQL keeps WAL "
-                        "for slot %s until the disk is full (H4); set a limit, see docs/log-tailing.md",
-                        reader.slot,
-                    )
+                warning = await reader.retention_warning()
+                if warning:
+                    log.warning("%s", warning)
                 return True
             if not waited:
                 life_log.info("slot %s is read by another relay; standing by", reader.slot)
@@ -163,7 +220,7 @@ class TailRelay:
                 await asyncio.wait_for(stop.wait(), min(1.0, reader.takeover / 4))
         return False
 
-    async def _serve(self, reader: PostgresWalReader, publisher: Publisher, stop: asyncio.Event) -> None:
+    async def _serve(self, reader: TailReader, publisher: Publisher, stop: asyncio.Event) -> None:
         decoder = self.decoder_factory()
         idle = 0  # empty peeks in a row: the pause between peeks doubles with it
         advanced = time.monotonic()
@@ -200,7 +257,7 @@ class TailRelay:
                 await asyncio.wait_for(stop.wait(), pause)
 
     async def _publish(
-        self, reader: PostgresWalReader, publisher: Publisher, transactions: list[Transaction], stop: asyncio.Event
+        self, reader: TailReader, publisher: Publisher, transactions: list[Transaction], stop: asyncio.Event
     ) -> bool:
         """Publish every event of ``transactions`` (per-key ordered), then mark their rows delivered.
 
@@ -300,7 +357,7 @@ class TailRelay:
         """(bytes, seconds) behind, for ``/metrics`` (``RelayMetrics.slot_lag``)."""
         return self.lag_bytes, self.lag_seconds
 
-    async def _dead(self, reader: PostgresWalReader, item: Item, reason: str, attempts: int, held: set[str]) -> None:
+    async def _dead(self, reader: TailReader, item: Item, reason: str, attempts: int, held: set[str]) -> None:
         event = item.event
         if item.row_seq is None or not await reader.dead_row(item.row_seq, reason, attempts):
             # A table-less event, or a row its writer deleted: the dead letter gets a row of its own.
@@ -337,6 +394,7 @@ def build_tail_relay(
     """A relay reading the outbox's replication slot (``outboxkit migrate --capture wal`` made it)."""
     from outboxkit.brokers.registry import publisher_for
     from outboxkit.stores.postgres.wal import PostgresWalReader, slot_name
+    from outboxkit.stores.postgres.walevents import Decoder
     from outboxkit.stores.registry import store_for
 
     config = config or RelayConfig()
@@ -357,7 +415,40 @@ def build_tail_relay(
     )
 
 
-async def _close(pair: tuple[PostgresWalReader, Publisher]) -> None:
+async def _close(pair: tuple[TailReader, Publisher]) -> None:
     reader, publisher = pair
     await publisher.close()
     await reader.close()
+
+
+def build_binlog_relay(
+    db: str,
+    broker: str,
+    *,
+    ref: TableRef | None = None,
+    source: str = "/outboxkit",
+    config: RelayConfig | None = None,
+    hold_dead_keys: bool = True,
+    observer: RelayObserver | None = None,
+) -> TailRelay:
+    """A relay tailing the MariaDB/MySQL binlog (``outboxkit migrate --capture binlog`` made its
+    position table). Same loop, rules and guarantees as the ``wal`` relay."""
+    from outboxkit.brokers.registry import publisher_for
+    from outboxkit.stores.mariadb.binlog import MariaDbBinlogReader
+    from outboxkit.stores.mariadb.binlogevents import BinlogDecoder
+    from outboxkit.stores.registry import store_for
+
+    config = config or RelayConfig()
+    table_ref = ref or TableRef()
+    if not db.startswith(("mysql", "mariadb")):
+        raise ConfigurationError("--capture binlog needs MariaDB or MySQL (a mysql:// or mariadb:// database)")
+    publisher_for(broker, source=source, max_in_flight=config.window)
+    return TailRelay(
+        lambda: MariaDbBinlogReader(db, table_ref, takeover=config.lease_ttl),
+        lambda: publisher_for(broker, source=source, max_in_flight=config.window),
+        BinlogDecoder,
+        config,
+        observer,
+        hold_dead_keys=hold_dead_keys,
+        store_factory=lambda: store_for(db, table_ref, hold_dead_keys=hold_dead_keys),
+    )

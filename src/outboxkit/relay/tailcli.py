@@ -13,7 +13,7 @@ from outboxkit.config import resolve
 from outboxkit.errors import ConfigurationError
 from outboxkit.stores.base import TableRef
 
-CAPTURES = ("table", "wal")
+CAPTURES = ("table", "wal", "binlog")
 
 slot_app = typer.Typer(
     help="The replication slot of `relay --capture wal`: lag and retention (status), removal (drop).",
@@ -27,6 +27,8 @@ def capture_mode(capture: str, db: str) -> str:
         raise ConfigurationError(f"--capture must be one of {', '.join(CAPTURES)}, got {capture!r}")
     if capture == "wal" and not db.startswith(("postgresql", "postgres")):
         raise ConfigurationError("--capture wal needs PostgreSQL (a postgresql:// database)")
+    if capture == "binlog" and not db.startswith(("mysql", "mariadb")):
+        raise ConfigurationError("--capture binlog needs MariaDB or MySQL (a mysql:// or mariadb:// database)")
     return capture
 
 

@@ -205,6 +205,14 @@ class PostgresWalReader:
         rows = await self._query("SELECT current_setting('max_slot_wal_keep_size')")
         return _megabytes(str(rows[0][0])) < 0
 
+    async def retention_warning(self) -> str | None:
+        if not await self.wal_keep_unlimited():
+            return None
+        return (
+            f"max_slot_wal_keep_size is unlimited (-1): if this relay stalls, PostgreSQL keeps WAL for slot "
+            f"{self.slot} until the disk is full (H4); set a limit, see docs/log-tailing.md"
+        )
+
     async def mark_delivered(self, seqs: Sequence[int]) -> None:
         if seqs:
             await self._query(self._mark, [list(seqs)])

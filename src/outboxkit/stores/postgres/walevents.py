@@ -11,30 +11,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from outboxkit.core import walmessage
-from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.rows import event_from_row
+from outboxkit.core.tailing import Item, Transaction
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.pgoutput import Begin, Commit, Insert, Message, Relation, decode
 
 _FIELDS = ("seq", "id", "topic", "key", "type", "source", "payload", "content_type", "headers", "created_at")
 
 
-@dataclass(slots=True)
-class Item:
-    event: OutboxEvent
-    row_seq: int | None  # the outbox row's seq; None for a table-less event
-    committed_at: datetime | None
-
-
-@dataclass(slots=True)
-class Transaction:
-    end_lsn: int
-    committed_at: datetime | None
-    items: list[Item] = field(default_factory=list)
+__all__ = ["Decoder", "Item", "Transaction"]
 
 
 class Decoder:

@@ -1,0 +1,288 @@
+"""``relay --capture binlog``: the MariaDB binlog tailed, on the shared server (never purged here)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from outboxkit import Outbox
+from outboxkit.relay import RelayConfig
+from outboxkit.relay.tail import TailRelay, build_binlog_relay
+from outboxkit.stores.base import TableRef
+from outboxkit.stores.mariadb.binlog import migrate_binlog, position_table
+from tests.conftest import Stream
+from tests.helpers import db_connect, pending, read_all
+
+
+@pytest.fixture
+def binlog_ref(mariadb_url: str, mariadb_ref: TableRef) -> Iterator[TableRef]:
+    """The test's outbox with its binlog position table (dropped with the test's database)."""
+    migrate_binlog(mariadb_url, mariadb_ref)
+    yield mariadb_ref
+
+
+def binlog_relay(db: str, broker: str, ref: TableRef, **config: object) -> TailRelay:
+    settings: dict[str, object] = {"poll_interval": 0.05, "lease_ttl": 2.0, **config}
+    return build_binlog_relay(db, broker, ref=ref, config=RelayConfig(**settings))  # type: ignore[arg-type]
+
+
+async def relay_until(relay: TailRelay, done: Any, timeout: float = 30.0) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while not await asyncio.to_thread(done):
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def stored(db: str, ref: TableRef) -> tuple[Any, ...]:
+    conn = db_connect(db)
+    try:
+        row = conn.execute(f"SELECT log_file, log_pos, gtid FROM {position_table(ref)}").fetchone()
+    finally:
+        conn.close()
+    return tuple(row)
+
+
+async def test_commit_order_rollbacks_and_marks(mariadb_url: str, binlog_ref: TableRef, nats_stream: Stream) -> None:
+    """A transaction that took its seq first and committed last comes last; a rollback never
+    comes; another outbox's rows are not ours; rows are marked delivered; the position moved."""
+    topic = nats_stream.topic("orders")
+    outbox = Outbox(table=binlog_ref.table, schema=binlog_ref.schema)
+    before = stored(mariadb_url, binlog_ref)
+    early, conn = db_connect(mariadb_url), db_connect(mariadb_url)
+    try:
+        early.execute("BEGIN")
+        late_id = outbox.emit(early, topic, {"n": "late"}, key="k")  # takes the lowest seq
+        order = []
+        for i in range(5):
+            conn.execute("BEGIN")
+            order.append(outbox.emit(conn, topic, {"n": i}, key="k"))
+            order.append(outbox.emit(conn, topic, {"n": i, "second": True}, key="k", headers={"h": "v"}))
+            conn.execute("COMMIT")
+        conn.execute("BEGIN")
+        rolled = outbox.emit(conn, topic, {"n": "x"}, key="k")
+        conn.execute("ROLLBACK")
+        early.execute("COMMIT")
+        order.append(late_id)
+    finally:
+        early.close()
+        conn.close()
+    relay = binlog_relay(mariadb_url, nats_stream.url, binlog_ref)
+    await relay_until(relay, lambda: relay.stats.published >= len(order))
+    got = await read_all(nats_stream.url, nats_stream.name, expect=len(order))
+    assert [m.event_id for m in got] == order
+    assert rolled not in {m.event_id for m in got}
+    assert got[1].headers.get("h") == "v" and got[1].key == "k"
+    assert pending(mariadb_url, binlog_ref) == 0
+    after = stored(mariadb_url, binlog_ref)
+    assert after != before and after[2], after  # MariaDB: a GTID state is stored
+
+
+async def test_bad_rows_become_dead_letters(mariadb_url: str, binlog_ref: TableRef, nats_stream: Stream) -> None:
+    """H11: a row that cannot become a message is a dead letter; its key's later events are held."""
+    topic = nats_stream.topic("orders")
+    outbox = Outbox(table=binlog_ref.table, schema=binlog_ref.schema)
+    t = f"`{binlog_ref.schema}`.`{binlog_ref.table}`"
+    conn = db_connect(mariadb_url)
+    try:
+        conn.execute(f"INSERT INTO {t} (topic, `key`, payload) VALUES ('bad topic!', 'bad', 'x')")
+        conn.execute("BEGIN")
+        after_bad = outbox.emit(conn, topic, {"i": 1}, key="bad")
+        good = outbox.emit(conn, topic, {"i": 2}, key="good")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    relay = binlog_relay(mariadb_url, nats_stream.url, binlog_ref)
+    await relay_until(relay, lambda: relay.stats.published + relay.stats.dead_lettered >= 3)
+    got = await read_all(nats_stream.url, nats_stream.name, expect=1)
+    assert [m.event_id for m in got] == [good]
+    conn = db_connect(mariadb_url)
+    try:
+        rows = conn.execute(f"SELECT id, last_error FROM {t} WHERE dead_at IS NOT NULL ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    assert len(rows) == 2
+    assert "topic" in rows[0][1]
+    assert rows[1][0] == after_bad and "held" in rows[1][1]
+
+
+async def test_g3_position_holds_until_the_broker_confirms(
+    mariadb_url: str, binlog_ref: TableRef, nats_stream: Stream
+) -> None:
+    """No stream captures the subject: no PubAck, the event is retried and the stored position
+    does not move past it; once a stream exists it is delivered, and only then does it move."""
+    from outboxkit.brokers.nats import connect, ensure_stream
+
+    unrouted = f"{nats_stream.prefix}_late.orders"
+    outbox = Outbox(table=binlog_ref.table, schema=binlog_ref.schema)
+    conn = db_connect(mariadb_url)
+    try:
+        conn.execute("BEGIN")
+        event_id = outbox.emit(conn, unrouted, {"i": 1}, key="k")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    before = stored(mariadb_url, binlog_ref)
+    relay = binlog_relay(mariadb_url, nats_stream.url, binlog_ref, max_attempts=1000)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            while relay.stats.failed_attempts < 2:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.2)  # past the once-a-second save of an idle round
+        assert relay.stats.published == 0
+        assert stored(mariadb_url, binlog_ref) == before
+        nc = await connect(nats_stream.url)
+        try:
+            await ensure_stream(nc, f"{nats_stream.name}_LATE", [f"{nats_stream.prefix}_late.>"])
+            async with asyncio.timeout(30):
+                while relay.stats.published < 1:
+                    await asyncio.sleep(0.05)
+            got = await read_all(nats_stream.url, f"{nats_stream.name}_LATE", expect=1)
+            assert [m.event_id for m in got] == [event_id]
+        finally:
+            await nc.jetstream().delete_stream(f"{nats_stream.name}_LATE")
+            await nc.close()
+        async with asyncio.timeout(10):
+            while stored(mariadb_url, binlog_ref) == before:
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert pending(mariadb_url, binlog_ref) == 0
+
+
+async def test_a_standby_takes_over_when_the_holder_stops(
+    mariadb_url: str, binlog_ref: TableRef, nats_stream: Stream
+) -> None:
+    """One reader at a time (GET_LOCK): the second relay stands by, then takes over."""
+    topic = nats_stream.topic("orders")
+    outbox = Outbox(table=binlog_ref.table, schema=binlog_ref.schema)
+    first = binlog_relay(mariadb_url, nats_stream.url, binlog_ref)
+    second = binlog_relay(mariadb_url, nats_stream.url, binlog_ref)
+    stop1, stop2 = asyncio.Event(), asyncio.Event()
+    t1 = asyncio.create_task(first.run(stop1))
+    async with asyncio.timeout(10):
+        while not first.active:
+            await asyncio.sleep(0.05)
+    t2 = asyncio.create_task(second.run(stop2))
+    try:
+        await asyncio.sleep(1.0)
+        assert not second.active
+        stop1.set()
+        await asyncio.wait_for(t1, 30)
+        conn = db_connect(mariadb_url)
+        try:
+            conn.execute("BEGIN")
+            event_id = outbox.emit(conn, topic, {"i": 1}, key="k")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        async with asyncio.timeout(20):
+            while second.stats.published < 1:
+                await asyncio.sleep(0.05)
+        assert second.active and second.stats.handovers == 1
+        got = await read_all(nats_stream.url, nats_stream.name, expect=1)
+        assert [m.event_id for m in got] == [event_id]
+    finally:
+        stop1.set()
+        stop2.set()
+        await asyncio.wait_for(t2, 30)
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "outboxkit", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_migrate_sql_and_refusals(mariadb_url: str, mariadb_ref: TableRef) -> None:
+    sql = cli("migrate", "--sql", "--dialect", "mariadb", "--capture", "binlog")
+    assert sql.returncode == 0, sql.stderr
+    assert "CREATE TABLE IF NOT EXISTS `outbox_binlog`" in sql.stdout and "SHOW MASTER STATUS" in sql.stdout
+    schema = mariadb_ref.schema or ""
+    missing = cli(
+        "relay", "--db", mariadb_url, "--schema", schema, "--broker", "nats://127.0.0.1:4222", "--capture", "binlog"
+    )
+    assert missing.returncode != 0 and "migrate --capture binlog" in missing.stderr, missing.stderr
+    made = cli("migrate", "--db", mariadb_url, "--schema", schema, "--capture", "binlog")
+    assert made.returncode == 0 and "the relay tails from" in made.stderr, made.stderr
+    wrong = cli("relay", "--db", "sqlite:///x.db", "--broker", "nats://127.0.0.1:4222", "--capture", "binlog")
+    assert wrong.returncode == 2 and "needs MariaDB or MySQL" in wrong.stderr
+    wal = cli("relay", "--db", mariadb_url, "--broker", "nats://127.0.0.1:4222", "--capture", "wal")
+    assert wal.returncode == 2 and "needs PostgreSQL" in wal.stderr
+    resume = cli("relay", "--db", mariadb_url, "--broker", "nats://127.0.0.1:4222", "--resume-from-now")
+    assert resume.returncode == 2 and "--capture binlog" in resume.stderr
+
+
+async def test_purged_binlog_is_one_line_and_resume_from_now_loses_nothing(
+    mariadb_url: str, binlog_ref: TableRef, nats_stream: Stream
+) -> None:
+    """The stored position names a binlog the server does not have (what PURGE BINARY LOGS leaves;
+    the shared server's logs are never purged here): the relay stops with one line saying how to
+    recover. ``--resume-from-now`` drains the pending rows with the table relay, then tails: every
+    event, before and after, arrives."""
+    topic = nats_stream.topic("orders")
+    outbox = Outbox(table=binlog_ref.table, schema=binlog_ref.schema)
+
+    def emit(n: int, tag: str) -> list[str]:
+        conn = db_connect(mariadb_url)
+        try:
+            ids = []
+            for i in range(n):
+                conn.execute("BEGIN")
+                ids.append(outbox.emit(conn, topic, {"i": i, "tag": tag}, key=f"k{i % 3}"))
+                conn.execute("COMMIT")
+            return ids
+        finally:
+            conn.close()
+
+    before = emit(20, "before")
+    schema = binlog_ref.schema or ""
+    args = ["--db", mariadb_url, "--schema", schema, "--broker", nats_stream.url, "--capture", "binlog"]
+    conn = db_connect(mariadb_url)
+    try:
+        for log_file, gtid in (("mariadb-bin.999999", None), ("mariadb-bin.000001", "0-77-5")):
+            conn.execute(
+                f"UPDATE {position_table(binlog_ref)} SET log_file = %s, log_pos = 4, gtid = %s", (log_file, gtid)
+            )
+            gone = await asyncio.to_thread(cli, "relay", *args, "--lease-ttl", "2")
+            assert gone.returncode == 1, (gone.returncode, gone.stderr)
+            lines = [line for line in gone.stderr.splitlines() if "no longer on the server" in line]
+            assert len(lines) == 1 and "--resume-from-now" in lines[0], gone.stderr
+            assert "Traceback" not in gone.stderr
+    finally:
+        conn.close()
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "outboxkit", "relay", *args, "--lease-ttl", "2", "--resume-from-now"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while pending(mariadb_url, binlog_ref) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        after = await asyncio.to_thread(emit, 20, "after")
+        got = await read_all(nats_stream.url, nats_stream.name, expect=len(before) + len(after), timeout=30)
+        ids = {m.event_id for m in got}
+        assert ids >= set(before) | set(after), f"lost {len(set(before) | set(after) - ids)}"
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert stored(mariadb_url, binlog_ref)[0] != "mariadb-bin.999999"
