@@ -41,7 +41,8 @@ class DemoOptions:
     rate: float = 1500.0  # events/s across all writers, so the kills land mid-run
     drain_timeout: float = 60.0
     # table: the table relay; wal: ``relay --capture wal`` (PostgreSQL); wal-message: the same relay,
-    # with the events written table-less (``walemit.MessageOutbox``).
+    # with the events written table-less (``walemit.MessageOutbox``); binlog: ``relay --capture
+    # binlog`` (MariaDB/MySQL).
     capture: str = "table"
 
 
@@ -110,6 +111,10 @@ async def _demo(options: DemoOptions, console: Console) -> DemoResult:
                 from outboxkit.walemit import MessageOutbox
 
                 workload.outbox = MessageOutbox(schema=schema, source="/outboxkit/demo/orders")
+        elif options.capture == "binlog":
+            from outboxkit.stores.mariadb.binlog import migrate_binlog
+
+            migrate_binlog(db, workload.ref)  # the position table lives in the demo's schema
         workload.setup()
         console.print(f"  database {db.split('@')[-1]} ({'schema ' + schema if schema else 'file'})")
 
@@ -132,7 +137,7 @@ async def _demo(options: DemoOptions, console: Console) -> DemoResult:
 
         extra = ["--schema", schema] if schema else []
         if options.capture != "table":
-            extra += ["--capture", "wal"]
+            extra += ["--capture", "binlog" if options.capture == "binlog" else "wal"]
         relay = RelayProcess(db, broker, *extra, log_path=str(Path(workdir) / "relay.log")).start()
         stop_writers = threading.Event()
         pacer = _Pacer(options.rate)
