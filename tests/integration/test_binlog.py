@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -218,8 +219,16 @@ def test_cli_migrate_sql_and_refusals(mariadb_url: str, mariadb_ref: TableRef) -
         "relay", "--db", mariadb_url, "--schema", schema, "--broker", "nats://127.0.0.1:4222", "--capture", "binlog"
     )
     assert missing.returncode != 0 and "migrate --capture binlog" in missing.stderr, missing.stderr
+    plain = cli("status", "--db", mariadb_url, "--schema", schema)
+    assert plain.returncode == 0 and "capture binlog" not in plain.stdout, plain.stderr
     made = cli("migrate", "--db", mariadb_url, "--schema", schema, "--capture", "binlog")
     assert made.returncode == 0 and "the relay tails from" in made.stderr, made.stderr
+    status = cli("status", "--db", mariadb_url, "--schema", schema)
+    assert status.returncode == 0, status.stderr
+    assert "log tailing (relay --capture binlog): position " in status.stdout and "lag " in status.stdout
+    assert "no reader attached right now" in status.stdout
+    doc = json.loads(cli("status", "--db", mariadb_url, "--schema", schema, "--json").stdout)
+    assert doc["binlog"]["lag_bytes"] >= 0 and doc["binlog"]["gtid"]
     wrong = cli("relay", "--db", "sqlite:///x.db", "--broker", "nats://127.0.0.1:4222", "--capture", "binlog")
     assert wrong.returncode == 2 and "needs MariaDB or MySQL" in wrong.stderr
     wal = cli("relay", "--db", mariadb_url, "--broker", "nats://127.0.0.1:4222", "--capture", "wal")

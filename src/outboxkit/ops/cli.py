@@ -83,6 +83,17 @@ def _slot(db: str | None, table: str | None, schema: str | None, config: str | N
     return info if info.exists else None
 
 
+def _binlog(db: str | None, table: str | None, schema: str | None, config: str | None) -> Any:
+    """The outbox's binlog position (``migrate --capture binlog``), if it has one (MariaDB/MySQL)."""
+    settings = resolve({"db": db, "table": table, "schema": schema}, config_file=config)
+    url = settings.require_db()
+    if not url.startswith(("mysql", "mariadb")):
+        return None
+    from outboxkit.stores.mariadb.binlog import binlog_info
+
+    return binlog_info(url, settings.ref)
+
+
 def _emit_json(doc: Any) -> None:
     typer.echo(json.dumps(doc, indent=2, default=str))
 
@@ -139,6 +150,9 @@ def status(
     slot = _slot(db, table, schema, config)
     if slot is not None:
         doc["slot"] = slot.__dict__
+    binlog = _binlog(db, table, schema, config)
+    if binlog is not None:
+        doc["binlog"] = binlog.__dict__
     if as_json:
         _emit_json(doc)
         return
@@ -179,6 +193,18 @@ def status(
             f"log tailing (relay --capture wal): slot {slot.name} lag {slot.lag_bytes:,} bytes / {seconds}, "
             f"wal_status {slot.wal_status}, {reader}"
             + ("; max_slot_wal_keep_size is unlimited (H4)" if slot.max_slot_wal_keep_size_mb < 0 else "")
+        )
+    if binlog is not None:
+        lag = (
+            "binlog file gone: recover with --resume-from-now"
+            if binlog.lag_bytes is None
+            else (f"lag {binlog.lag_bytes:,} bytes")
+        )
+        reader = f"read by connection {binlog.reader}" if binlog.reader else "no reader attached right now"
+        out.print(
+            f"log tailing (relay --capture binlog): position {binlog.log_file}:{binlog.log_pos}"
+            + (f" (GTID {binlog.gtid})" if binlog.gtid else "")
+            + f", saved {_age(binlog.saved_age_s)} ago, {lag}, {reader}"
         )
     relays = doc["relays"]
     if relays["mode"] == "single":

@@ -155,6 +155,54 @@ def lock_name(ref: TableRef, database: str) -> str:
     return name if len(name) <= 64 else "outboxkit-binlog:" + hashlib.sha256(name.encode()).hexdigest()[:40]
 
 
+def _lag(logs: Sequence[Sequence[Any]], position: Position) -> int | None:
+    """Bytes of binlog after ``position``, from ``SHOW BINARY LOGS`` (None: its file is gone)."""
+    names = [str(r[0]) for r in logs]
+    if position.log_file not in names:
+        return None
+    after = names.index(position.log_file)
+    return max(0, sum(int(r[1]) for r in logs[after:]) - position.log_pos)
+
+
+@dataclass(frozen=True)
+class BinlogInfo:
+    """What ``outboxkit status`` shows of a binlog relay's position."""
+
+    log_file: str
+    log_pos: int
+    gtid: str | None
+    saved_age_s: float  # since the relay last saved the position (about 1 s while it runs)
+    lag_bytes: int | None  # binlog written since; None when the file is gone (purged)
+    reader: int | None  # connection id of the relay holding the lock, None if none
+
+
+def binlog_info(url: str, ref: TableRef) -> BinlogInfo | None:
+    """The binlog position of the outbox, or None when it has none (no ``migrate --capture binlog``)."""
+    conn = connect_sync(url, label="outboxkit-status")
+    try:
+        try:
+            position = read_position(conn, ref)
+        except SchemaError:
+            return None
+        age = conn.execute(
+            f"SELECT TIMESTAMPDIFF(MICROSECOND, updated_at, UTC_TIMESTAMP(6)) FROM {position_table(ref)}"
+        ).fetchone()
+        logs = conn.execute("SHOW BINARY LOGS").fetchall()
+        reader = conn.execute("SELECT IS_USED_LOCK(%s)", (lock_name(ref, parse_url(url).database),)).fetchone()
+    except Exception as exc:
+        raise (translate(exc, redact_url(url)) or exc) from None
+    finally:
+        conn.close()
+    return BinlogInfo(
+        position.log_file,
+        position.log_pos,
+        position.gtid,
+        int(age[0] or 0) / 1e6,
+        _lag(logs, position),
+        int(reader[0]) if reader and reader[0] is not None else None,
+    )
+
+
 def _pymysql_connect(**kwargs: Any) -> Any:
     """``pymysql.connect`` for the replication client, which still names two arguments the way
     PyMySQL 1.2 deprecates (``db``, ``passwd``)."""
@@ -421,12 +469,7 @@ class MariaDbBinlogReader:
         """Binlog bytes written after the stored position (all of the server's traffic, H4)."""
         if self.position is None:
             return None
-        logs = await self._query("SHOW BINARY LOGS")
-        names = [str(r[0]) for r in logs]
-        if self.position.log_file not in names:
-            return None
-        after = names.index(self.position.log_file)
-        return sum(int(r[1]) for r in logs[after:]) - self.position.log_pos
+        return _lag(await self._query("SHOW BINARY LOGS"), self.position)
 
     async def retention_warning(self) -> str | None:
         rows = await self._query("SELECT @@GLOBAL.binlog_expire_logs_seconds")
