@@ -139,6 +139,17 @@ async def test_log_tailing_strategies_lose_nothing_and_invent_nothing(lab_pg: st
         assert left.fetchone() == (0,)
 
 
+async def test_binlog_strategy_loses_nothing_and_invents_nothing() -> None:
+    """``relay --capture binlog`` as the lab's companion on MariaDB: crashes of the writer and of
+    the relay lose nothing, a crash before COMMIT publishes nothing."""
+    require("MariaDB", "127.0.0.1", 3306)
+    (run,) = await lab(MARIADB_URL, ("binlog",), ("kill-after-commit", "kill-after-publish", "kill-relay"))
+    assert run.verdict.tally.committed > 0
+    assert run.verdict.tally.lost == 0
+    assert run.verdict.tally.phantom == 0
+    assert run.verdict.tally.order_violations == 0
+
+
 async def test_log_tailing_is_skipped_where_the_database_cannot_tail(tmp_path: object) -> None:
     runs = await lab("sqlite", ("wal", "dual-write"), ("kill-after-commit",))
     assert [r.strategy for r in runs] == ["dual-write"]

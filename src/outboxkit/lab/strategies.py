@@ -398,6 +398,28 @@ class WalMessage(Wal):
             await ctx.at("after-commit")
 
 
+class Binlog(_Outbox):
+    """The outbox row of ``outbox-relay-poll``, published by ``relay --capture binlog`` reading the
+    MariaDB/MySQL binlog (other databases skip it). Its position table lives beside the outbox and
+    goes with the lab's schema."""
+
+    name, summary, relay = "binlog", "outbox row; a relay tails the MariaDB/MySQL binlog", "notify"
+    choose = (
+        "on MariaDB/MySQL when events must leave in commit order with no polling of the outbox, at the"
+        " price of replication privileges and a binlog kept longer than any relay outage"
+    )
+    databases = ("mariadb",)
+
+    def prepare(self, env: Env) -> None:
+        from outboxkit.stores.mariadb.binlog import migrate_binlog
+
+        super().prepare(env)
+        migrate_binlog(env.db, env.ref)
+
+    def companion(self, env: Env) -> list[str] | None:
+        return [*(super().companion(env) or []), "--capture", "binlog"]
+
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -411,5 +433,6 @@ STRATEGIES: dict[str, Strategy] = {
         Trigger(),
         Wal(),
         WalMessage(),
+        Binlog(),
     )
 }
