@@ -295,3 +295,60 @@ async def test_purged_binlog_is_one_line_and_resume_from_now_loses_nothing(
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert stored(mariadb_url, binlog_ref)[0] != "mariadb-bin.999999"
+
+
+def dump_threads(db: str) -> set[int]:
+    conn = db_connect(db)
+    try:
+        rows = conn.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'").fetchall()
+    finally:
+        conn.close()
+    return {int(r[0]) for r in rows}
+
+
+async def test_a_cut_replication_connection_resumes_from_the_stored_position(
+    mariadb_url: str, binlog_ref: TableRef, nats_stream: Stream
+) -> None:
+    """G8: the server ends the relay's binlog dump (as a restart or KILL does); the relay rebuilds
+    its reader from the stored position and goes on: nothing lost, keys in order, and the stored
+    position never moves back."""
+    from tests.helpers import emit_many
+
+    topic = nats_stream.topic("orders")
+    others = await asyncio.to_thread(dump_threads, mariadb_url)
+    relay = binlog_relay(mariadb_url, nats_stream.url, binlog_ref)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        ids = emit_many(mariadb_url, binlog_ref, topic, [{"i": i} for i in range(50)], key=lambda i: f"k{i % 5}")
+        async with asyncio.timeout(20):
+            while relay.stats.published < 50:
+                await asyncio.sleep(0.05)
+        saved = stored(mariadb_url, binlog_ref)
+        ours = await asyncio.to_thread(dump_threads, mariadb_url) - others
+        assert ours, "the relay's binlog dump is listed by the server"
+        conn = db_connect(mariadb_url)
+        try:
+            for thread in ours:
+                conn.execute(f"KILL CONNECTION {thread}")
+        finally:
+            conn.close()
+        ids += emit_many(mariadb_url, binlog_ref, topic, [{"i": i} for i in range(50, 100)], key=lambda i: f"k{i % 5}")
+        async with asyncio.timeout(30):
+            while relay.stats.published < 100:
+                await asyncio.sleep(0.05)
+        assert relay.stats.outages >= 1
+        now = stored(mariadb_url, binlog_ref)
+        assert int(now[2].split("-")[-1]) >= int(saved[2].split("-")[-1])  # GTID sequence never back
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    got = await read_all(nats_stream.url, nats_stream.name, expect=100)
+    firsts: dict[str, list[int]] = {}
+    seen: set[str] = set()
+    for m in got:
+        if m.event_id not in seen:
+            seen.add(m.event_id)
+            firsts.setdefault(m.key or "", []).append(json.loads(m.payload)["i"])
+    assert seen == set(ids)
+    assert all(v == sorted(v) for v in firsts.values())

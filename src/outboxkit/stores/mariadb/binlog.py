@@ -29,6 +29,7 @@ its row events. Rules kept here (each has a test):
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import threading
 import time
@@ -203,15 +204,38 @@ def binlog_info(url: str, ref: TableRef) -> BinlogInfo | None:
     )
 
 
-def _pymysql_connect(**kwargs: Any) -> Any:
-    """``pymysql.connect`` for the replication client, which still names two arguments the way
-    PyMySQL 1.2 deprecates (``db``, ``passwd``)."""
+class StreamLostError(Exception):
+    """The replication connection dropped (the server restarted, or killed this dump)."""
+
+
+@functools.cache
+def _connection_class() -> Any:
+    """PyMySQL's connection, except that a dropped connection raises :class:`StreamLostError`.
+
+    mysql-replication reconnects by itself on "server gone" (2006, 2013), from the position it
+    was *started* at when it follows a GTID: it would send transactions again under new tokens
+    and could save an older position. The reader is rebuilt from the stored position instead."""
     import pymysql
 
+    class Connection(pymysql.connections.Connection):  # type: ignore[misc]
+        def _read_packet(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super()._read_packet(*args, **kwargs)
+            except pymysql.err.OperationalError as exc:
+                if error_code(exc) in (2006, 2013):
+                    raise StreamLostError(f"the binlog stream was cut: {first_line(exc)}") from None
+                raise
+
+    return Connection
+
+
+def _pymysql_connect(**kwargs: Any) -> Any:
+    """The replication client's connections (``pymysql_wrapper``); it still names two arguments
+    the way PyMySQL 1.2 deprecates (``db``, ``passwd``)."""
     for old, new in (("db", "database"), ("passwd", "password")):
         if old in kwargs:
             kwargs[new] = kwargs.pop(old)
-    return pymysql.connect(**kwargs)
+    return _connection_class()(**kwargs)
 
 
 def _gtid_state(text: str | None) -> dict[str, str]:
