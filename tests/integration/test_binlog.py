@@ -352,3 +352,40 @@ async def test_a_cut_replication_connection_resumes_from_the_stored_position(
             firsts.setdefault(m.key or "", []).append(json.loads(m.payload)["i"])
     assert seen == set(ids)
     assert all(v == sorted(v) for v in firsts.values())
+
+
+async def test_an_altered_outbox_is_read_with_its_new_columns(
+    mariadb_url: str, binlog_ref: TableRef, nats_stream: Stream
+) -> None:
+    """The reader decodes a table's column map once per table id (``freeze_schema``): an ALTER TABLE
+    gives the table a new id, so rows written after it are read with the new columns (a column
+    added in the middle would shift every later one if the old map were kept)."""
+    from tests.helpers import emit_many
+
+    topic = nats_stream.topic("orders")
+    relay = binlog_relay(mariadb_url, nats_stream.url, binlog_ref)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        ids = emit_many(mariadb_url, binlog_ref, topic, [{"i": 0}], key=lambda i: "k")
+        async with asyncio.timeout(20):
+            while relay.stats.published < 1:
+                await asyncio.sleep(0.05)
+        conn = db_connect(mariadb_url)
+        try:
+            conn.execute(
+                f"ALTER TABLE `{binlog_ref.schema}`.`{binlog_ref.table}` ADD COLUMN tenant VARCHAR(10) AFTER seq"
+            )
+        finally:
+            conn.close()
+        ids += emit_many(mariadb_url, binlog_ref, topic, [{"i": 1}], key=lambda i: "k")
+        async with asyncio.timeout(20):
+            while relay.stats.published + relay.stats.dead_lettered < 2:
+                await asyncio.sleep(0.05)
+        assert relay.stats.dead_lettered == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    got = await read_all(nats_stream.url, nats_stream.name, expect=2)
+    assert [m.event_id for m in got] == ids
+    assert [json.loads(m.payload) for m in got] == [{"i": 0}, {"i": 1}] and got[1].key == "k"
