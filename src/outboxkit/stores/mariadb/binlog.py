@@ -105,7 +105,12 @@ def _server_position(conn: MySqlConnection) -> Position:
     gtid = None
     if "mariadb" in version.lower():
         gtid = str(conn.execute("SELECT @@GLOBAL.gtid_binlog_pos").fetchone()[0]) or None
-    row = conn.execute("SHOW MASTER STATUS").fetchone()
+    try:
+        row = conn.execute("SHOW MASTER STATUS").fetchone()
+    except Exception as exc:
+        if error_code(exc) != 1064:
+            raise
+        row = conn.execute("SHOW BINARY LOG STATUS").fetchone()  # MySQL 8.4 removed the old name
     if row is None:
         raise ConfigurationError("the binary log is off on this server: start it with log_bin (docs/log-tailing.md)")
     return Position(str(row[0]), int(row[1]), gtid)
