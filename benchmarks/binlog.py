@@ -36,7 +36,7 @@ from outboxkit import Outbox
 from outboxkit.relay.loop import RelayConfig
 from outboxkit.relay.process import build_relay
 from outboxkit.relay.tail import build_binlog_relay
-from outboxkit.stores.mariadb.binlog import migrate_binlog
+from outboxkit.stores.mariadb.binlogpos import migrate_binlog
 from outboxkit.stores.registry import database_for
 
 MODES = ("table", "binlog")

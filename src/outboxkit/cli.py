@@ -146,7 +146,7 @@ def migrate(
             for stmt in wal_ddl(settings.ref):
                 typer.echo(stmt.rstrip() + ";\n")
         elif capture_mode(capture, target) == "binlog":
-            from outboxkit.stores.mariadb.binlog import binlog_ddl, binlog_sql_note
+            from outboxkit.stores.mariadb.binlogpos import binlog_ddl, binlog_sql_note
 
             typer.echo("-- binlog tailing (outboxkit relay --capture binlog): the relay's position")
             for stmt in binlog_ddl(settings.ref):
@@ -162,7 +162,7 @@ def migrate(
         migrate_wal(settings.require_db(), settings.ref)
         err.print(f"replication slot and publication {slot_name(settings.ref)} are in place")
     elif mode == "binlog":
-        from outboxkit.stores.mariadb.binlog import migrate_binlog
+        from outboxkit.stores.mariadb.binlogpos import migrate_binlog
 
         at = migrate_binlog(settings.require_db(), settings.ref)
         err.print(f"binlog position table in place; the relay tails from {at.log_file}:{at.log_pos}")

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from outboxkit.lab.demo import DemoOptions, run_demo
 from outboxkit.stores.base import TableRef
-from outboxkit.stores.mariadb.binlog import migrate_binlog
+from outboxkit.stores.mariadb.binlogpos import migrate_binlog
 from outboxkit.testing.servers import RelayProcess
 from tests.conftest import MARIADB_URL, NATS_URL, Stream, require
 from tests.faults.test_wal_standby import _text, wait_for_line

@@ -23,7 +23,7 @@ from outboxkit import migrate
 from outboxkit.relay import RelayConfig
 from outboxkit.relay.tail import build_binlog_relay
 from outboxkit.stores.base import TableRef
-from outboxkit.stores.mariadb.binlog import migrate_binlog
+from outboxkit.stores.mariadb.binlogpos import migrate_binlog
 from tests.conftest import Stream
 from tests.helpers import db_connect, emit_many, pending, read_all
 

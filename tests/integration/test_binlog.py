@@ -18,7 +18,7 @@ from outboxkit import Outbox
 from outboxkit.relay import RelayConfig
 from outboxkit.relay.tail import TailRelay, build_binlog_relay
 from outboxkit.stores.base import TableRef
-from outboxkit.stores.mariadb.binlog import migrate_binlog, position_table
+from outboxkit.stores.mariadb.binlogpos import migrate_binlog, position_table
 from tests.conftest import Stream
 from tests.helpers import db_connect, pending, read_all
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from outboxkit.stores.base import TableRef
-from outboxkit.stores.mariadb.binlog import _gtid_state, lock_name
+from outboxkit.stores.mariadb.binlog import _gtid_state
 from outboxkit.stores.mariadb.binlogevents import BinlogDecoder, RawTransaction
+from outboxkit.stores.mariadb.binlogpos import lock_name
 
 
 def row(seq: int, **values: object) -> dict[str, object]:

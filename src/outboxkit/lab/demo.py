@@ -112,7 +112,7 @@ async def _demo(options: DemoOptions, console: Console) -> DemoResult:
 
                 workload.outbox = MessageOutbox(schema=schema, source="/outboxkit/demo/orders")
         elif options.capture == "binlog":
-            from outboxkit.stores.mariadb.binlog import migrate_binlog
+            from outboxkit.stores.mariadb.binlogpos import migrate_binlog
 
             migrate_binlog(db, workload.ref)  # the position table lives in the demo's schema
         workload.setup()

@@ -411,7 +411,7 @@ class Binlog(_Outbox):
     databases = ("mariadb",)
 
     def prepare(self, env: Env) -> None:
-        from outboxkit.stores.mariadb.binlog import migrate_binlog
+        from outboxkit.stores.mariadb.binlogpos import migrate_binlog
 
         super().prepare(env)
         migrate_binlog(env.db, env.ref)

@@ -89,7 +89,7 @@ def _binlog(db: str | None, table: str | None, schema: str | None, config: str |
     url = settings.require_db()
     if not url.startswith(("mysql", "mariadb")):
         return None
-    from outboxkit.stores.mariadb.binlog import binlog_info
+    from outboxkit.stores.mariadb.binlogpos import binlog_info
 
     return binlog_info(url, settings.ref)
 

@@ -42,7 +42,7 @@ async def drain_then_resume(
     """Steps 1-3 above; returns how many rows the drain found pending. Raises ``TimeoutError``
     when the drain takes longer than ``timeout`` (the position is then left as it was)."""
     from outboxkit.relay.process import build_relay
-    from outboxkit.stores.mariadb.binlog import pending_up_to, server_position, store_resume_position
+    from outboxkit.stores.mariadb.binlogpos import pending_up_to, server_position, store_resume_position
 
     position, upto = await asyncio.to_thread(server_position, db, ref)
     pending = await asyncio.to_thread(pending_up_to, db, ref, upto)
