@@ -33,6 +33,10 @@ class PostgresEventStoreSql:
     def waiter(self, url: str, ref: TableRef) -> PostgresWaiter:
         return PostgresWaiter(url, ref.channel)
 
+    def upgrade(self, url: str, ref: TableRef) -> list[str]:
+        """Nothing to do first: ddl() adds the stream columns with ADD COLUMN IF NOT EXISTS."""
+        return []
+
     def ddl(self, ref: TableRef, *, notify: bool = True) -> list[str]:
         t = ref.qualified
         return [
