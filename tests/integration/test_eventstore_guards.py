@@ -99,3 +99,25 @@ def test_migrate_event_store_upgrades_a_plain_outbox_table_on_sqlite(tmp_path: P
     refused = run("migrate", "--event-store", "--db", url, "--table", "ledger")  # as a user runs it
     assert refused.returncode == 2
     assert "not an outbox table" in one_line_error(refused) and "--table" in refused.stderr
+
+
+def test_migrate_event_store_upgrades_a_plain_outbox_table_on_postgres() -> None:
+    require("PostgreSQL", "127.0.0.1", 5432)
+    schema = unique("okg")
+    try:
+        assert cli("migrate", "--db", PG_URL, "--schema", schema, "--table", "events").exit_code == 0
+        done = cli("migrate", "--event-store", "--db", PG_URL, "--schema", schema)
+        assert done.exit_code == 0, done.stderr
+        store = EventStore(schema=schema)
+        with psycopg.connect(PG_URL) as conn, conn.transaction():
+            store.append(conn, "acct-1", [NewEvent("Opened", {}), NewEvent("Deposited", {"n": 1})], expected=NO_STREAM)
+        with psycopg.connect(PG_URL) as conn:
+            assert [e.version for e in store.read_stream(conn, "acct-1")] == [1, 2]
+            conn.execute(f'CREATE TABLE "{schema}".ledger (a integer)'.encode())
+            conn.commit()
+        refused = run("migrate", "--event-store", "--db", PG_URL, "--schema", schema, "--table", "ledger")
+        assert refused.returncode == 2
+        assert "not an outbox table" in one_line_error(refused)
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
