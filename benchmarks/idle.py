@@ -3,8 +3,9 @@
 For each store (SQLite, PostgreSQL, MariaDB) a relay runs in its own process, exactly as
 ``benchmarks.latency`` starts it (``build_relay`` with the default ``RelayConfig``: poll_interval
 1 s, to NATS JetStream), on an empty outbox: PostgreSQL with its NOTIFY trigger (the relay LISTENs),
-MariaDB with its own wake-up (a fingerprint of the pending rows polled every 2-50 ms), SQLite with
-its file-change (inotify) wake-up. After ``--settle`` seconds the relay's user + system CPU time
+MariaDB with its own wake-up (a fingerprint of the pending rows polled every 2-50 ms, 150 ms after
+10 s quiet), SQLite with its file-change (inotify) wake-up.
+After ``--settle`` seconds the relay's user + system CPU time
 (``/proc/<pid>/stat``, every thread) is read, then again ``--seconds`` later: the difference over the
 wall time is the share of a core. The floor, measured the same way in the same run, is a Python
 process sleeping in ``asyncio`` for the same time. Issue 12 target: under 1% of a core on every store.

@@ -426,15 +426,29 @@ def test_a_crashing_worker_is_restarted_with_backoff(caplog: pytest.LogCaptureFi
         starts.append(time.monotonic())
         return [sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(1)"]
 
+    def died() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "relay worker w1 exited with status 1" in r.getMessage()]
+
     caplog.set_level(logging.WARNING, "outboxkit.relay")
     sup = Supervisor([_spec(1)], command=command)
-    timer = threading.Timer(6.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
-    timer.start()
+    done = threading.Event()
+
+    def stop_after_three_deaths() -> None:
+        # Waits for the deaths rather than a fixed time: on a loaded machine each start is slower.
+        deadline = time.monotonic() + 60
+        while not done.is_set() and len(died()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not done.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    watcher = threading.Thread(target=stop_after_three_deaths, daemon=True)
+    watcher.start()
     try:
         assert sup.run() == 0  # stopped by SIGTERM while waiting to restart: nothing left to stop
     finally:
-        timer.cancel()
-    deaths = [r.getMessage() for r in caplog.records if "relay worker w1 exited with status 1" in r.getMessage()]
+        done.set()
+        watcher.join()
+    deaths = died()
     assert len(deaths) >= 3 and len(starts) in (len(deaths), len(deaths) + 1), (deaths, starts)
     # One line per death, each saying how long it waits: longer after each quick death.
     delays = [float(line.rsplit(" in ", 1)[1].rstrip("s")) for line in deaths]

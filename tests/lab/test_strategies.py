@@ -153,3 +153,31 @@ async def test_binlog_strategy_loses_nothing_and_invents_nothing() -> None:
 async def test_log_tailing_is_skipped_where_the_database_cannot_tail(tmp_path: object) -> None:
     runs = await lab("sqlite", ("wal", "dual-write"), ("kill-after-commit",))
     assert [r.strategy for r in runs] == ["dual-write"]
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+async def test_event_sourcing_loses_nothing_and_invents_nothing(database: str) -> None:
+    """Appends at the expected version are the only write; the relay publishes the event store's
+    table. A crash before COMMIT publishes nothing (the append rolls back with the business change),
+    a crash after it loses nothing (the relay sends it), and each stream keeps its order."""
+    if database == "postgresql":
+        require("PostgreSQL", "127.0.0.1", 5432)
+        db, faults = PG_URL, ("kill-after-publish", "kill-after-commit", "db-kill", "kill-relay")
+    else:
+        db, faults = "sqlite", ("kill-after-publish", "kill-after-commit")
+    (run,) = await lab(db, ("event-sourcing",), faults)
+    assert run.restarts == 2
+    assert not run.not_applicable
+    assert run.verdict.tally.committed > EVENTS // 2
+    assert run.verdict.tally.lost == 0
+    assert run.verdict.tally.phantom == 0
+    assert run.verdict.tally.order_violations == 0
+
+
+async def test_event_sourcing_is_skipped_on_mariadb() -> None:
+    """The event store has no MariaDB SQL: the runner skips the strategy (no connection needed)."""
+    phases: list[tuple[str, str]] = []
+    options = LabOptions(strategies=("event-sourcing",), faults=("kill-after-commit",), events=EVENTS, db=MARIADB_URL)
+    lab_run = await run_lab(options, on_phase=lambda s, p: phases.append((s, p)))
+    assert lab_run.runs == []
+    assert ("event-sourcing", "skipped: needs postgresql or sqlite") in phases

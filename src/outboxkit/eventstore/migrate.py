@@ -21,6 +21,8 @@ def migrate_event_store(url: str, ref: TableRef | None = None, *, notify: bool =
     heads and its projection checkpoints; returns the number of statements run."""
     ref = ref or TableRef(DEFAULT_TABLE)
     database = database_for(url)
-    statements = event_store_sql(database.name).ddl(ref, notify=notify)
+    sql = event_store_sql(database.name)
+    statements = sql.ddl(ref, notify=notify)
+    sql.upgrade(url, ref)  # a table first created by `outboxkit migrate` gains its stream columns
     database.migrate(url, ref, statements)
     return len(statements)

@@ -38,6 +38,11 @@ class EventStoreSql(Protocol):
         """What a projection runner sleeps on between batches: a wake-up, or plain polling."""
         ...
 
+    def upgrade(self, url: str, ref: TableRef) -> list[str]:
+        """Before ddl(): bring a table first created as a plain outbox up to an event store where
+        ddl() alone cannot (SQLite); returns the columns added."""
+        ...
+
     def ddl(self, ref: TableRef, *, notify: bool = True) -> list[str]:
         """The outbox DDL plus stream columns, the streams and projections tables; idempotent."""
         ...

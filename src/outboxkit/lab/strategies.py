@@ -420,6 +420,71 @@ class Binlog(_Outbox):
         return [*(super().companion(env) or []), "--capture", "binlog"]
 
 
+class EventSourcing(_Outbox):
+    """No outbox beside the state: the business change appends its events to the customer's
+    stream (``outboxkit.eventstore``) at the version the writer read, and a relay publishes the
+    event store's table as it would an outbox (``relay --table events``): one write, published.
+
+    The expected version is read before the transaction opens, as a service loads an aggregate and
+    then decides; a writer that raced it would get a ConcurrencyError and write nothing. The lab
+    writer is the stream's only writer, so a conflict here is a bug and fails the run."""
+
+    name, relay = "event-sourcing", "notify"
+    summary = "append to the key's stream at the expected version; a relay publishes the events table"
+    choose = (
+        "when the events are the state (audit, ledgers, workflows) and read models can be rebuilt from them,"
+        " at the price of projections to write and events kept forever"
+    )
+    databases = ("postgresql", "sqlite")  # the event store has no MariaDB SQL yet
+    table = "events"
+
+    def _ref(self, env: Env) -> TableRef:
+        return TableRef(self.table, env.schema)
+
+    def prepare(self, env: Env) -> None:
+        from outboxkit.eventstore import migrate_event_store
+
+        migrate_event_store(env.db, self._ref(env))
+
+    def companion(self, env: Env) -> list[str] | None:
+        return [*(super().companion(env) or []), "--table", self.table]
+
+    def backlog(self, env: Env) -> int:
+        conn = _connect(env)
+        try:
+            table = self._ref(env).quoted(env.database.quote)
+            row = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE delivered_at IS NULL AND dead_at IS NULL"
+            ).fetchone()
+            return int(row[0])
+        finally:
+            conn.close()
+
+    async def recover(self, ctx: WriteContext) -> None:
+        return None  # the relay sends whatever committed; nothing is pending in the writer
+
+    async def write(self, ctx: WriteContext, txn: Txn) -> None:
+        from outboxkit.eventstore import EventStore, NewEvent
+
+        env = ctx.env
+        store = EventStore(table=self.table, schema=env.schema, topic=env.topic, source=ctx.outbox.source)
+        events = [NewEvent("OrderPlaced", payload(txn, i)) for i in range(txn.events)]
+        version = store.stream_version(ctx.conn, txn.key)  # "load the aggregate": read, then decide
+        _begin(ctx)
+        try:
+            ids = list(store.append(ctx.conn, txn.key, events, expected=version).ids)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                ctx.conn.execute("ROLLBACK")
+            raise
+        business(ctx, txn, ids)  # the read model the verifier checks against (order_events)
+        await ctx.at("mid-tx")
+        await ctx.at("before-commit")
+        if _finish(ctx, txn):
+            ctx.committed(txn, ids)
+            await ctx.at("after-commit")
+
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -434,5 +499,6 @@ STRATEGIES: dict[str, Strategy] = {
         Wal(),
         WalMessage(),
         Binlog(),
+        EventSourcing(),
     )
 }

@@ -127,6 +127,12 @@ class Db:
                 raise
             raise ours from None
 
+    def columns(self) -> list[str]:
+        """The outbox table's column names, lower case (one statement that reads no row)."""
+        quoted = self.ref.quoted(database_named(self.dialect).quote)
+        cur = self._execute(f"SELECT * FROM {quoted} WHERE 1 = 0", {})
+        return [str(d[0]).lower() for d in cur.description or ()]
+
     def close(self) -> None:
         self._conn.close()
 
@@ -364,7 +370,18 @@ def cleanup_cutoff(db: Db, keep: timedelta) -> Any:
     return db.rows(db.sql.cutoff, db.ops.cutoff_params(keep))[0][0]
 
 
+def refuse_event_store(db: Db) -> None:
+    """Cleanup deletes delivered rows; in an event store's table (``migrate --event-store``, known by
+    its ``stream_id`` column) every delivered row is history that aggregates and projections replay."""
+    if "stream_id" in db.columns():
+        raise ConfigurationError(
+            f"{db.ref.qualified} is an event store (it has a stream_id column): cleanup would delete event"
+            " history that aggregates and projections replay; it only runs on an outbox table"
+        )
+
+
 def count_cleanup(db: Db, keep: timedelta) -> int:
+    refuse_event_store(db)
     return int(db.rows(db.sql.cleanup_count, {"cutoff": cleanup_cutoff(db, keep)})[0][0])
 
 
@@ -373,6 +390,7 @@ def cleanup(db: Db, keep: timedelta, batch: int = 10_000) -> Iterator[CleanupPro
     transaction, yielding progress after each batch. Pending and dead rows are never deleted."""
     if batch < 1:
         raise ConfigurationError("--batch must be at least 1")
+    refuse_event_store(db)
     cutoff = cleanup_cutoff(db, keep)
     after, deleted, batches, start = 0, 0, 0, time.perf_counter()
     while True:

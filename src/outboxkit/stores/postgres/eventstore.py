@@ -14,6 +14,7 @@ import contextlib
 import time
 from typing import Any
 
+from outboxkit.errors import ConfigurationError
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.connection import connect_sync
 from outboxkit.stores.postgres.store import PostgresSchema
@@ -32,6 +33,27 @@ class PostgresEventStoreSql:
 
     def waiter(self, url: str, ref: TableRef) -> PostgresWaiter:
         return PostgresWaiter(url, ref.channel)
+
+    def upgrade(self, url: str, ref: TableRef) -> list[str]:
+        """ddl() adds the stream columns to a plain outbox itself (ADD COLUMN IF NOT EXISTS); this
+        only refuses, in one line, an existing table of that name that is not an outbox at all
+        (ddl() would fail half-way with a driver error about a missing column)."""
+        conn = connect_sync(url, label="outboxkit-migrate")
+        try:
+            rows = conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+                (ref.qualified,),
+            ).fetchall()
+        finally:
+            conn.close()
+        have = {str(row[0]) for row in rows}
+        missing = sorted(_OUTBOX_COLUMNS - have)
+        if have and missing:
+            raise ConfigurationError(
+                f"{ref.qualified} exists and is not an outbox table (no column {', '.join(missing)}):"
+                " choose another --table for the event store"
+            )
+        return []
 
     def ddl(self, ref: TableRef, *, notify: bool = True) -> list[str]:
         t = ref.qualified
@@ -72,6 +94,10 @@ class PostgresEventStoreSql:
     created_at timestamptz NOT NULL DEFAULT now()
 )""",
         ]
+
+
+#: Columns an existing table must have to become an event store (the relay's and the readers').
+_OUTBOX_COLUMNS = frozenset({"seq", "id", "topic", "key", "payload", "headers", "delivered_at", "dead_at"})
 
 
 class PostgresWaiter:

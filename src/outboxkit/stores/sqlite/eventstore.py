@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 
+from outboxkit.errors import ConfigurationError
 from outboxkit.stores.base import TableRef
-from outboxkit.stores.sqlite.store import _NOW_SQL, SqliteSchema
+from outboxkit.stores.sqlite.store import _NOW_SQL, SqliteSchema, connect, sqlite_path
 
 
 class SqliteEventStoreSql:
@@ -69,6 +70,41 @@ class SqliteEventStoreSql:
     created_at TEXT NOT NULL DEFAULT ({_NOW_SQL})
 )""",
         ]
+
+    def upgrade(self, url: str, ref: TableRef) -> list[str]:
+        """Add the stream columns to a table first created as a plain outbox (``outboxkit migrate``):
+        CREATE TABLE IF NOT EXISTS leaves an existing table as it is, and SQLite has no ADD COLUMN
+        IF NOT EXISTS, so the columns are looked up and added under the write lock (two migrations
+        at once add them once). Existing rows keep ``stream_id`` NULL: readers of streams skip them,
+        the relay still publishes them. Returns the columns added."""
+        lite = connect(sqlite_path(url))
+        try:
+            lite.execute("BEGIN IMMEDIATE")
+            have = {str(row[1]).lower() for row in lite.execute(f"PRAGMA table_info({ref.qualified})")}
+            if not have:
+                lite.execute("ROLLBACK")
+                return []  # no table yet: ddl() creates it with every column
+            missing = sorted(_OUTBOX_COLUMNS - have)
+            if missing:
+                lite.execute("ROLLBACK")
+                raise ConfigurationError(
+                    f"{ref.qualified} exists and is not an outbox table (no column {', '.join(missing)}):"
+                    " choose another --table for the event store"
+                )
+            added = [name for name, _ in _STREAM_COLUMNS if name not in have]
+            for name, decl in _STREAM_COLUMNS:
+                if name not in have:
+                    lite.execute(f"ALTER TABLE {ref.qualified} ADD COLUMN {name} {decl}")
+            lite.execute("COMMIT")
+            return added
+        finally:
+            lite.close()
+
+
+#: The stream columns ddl() splices into the outbox's CREATE TABLE, for ALTER TABLE ADD COLUMN.
+_STREAM_COLUMNS = (("stream_id", "TEXT"), ("version", "INTEGER"), ("tx", "INTEGER NOT NULL DEFAULT 0"))
+#: Columns an existing table must have to become an event store (the relay's and the readers').
+_OUTBOX_COLUMNS = frozenset({"seq", "id", "topic", "key", "payload", "headers", "delivered_at", "dead_at"})
 
 
 class SqliteWaiter:
