@@ -25,7 +25,7 @@ from tests.helpers import emit_many, read_all
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("wal-crash")
+@pytest.mark.xdist_group("binlog")
 def test_binlog_relay_sigkilled_five_times_loses_nothing() -> None:
     require("MariaDB", "127.0.0.1", 3306)
     require("NATS", "127.0.0.1", 4222)
@@ -54,7 +54,7 @@ def test_binlog_relay_sigkilled_five_times_loses_nothing() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("wal-crash")
+@pytest.mark.xdist_group("binlog")
 async def test_binlog_standby_takes_over_from_a_stopped_relay_which_then_publishes_nothing(
     mariadb_url: str, mariadb_ref: TableRef, nats_stream: Stream, tmp_path: Path
 ) -> None:

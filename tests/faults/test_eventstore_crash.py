@@ -24,6 +24,8 @@ from tests.conftest import NATS_URL, PG_URL, drop_stream, make_stream, require, 
 from tests.helpers import pending, read_all
 from tests.integration.eventstore_support import Counts
 
+KILLS_EACH = 5  # SIGKILLs of the relay and of the projection runner while appends go on
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.xdist_group("eventstore-crash")
 
@@ -81,13 +83,18 @@ async def test_relay_and_projection_sigkilled_during_appends(tmp_path: Path) -> 
     lock = threading.Lock()
     per_writer, writers = 500, 4
     errors: list[BaseException] = []
+    enough_kills = threading.Event()
 
     def writer(w: int) -> None:
         rng = random.Random(w)
         versions = {f"w{w}-s{s}": 0 for s in range(10)}
         try:
             with psycopg.connect(PG_URL, autocommit=True) as conn:
-                for _ in range(per_writer):
+                # At least per_writer transactions, and on until the kills are done: a fast machine
+                # must not finish appending before the relay and the projection were killed enough.
+                done = 0
+                while done < per_writer or not enough_kills.is_set():
+                    done += 1
                     stream_id = rng.choice(list(versions))
                     k = rng.choice((1, 1, 1, 2, 3))
                     conn.execute("BEGIN")
@@ -117,12 +124,16 @@ async def test_relay_and_projection_sigkilled_during_appends(tmp_path: Path) -> 
         for t in threads:
             t.start()
         rng = random.Random(7)
+        turn = 0
         while any(t.is_alive() for t in threads):
-            await asyncio.sleep(rng.uniform(0.4, 1.0))
-            victim = relay if rng.random() < 0.5 else projector
+            await asyncio.sleep(rng.uniform(0.3, 0.8))
+            victim = (relay, projector)[turn % 2]  # alternate, so each is killed as often
+            turn += 1
             victim.kill()
             await asyncio.sleep(rng.uniform(0.1, 0.3))
             victim.start()
+            if relay.kills >= KILLS_EACH and projector.kills >= KILLS_EACH:
+                enough_kills.set()
         for t in threads:
             t.join()
         assert not errors, errors
@@ -137,7 +148,7 @@ async def test_relay_and_projection_sigkilled_during_appends(tmp_path: Path) -> 
             raise AssertionError(f"not drained: {pending(PG_URL, ref)} pending, {projection_statuses(store, PG_URL)}")
         assert relay.stop() == 0 and projector.stop() == 0
         print(f"relay kills={relay.kills} projection kills={projector.kills} committed={len(committed)}")
-        assert relay.kills >= 3 and projector.kills >= 3
+        assert relay.kills >= KILLS_EACH and projector.kills >= KILLS_EACH
 
         got = await read_all(stream.url, stream.name, expect=len(committed), idle=1.0)
         ids = {m.event_id for m in got}

@@ -22,6 +22,10 @@ from outboxkit.stores.mariadb.binlogpos import migrate_binlog, position_table
 from tests.conftest import Stream
 from tests.helpers import db_connect, pending, read_all
 
+# Binlog dumps are server-wide and a test here KILLs "its" relay's dump thread, found as the one
+# that appeared in the processlist: every reader of the shared binlog runs in this one xdist group.
+pytestmark = pytest.mark.xdist_group("binlog")
+
 
 @pytest.fixture
 def binlog_ref(mariadb_url: str, mariadb_ref: TableRef) -> Iterator[TableRef]:

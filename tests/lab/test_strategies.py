@@ -139,6 +139,9 @@ async def test_log_tailing_strategies_lose_nothing_and_invent_nothing(lab_pg: st
         assert left.fetchone() == (0,)
 
 
+# Binlog dumps are server-wide: the binlog tests that kill "the relay's" dump thread run apart from
+# every other reader of the shared server's binlog (one xdist group).
+@pytest.mark.xdist_group("binlog")
 async def test_binlog_strategy_loses_nothing_and_invents_nothing() -> None:
     """``relay --capture binlog`` as the lab's companion on MariaDB: crashes of the writer and of
     the relay lose nothing, a crash before COMMIT publishes nothing."""
