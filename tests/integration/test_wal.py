@@ -81,7 +81,9 @@ async def test_commit_order_rollbacks_and_messages(pg_url: str, wal_ref: TableRe
     assert json.loads(got[1].payload) == {"m": 0} and got[1].headers.get("h") == "v" and got[1].key == "k"
     assert pending(pg_url, wal_ref) == 0
     info = slot_info(pg_url, slot_name(wal_ref))
-    assert info.exists and info.lag_seconds == 0.0
+    # Caught up: nothing of ours waits. Other tests' table-less events (every slot of the database
+    # sees every logical message) may have arrived since the relay stopped, so not exactly zero.
+    assert info.exists and info.lag_seconds is not None and info.lag_seconds < 10.0
 
 
 async def test_bad_rows_and_messages_become_dead_letters(pg_url: str, wal_ref: TableRef, nats_stream: Stream) -> None:

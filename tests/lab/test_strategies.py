@@ -123,6 +123,8 @@ async def test_trigger_capture_loses_nothing_and_invents_nothing(database: str) 
     assert run.verdict.tally.order_violations == 0
 
 
+# One group: the check that the run left no lab slot behind looks at every lab slot of the server.
+@pytest.mark.xdist_group("wal-lab")
 @pytest.mark.parametrize("strategy", ["wal", "wal-message"])
 async def test_log_tailing_strategies_lose_nothing_and_invent_nothing(lab_pg: str, strategy: str) -> None:
     """``relay --capture wal`` as the lab's companion, rows or table-less events: crashes of the
