@@ -10,7 +10,7 @@ are exactly the ones ``outboxkit relay | consume | status`` run (same flags, log
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from django.core.management.base import BaseCommand
@@ -96,40 +96,32 @@ _GLOBAL_SWITCHES = {"--debug", "--verbose", "--quiet", "-q"}
 _DJANGO_SWITCHES = {"--traceback", "--no-color", "--force-color", "--skip-checks"}
 
 
-def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(Django's options, the rest) of a management command line, each in its given order."""
-    django_args: list[str] = []
+def _split(args: Sequence[str], valued: Collection[str], switches: Collection[str]) -> tuple[list[str], list[str]]:
+    """(the options named in ``valued`` or ``switches``, the rest), each in its given order; a valued
+    option's value is its next token unless given as ``--name=value``."""
+    picked: list[str] = []
     rest: list[str] = []
     tokens = iter(args)
     for token in tokens:
-        name = token.split("=", 1)[0]
-        if name in _DJANGO_VALUED:
-            django_args.append(token)
+        if token.split("=", 1)[0] in valued:
+            picked.append(token)
             if "=" not in token:
-                django_args.append(next(tokens, ""))
-        elif token in _DJANGO_SWITCHES:
-            django_args.append(token)
+                picked.append(next(tokens, ""))
+        elif token in switches:
+            picked.append(token)
         else:
             rest.append(token)
-    return django_args, rest
+    return picked, rest
+
+
+def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(Django's options, the rest) of a management command line, each in its given order."""
+    return _split(args, _DJANGO_VALUED, _DJANGO_SWITCHES)
 
 
 def split_globals(args: Sequence[str]) -> tuple[list[str], list[str]]:
     """(outboxkit's global options, the command's) of the arguments given to a management command."""
-    global_args: list[str] = []
-    rest: list[str] = []
-    tokens = iter(args)
-    for token in tokens:
-        name = token.split("=", 1)[0]
-        if name in _GLOBAL_VALUED:
-            global_args.append(token)
-            if "=" not in token:
-                global_args.append(next(tokens, ""))
-        elif token in _GLOBAL_SWITCHES:
-            global_args.append(token)
-        else:
-            rest.append(token)
-    return global_args, rest
+    return _split(args, _GLOBAL_VALUED, _GLOBAL_SWITCHES)
 
 
 def run(argv: Sequence[str]) -> None:
