@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from outboxkit.core.storable import storable
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import ConfigurationError, PositionLostError, UnavailableError
 from outboxkit.stores.base import TableRef
@@ -60,7 +61,6 @@ from outboxkit.stores.mariadb.driver import (
     translate,
 )
 from outboxkit.stores.mariadb.schema import bind_list, quoted
-from outboxkit.stores.mariadb.store import storable
 
 _LOST = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: the file or GTID asked for is not in the binlog
 _QUEUE = 20_000  # decoded transactions the stream thread may hold ahead of the relay

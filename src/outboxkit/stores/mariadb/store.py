@@ -34,6 +34,7 @@ from typing import Any
 
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.rows import event_from_row
+from outboxkit.core.storable import storable
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import SchemaError, TransientError, UnavailableError
 from outboxkit.stores.base import (
@@ -84,12 +85,6 @@ def _keepalive(conn: Any) -> None:
     for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3)):
         if hasattr(socket, name):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-
-
-def storable(text: str, limit: int = 2000) -> str:
-    """Error text as a utf8mb4 TEXT column takes it: valid UTF-8 (a broker's reason may carry lone
-    surrogates), no NUL, bounded."""
-    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")[:limit]
 
 
 class MariaDbOutboxStore:

@@ -18,6 +18,7 @@ from psycopg.rows import tuple_row
 
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.rows import event_from_row
+from outboxkit.core.storable import storable
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import OutboxkitError, SchemaError, TransientError, UnavailableError
 from outboxkit.stores.base import (
@@ -162,12 +163,6 @@ def translate(url: str, exc: psycopg.Error) -> OutboxkitError:
     ):
         return _unavailable(url, exc)
     return TransientError(f"PostgreSQL error {state}: {_first_line(exc)}")
-
-
-def storable(text: str, limit: int = 2000) -> str:
-    """Error text as PostgreSQL text accepts it: no NUL byte and no lone surrogate (a broker's
-    reason, or a decoded payload quoted in it, may hold either)."""
-    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\0")[:limit]
 
 
 # -- the relay's SQL -----------------------------------------------------------------------------

@@ -32,12 +32,13 @@ from typing import Any
 
 import psycopg
 
+from outboxkit.core.storable import storable
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import ConfigurationError, SchemaError
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.connection import libpq_url
 from outboxkit.stores.postgres.pgoutput import Begin, decode, format_lsn, parse_lsn
-from outboxkit.stores.postgres.store import storable, translate
+from outboxkit.stores.postgres.store import translate
 
 PLUGIN = "pgoutput"
 
