@@ -497,6 +497,7 @@ def demo(
 # below imports the CLI.
 from outboxkit.capture.cli import capture_app  # noqa: E402
 from outboxkit.eventstore.cli import projections_app, streams_app  # noqa: E402
+from outboxkit.inbox.cli import inbox_app  # noqa: E402
 from outboxkit.lab.cli import lab_app  # noqa: E402
 from outboxkit.ops.cli import cleanup, dead_letters_app, replay, status  # noqa: E402
 from outboxkit.relay.tailcli import capture_mode, slot_app  # noqa: E402
@@ -509,6 +510,7 @@ app.add_typer(projections_app, name="projections")
 app.add_typer(slot_app, name="slot")
 app.command()(status)
 app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(inbox_app, name="inbox")
 app.command()(replay)
 app.command()(cleanup)
 app.command(name="dashboard")(dashboard_command)

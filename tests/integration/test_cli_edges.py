@@ -64,6 +64,17 @@ def test_consume_imports_the_handler_from_the_current_directory(tmp_path: Path) 
     assert missing.returncode == 2 and "cannot import handler module 'nosuchmodule'" in error_line(missing)
 
 
+def test_projections_rebuild_imports_from_the_current_directory_like_consume(tmp_path: Path) -> None:
+    """Every module:attr option goes through one import (outboxkit.imports): --projection too."""
+    db = f"sqlite:///{tmp_path}/es.db"
+    assert run("migrate", "--event-store", "--db", db).returncode == 0
+    (tmp_path / "myprojections.py").write_text("def not_a_projection():\n    return object()\n")
+    found = run("projections", "rebuild", "--db", db, "--projection", "myprojections:not_a_projection", cwd=tmp_path)
+    assert found.returncode == 2 and "is not a projection" in error_line(found), found.stderr
+    missing = run("projections", "rebuild", "--db", db, "--projection", "myprojections:nope", cwd=tmp_path)
+    assert missing.returncode == 2 and "has no attribute 'nope'" in error_line(missing), missing.stderr
+
+
 @pytest.mark.parametrize("broker", ["redis://127.0.0.1:6379/0", "kafka://127.0.0.1:9092"])
 def test_a_wildcard_topic_on_a_bus_without_wildcards_is_a_configuration_error(broker: str, tmp_path: Path) -> None:
     result = run(
