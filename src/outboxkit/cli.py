@@ -246,8 +246,21 @@ def relay(
             "then tail from the server's current position.",
         ),
     ] = False,
+    until_empty: Annotated[
+        bool,
+        typer.Option(
+            "--until-empty",
+            help="Publish what is pending, wait for every confirmation and mark, exit 0 (CI, migrations, "
+            "tests); exit 1 with the reason if rows stay pending past --timeout, are held behind dead keys, "
+            "or were dead-lettered.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="With --until-empty: seconds before giving up.")
+    ] = 60.0,
 ) -> None:
-    """Publish committed outbox rows to the broker until SIGTERM/SIGINT."""
+    """Publish committed outbox rows to the broker until SIGTERM/SIGINT (or, with --until-empty,
+    until none is pending)."""
     from outboxkit.relay.process import build_relay
     from outboxkit.relay.tail import build_binlog_relay, build_tail_relay
     from outboxkit.web import RelayMetrics, serve_relay
@@ -268,6 +281,9 @@ def relay(
         workers=workers,
     )
     db_url, broker_url = settings.require_db(), settings.require_broker()
+    if until_empty:
+        _relay_until_empty(settings, db_url, broker_url, capture, timeout, busy=bool(dashboard or http_port))
+        return
     if settings.workers > 1:
         from outboxkit.workers import run_workers
 
@@ -358,6 +374,42 @@ def relay(
         f"relay stopped: {stats.published} published, {stats.dead_lettered} dead-lettered, "
         f"{stats.fenced} fenced, {stats.handovers} buckets taken over"
     )
+
+
+def _relay_until_empty(
+    settings: Settings, db_url: str, broker_url: str, capture: str, timeout: float, *, busy: bool
+) -> None:
+    """``relay --until-empty``: one relay process, no HTTP; exit 0 once nothing is pending."""
+    from outboxkit.ops import queries as q
+    from outboxkit.relay.drain import Pending, drain
+    from outboxkit.relay.process import build_relay
+
+    if settings.workers > 1 or capture_mode(capture, db_url) != "table" or busy:
+        # One table relay is what drains: log tailing starts at the log's end (not at the pending
+        # rows), and a process that exits soon has nothing to serve over HTTP.
+        raise ConfigurationError("--until-empty runs one table relay: without --workers, --capture, --http-port")
+
+    def count() -> Pending:
+        with q.open_db(db_url, settings.ref) as conn:
+            status = q.status(conn)
+        return Pending(sum(t.pending for t in status.topics), status.held_pending)
+
+    async def probe() -> Pending:
+        return await asyncio.to_thread(count)
+
+    relay_ = build_relay(
+        db_url,
+        broker_url,
+        ref=settings.ref,
+        source=settings.source,
+        config=settings.relay,
+        hold_dead_keys=settings.hold_dead_keys,
+    )
+    result = asyncio.run(drain(relay_, probe, timeout=timeout, hold_dead_keys=settings.hold_dead_keys))
+    if result.reason is not None:
+        print_error(err, result.reason)  # the one line a CI log shows
+        raise typer.Exit(1)
+    err.print(f"relay --until-empty: {result.stats.published} published, the outbox has nothing pending")
 
 
 @app.command()
