@@ -14,7 +14,7 @@ from typer.exceptions import TyperException
 from outboxkit.config import Settings, resolve
 from outboxkit.errors import ConfigurationError, OutboxkitError, UnavailableError
 from outboxkit.extras import missing_extra_message
-from outboxkit.terminal import print_error
+from outboxkit.terminal import hide_flag_types, print_error
 
 app = typer.Typer(
     name="outboxkit",
@@ -24,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True, soft_wrap=True)
+hide_flag_types()
 _state: dict[str, Any] = {"debug": False}
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (env OUTBOXKIT_DB).", show_default=False)]
@@ -539,6 +540,9 @@ def demo(
         broker=check_broker_url(broker) if broker else None,
         seed=seed,
     )
+    if broker and not broker.startswith(("nats://", "tls://")):
+        # The demo's subscriber reads a JetStream stream: of the buses, only NATS will do here.
+        raise ConfigurationError(f"demo --broker takes a NATS URL (nats://host:4222), got {broker.split(':', 1)[0]}://")
     if events < 1 or writers < 1 or kills < 0:
         raise ConfigurationError("--events and --writers must be positive, --kills not negative")
     result = run_demo(options, Console())

@@ -118,6 +118,20 @@ def test_schema_doc_insert_keeps_backslashes(pg_url: str, pg_ref: TableRef) -> N
             conn.execute("SELECT %s::text::bytea", ['{"path": "C:\\temp", "n": "\\n"}'])
 
 
+def test_the_all_extra_is_what_the_install_tables_say() -> None:
+    """README and docs/index.md name the extras `all` installs; pyproject's `all` is that list."""
+    import re
+
+    listed = tomllib.loads((DOCS.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["all"]
+    (spec,) = listed
+    members = set(re.fullmatch(r"outboxkit\[(.*)\]", spec).group(1).split(","))  # type: ignore[union-attr]
+    for page in (DOCS / "index.md", DOCS.parent / "README.md"):
+        rows = {r[0].strip("`"): r for r in table_rows(page.read_text(), "| extra | installs |")}
+        assert set(re.findall(r"`([a-z]+)`", rows["all"][1])) == members, page
+        left_out = set(rows) - members - {"all"}
+        assert set(re.findall(r"`([a-z]+)`", rows["all"][2])) == left_out, page  # said what it leaves out
+
+
 def test_pyproject_extras_match_the_install_tables() -> None:
     extras = set(tomllib.loads((DOCS.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     for page in (DOCS / "index.md", DOCS.parent / "README.md"):

@@ -179,3 +179,35 @@ def test_missing_extra_is_named_with_its_pip_install_line() -> None:
     assert missing_extra_message(ModuleNotFoundError("x", name="aio_pika.abc")) is not None
     assert missing_extra_message(ModuleNotFoundError("x", name="somethingelse")) is None
     assert missing_extra_message(ValueError("psycopg")) is None
+
+
+def test_help_shows_no_type_for_flags() -> None:
+    """`--sql` takes no value: its row shows none (typer's `<bool>` read as if it took one)."""
+    from typer.testing import CliRunner
+
+    from outboxkit.cli import app
+
+    for command in (["migrate"], ["relay"], ["dead-letters", "discard"], ["inbox", "dead-letters", "retry"]):
+        result = CliRunner().invoke(app, [*command, "--help"], terminal_width=120)
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output and "--help" in result.output, command
+    assert "<int>" in CliRunner().invoke(app, ["relay", "--help"], terminal_width=120).output  # values still say
+
+
+@pytest.mark.parametrize(
+    ("flags", "names", "never"),
+    [
+        (["--db", "sqlite:///x.db", "--broker", "postgresql://h/db"], "nats://, amqp://, kafka://", "sqlite"),
+        (["--db", "sqlite:///x.db", "--broker", "http://h"], "redis:// or mqtt://", "postgresql"),
+        (["--db", "nats://h:4222", "--broker", "nats://h:4222"], "postgresql://... or sqlite://...", "nats"),
+    ],
+)
+def test_a_bad_url_hint_names_the_schemes_of_its_kind(flags: list[str], names: str, never: str) -> None:
+    line = error_line(run("relay", *flags))
+    hint = line.split(": use ", 1)[1]
+    assert names in hint and never not in hint, line
+
+
+def test_demo_takes_only_a_nats_broker() -> None:
+    result = run("demo", "--broker", "amqp://guest:guest@127.0.0.1:5672/")
+    assert result.returncode == 2 and "demo --broker takes a NATS URL" in error_line(result)
