@@ -228,7 +228,7 @@ def test_table_and_schema_settings_reach_emit_and_the_commands(
             capsys.readouterr()
             call_command("outbox_status", outboxkit_args=["--json"])
         report = json.loads(capsys.readouterr().out)
-        assert (report["table"], report["pending"]) == (ref.qualified, 1)
+        assert (report["table"], report["pending"]) == (f"{ref.schema}.{ref.table}", 1)  # no quotes
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{ref.schema}" CASCADE'.encode())
