@@ -163,6 +163,7 @@ class TopicStatus:
     delivered: int
     discarded: int
     oldest_delivered_age_s: float | None
+    held: int = 0  # pending rows behind a dead letter of their key: never sent while it stays
 
 
 @dataclass(frozen=True)
@@ -231,8 +232,11 @@ def plain_name(ref: TableRef) -> str:
 
 
 def status(db: Db) -> Status:
+    held_by_topic = {str(r[0]): int(r[1]) for r in db.rows(db.sql.held_topics)} if db.sql.held_topics else {}
     topics = [
-        TopicStatus(r[0], int(r[1]), _age(r[2]), int(r[3]), int(r[4]), int(r[5]), _age(r[6]))
+        TopicStatus(
+            r[0], int(r[1]), _age(r[2]), int(r[3]), int(r[4]), int(r[5]), _age(r[6]), held_by_topic.get(str(r[0]), 0)
+        )
         for r in db.rows(db.sql.topics)
     ]
     held = db.rows(db.sql.held)[0]
