@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from outboxkit import Outbox, migrate
+from outboxkit.stores.base import TableRef
 from tests.conftest import Stream, drop_stream, make_stream, require
 from tests.helpers import read_all
 from tests.integration.test_cli import one_line_error, run
@@ -112,3 +113,21 @@ def test_until_empty_refuses_what_it_cannot_drain(tmp_path: Path) -> None:
     for url, extra in ((db, ["--workers", "2"]), (db, ["--http-port", "9464"]), (pg, ["--capture", "wal"])):
         result = run("relay", "--db", url, "--broker", "nats://127.0.0.1:4222", "--until-empty", *extra)
         assert result.returncode == 2 and "--until-empty runs one table relay" in one_line_error(result)
+
+
+async def test_on_postgresql_with_leases(pg_url: str, pg_ref: TableRef, stream: Stream) -> None:
+    """The leased relay (PostgreSQL) drains too: it takes its buckets, publishes, exits 0."""
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn, conn.transaction():
+        outbox = Outbox(schema=pg_ref.schema)
+        ids = [outbox.emit(conn, stream.topic("orders"), {"n": i}, key=f"k{i % 5}") for i in range(30)]
+    args = ["relay", "--db", pg_url, "--schema", pg_ref.schema or "", "--broker", stream.url, "--until-empty"]
+    result = await asyncio.to_thread(run, *args, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "30 published, the outbox has nothing pending" in result.stderr
+    with psycopg.connect(pg_url) as conn:
+        marked = conn.execute(
+            f'SELECT count(*) FROM "{pg_ref.schema}".outbox WHERE delivered_at IS NOT NULL'.encode()
+        ).fetchone()
+    assert marked == (len(ids),)
