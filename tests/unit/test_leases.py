@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from outboxkit.core.leases import TRUST, deadline, fetchable, surplus
+from outboxkit.core.leases import TRUST, deadline, fetchable, stale, surplus
 from outboxkit.core.lru import BoundedDict
 
 
@@ -21,6 +21,15 @@ def test_a_batch_reads_every_held_bucket_but_the_draining_ones() -> None:
 def test_the_local_deadline_counts_from_the_send_and_keeps_a_margin() -> None:
     assert deadline(100.0, 6.0) == 100.0 + 6.0 * TRUST
     assert TRUST < 1.0
+
+
+def test_stale_buckets_are_the_lost_and_those_held_again_at_another_epoch() -> None:
+    before = {1: 3, 2: 4, 3: 5}
+    assert stale(before, before) == set()
+    assert stale(before, {1: 3, 2: 4}) == {3}  # lost
+    assert stale(before, {1: 3, 2: 6, 3: 5}) == {2}  # paused past the lease, taken back at a new epoch
+    assert stale(before, {1: 3, 2: 4, 3: 5, 9: 1}) == set()  # a gain leaves what is in hand alone
+    assert stale({}, {1: 1}) == set()
 
 
 def test_bounded_dict_forgets_the_least_recently_used() -> None:

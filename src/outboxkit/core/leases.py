@@ -11,6 +11,11 @@ holds may still be trusted by its own clock (H6, G6).
   also keeps a deadline by its own monotonic clock, counted from when it *sent* the renewal (the
   earliest moment the database can have started the TTL), minus a margin; past it, it publishes
   nothing until a renewal succeeds.
+* **A lease is a bucket at an epoch.** A relay paused past its lease can get a bucket back at a new
+  epoch in one renewal (another relay took it meanwhile, published its newer events, and gave it
+  back or died). Rows it fetched under the old epoch may be ones the other relay already sent:
+  published now, they would follow the newer events of their key (G5). So a bucket whose epoch
+  changed counts as lost *and* gained: its rows in hand are withdrawn and fetched again.
 """
 
 from __future__ import annotations
@@ -38,3 +43,9 @@ def deadline(sent_at: float, ttl: float) -> float:
 def fetchable(held: Mapping[int, int], draining: Collection[int]) -> dict[int, int]:
     """The leases a new batch may read from: every held bucket except those being drained."""
     return {bucket: epoch for bucket, epoch in held.items() if bucket not in draining}
+
+
+def stale(before: Mapping[int, int], after: Mapping[int, int]) -> set[int]:
+    """Buckets whose rows fetched under ``before`` may no longer be published under ``after``:
+    the ones lost, and the ones held again at another epoch."""
+    return {bucket for bucket, epoch in before.items() if after.get(bucket) != epoch}

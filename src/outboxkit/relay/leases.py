@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from outboxkit.core.leases import deadline, fetchable, surplus
+from outboxkit.core.leases import deadline, fetchable, stale, surplus
 from outboxkit.errors import UnavailableError
 from outboxkit.relay.observer import RelayObserver
 from outboxkit.stores.base import OutboxStore
@@ -161,6 +161,9 @@ class LeaseKeeper:
         held = grant.held
         self._deadline = deadline(sent, self.ttl)
         gained, lost = held.keys() - before.keys(), before.keys() - held.keys()
+        # Held before and now, but at another epoch: lost and taken again in one round (paused
+        # past the lease meanwhile). The session withdraws what it fetched under the old epoch.
+        regained = stale(before, held) - lost
         self.leases = held
         self._surplus = surplus(held, grant.share)
         self.observer.db_ok()
@@ -169,18 +172,21 @@ class LeaseKeeper:
             # A relay standing by has nothing to send: it counts as fine on the broker side too.
             self.observer.broker_ok()
         self._doubt = False
-        if gained:
-            self.handovers += len(gained)
-            self.observer.handover(len(gained))
-        if gained or lost:
-            log.info("relay %s leases: +%d -%d, now %d", self.owner, len(gained), len(lost), len(held))
+        if gained or regained:
+            self.handovers += len(gained) + len(regained)
+            self.observer.handover(len(gained) + len(regained))
+        if gained or lost or regained:
+            log.info(
+                "relay %s leases: +%d -%d, %d at a new epoch, now %d",
+                self.owner, len(gained), len(lost), len(regained), len(held),
+            )  # fmt: skip
         if not held and (before or not self._standby_said):
             log.warning("no bucket free for relay %s (others hold them); standing by", self.owner)
             self._standby_said = True
         elif held and not before and self._standby_said:
             log.warning("relay %s now holds %d buckets", self.owner, len(held))
             self._standby_said = False
-        if gained or lost or not trusted:
+        if gained or lost or regained or not trusted:
             self.changed.set()
             self.on_change()
 

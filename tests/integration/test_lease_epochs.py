@@ -1,0 +1,110 @@
+"""A relay paused past its lease that gets the same buckets back at a new epoch (H6, G5).
+
+Relay A fetched rows of key ``k``, then paused past its lease. Relay B took the buckets, published
+those rows and a newer event of the key, and gave the buckets back (a clean stop). A's next renewal
+gets the same bucket numbers at a new epoch. Rows A fetched under the old epoch were already sent by
+B: published now they would follow B's newer event (a per-key reordering and a duplicate). The
+bucket counts as lost and gained, so those rows leave the relay's hands.
+
+The relay's session is driven step by step (fetch, renew, take) against a real PostgreSQL store, so
+the pause needs no clock and no signal: A's lease is expired in the database, as its TTL would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+
+from outboxkit.brokers.nats import NatsPublisher
+from outboxkit.relay.leases import LeaseKeeper
+from outboxkit.relay.loop import Relay, RelayConfig
+from outboxkit.relay.pipeline import Session
+from outboxkit.stores.base import BUCKETS, Filter, TableRef
+from outboxkit.stores.postgres import PostgresOutboxStore
+from tests.helpers import emit_many
+
+TTL = 30.0  # long: nothing expires by the clock during the test; the pause is made in the database
+
+
+@pytest.fixture
+async def relay_a(pg_url: str, pg_ref: TableRef, nats_url: str) -> AsyncIterator[Session]:
+    store = PostgresOutboxStore(pg_url, pg_ref)
+    publisher = NatsPublisher(nats_url)
+    await store.open()
+    await publisher.connect()
+    relay = Relay(lambda: store, lambda: publisher, RelayConfig(owner="relay-a", lease_ttl=TTL))
+    # No keeper task: the test renews by hand, so every renewal happens exactly where it says.
+    keeper = LeaseKeeper(store, "relay-a", TTL, relay.observer)
+    await keeper.renew()
+    assert len(keeper.leases) == BUCKETS
+    session = Session(relay, store, publisher, keeper, asyncio.Event())
+    keeper.on_change = session.leases_changed
+    try:
+        yield session
+    finally:
+        await publisher.close()
+        await store.close()
+
+
+async def _pause_past_lease_while_b_delivers(pg_url: str, ref: TableRef) -> None:
+    """A's lease and heartbeat expire; B takes every bucket, marks what is pending (it published
+    it), publishes a newer event of the key, and stops cleanly (its buckets are free at once)."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"UPDATE {ref.derived('leases')} SET expires_at = now() - interval '1 second'".encode())
+        conn.execute(f"UPDATE {ref.derived('relays')} SET heartbeat_at = now() - interval '1 hour'".encode())
+    b = PostgresOutboxStore(pg_url, ref)
+    await b.open()
+    try:
+        held = (await b.maintain_leases("relay-b", {}, TTL, rebalance=True)).held
+        assert len(held) == BUCKETS
+        emit_many(pg_url, ref, "t.x", [{"n": 3}], key=lambda _: "k")
+        pending = await b.fetch_pending(100, Filter(), held)
+        assert [r.payload for r in pending] == [b'{"n":1}', b'{"n":2}', b'{"n":3}']
+        assert await b.mark_delivered([r.seq for r in pending], held) == 3
+        await b.release_leases("relay-b")
+    finally:
+        await b.close()
+
+
+def _fetch_started(session: Session) -> asyncio.Task[object]:
+    session._maybe_fetch()
+    assert session.fetching is not None
+    return session.fetching  # type: ignore[return-value]
+
+
+async def test_rows_in_hand_of_a_bucket_regained_at_a_new_epoch_are_withdrawn(
+    relay_a: Session, pg_url: str, pg_ref: TableRef
+) -> None:
+    session = relay_a
+    emit_many(pg_url, pg_ref, "t.x", [{"n": 1}, {"n": 2}], key=lambda _: "k")
+    await _fetch_started(session)
+    session._take_results()  # the two rows are in hand, waiting in the dispatcher
+    assert session.dispatcher.waiting == 2
+    before = dict(session.keeper.leases)
+
+    await _pause_past_lease_while_b_delivers(pg_url, pg_ref)
+    await session.keeper.renew()  # A wakes: the same bucket numbers, each at a new epoch
+
+    assert session.keeper.leases.keys() == before.keys()
+    assert all(session.keeper.leases[b] > before[b] for b in before)
+    assert session.dispatcher.take(10) == [], "rows fetched under the old epoch must not be published"
+    assert session.in_hand == {}
+
+
+async def test_a_fetch_issued_under_the_old_epoch_is_dropped_when_it_lands(
+    relay_a: Session, pg_url: str, pg_ref: TableRef
+) -> None:
+    session = relay_a
+    emit_many(pg_url, pg_ref, "t.x", [{"n": 1}, {"n": 2}], key=lambda _: "k")
+    fetch = _fetch_started(session)
+    await asyncio.wait({fetch})  # the answer arrived, the relay has not looked at it yet (paused)
+
+    await _pause_past_lease_while_b_delivers(pg_url, pg_ref)
+    await session.keeper.renew()
+    session._take_results()  # now it looks: the rows were read under the old epochs
+
+    assert session.dispatcher.take(10) == []
+    assert session.in_hand == {}
