@@ -51,6 +51,7 @@ class LeaseKeeper:
         self._wake = asyncio.Event()
         self._deadline = 0.0
         self._doubt = False
+        self._doubts = 0  # fenced marks so far: a renewal asked before the last one does not clear it
         self._surplus: set[int] = set()
         self._drained: set[int] = set()
         self._task: asyncio.Task[None] | None = None
@@ -82,6 +83,7 @@ class LeaseKeeper:
         """A mark was fenced: the database says a lease of ours is gone. Stop publishing until a
         renewal says which buckets are still ours, and ask for it now."""
         self._doubt = True
+        self._doubts += 1
         self._wake.set()
 
     def deadline_in(self) -> float:
@@ -154,10 +156,16 @@ class LeaseKeeper:
     async def renew(self) -> None:
         sent = time.monotonic()
         before = self.leases
-        trusted = self.usable()
+        doubts = self._doubts
         grant = await self._limit(
             self.store.maintain_leases(self.owner, before, self.ttl, rebalance=True), "lease renewal"
         )
+        # Trust as it stands now, when the answer is in, not as it stood when the request left: it
+        # may have lapsed meanwhile (the local deadline passed, a mark was fenced), and a session
+        # that found it lapsed sleeps until this call says it is back. Judged before the request,
+        # such a lapse went unannounced and the relay published nothing more until its leases
+        # changed (the lab's inline+relay stall, 90 s and more).
+        trusted = self.usable()
         held = grant.held
         self._deadline = deadline(sent, self.ttl)
         gained, lost = held.keys() - before.keys(), before.keys() - held.keys()
@@ -171,7 +179,10 @@ class LeaseKeeper:
         if not held:
             # A relay standing by has nothing to send: it counts as fine on the broker side too.
             self.observer.broker_ok()
-        self._doubt = False
+        if self._doubts == doubts:
+            # A mark fenced after the request left is not answered by it (the lease may have gone
+            # after the database read it): the doubt stays, and the renewal it asked for decides.
+            self._doubt = False
         if gained or regained:
             self.handovers += len(gained) + len(regained)
             self.observer.handover(len(gained) + len(regained))

@@ -1,10 +1,15 @@
-"""A relay paused past its lease that gets the same buckets back at a new epoch (H6, G5).
+"""The lease keeper beside a relay's session, on a real PostgreSQL store (H6, G5).
 
-Relay A fetched rows of key ``k``, then paused past its lease. Relay B took the buckets, published
-those rows and a newer event of the key, and gave the buckets back (a clean stop). A's next renewal
-gets the same bucket numbers at a new epoch. Rows A fetched under the old epoch were already sent by
-B: published now they would follow B's newer event (a per-key reordering and a duplicate). The
-bucket counts as lost and gained, so those rows leave the relay's hands.
+**Trust that lapses during a renewal.** A mark fenced (or the local deadline passing) while a
+renewal is on its way stops the session; the renewal's answer must then say the leases are trusted
+again, or the session, with nothing else to wake it, publishes nothing more.
+
+**A bucket back at a new epoch.** Relay A fetched rows of key ``k``, then paused past its lease.
+Relay B took the buckets, published those rows and a newer event of the key, and gave the buckets
+back (a clean stop). A's next renewal gets the same bucket numbers at a new epoch. Rows A fetched
+under the old epoch were already sent by B: published now they would follow B's newer event (a
+per-key reordering and a duplicate). The bucket counts as lost and gained, so those rows leave the
+relay's hands.
 
 The relay's session is driven step by step (fetch, renew, take) against a real PostgreSQL store, so
 the pause needs no clock and no signal: A's lease is expired in the database, as its TTL would.
@@ -21,8 +26,9 @@ import pytest
 from outboxkit.brokers.nats import NatsPublisher
 from outboxkit.relay.leases import LeaseKeeper
 from outboxkit.relay.loop import Relay, RelayConfig
+from outboxkit.relay.observer import NullObserver
 from outboxkit.relay.pipeline import Session
-from outboxkit.stores.base import BUCKETS, Filter, TableRef
+from outboxkit.stores.base import BUCKETS, Filter, LeaseGrant, Leases, TableRef
 from outboxkit.stores.postgres import PostgresOutboxStore
 from tests.helpers import emit_many
 
@@ -108,3 +114,69 @@ async def test_a_fetch_issued_under_the_old_epoch_is_dropped_when_it_lands(
 
     assert session.dispatcher.take(10) == []
     assert session.in_hand == {}
+
+
+class HeldRenewals(PostgresOutboxStore):
+    """The real store, with a gate in front of its lease round trip: the test decides when the
+    database answers, so "a mark is fenced while the renewal is on its way" happens every time."""
+
+    def __init__(self, url: str, ref: TableRef) -> None:
+        super().__init__(url, ref)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = asyncio.Event()
+
+    async def maintain_leases(self, owner: str, held: Leases, ttl: float, *, rebalance: bool) -> LeaseGrant:
+        self.waiting.set()
+        await self.gate.wait()
+        return await super().maintain_leases(owner, held, ttl, rebalance=rebalance)
+
+
+async def test_a_mark_fenced_during_a_renewal_is_announced_once_trust_is_back(pg_url: str, pg_ref: TableRef) -> None:
+    store = HeldRenewals(pg_url, pg_ref)
+    await store.open()
+    try:
+        announced: list[bool] = []
+        keeper = LeaseKeeper(store, "relay-a", TTL, NullObserver(), on_change=lambda: announced.append(keeper.usable()))
+        await keeper.renew()
+        assert keeper.usable()
+        announced.clear()
+
+        store.gate.clear()
+        store.waiting.clear()
+        renewal = asyncio.ensure_future(keeper.renew())
+        await store.waiting.wait()  # the request is on its way
+        keeper.doubt()  # a mark is fenced meanwhile: the session stops publishing and waits
+        assert not keeper.usable()
+        store.gate.set()
+        await renewal
+        # This answer may predate the fenced mark: it does not clear the doubt by itself ...
+        assert not keeper.usable()
+        await keeper.renew()  # ... the renewal the doubt asked for does, and says so
+        assert keeper.usable()
+        assert announced and announced[-1] is True, "the session must be woken when trust is back"
+    finally:
+        await store.close()
+
+
+async def test_a_deadline_passed_during_a_renewal_is_announced(pg_url: str, pg_ref: TableRef) -> None:
+    store = HeldRenewals(pg_url, pg_ref)
+    await store.open()
+    try:
+        announced: list[bool] = []
+        keeper = LeaseKeeper(store, "relay-a", TTL, NullObserver(), on_change=lambda: announced.append(keeper.usable()))
+        await keeper.renew()
+        announced.clear()
+
+        store.gate.clear()
+        store.waiting.clear()
+        renewal = asyncio.ensure_future(keeper.renew())
+        await store.waiting.wait()
+        keeper._deadline = 0.0  # the loop stalled past the local deadline while the request was out
+        assert not keeper.usable()  # the session sees it and waits
+        store.gate.set()
+        await renewal
+        assert keeper.usable()
+        assert announced == [True], "the session must be woken when trust is back"
+    finally:
+        await store.close()
