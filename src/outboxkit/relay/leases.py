@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from outboxkit.core.leases import deadline, fetchable, stale, surplus
+from outboxkit.core.leases import deadline, fetchable, renew_after, stale, surplus
 from outboxkit.errors import UnavailableError
 from outboxkit.relay.observer import RelayObserver
 from outboxkit.stores.base import OutboxStore
@@ -53,6 +53,7 @@ class LeaseKeeper:
         self._doubt = False
         self._doubts = 0  # fenced marks so far: a renewal asked before the last one does not clear it
         self._surplus: set[int] = set()
+        self._share = 0  # the fair share the last renewal reported
         self._drained: set[int] = set()
         self._task: asyncio.Task[None] | None = None
         self._standby_said = False
@@ -135,7 +136,7 @@ class LeaseKeeper:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.ttl / 3)
+                await asyncio.wait_for(self._wake.wait(), renew_after(len(self.leases), self._share, self.ttl))
             self._wake.clear()
             if self._drained:
                 await self._release(self._drained & self.leases.keys())
@@ -174,6 +175,7 @@ class LeaseKeeper:
         regained = stale(before, held) - lost
         self.leases = held
         self._surplus = surplus(held, grant.share)
+        self._share = grant.share
         self.observer.db_ok()
         self.observer.set_leases(len(held))
         if not held:
