@@ -30,6 +30,7 @@ from outboxkit.relay.observer import NullObserver
 from outboxkit.relay.pipeline import Session
 from outboxkit.stores.base import BUCKETS, Filter, LeaseGrant, Leases, TableRef
 from outboxkit.stores.postgres import PostgresOutboxStore
+from outboxkit.stores.registry import store_for
 from tests.helpers import emit_many
 
 TTL = 30.0  # long: nothing expires by the clock during the test; the pause is made in the database
@@ -180,3 +181,31 @@ async def test_a_deadline_passed_during_a_renewal_is_announced(pg_url: str, pg_r
         assert announced == [True], "the session must be woken when trust is back"
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"])
+async def test_a_relay_started_again_under_its_name_takes_its_buckets_back_at_a_new_epoch(
+    database: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("pg_url" if database == "postgresql" else "mariadb_url")
+    ref = request.getfixturevalue("pg_ref" if database == "postgresql" else "mariadb_ref")
+    first, again = store_for(url, ref), store_for(url, ref)
+    await first.open()
+    await again.open()
+    try:
+        before = (await first.maintain_leases("web-1", {}, TTL, rebalance=True)).held
+        assert len(before) == BUCKETS
+        # SIGKILLed and started again by its supervisor under the same name, long before the TTL:
+        grant = await again.maintain_leases("web-1", {}, TTL, rebalance=True)
+        assert grant.held.keys() == before.keys(), "every bucket back at once, none left to expire"
+        assert all(grant.held[b] == before[b] + 1 for b in before), "at a new epoch"
+        # The earlier process, were it still alive, marks nothing any more (H6) ...
+        emit_many(url, ref, "t.x", [{"n": 1}], key=lambda _: "k")
+        (row,) = await again.fetch_pending(10, Filter(), grant.held)
+        assert await first.mark_delivered([row.seq], before) == 0
+        # ... and the relay under that name goes on with its buckets: a renewal keeps the epoch.
+        assert (await again.maintain_leases("web-1", grant.held, TTL, rebalance=True)).held == grant.held
+        assert await again.mark_delivered([row.seq], grant.held) == 1
+    finally:
+        await first.close()
+        await again.close()
