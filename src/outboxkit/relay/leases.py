@@ -6,7 +6,13 @@ Rules it keeps (decisions in ``core.leases``):
 * every renewal has a time limit (half the TTL): a lease connection that hangs fails the keeper,
   and the relay reconnects instead of waiting forever;
 * the relay trusts its leases only until a deadline on its own clock; a fenced mark (a lease the
-  database says is gone) withdraws that trust at once and asks for a renewal now;
+  database says is gone) withdraws that trust at once and asks for a renewal now; only a renewal
+  asked after the mark restores it, and a renewal whose answer finds trust lapsed (whenever it
+  lapsed) wakes the session when it restores it — a session that found it lapsed waits for exactly
+  that call;
+* a bucket held again at another epoch counts as lost and gained (the session drops what it
+  fetched under the old one); renewals come every third of the TTL, every tenth while below the
+  fair share;
 * surplus buckets are drained, then released — never while their events are in hand (the relay's
   pipeline stops fetching them and says when none of their events is left, :meth:`drained`);
 * whoever waits on the relay's behalf also watches this task (:meth:`LeaseKeeper.guard`), so a
