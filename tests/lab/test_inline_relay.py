@@ -63,3 +63,22 @@ async def test_a_settle_that_runs_out_of_time_stops_with_a_diagnostic(lab_pg: st
     assert "leases: none held" in message
     assert "companion running" in message
     assert "writer: no failed publish of its own" in message
+
+
+NEVER_DELIVERS = [sys.executable, "-c", "import time; print('relay started: stuck', flush=True); time.sleep(600)"]
+
+
+async def test_a_stalled_relay_stops_the_lab_run_at_its_first_settle(
+    lab_pg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real write path (the writer subprocess runs it), with a relay that says it started and
+    # then delivers nothing: the first settle must stop the run, not wait out every fault.
+    monkeypatch.setattr(STRATEGIES["outbox-relay-notify"], "companion", lambda env: NEVER_DELIVERS)
+    options = LabOptions(
+        strategies=("outbox-relay-notify",), faults=("kill-relay", "db-kill"), events=40, db=lab_pg, settle_timeout=1
+    )
+    with pytest.raises(LabStalled) as stalled:
+        await run_lab(options)
+    message = str(stalled.value)
+    assert "outbox-relay-notify: a settle before a fault timed out after 1s" in message
+    assert "pending rows" in message and "companion running" in message and "relay started: stuck" in message

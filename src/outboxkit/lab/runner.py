@@ -288,7 +288,12 @@ async def _write(
         while line := (await proc.stdout.readline()).decode().strip():
             if line == "SETTLE":
                 phase(strategy.name, "settling before a fault")
-                await _settle(strategy, env, options.settle_timeout, companion, "a settle before a fault")
+                try:
+                    await _settle(strategy, env, options.settle_timeout, companion, "a settle before a fault")
+                except LabStalled:
+                    proc.kill()  # it waits for our answer; left alone it would write on after we stop
+                    await proc.wait()
+                    raise
                 proc.stdin.write(b"ok\n")
                 await proc.stdin.drain()
             elif line.startswith("FAULT "):
