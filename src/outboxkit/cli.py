@@ -192,6 +192,14 @@ def relay(
         int | None,
         typer.Option("--max-attempts", help="Failed attempts before a dead letter (20, about 14 min of retries)."),
     ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner",
+            help="This relay's name in the lease table, the same across its restarts (unique among running "
+            "relays): started again, it takes its buckets back at once (default host:pid:random).",
+        ),
+    ] = None,
     http_port: Annotated[
         int,
         typer.Option(
@@ -280,6 +288,7 @@ def relay(
         max_attempts=max_attempts,
         hold_dead_keys=False if skip_dead_keys else None,
         workers=workers,
+        owner=owner,
     )
     db_url, broker_url = settings.require_db(), settings.require_broker()
     if until_empty:

@@ -52,7 +52,7 @@ def run(
     """Run each strategy under the same faults and print, save and chart what each lost or duplicated."""
     # Imported here: the runner needs the nats extra, and `outboxkit --help` must work without it.
     from outboxkit.lab.report import table, verdicts, write_reports
-    from outboxkit.lab.runner import LabOptions, StrategyRun, run_lab
+    from outboxkit.lab.runner import LabOptions, LabStalled, StrategyRun, run_lab
 
     if events < 20:
         raise typer.BadParameter("--events must be at least 20 (faults need room)")
@@ -78,7 +78,12 @@ def run(
             progress.advance(task)
             progress.console.print(table(done, title=f"outboxkit lab (seed {seed}, {events} events)"))
 
-        lab = asyncio.run(run_lab(options, on_phase, on_done))
+        try:
+            lab = asyncio.run(run_lab(options, on_phase, on_done))
+        except LabStalled as exc:
+            # The diagnostic is the message; a traceback would only bury it.
+            console.print(literal(f"lab stopped: {exc}"))
+            raise typer.Exit(1) from None
     console.print()
     for line in verdicts([r.as_dict() for r in lab.runs]):
         console.print(literal(line))

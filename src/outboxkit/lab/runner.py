@@ -44,7 +44,16 @@ class LabOptions:
     rollback_ratio: float = 0.05
     rate: float = 50.0  # writer transactions per second (0: as fast as it can)
     drain_timeout: float = 90.0  # a bound, not a wait: draining ends as soon as the backlog is 0
+    # Before each fault, everything committed so far must be on the bus: well under a second
+    # normally, a lease TTL or two after a relay restart. Past this the run stops and says why.
+    settle_timeout: float = 30.0
     workdir: str | None = None
+
+
+class LabStalled(RuntimeError):
+    """The companion stopped delivering: a settle or the final drain ran out of time. The message
+    is the diagnostic (pending rows, leases, relay process and log, the writer's own publishing),
+    given at once instead of after every remaining fault's wait."""
 
 
 @dataclass
@@ -170,9 +179,7 @@ async def _run_one(
             strategy, env, options, faults, workdir / slug / "writer.jsonl", server, companion, phase
         )
         phase(strategy.name, "draining")
-        deadline = time.monotonic() + options.drain_timeout
-        while strategy.backlog(env) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await _settle(strategy, env, options.drain_timeout, companion, "the final drain")
         await asyncio.sleep(0.3)  # a copy the companion sends while it is being stopped still counts
         supervisor.cancel()
         companion.stop()
@@ -217,6 +224,20 @@ class _Companion:
                 return
             await asyncio.sleep(0.05)
         raise RuntimeError(f"the companion did not start within {timeout:.0f}s; see {self.log_path}")
+
+    def describe(self) -> list[str]:
+        """The process's state and the end of its log, for a stall diagnostic."""
+        if self.argv is None:
+            return ["no companion process"]
+        if self.proc is None:
+            state = "not running"
+        elif self.proc.poll() is None:
+            state = f"running (pid {self.proc.pid})"
+        else:
+            state = f"exited with status {self.proc.returncode}"
+        tail = self.log_path.read_text(errors="replace").splitlines()[-12:] if self.log_path.exists() else []
+        head = f"companion {state}; restarted by the supervisor {self.supervisor_restarts} times; log {self.log_path}:"
+        return [head, *(f"  | {line[:300]}" for line in tail)]
 
     def start(self) -> None:
         if self.argv is None:
@@ -267,7 +288,12 @@ async def _write(
         while line := (await proc.stdout.readline()).decode().strip():
             if line == "SETTLE":
                 phase(strategy.name, "settling before a fault")
-                await _settle(strategy, env, options.drain_timeout)
+                try:
+                    await _settle(strategy, env, options.settle_timeout, companion, "a settle before a fault")
+                except LabStalled:
+                    proc.kill()  # it waits for our answer; left alone it would write on after we stop
+                    await proc.wait()
+                    raise
                 proc.stdin.write(b"ok\n")
                 await proc.stdin.drain()
             elif line.startswith("FAULT "):
@@ -296,14 +322,32 @@ async def _write(
     return restarts
 
 
-async def _settle(strategy: Strategy, env: Env, timeout: float) -> None:
-    """Until the strategy's companion has delivered everything committed (no-op without one)."""
+async def _settle(strategy: Strategy, env: Env, timeout: float, companion: _Companion, what: str) -> None:
+    """Until the strategy's companion has delivered everything committed (no-op without one);
+    raises :class:`LabStalled` with a diagnostic when it does not within ``timeout``."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         waiting: int = await asyncio.to_thread(strategy.backlog, env)
         if not waiting:
             return
+        if time.monotonic() >= deadline:
+            break
         await asyncio.sleep(0.02)
+    report = getattr(strategy, "stall_report", None)
+    lines = [f"{strategy.name}: {what} timed out after {timeout:g}s with {waiting} events not delivered"]
+    if report is not None:
+        lines += await asyncio.to_thread(report, env)
+    lines += companion.describe()
+    lines += _writer_publishing(Path(env.instance_dir).parent / "writer.jsonl")
+    raise LabStalled("\n  ".join(lines))
+
+
+def _writer_publishing(stats: Path) -> list[str]:
+    """The writer's own publishing (inline strategies): how many publishes failed, and the last."""
+    failures = [line for line in stats.read_text().splitlines() if '"publish_failed"' in line] if stats.exists() else []
+    if not failures:
+        return ["writer: no failed publish of its own"]
+    return [f"writer: {len(failures)} failed publishes of its own; last: {failures[-1][:300]}"]
 
 
 async def _act(kind: str, env: Env, server: NatsServer, companion: _Companion) -> Coroutine[Any, Any, None] | None:

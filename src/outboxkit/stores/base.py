@@ -173,7 +173,9 @@ class OutboxStore(Protocol):
         """Heartbeat as ``owner``, renew the leases in ``held`` for ``ttl`` seconds on the
         database's clock, and, when ``rebalance``, acquire free or expired buckets up to this
         relay's fair share. Never releases a bucket by itself: the relay drains, then calls
-        :meth:`release_leases`. Returns the leases now held and the share.
+        :meth:`release_leases`. Returns the leases now held and the share. Unexpired leases of
+        ``owner`` that ``held`` lacks or holds at another epoch (an earlier process under the same
+        name) are taken back at once, at a new epoch (``core.leases.adopt``).
 
         A lease dies with its holder after ``ttl`` (SIGKILL, pause, partition), so another relay
         takes the bucket over with a higher epoch. Single-relay stores (SQLite) use a process lock

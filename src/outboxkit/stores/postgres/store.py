@@ -17,6 +17,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from outboxkit.core.envelope import OutboxEvent
+from outboxkit.core.leases import adopt
 from outboxkit.core.rows import event_from_row
 from outboxkit.core.storable import storable
 from outboxkit.core.urls import redact_url
@@ -384,7 +385,18 @@ class PostgresOutboxStore:
                     " RETURNING bucket, epoch",
                     [interval, owner],
                 )
-                now_held = {int(b): int(e) for b, e in await cur.fetchall() if held.get(int(b), int(e)) == int(e)}
+                now_held = {int(b): int(e) for b, e in await cur.fetchall()}
+                back = adopt(held, now_held)
+                if back:
+                    # Ours by name but not held at that epoch (an earlier process of this owner,
+                    # restarted by its supervisor): taken back now, at a new epoch, so marks of
+                    # whatever that process still had in flight are fenced.
+                    cur = await conn.execute(
+                        f"UPDATE {leases} SET epoch = epoch + 1 WHERE owner = %s AND bucket = ANY(%s)"
+                        " RETURNING bucket, epoch",
+                        [owner, sorted(back)],
+                    )
+                    now_held.update({int(b): int(e) for b, e in await cur.fetchall()})
                 if not rebalance:
                     return LeaseGrant(now_held, max(len(now_held), 1))
                 cur = await conn.execute(f"SELECT count(*) FROM {relays} WHERE heartbeat_at > now() - %s", [interval])
