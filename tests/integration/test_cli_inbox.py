@@ -156,3 +156,19 @@ def test_a_missing_inbox_is_one_line(tmp_path: Path) -> None:
     result = run("inbox", "dead-letters", "list", "--db", f"sqlite:///{db}")
     assert result.returncode != 0
     error_line(result)
+
+
+def test_retry_awaits_an_async_handler(tmp_path: Path) -> None:
+    """`async def` handlers work in retry as they do in consume: awaited with the same connection."""
+    url, ref = f"sqlite:///{tmp_path}/billing.db", TableRef("inbox")
+    migrate_inbox(url, ref)
+    exec_sql(url, "CREATE TABLE seen (event_id text PRIMARY KEY)")
+    (tmp_path / "async_handlers.py").write_text(
+        "import asyncio\n\nasync def on_order(conn, event):\n    await asyncio.sleep(0)\n"
+        "    conn.execute('INSERT INTO seen (event_id) VALUES (?)', (event.id,))\n"
+    )
+    dead_letter(url, ref, "billing", "e-1", {"id": 1})
+    done = run("inbox", "dead-letters", "retry", "--db", url, "--id", "e-1", "--handler", "async_handlers:on_order",
+               cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0 and "1 dead letter(s) processed, 0 failed again" in done.stderr, done.stderr
+    assert exec_sql(url, "SELECT event_id FROM seen") == [("e-1",)]
