@@ -74,9 +74,11 @@ async def drain(
             if pending.rows == 0:
                 break
             if hold_dead_keys and pending.held and pending.held >= pending.rows:
+                dead = relay.stats.dead_lettered
                 reason = (
-                    f"{pending.rows:,} pending row(s) are held behind dead keys and cannot be published: "
-                    "see `outboxkit dead-letters list`"
+                    f"{pending.rows:,} pending row(s) are held behind dead keys and cannot be published"
+                    + (f" ({dead:,} row(s) dead-lettered in this run)" if dead else "")
+                    + ": see `outboxkit dead-letters list`"
                 )
                 break
             if time.monotonic() >= deadline:
