@@ -21,14 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from outboxkit.brokers.registry import SCHEMES as BROKER_SCHEMES
+from outboxkit.brokers.registry import SUPPORTED as SUPPORTED_BROKERS
 from outboxkit.core.urls import redact_url, remember_secrets, scheme_of
 from outboxkit.core.workers import split_owner
 from outboxkit.errors import ConfigurationError
 from outboxkit.relay.loop import RelayConfig
 from outboxkit.stores.base import BUCKETS, TableRef
 from outboxkit.stores.registry import database_for
-
-_BROKER_SCHEMES = {"nats", "tls", "amqp", "amqps", "kafka", "redis", "rediss", "mqtt", "mqtts"}
 
 #: setting name -> environment variable
 ENV = {
@@ -148,8 +148,9 @@ def check_db_url(url: str) -> str:
 
 
 def check_broker_url(url: str) -> str:
-    if _scheme(url) not in _BROKER_SCHEMES or "://" not in url:
-        raise ConfigurationError(f"unsupported broker URL {redact_url(url)!r}: use nats://host:4222")
+    # The hint names the bus schemes, never a database's: each kind of URL is told its own kinds.
+    if _scheme(url) not in BROKER_SCHEMES or "://" not in url:
+        raise ConfigurationError(f"unsupported broker URL {redact_url(url)!r}: use {SUPPORTED_BROKERS}")
     return check_ports(url)
 
 
