@@ -14,7 +14,13 @@ Rules, each with a test:
 * a row or message that cannot become a message, or that the broker refuses for good, is a dead
   letter (H11, H5: later events of its key are held as dead letters too, unless ``hold_dead_keys``
   is off); every exception is classed (H12): unavailable -> reconnect, transient -> retried with
-  the event's own backoff while its key waits, permanent -> dead letter.
+  the event's own backoff while its key waits, permanent -> dead letter;
+* one input, one casualty (H13): traffic that is not ours (other tables, other prefixes,
+  non-transactional messages) moves the position on like any finished transaction; an input that
+  raises while it becomes a message, is published or is dead-lettered is set aside with its reason
+  (a dead letter; a bounded record in ``set_aside`` where even that cannot be stored) and the
+  position moves past it; a round that fails twice the same way is narrowed down to the input at
+  fault (``core.narrowing``) and that input is set aside.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -34,8 +41,10 @@ from outboxkit.brokers.base import Publisher
 from outboxkit.core.backoff import backoff_delay
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.logfmt import LIFE_LOGGER
+from outboxkit.core.narrowing import Narrowing, signature
 from outboxkit.core.ordering import KeyedDispatcher
 from outboxkit.core.retry import Outcome, classify, judge
+from outboxkit.core.storable import storable
 from outboxkit.core.tailing import Item, Transaction
 from outboxkit.errors import (
     ConfigurationError,
@@ -43,6 +52,7 @@ from outboxkit.errors import (
     PermanentError,
     PositionLostError,
     SchemaError,
+    TransientError,
     UnavailableError,
 )
 from outboxkit.relay.loop import RelayConfig, RelayStats
@@ -67,6 +77,10 @@ class TailReader(Protocol):
 
     async def connect(self) -> None: ...
     async def close(self) -> None: ...
+    def resume_point(self) -> Hashable:
+        """Where a new reader would start (the same value across reconnects while nothing moved)."""
+        ...
+
     def trusted(self) -> bool:
         """Whether the reader's lock can still be its own (a recent round trip proved the session)."""
         ...
@@ -107,6 +121,11 @@ class TailDecoder(Protocol):
         """The committed transactions of a peek's changes, each with its outbox events in log order."""
         ...
 
+    def unit_end(self, messages: Sequence[Any]) -> int | None:
+        """The position just past the last whole input (transaction, or message outside one) in
+        ``messages``, read with as little decoding as possible; None if it cannot be told."""
+        ...
+
 
 class TailRelay:
     """One log-tailing relay over one slot and one publisher. ``run(stop)`` until ``stop`` is set.
@@ -138,6 +157,10 @@ class TailRelay:
         self.lag_bytes: int | None = None  # WAL the slot retains (server position - confirmed), H4
         self._lag_checked = 0.0
         self._rng = random.Random()
+        # Inputs set aside without a dead letter (even a sanitized one could not be stored): the
+        # last few, for the operator (also logged at ERROR and counted as dead letters).
+        self.set_aside: deque[str] = deque(maxlen=100)
+        self.narrowing = Narrowing(3 * self.config.batch_size)
 
     async def start(self) -> tuple[TailReader, Publisher]:
         """Open both sides once, raising ``UnavailableError``/``SchemaError`` for the CLI to report."""
@@ -177,6 +200,10 @@ class TailRelay:
                 if isinstance(exc, PositionLostError):
                     raise  # the log the reader needs is gone: waiting cannot bring it back
                 failed = True
+                suspect = pair is not None and _input_fault(exc)
+                if suspect and pair is not None:
+                    # Maybe an input at fault: the same failure twice narrows the next rounds down.
+                    self.narrowing.failed(pair[0].resume_point(), signature(exc))
                 self.active = False
                 self.observer.set_leases(0)
                 if outage_since is None:
@@ -192,8 +219,10 @@ class TailRelay:
                     await _close(pair)
                     pair = None
             if failed:
+                # Narrowing reads again at once (briefly paused): the input, not a service, is down.
+                pause = 0.05 if self.narrowing.narrowed else backoff_delay(attempt, base=0.2, cap=self.config.retry_cap)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff_delay(attempt, base=0.2, cap=self.config.retry_cap))
+                    await asyncio.wait_for(stop.wait(), pause)
         if pair is not None:
             await _close(pair)
 
@@ -227,8 +256,11 @@ class TailRelay:
         # A change is a row of the peek: a one-event transaction is three (begin, event, commit), so
         # three per batch_size event makes a round of about batch_size one-event transactions
         # (measured: 2-3x the rate of a round of batch_size changes, docs/performance.md).
-        limit = 3 * self.config.batch_size
         while not stop.is_set():
+            if self.narrowing.set_aside_due:
+                await self._set_aside_one(reader, decoder)
+                continue
+            limit = self.narrowing.limit
             messages, upto = await reader.peek(limit)
             transactions = decoder.transactions(messages)
             whole = len(messages) < limit
@@ -240,6 +272,8 @@ class TailRelay:
             if transactions or (whole and time.monotonic() - advanced >= 1.0):
                 await reader.advance(upto if whole else transactions[-1].end_lsn)
                 advanced = time.monotonic()
+            if messages:
+                self.narrowing.succeeded()
             self.stats.batches += 1
             if whole:
                 self.lag_seconds = 0.0
@@ -300,7 +334,15 @@ class TailRelay:
                     # Paused past the point where the lock is surely ours: another relay may hold
                     # the slot now. Publish nothing more; the session is rebuilt.
                     raise UnavailableError(f"slot {reader.slot}: lock not confirmed for {reader.takeover / 2:.1f}s")
-                future = await publisher.publish(event)
+                try:
+                    future = await publisher.publish(event)
+                except Exception as refused:
+                    if isinstance(classify(refused), UnavailableError):
+                        raise
+                    # Refused before it left (a header the client cannot encode, ...): the event's
+                    # own failure, judged like a refusal by the broker, never the round's (H13).
+                    future = asyncio.get_running_loop().create_future()
+                    future.set_exception(refused)
                 future.add_done_callback(functools.partial(on_done, event=event, sent=time.monotonic()))
                 flying += 1
             if not flying:
@@ -358,26 +400,104 @@ class TailRelay:
         return self.lag_bytes, self.lag_seconds
 
     async def _dead(self, reader: TailReader, item: Item, reason: str, attempts: int, held: set[str]) -> None:
+        """Record ``item`` as a dead letter; whatever it holds, recording it never fails the round (H13).
+
+        First as it is; if the store refuses that for its content (a key no index takes, text the
+        driver cannot encode), then with every text field made storable and the key dropped; if
+        even that fails, as a bounded record in ``set_aside``, logged at ERROR. Outages propagate."""
         event = item.event
-        if item.row_seq is None or not await reader.dead_row(item.row_seq, reason, attempts):
-            # A table-less event, or a row its writer deleted: the dead letter gets a row of its own.
-            await reader.dead_message(
-                id=event.id,
-                topic=event.topic,
-                key=event.key,
-                type=event.type,
-                source=event.source,
-                payload=event.payload,
-                content_type=event.content_type,
-                headers=json.dumps(dict(event.headers)),
-                attempts=attempts,
-                error=reason,
-            )
+        try:
+            if item.row_seq is None or not await reader.dead_row(item.row_seq, reason, attempts):
+                # A table-less event, or a row its writer deleted: the dead letter gets a row of its own.
+                await reader.dead_message(
+                    id=event.id,
+                    topic=event.topic,
+                    key=event.key,
+                    type=event.type,
+                    source=event.source,
+                    payload=event.payload,
+                    content_type=event.content_type,
+                    headers=json.dumps(dict(event.headers)),
+                    attempts=attempts,
+                    error=reason,
+                )
+        except Exception as exc:
+            # Even "unavailable" may be the content here (psycopg refuses NUL client-side, with no
+            # SQLSTATE): the sanitized copy tells. If the store is really down, it fails too.
+            await self._dead_sanitized(reader, item, reason, attempts, exc)
         if event.key is not None and self.hold_dead_keys:
             held.add(event.key)
         self.stats.dead_lettered += 1
         self.observer.dead_lettered()
-        log.error("dead-lettered event %s (topic %s, key %s): %s", event.id, event.topic, event.key, reason)
+        log.error(
+            "dead-lettered event %s (topic %s, key %s): %s",
+            storable(event.id, 80),
+            storable(event.topic, 200),
+            storable(event.key, 200),
+            storable(reason, 500),
+        )
+
+    async def _dead_sanitized(
+        self, reader: TailReader, item: Item, reason: str, attempts: int, first: Exception
+    ) -> None:
+        event = item.event
+        why = f"{reason} (stored sanitized: {signature(first)}; key {storable(event.key, 200)})"
+        try:
+            await reader.dead_message(
+                id=None,
+                topic=storable(event.topic, 255),
+                key=None,  # a key the store cannot take is no key any valid event holds
+                type=None,
+                source=None,
+                payload=event.payload[:1_000_000],
+                content_type="application/octet-stream",
+                headers="{}",
+                attempts=attempts,
+                error=storable(why),
+            )
+        except Exception as exc:
+            if not _input_fault(exc):
+                raise
+            self._record(f"event {storable(event.id, 80)} set aside unstored: {storable(why, 500)}; {signature(exc)}")
+
+    def _record(self, text: str) -> None:
+        """The last resort: a bounded record, a log line at ERROR and the dead-letter counter."""
+        self.set_aside.append(text)
+        self.observer.dead_lettered()
+        log.error("%s", text)
+
+    async def _set_aside_one(self, reader: TailReader, decoder: TailDecoder) -> None:
+        """The single input at the position failed the same way at every narrowing: record it,
+        move past it (H13). Its raw form goes to a dead letter, bounded, when the store takes it."""
+        messages, _upto = await reader.peek(1)
+        end = decoder.unit_end(messages) if messages else None
+        where = storable(reader.resume_point(), 200)
+        if end is None:
+            self.narrowing.set_aside()  # nothing there any more, or nothing to tell its end by
+            return
+        reason = f"set aside after failing the same way at every narrowing (from {where}): {self.narrowing.error}"
+        try:
+            await reader.dead_message(
+                id=None,
+                topic="?",
+                key=None,
+                type=None,
+                source=None,
+                payload=storable(repr(messages), 100_000).encode(),
+                content_type="application/octet-stream",
+                headers="{}",
+                attempts=0,
+                error=storable(reason),
+            )
+            self.stats.dead_lettered += 1
+            self.observer.dead_lettered()
+            log.error("%s", reason)
+        except Exception as exc:
+            if not _input_fault(exc):
+                raise
+            self._record(f"{reason}; unstored: {signature(exc)}")
+        await reader.advance(end)
+        self.narrowing.set_aside()
 
 
 def build_tail_relay(
@@ -413,6 +533,12 @@ def build_tail_relay(
         hold_dead_keys=hold_dead_keys,
         store_factory=lambda: store_for(db, ref, hold_dead_keys=hold_dead_keys),
     )
+
+
+def _input_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` may come from an input's content rather than from an outage: anything but
+    the classified outages and retryable errors (those are the services', not the input's)."""
+    return not isinstance(exc, TransientError | OSError | SchemaError | ConfigurationError)
 
 
 async def _close(pair: tuple[TailReader, Publisher]) -> None:

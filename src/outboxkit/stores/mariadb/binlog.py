@@ -207,6 +207,9 @@ class MariaDbBinlogReader:
             conn, self._conn = self._conn, None
             await asyncio.to_thread(conn.close)
 
+    def resume_point(self) -> Position | None:
+        return self.position
+
     def trusted(self) -> bool:
         return time.monotonic() - self.last_ok < self.takeover / 2
 

@@ -157,6 +157,9 @@ class PostgresWalReader:
             conn, self._conn = self._conn, None
             await conn.close()
 
+    def resume_point(self) -> int:
+        return self.confirmed
+
     def trusted(self) -> bool:
         """Whether the lock can still be ours: half the takeover time after the last round trip."""
         return time.monotonic() - self.last_ok < self.takeover / 2
