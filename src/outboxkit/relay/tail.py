@@ -298,7 +298,9 @@ class TailRelay:
         Returns False when ``stop`` came first: what was sent is awaited and its rows marked, the
         rest is left for the next reader of the slot."""
         items = {item.event.seq: item for tx in transactions for item in tx.items}
-        keys = sorted({i.event.key for i in items.values() if i.event.key})
+        # A key no store can hold (lone surrogates, NUL, megabytes) belongs to a defect only, and
+        # could not be looked up either: leave it out of the query (H13).
+        keys = sorted({k for i in items.values() if (k := i.event.key) and storable(k, 1024) == k})
         held = await reader.held_keys(keys) if self.hold_dead_keys else set()
         ready: list[OutboxEvent] = []
         for item in items.values():

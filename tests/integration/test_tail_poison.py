@@ -1,0 +1,110 @@
+"""H13 on the log-tailing relays: traffic that is not ours never pins the slot, and a hostile input
+costs only itself (set aside with its reason, the position moves past it). Each test failed on the
+relay before this fix: it stalled (re-reading the same input forever) or ignored silently."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from outboxkit import Outbox
+from outboxkit.stores.base import TableRef
+from outboxkit.walemit import MessageOutbox
+from tests.conftest import Stream
+from tests.helpers import read_all
+from tests.integration.tailsupport import (
+    confirmed_lsn,
+    dead_letters,
+    emit_message,
+    good_content,
+    relay_until,
+    tail_pg_db,
+    tail_wal_ref,
+    wal_lsn,
+    wal_relay,
+)
+
+__all__ = ["tail_pg_db", "tail_wal_ref"]  # fixtures used by name
+
+
+async def test_a_burst_of_foreign_non_transactional_messages_never_pins_the_slot(
+    tail_pg_db: str, tail_wal_ref: TableRef, nats_stream: Stream
+) -> None:
+    """5,000 heartbeats of another tool (pg_logical_emit_message(false, 'other', ...)), more than one
+    peek holds, then good events: delivered, and the slot's confirmed position moves past all."""
+    topic = nats_stream.topic("orders")
+    with psycopg.connect(tail_pg_db, autocommit=True) as conn:
+        conn.execute(b"SELECT pg_logical_emit_message(false, 'other-prefix', 'beat') FROM generate_series(1, 5000)")
+        with conn.transaction():
+            good = [
+                Outbox(table=tail_wal_ref.table, schema=tail_wal_ref.schema).emit(conn, topic, {"n": 1}, key="k"),
+                MessageOutbox(table=tail_wal_ref.table, schema=tail_wal_ref.schema).emit(
+                    conn, topic, {"n": 2}, key="k"
+                ),
+            ]
+    after = wal_lsn(tail_pg_db)
+    relay = wal_relay(tail_pg_db, nats_stream.url, tail_wal_ref, batch_size=100)  # a peek: 300 changes
+    await relay_until(relay, lambda: relay.stats.published >= 2 and confirmed_lsn(tail_pg_db, tail_wal_ref) >= after)
+    got = await read_all(nats_stream.url, nats_stream.name, expect=2)
+    assert [m.event_id for m in got] == good
+
+
+async def test_an_own_prefix_non_transactional_message_is_recorded_never_published(
+    tail_pg_db: str, tail_wal_ref: TableRef, nats_stream: Stream
+) -> None:
+    """A non-transactional message with the outbox's own prefix survives a rollback: it is not
+    trusted. It becomes a dead letter saying why (holding no key), never a published event."""
+    topic = nats_stream.topic("orders")
+    _, untrusted = good_content(topic, key="k")
+    with psycopg.connect(tail_pg_db, autocommit=True) as conn:
+        conn.execute(b"BEGIN")
+        emit_message(conn, tail_wal_ref, untrusted, transactional=False)
+        conn.execute(b"ROLLBACK")  # the message stays in the log all the same
+        with conn.transaction():
+            good = MessageOutbox(table=tail_wal_ref.table, schema=tail_wal_ref.schema).emit(conn, topic, {}, key="k")
+    after = wal_lsn(tail_pg_db)
+    relay = wal_relay(tail_pg_db, nats_stream.url, tail_wal_ref)
+    await relay_until(relay, lambda: relay.stats.published >= 1 and confirmed_lsn(tail_pg_db, tail_wal_ref) >= after)
+    got = await read_all(nats_stream.url, nats_stream.name, expect=1)
+    assert [m.event_id for m in got] == [good]  # the key k is not held by the untrusted message
+    (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
+    assert dead[0] is None and "not trusted" in dead[1] and "walemit" in dead[1]
+
+
+def _deep(n: int) -> bytes:
+    return b"[" * n + b"]" * n
+
+
+HOSTILE = {
+    "deep-attributes": _deep(100_000) + b"\n{}",
+    "deep-headers": b'{"v":1,"id":"x","topic":"orders.x","headers":{"a":' + _deep(100_000) + b"}}\n{}",
+    "surrogate-key": b'{"v":1,"id":"x","topic":"orders.x","key":"a\\ud800b"}\n{}',
+    "nul-key": b'{"v":1,"id":"x","topic":"orders.x","key":"a\\u0000b"}\n{}',
+    "surrogate-topic": b'{"v":1,"id":"x","topic":"orders.\\udfff"}\n{}',
+    "nul-topic": b'{"v":1,"id":"x","topic":"orders\\u0000x"}\n{}',
+    "huge-key": b'{"v":1,"id":"x","topic":"orders.x","key":"' + bytes(range(48, 58)) * 1000 + b'"}\n{}',
+    "wrong-types": b'{"v":1,"id":["x"],"topic":{"a":1},"key":7,"headers":"h"}\n{}',
+    "not-utf8": b'{"v":1,"id":"\xff\xfe","topic":"orders.x"}\n{}',
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+async def test_a_hostile_table_less_message_costs_only_itself(
+    name: str, tail_pg_db: str, tail_wal_ref: TableRef, nats_stream: Stream
+) -> None:
+    """Deep JSON (RecursionError), lone surrogates or NUL in the key or topic, a huge key, wrong
+    types, bytes that are not UTF-8: a dead letter with the reason, then the next event flows."""
+    topic = nats_stream.topic("orders")
+    with psycopg.connect(tail_pg_db, autocommit=True) as conn:
+        with conn.transaction():
+            emit_message(conn, tail_wal_ref, HOSTILE[name])
+        with conn.transaction():
+            good = MessageOutbox(table=tail_wal_ref.table, schema=tail_wal_ref.schema).emit(conn, topic, {}, key="g")
+    after = wal_lsn(tail_pg_db)
+    relay = wal_relay(tail_pg_db, nats_stream.url, tail_wal_ref)
+    await relay_until(relay, lambda: relay.stats.published >= 1 and confirmed_lsn(tail_pg_db, tail_wal_ref) >= after)
+    got = await read_all(nats_stream.url, nats_stream.name, expect=1)
+    assert [m.event_id for m in got] == [good]
+    (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
+    assert "cannot be published" in dead[1], dead
+    assert relay.stats.outages == 0 and not relay.set_aside  # its own guard, not the narrowing net
