@@ -21,7 +21,7 @@ from outboxkit.relay import RelayConfig
 from outboxkit.relay.tail import TailRelay, build_binlog_relay, build_tail_relay
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.pgoutput import parse_lsn
-from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, slot_info, slot_name
+from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, slot_name
 from tests.conftest import unique
 
 
@@ -113,9 +113,14 @@ def wal_lsn(db: str) -> int:
 
 
 def confirmed_lsn(db: str, ref: TableRef) -> int:
-    info = slot_info(db, slot_name(ref))
-    assert info.confirmed_lsn is not None
-    return parse_lsn(info.confirmed_lsn)
+    """The slot's confirmed position, read without peeking (``slot_info`` peeks for the lag, and a
+    peek while the relay reads the slot makes the relay's next read fail: "slot is active")."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        row = conn.execute(
+            b"SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", [slot_name(ref)]
+        ).fetchone()
+    assert row is not None
+    return parse_lsn(row[0])
 
 
 def dead_letters(db: str, ref: TableRef) -> list[tuple[str | None, str]]:

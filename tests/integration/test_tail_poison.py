@@ -4,6 +4,8 @@ relay before this fix: it stalled (re-reading the same input forever) or ignored
 
 from __future__ import annotations
 
+import secrets
+
 import psycopg
 import pytest
 
@@ -82,7 +84,8 @@ HOSTILE = {
     "nul-key": b'{"v":1,"id":"x","topic":"orders.x","key":"a\\u0000b"}\n{}',
     "surrogate-topic": b'{"v":1,"id":"x","topic":"orders.\\udfff"}\n{}',
     "nul-topic": b'{"v":1,"id":"x","topic":"orders\\u0000x"}\n{}',
-    "huge-key": b'{"v":1,"id":"x","topic":"orders.x","key":"' + bytes(range(48, 58)) * 1000 + b'"}\n{}',
+    # Incompressible: too long for the dead_keys index of the dead letter's row.
+    "huge-key": b'{"v":1,"id":"x","topic":"orders.x","key":"' + secrets.token_hex(4000).encode() + b'"}\n{}',
     "wrong-types": b'{"v":1,"id":["x"],"topic":{"a":1},"key":7,"headers":"h"}\n{}',
     "not-utf8": b'{"v":1,"id":"\xff\xfe","topic":"orders.x"}\n{}',
 }
@@ -108,3 +111,36 @@ async def test_a_hostile_table_less_message_costs_only_itself(
     (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
     assert "cannot be published" in dead[1], dead
     assert relay.stats.outages == 0 and not relay.set_aside  # its own guard, not the narrowing net
+
+
+HOSTILE_ROWS = {
+    # jsonb takes it; Python's JSON parser raises RecursionError on it.
+    "deep-headers": "INSERT INTO {t} (topic, key, payload, headers) "
+    "VALUES ('orders.x', 'h', '\\x7b7d', ('{{\"a\":' || repeat('[', 5000) || repeat(']', 5000) || '}}')::jsonb)",
+    # Too long for the dead_keys index once the row is a dead letter (btree rows hold about 2.7 kB).
+    "huge-key": "INSERT INTO {t} (topic, key, payload) VALUES ('orders.x', "
+    "(SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 300)), '\\x7b7d')",
+    "bad-everything": "INSERT INTO {t} (id, topic, key, type, source, payload, content_type, headers) VALUES "
+    "(gen_random_uuid(), 'no spaces allowed', E'a\\tb', E'x\\ny', '', '\\x00', 'not a type', '[1, 2]')",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_ROWS))
+async def test_a_hostile_outbox_row_costs_only_itself(
+    name: str, tail_pg_db: str, tail_wal_ref: TableRef, nats_stream: Stream
+) -> None:
+    """A row another program wrote by plain SQL that breaks the parser or the dead-letter index:
+    a dead letter with the reason (its key cleared when no index takes it), then the next event."""
+    topic = nats_stream.topic("orders")
+    with psycopg.connect(tail_pg_db, autocommit=True) as conn:
+        conn.execute(HOSTILE_ROWS[name].format(t=tail_wal_ref.qualified).encode())
+        with conn.transaction():
+            good = Outbox(table=tail_wal_ref.table, schema=tail_wal_ref.schema).emit(conn, topic, {}, key="g")
+    after = wal_lsn(tail_pg_db)
+    relay = wal_relay(tail_pg_db, nats_stream.url, tail_wal_ref)
+    await relay_until(relay, lambda: relay.stats.published >= 1 and confirmed_lsn(tail_pg_db, tail_wal_ref) >= after)
+    got = await read_all(nats_stream.url, nats_stream.name, expect=1)
+    assert [m.event_id for m in got] == [good]
+    (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
+    assert "cannot be published" in dead[1], dead
+    assert relay.stats.outages == 0 and not relay.set_aside

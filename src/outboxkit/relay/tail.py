@@ -99,7 +99,11 @@ class TailReader(Protocol):
 
     async def mark_delivered(self, seqs: Sequence[int]) -> None: ...
     async def held_keys(self, keys: Sequence[str]) -> set[str]: ...
-    async def dead_row(self, seq: int, error: str, attempts: int) -> bool: ...
+    async def dead_row(self, seq: int, error: str, attempts: int, *, keep_key: bool = True) -> bool:
+        """Mark the row a dead letter (False when it is gone). ``keep_key=False`` also clears its
+        key: the fallback for a key the store cannot index (H13); the reason names the key."""
+        ...
+
     async def dead_message(
         self,
         *,
@@ -445,6 +449,8 @@ class TailRelay:
         event = item.event
         why = f"{reason} (stored sanitized: {signature(first)}; key {storable(event.key, 200)})"
         try:
+            if item.row_seq is not None and await reader.dead_row(item.row_seq, why, attempts, keep_key=False):
+                return
             await reader.dead_message(
                 id=None,
                 topic=storable(event.topic, 255),

@@ -386,8 +386,9 @@ class MariaDbBinlogReader:
         text, params = bind_list("k", list(keys))
         return {str(r[0]) for r in await self._query(self._held.format(keys=text), params)}
 
-    async def dead_row(self, seq: int, error: str, attempts: int) -> bool:
-        rows = await self._query(self._dead_row, (storable(error), attempts, seq))
+    async def dead_row(self, seq: int, error: str, attempts: int, *, keep_key: bool = True) -> bool:
+        sql = self._dead_row if keep_key else self._dead_row.replace("SET dead_at", "SET `key` = NULL, dead_at")
+        rows = await self._query(sql, (storable(error), attempts, seq))
         return bool(rows and rows[0][0])
 
     async def dead_message(
