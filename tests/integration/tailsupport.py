@@ -130,3 +130,37 @@ def dead_letters(db: str, ref: TableRef) -> list[tuple[str | None, str]]:
             f"SELECT key, last_error FROM {ref.qualified} WHERE dead_at IS NOT NULL ORDER BY seq".encode()
         )
         return [(r[0], r[1]) for r in rows.fetchall()]
+
+
+@pytest.fixture
+def tail_binlog_ref(mariadb_url: str, mariadb_ref: TableRef) -> TableRef:
+    """The test's MariaDB outbox with its binlog position table (dropped with its database)."""
+    from outboxkit.stores.mariadb.binlogpos import migrate_binlog
+
+    migrate_binlog(mariadb_url, mariadb_ref)
+    return mariadb_ref
+
+
+def binlog_now(db: str) -> tuple[str, int]:
+    """The server's binlog position now (file, offset)."""
+    from tests.helpers import db_connect
+
+    conn = db_connect(db)
+    try:
+        row = conn.execute("SHOW MASTER STATUS").fetchone()
+    finally:
+        conn.close()
+    return str(row[0]), int(row[1])
+
+
+def binlog_stored(db: str, ref: TableRef) -> tuple[str, int]:
+    """The position the binlog relay saved (file, offset)."""
+    from outboxkit.stores.mariadb.binlogpos import position_table
+    from tests.helpers import db_connect
+
+    conn = db_connect(db)
+    try:
+        row = conn.execute(f"SELECT log_file, log_pos FROM {position_table(ref)}").fetchone()
+    finally:
+        conn.close()
+    return str(row[0]), int(row[1])

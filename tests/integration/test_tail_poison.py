@@ -12,21 +12,25 @@ import pytest
 from outboxkit import Outbox
 from outboxkit.stores.base import TableRef
 from outboxkit.walemit import MessageOutbox
-from tests.conftest import Stream
-from tests.helpers import read_all
+from tests.conftest import Stream, unique
+from tests.helpers import db_connect, read_all
 from tests.integration.tailsupport import (
+    binlog_now,
+    binlog_relay,
+    binlog_stored,
     confirmed_lsn,
     dead_letters,
     emit_message,
     good_content,
     relay_until,
+    tail_binlog_ref,
     tail_pg_db,
     tail_wal_ref,
     wal_lsn,
     wal_relay,
 )
 
-__all__ = ["tail_pg_db", "tail_wal_ref"]  # fixtures used by name
+__all__ = ["tail_binlog_ref", "tail_pg_db", "tail_wal_ref"]  # fixtures used by name
 
 
 async def test_a_burst_of_foreign_non_transactional_messages_never_pins_the_slot(
@@ -144,3 +148,38 @@ async def test_a_hostile_outbox_row_costs_only_itself(
     (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
     assert "cannot be published" in dead[1], dead
     assert relay.stats.outages == 0 and not relay.set_aside
+
+
+@pytest.mark.xdist_group("binlog")  # every reader of the shared binlog in one group (test_binlog.py)
+async def test_binlog_rows_of_other_tables_in_bulk_move_the_stored_position_on(
+    mariadb_url: str, tail_binlog_ref: TableRef, nats_stream: Stream
+) -> None:
+    """20,000 rows of another table of the same database and of a table named like the outbox in
+    another database, then a good event: delivered, and the stored position passes all of them."""
+    topic = nats_stream.topic("orders")
+    schema = tail_binlog_ref.schema
+    other_db = unique("okt_other")
+    conn = db_connect(mariadb_url)
+    try:
+        conn.execute(f"CREATE TABLE `{schema}`.`other` (id BIGINT AUTO_INCREMENT PRIMARY KEY, pad VARCHAR(200))")
+        conn.execute(f"CREATE DATABASE `{other_db}`")
+        conn.execute(f"CREATE TABLE `{other_db}`.`outbox` (seq BIGINT AUTO_INCREMENT PRIMARY KEY, topic TEXT)")
+        for _ in range(50):
+            conn.execute("BEGIN")
+            conn.execute(f"INSERT INTO `{schema}`.`other` (pad) SELECT REPEAT('x', 200) FROM seq_1_to_200")
+            conn.execute(f"INSERT INTO `{other_db}`.`outbox` (topic) SELECT 'bad topic!' FROM seq_1_to_200")
+            conn.execute("COMMIT")
+        conn.execute("BEGIN")
+        good = Outbox(table=tail_binlog_ref.table, schema=schema).emit(conn, topic, {}, key="g")
+        conn.execute("COMMIT")
+        after = binlog_now(mariadb_url)
+        relay = binlog_relay(mariadb_url, nats_stream.url, tail_binlog_ref)
+        await relay_until(
+            relay, lambda: relay.stats.published >= 1 and binlog_stored(mariadb_url, tail_binlog_ref) >= after
+        )
+        got = await read_all(nats_stream.url, nats_stream.name, expect=1)
+        assert [m.event_id for m in got] == [good]
+        assert relay.stats.dead_lettered == 0 and relay.stats.outages == 0
+    finally:
+        conn.execute(f"DROP DATABASE IF EXISTS `{other_db}`")
+        conn.close()
