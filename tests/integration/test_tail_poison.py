@@ -5,12 +5,15 @@ relay before this fix: it stalled (re-reading the same input forever) or ignored
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 
 import psycopg
 import pytest
 
 from outboxkit import Outbox
+from outboxkit.core.tailing import Transaction
 from outboxkit.stores.base import TableRef
+from outboxkit.stores.postgres.walevents import Decoder
 from outboxkit.walemit import MessageOutbox
 from tests.conftest import Stream, unique
 from tests.helpers import db_connect, read_all
@@ -114,7 +117,7 @@ async def test_a_hostile_table_less_message_costs_only_itself(
     assert [m.event_id for m in got] == [good]
     (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
     assert "cannot be published" in dead[1], dead
-    assert relay.stats.outages == 0 and not relay.set_aside  # its own guard, not the narrowing net
+    assert relay.stats.outages == 0 and not getattr(relay, "set_aside", None)  # its own guard, not the narrowing net
 
 
 HOSTILE_ROWS = {
@@ -147,7 +150,7 @@ async def test_a_hostile_outbox_row_costs_only_itself(
     assert [m.event_id for m in got] == [good]
     (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
     assert "cannot be published" in dead[1], dead
-    assert relay.stats.outages == 0 and not relay.set_aside
+    assert relay.stats.outages == 0 and not getattr(relay, "set_aside", None)
 
 
 @pytest.mark.xdist_group("binlog")  # every reader of the shared binlog in one group (test_binlog.py)
@@ -183,3 +186,42 @@ async def test_binlog_rows_of_other_tables_in_bulk_move_the_stored_position_on(
     finally:
         conn.execute(f"DROP DATABASE IF EXISTS `{other_db}`")
         conn.close()
+
+
+class _BrokenDecoder(Decoder):
+    """The real decoder with a bug no guard foresaw: it fails the whole read on one marked message
+    (a parser that raises outside the per-input guards)."""
+
+    def transactions(self, messages: Iterable[bytes]) -> list[Transaction]:
+        batch = list(messages)
+        if any(b"POISON" in data for data in batch):
+            raise RuntimeError("decoder bug met a marked message")
+        return super().transactions(batch)
+
+
+async def test_a_round_that_fails_twice_the_same_way_is_narrowed_to_the_input_at_fault(
+    tail_pg_db: str, tail_wal_ref: TableRef, nats_stream: Stream
+) -> None:
+    """The net under the guards: the relay narrows the failing round down to the one transaction
+    at fault, sets it aside as a dead letter with the reason, moves the slot past it, and delivers
+    every event before and after it, in order."""
+    topic = nats_stream.topic("orders")
+    messages = MessageOutbox(table=tail_wal_ref.table, schema=tail_wal_ref.schema)
+    with psycopg.connect(tail_pg_db, autocommit=True) as conn:
+
+        def one(n: int) -> str:
+            with conn.transaction():
+                return messages.emit(conn, topic, {"n": n}, key="k")
+
+        before = [one(i) for i in range(30)]
+        with conn.transaction():
+            emit_message(conn, tail_wal_ref, b"POISON")
+        after_ids = [one(j) for j in range(30)]
+    after = wal_lsn(tail_pg_db)
+    relay = wal_relay(tail_pg_db, nats_stream.url, tail_wal_ref, batch_size=20)  # a peek: 60 changes
+    relay.decoder_factory = lambda: _BrokenDecoder(tail_wal_ref)
+    await relay_until(relay, lambda: relay.stats.published >= 60 and confirmed_lsn(tail_pg_db, tail_wal_ref) >= after)
+    got = await read_all(nats_stream.url, nats_stream.name, expect=60)
+    assert [m.event_id for m in got] == before + after_ids
+    (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
+    assert "set aside after failing the same way" in dead[1] and "decoder bug" in dead[1], dead
