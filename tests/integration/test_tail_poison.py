@@ -225,26 +225,3 @@ async def test_a_round_that_fails_twice_the_same_way_is_narrowed_to_the_input_at
     assert [m.event_id for m in got] == before + after_ids
     (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
     assert "set aside after failing the same way" in dead[1] and "decoder bug" in dead[1], dead
-
-
-@pytest.mark.xdist_group("binlog")
-async def test_binlog_non_transactional_and_ddl_traffic_moves_the_stored_position_on(
-    mariadb_url: str, tail_binlog_ref: TableRef, nats_stream: Stream
-) -> None:
-    """Rows of a MyISAM table (heartbeat tables often are) end with a COMMIT query, not an Xid, and
-    a DDL has neither: a flood of them alone must still move the stored position (it used to wait
-    for the next InnoDB commit of anyone, and a quiet server has none: the binlog then fills up)."""
-    schema = tail_binlog_ref.schema
-    conn = db_connect(mariadb_url)
-    try:
-        conn.execute(f"CREATE TABLE `{schema}`.`beat` (id BIGINT AUTO_INCREMENT PRIMARY KEY, at TEXT) ENGINE=MyISAM")
-        for i in range(300):
-            conn.execute(f"INSERT INTO `{schema}`.`beat` (at) VALUES ('{i}')")
-        conn.execute(f"CREATE TABLE `{schema}`.`ddl_a` (id INT)")
-        after = binlog_now(mariadb_url)
-        conn.execute(f"INSERT INTO `{schema}`.`beat` (at) VALUES ('last')")  # its GTID ends the group before
-        relay = binlog_relay(mariadb_url, nats_stream.url, tail_binlog_ref)
-        await relay_until(relay, lambda: binlog_stored(mariadb_url, tail_binlog_ref) >= after)
-        assert relay.stats.published == 0 and relay.stats.outages == 0
-    finally:
-        conn.close()

@@ -272,14 +272,6 @@ class MariaDbBinlogReader:
         gtids = _gtid_state(start.gtid)
         gtid: str | None = None
         rows: list[dict[str, Any]] = []
-        open_group = False  # a GTID event was seen and its group's end not yet
-
-        def ended(at: int, timestamp: int) -> None:
-            if gtid is not None:
-                gtids[gtid.split("-")[0]] = gtid
-            state = ",".join(gtids[d] for d in sorted(gtids, key=int)) if self.mariadb and gtids else None
-            self._committed(Position(stream.log_file, at, state), timestamp, rows)
-
         try:
             while not self._halt:
                 event = stream.fetchone()
@@ -291,17 +283,14 @@ class MariaDbBinlogReader:
                 if isinstance(event, WriteRowsEvent):
                     rows.extend(r["values"] for r in event.rows)
                 elif isinstance(event, MariadbGtidEvent | GtidEvent):
-                    if open_group:
-                        # The group before ended without an Xid: a non-transactional engine's
-                        # COMMIT (MyISAM, Aria, MEMORY: many heartbeat tables) or a DDL. It is in
-                        # the binlog, so it committed; it ends where this group starts. Without
-                        # this, a flood of such traffic would never move the stored position (H13).
-                        ended(stream.log_pos - event.packet.event_size, event.timestamp)  # header included
+                    # A transaction begins; rows of one that never reached its commit are dropped.
                     gtid, rows = (event.gtid if isinstance(event, MariadbGtidEvent) else None), []
-                    open_group = True
                 elif isinstance(event, XidEvent):
-                    ended(stream.log_pos, event.timestamp)
-                    gtid, rows, open_group = None, [], False
+                    if gtid is not None:
+                        gtids[gtid.split("-")[0]] = gtid
+                    state = ",".join(gtids[d] for d in sorted(gtids, key=int)) if self.mariadb and gtids else None
+                    self._committed(Position(stream.log_file, stream.log_pos, state), event.timestamp, rows)
+                    gtid, rows = None, []
         except BaseException as exc:
             with self._cond:
                 self._error = exc
