@@ -271,9 +271,12 @@ class TailRelay:
             if transactions and not await self._publish(reader, publisher, transactions, stop):
                 return  # SIGTERM mid-batch: confirmed rows are marked, the slot stays; re-read later
             # Whole: every commit before ``upto`` was seen (the heartbeat); else up to the last one.
-            # An empty round moves the slot at most once a second: that is heartbeat enough, and an
-            # advance decodes the WAL it passes once more.
-            if transactions or (whole and time.monotonic() - advanced >= 1.0):
+            # A round with nothing of ours (empty, or only other tables' transactions and other
+            # tools' messages) moves the slot at most once a second when it was whole: that is
+            # heartbeat enough, and an advance decodes the WAL it passes once more. A round that
+            # was not whole always moves it, or a flood of foreign traffic would pin it (H13).
+            ours = any(tx.items for tx in transactions)
+            if ours or (transactions and not whole) or (whole and time.monotonic() - advanced >= 1.0):
                 await reader.advance(upto if whole else transactions[-1].end_lsn)
                 advanced = time.monotonic()
             if messages:
@@ -289,7 +292,7 @@ class TailRelay:
             # Caught up: peek again soon after traffic (2 ms), backing off to a twentieth of the poll
             # interval (50 ms by default) while idle. There is no NOTIFY for table-less events to
             # wake up on, and an empty peek costs about a millisecond.
-            idle = 0 if transactions else min(idle + 1, 16)
+            idle = 0 if ours else min(idle + 1, 16)
             pause = min(self.config.poll_interval / 20, 0.002 * 2**idle)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause)
