@@ -467,8 +467,9 @@ class TailRelay:
                 error=storable(why),
             )
         except Exception as exc:
-            if not _input_fault(exc):
-                raise
+            if isinstance(exc, UnavailableError | OSError):
+                raise  # the store is down: the round is read again once it is back
+            # Anything else (a deadlock, a trigger, a check): the event is not lost to a loop.
             self._record(f"event {storable(event.id, 80)} set aside unstored: {storable(why, 500)}; {signature(exc)}")
 
     def _record(self, text: str) -> None:
@@ -504,7 +505,7 @@ class TailRelay:
             self.observer.dead_lettered()
             log.error("%s", reason)
         except Exception as exc:
-            if not _input_fault(exc):
+            if isinstance(exc, UnavailableError | OSError):
                 raise
             self._record(f"{reason}; unstored: {signature(exc)}")
         await reader.advance(end)
@@ -547,8 +548,11 @@ def build_tail_relay(
 
 
 def _input_fault(exc: BaseException) -> bool:
-    """Whether ``exc`` may come from an input's content rather than from an outage: anything but
-    the classified outages and retryable errors (those are the services', not the input's)."""
+    """Whether a failed round may be an input's fault, to narrow down: anything but outages and
+    errors classed as transient (a deadlock, a lock timeout, a broker that is busy). Those are
+    retried as they are: narrowing on them could set aside a good transaction while a lock is held.
+    The inputs' own ways into the store (dead letters, held keys) are guarded so that their content
+    never raises there."""
     return not isinstance(exc, TransientError | OSError | SchemaError | ConfigurationError)
 
 

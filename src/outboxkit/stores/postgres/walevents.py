@@ -44,7 +44,6 @@ class Decoder:
         self.prefix = prefix or walmessage.prefix_for(ref.table, ref.schema)
         self.relations: dict[int, Relation] = {}
         self.counter = 0
-        self.position = 0  # the end of the last transaction or message decoded
 
     def _ours(self, relation: Relation) -> bool:
         return relation.name == self.ref.table and relation.namespace == (self.ref.schema or relation.namespace)
@@ -82,10 +81,8 @@ class Decoder:
                 else:
                     # Decoded where it was written, outside every transaction: done once seen.
                     # The message's position is the end of its record, so the slot moves past it.
-                    self.position = max(self.position, record.lsn)
                     out.append(Transaction(record.lsn, None, self._untrusted(record)))
             elif isinstance(record, Commit):
-                self.position = max(self.position, record.end_lsn)
                 out.append(Transaction(record.end_lsn, committed_at, items))
                 items, committed_at = [], None
         return out
