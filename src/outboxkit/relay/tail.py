@@ -28,14 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
 
 from outboxkit.brokers.base import Publisher
 from outboxkit.core.backoff import backoff_delay
@@ -45,7 +43,7 @@ from outboxkit.core.narrowing import Narrowing, signature
 from outboxkit.core.ordering import KeyedDispatcher
 from outboxkit.core.retry import Outcome, classify, judge
 from outboxkit.core.storable import storable
-from outboxkit.core.tailing import Item, Transaction
+from outboxkit.core.tailing import Transaction
 from outboxkit.errors import (
     ConfigurationError,
     DeliveryError,
@@ -57,78 +55,13 @@ from outboxkit.errors import (
 )
 from outboxkit.relay.loop import RelayConfig, RelayStats
 from outboxkit.relay.observer import NullObserver, RelayObserver
+from outboxkit.relay.setaside import SetAside
+from outboxkit.relay.tailbase import TailDecoder, TailReader
 from outboxkit.stores.base import OutboxStore, TableRef
 
 log = logging.getLogger("outboxkit.relay")
 # Holding or waiting for the slot is shown at the default level, like the start line.
 life_log = logging.getLogger(LIFE_LOGGER)
-
-
-class TailReader(Protocol):
-    """One database log as the tailing relay reads it (``stores.postgres.wal.TailReader``,
-    ``stores.mariadb.binlog.MariaDbBinlogReader``). Not thread-safe: one relay task uses it.
-
-    ``peek`` returns what is after the confirmed position without moving it; ``advance`` moves it
-    (never back) once everything before was confirmed by the broker (G3). A reader whose session
-    ended is closed and a new one made: it starts again at the confirmed position."""
-
-    slot: str  # what the logs name the position by (the slot's name, or the binlog position table)
-    takeover: float  # seconds after which a silent holder's lock is released to a standby
-
-    async def connect(self) -> None: ...
-    async def close(self) -> None: ...
-    def resume_point(self) -> Hashable:
-        """Where a new reader would start (the same value across reconnects while nothing moved)."""
-        ...
-
-    def trusted(self) -> bool:
-        """Whether the reader's lock can still be its own (a recent round trip proved the session)."""
-        ...
-
-    async def try_lock(self) -> bool: ...
-    async def ping(self) -> None: ...
-    async def peek(self, limit: int) -> tuple[list[Any], int]:
-        """Up to about ``limit`` changes for the decoder, and the position every one of them is before."""
-        ...
-
-    async def advance(self, lsn: int) -> None: ...
-    async def lag_bytes(self) -> int | None: ...
-    async def retention_warning(self) -> str | None:
-        """A warning to log once the lock is held (the log's retention puts the reader at risk)."""
-        ...
-
-    async def mark_delivered(self, seqs: Sequence[int]) -> None: ...
-    async def held_keys(self, keys: Sequence[str]) -> set[str]: ...
-    async def dead_row(self, seq: int, error: str, attempts: int, *, keep_key: bool = True) -> bool:
-        """Mark the row a dead letter (False when it is gone). ``keep_key=False`` also clears its
-        key: the fallback for a key the store cannot index (H13); the reason names the key."""
-        ...
-
-    async def dead_message(
-        self,
-        *,
-        id: str | None,
-        topic: str,
-        key: str | None,
-        type: str | None,
-        source: str | None,
-        payload: bytes,
-        content_type: str,
-        headers: str,
-        attempts: int,
-        error: str,
-    ) -> None: ...
-
-
-class TailDecoder(Protocol):
-    def transactions(self, messages: Sequence[Any]) -> list[Transaction]:
-        """The committed transactions of a peek's changes, each with its outbox events in log order."""
-        ...
-
-    def unit_end(self, messages: Sequence[Any]) -> int | None:
-        """The position just past the last whole input (transaction, or message outside one) in
-        ``messages``, read with as little decoding as possible; None if it cannot be told."""
-        ...
 
 
 class TailRelay:
@@ -161,10 +94,13 @@ class TailRelay:
         self.lag_bytes: int | None = None  # WAL the slot retains (server position - confirmed), H4
         self._lag_checked = 0.0
         self._rng = random.Random()
-        # Inputs set aside without a dead letter (even a sanitized one could not be stored): the
-        # last few, for the operator (also logged at ERROR and counted as dead letters).
-        self.set_aside: deque[str] = deque(maxlen=100)
+        self.dead = SetAside(self.stats, self.observer, hold_dead_keys=hold_dead_keys)
         self.narrowing = Narrowing(3 * self.config.batch_size)
+
+    @property
+    def set_aside(self) -> deque[str]:
+        """Inputs set aside without a dead letter (the last 100; each also logged at ERROR)."""
+        return self.dead.records
 
     async def start(self) -> tuple[TailReader, Publisher]:
         """Open both sides once, raising ``UnavailableError``/``SchemaError`` for the CLI to report."""
@@ -262,7 +198,7 @@ class TailRelay:
         # (measured: 2-3x the rate of a round of batch_size changes, docs/performance.md).
         while not stop.is_set():
             if self.narrowing.set_aside_due:
-                await self._set_aside_one(reader, decoder)
+                await self.dead.one_input(reader, decoder, self.narrowing)
                 continue
             limit = self.narrowing.limit
             messages, upto = await reader.peek(limit)
@@ -312,9 +248,9 @@ class TailRelay:
         ready: list[OutboxEvent] = []
         for item in items.values():
             if item.event.defect is not None:
-                await self._dead(reader, item, item.event.defect, 0, held)
+                await self.dead.dead(reader, item, item.event.defect, 0, held)
             elif item.event.key is not None and item.event.key in held:
-                await self._dead(reader, item, f"held: key {item.event.key} has an earlier dead letter", 0, held)
+                await self.dead.dead(reader, item, f"held: key {item.event.key} has an earlier dead letter", 0, held)
             else:
                 ready.append(item.event)
         dispatcher = KeyedDispatcher(ready)
@@ -386,11 +322,11 @@ class TailRelay:
                 rest = dispatcher.failed(event)
                 self.stats.failed_attempts += 1
                 if verdict.outcome is Outcome.DEAD:
-                    await self._dead(reader, items[event.seq], str(verdict.error), event.attempts + 1, held)
+                    await self.dead.dead(reader, items[event.seq], str(verdict.error), event.attempts + 1, held)
                     for later in rest:
                         if self.hold_dead_keys:
                             reason = f"held: key {later.key} has an earlier dead letter ({event.id})"
-                            await self._dead(reader, items[later.seq], reason, 0, held)
+                            await self.dead.dead(reader, items[later.seq], reason, 0, held)
                         else:
                             dispatcher.add([later])
                     continue
@@ -407,109 +343,6 @@ class TailRelay:
     def slot_lag(self) -> tuple[int | None, float | None]:
         """(bytes, seconds) behind, for ``/metrics`` (``RelayMetrics.slot_lag``)."""
         return self.lag_bytes, self.lag_seconds
-
-    async def _dead(self, reader: TailReader, item: Item, reason: str, attempts: int, held: set[str]) -> None:
-        """Record ``item`` as a dead letter; whatever it holds, recording it never fails the round (H13).
-
-        First as it is; if the store refuses that for its content (a key no index takes, text the
-        driver cannot encode), then with every text field made storable and the key dropped; if
-        even that fails, as a bounded record in ``set_aside``, logged at ERROR. Outages propagate."""
-        event = item.event
-        try:
-            if item.row_seq is None or not await reader.dead_row(item.row_seq, reason, attempts):
-                # A table-less event, or a row its writer deleted: the dead letter gets a row of its own.
-                await reader.dead_message(
-                    id=event.id,
-                    topic=event.topic,
-                    key=event.key,
-                    type=event.type,
-                    source=event.source,
-                    payload=event.payload,
-                    content_type=event.content_type,
-                    headers=json.dumps(dict(event.headers)),
-                    attempts=attempts,
-                    error=reason,
-                )
-        except Exception as exc:
-            # Even "unavailable" may be the content here (psycopg refuses NUL client-side, with no
-            # SQLSTATE): the sanitized copy tells. If the store is really down, it fails too.
-            await self._dead_sanitized(reader, item, reason, attempts, exc)
-        if event.key is not None and self.hold_dead_keys:
-            held.add(event.key)
-        self.stats.dead_lettered += 1
-        self.observer.dead_lettered()
-        log.error(
-            "dead-lettered event %s (topic %s, key %s): %s",
-            storable(event.id, 80),
-            storable(event.topic, 200),
-            storable(event.key, 200),
-            storable(reason, 500),
-        )
-
-    async def _dead_sanitized(
-        self, reader: TailReader, item: Item, reason: str, attempts: int, first: Exception
-    ) -> None:
-        event = item.event
-        why = f"{reason} (stored sanitized: {signature(first)}; key {storable(event.key, 200)})"
-        try:
-            if item.row_seq is not None and await reader.dead_row(item.row_seq, why, attempts, keep_key=False):
-                return
-            await reader.dead_message(
-                id=None,
-                topic=storable(event.topic, 255),
-                key=None,  # a key the store cannot take is no key any valid event holds
-                type=None,
-                source=None,
-                payload=event.payload[:1_000_000],
-                content_type="application/octet-stream",
-                headers="{}",
-                attempts=attempts,
-                error=storable(why),
-            )
-        except Exception as exc:
-            if isinstance(exc, UnavailableError | OSError):
-                raise  # the store is down: the round is read again once it is back
-            # Anything else (a deadlock, a trigger, a check): the event is not lost to a loop.
-            self._record(f"event {storable(event.id, 80)} set aside unstored: {storable(why, 500)}; {signature(exc)}")
-
-    def _record(self, text: str) -> None:
-        """The last resort: a bounded record, a log line at ERROR and the dead-letter counter."""
-        self.set_aside.append(text)
-        self.observer.dead_lettered()
-        log.error("%s", text)
-
-    async def _set_aside_one(self, reader: TailReader, decoder: TailDecoder) -> None:
-        """The single input at the position failed the same way at every narrowing: record it,
-        move past it (H13). Its raw form goes to a dead letter, bounded, when the store takes it."""
-        messages, _upto = await reader.peek(1)
-        end = decoder.unit_end(messages) if messages else None
-        where = storable(reader.resume_point(), 200)
-        if end is None:
-            self.narrowing.set_aside()  # nothing there any more, or nothing to tell its end by
-            return
-        reason = f"set aside after failing the same way at every narrowing (from {where}): {self.narrowing.error}"
-        try:
-            await reader.dead_message(
-                id=None,
-                topic="?",
-                key=None,
-                type=None,
-                source=None,
-                payload=storable(repr(messages), 100_000).encode(),
-                content_type="application/octet-stream",
-                headers="{}",
-                attempts=0,
-                error=storable(reason),
-            )
-            self.stats.dead_lettered += 1
-            self.observer.dead_lettered()
-            log.error("%s", reason)
-        except Exception as exc:
-            if isinstance(exc, UnavailableError | OSError):
-                raise
-            self._record(f"{reason}; unstored: {signature(exc)}")
-        await reader.advance(end)
-        self.narrowing.set_aside()
 
 
 def build_tail_relay(
