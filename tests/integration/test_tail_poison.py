@@ -4,6 +4,7 @@ relay before this fix: it stalled (re-reading the same input forever) or ignored
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Iterable
 
@@ -11,6 +12,8 @@ import psycopg
 import pytest
 
 from outboxkit import Outbox
+from outboxkit.brokers.base import Publisher
+from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.tailing import Transaction
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.walevents import Decoder
@@ -225,3 +228,42 @@ async def test_a_round_that_fails_twice_the_same_way_is_narrowed_to_the_input_at
     assert [m.event_id for m in got] == before + after_ids
     (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
     assert "set aside after failing the same way" in dead[1] and "decoder bug" in dead[1], dead
+
+
+class _RefusingPublisher:
+    """The real publisher, except that its client refuses one key before sending (as a client
+    that cannot encode a header would): ``publish()`` itself raises."""
+
+    def __init__(self, inner: Publisher) -> None:
+        self.inner = inner
+
+    async def connect(self) -> None:
+        await self.inner.connect()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def publish(self, event: OutboxEvent) -> asyncio.Future[None]:
+        if event.key == "refused":
+            raise ValueError("the client cannot encode this event")
+        return await self.inner.publish(event)
+
+
+async def test_an_event_the_client_refuses_before_sending_is_its_own_failure(
+    tail_pg_db: str, tail_wal_ref: TableRef, nats_stream: Stream
+) -> None:
+    """An exception from ``publish()`` itself is that event's failed attempt (a dead letter after
+    ``max_attempts``), not the round's: before the fix the round failed and was read again forever."""
+    topic = nats_stream.topic("orders")
+    messages = MessageOutbox(table=tail_wal_ref.table, schema=tail_wal_ref.schema)
+    with psycopg.connect(tail_pg_db, autocommit=True) as conn, conn.transaction():
+        messages.emit(conn, topic, {}, key="refused")
+        good = messages.emit(conn, topic, {}, key="g")
+    relay = wal_relay(tail_pg_db, nats_stream.url, tail_wal_ref, max_attempts=2)
+    real = relay.publisher_factory
+    relay.publisher_factory = lambda: _RefusingPublisher(real())  # type: ignore[assignment]
+    await relay_until(relay, lambda: relay.stats.published >= 1 and relay.stats.dead_lettered >= 1)
+    got = await read_all(nats_stream.url, nats_stream.name, expect=1)
+    assert [m.event_id for m in got] == [good]
+    (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
+    assert dead[0] == "refused" and "cannot encode" in dead[1], dead
