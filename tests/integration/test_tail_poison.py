@@ -1,6 +1,8 @@
 """H13 on the log-tailing relays: traffic that is not ours never pins the slot, and a hostile input
-costs only itself (set aside with its reason, the position moves past it). Each test failed on the
-relay before this fix: it stalled (re-reading the same input forever) or ignored silently."""
+costs only itself (set aside with its reason, the position moves past it). Most of these failed on
+the relay before this fix: it stalled (re-reading the same input forever) or, for the own-prefix
+non-transactional message, dropped it silently. The wrong-types, not-UTF-8 and bad-everything cases
+and the binlog test passed before too: they are kept as coverage of the same rule."""
 
 from __future__ import annotations
 
