@@ -280,6 +280,21 @@ class InboxSql(Protocol):
         run in the consumer's transaction, it is the duplicate check (G7)."""
         ...
 
+    def start_sql(self, ref: TableRef) -> str:
+        """INSERT of (consumer, event_id) marked *unfinished* (processed_at at the epoch), changing
+        no row when the pair exists. The inbox runner's claim: if a handler's implicit commit makes
+        it durable too early, the mark says the event was never processed (H14)."""
+        ...
+
+    def unfinished_sql(self, ref: TableRef) -> str:
+        """SELECT of the (consumer, event_id) row if it is still marked unfinished, locking it
+        (``FOR UPDATE`` where the database has it): a row the handler's implicit commit left."""
+        ...
+
+    def finish_sql(self, ref: TableRef) -> str:
+        """UPDATE of the (consumer, event_id) row to processed now: the last statement before COMMIT."""
+        ...
+
     def dead_sql(self, ref: TableRef) -> str:
         """INSERT of (consumer, event_id, topic, key, payload, headers, error, attempts), ignoring
         a pair that is already there."""
