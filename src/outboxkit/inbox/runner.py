@@ -79,6 +79,7 @@ class InboxStats:
     duplicates: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    unidentified: int = 0  # messages without an event id, parked as dead letters (also counted there)
     held: int = 0  # messages handed back because an earlier message of their key was failing
     out_of_order: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -186,6 +187,16 @@ class InboxRunner:
     async def _handle(self, consumer: Consumer, incoming: Incoming) -> None:
         msg = incoming.message
         event = Event(msg.event_id, msg.topic, msg.key, msg.payload, dict(msg.headers), incoming.attempt)
+        reason = unidentified(event.id)
+        if reason is not None:
+            # Without an id the inbox cannot tell this message from any other: handled under an
+            # empty id, every later one would be a "duplicate". Parked with the reason instead.
+            parked = await asyncio.to_thread(self._tx.park, event, reason)
+            self.stats.unidentified += 1
+            self.stats.dead_lettered += 1
+            log.error("parked a message on %s as dead letter %s: %s", event.topic, parked, reason)
+            await consumer.ack(incoming)
+            return
         if self.hold_failed_keys and event.key is not None:
             waiting_for = self._held.get(event.key)
             if waiting_for is not None and waiting_for != event.id:
@@ -286,6 +297,18 @@ class InboxRunner:
             raise HandlerFailed(_describe(exc)) from None
         self._tx.commit(conn, event.id)
         return "processed"
+
+
+#: the dead letter's error for a message the inbox cannot identify
+UNIDENTIFIED = (
+    "the message has no event id (no CloudEvents id or message id: published by something other"
+    " than an outboxkit relay?); the inbox cannot tell it from other messages"
+)
+
+
+def unidentified(event_id: str) -> str | None:
+    """Why the inbox cannot use ``event_id`` to de-duplicate, or None when it can."""
+    return UNIDENTIFIED if not event_id.strip() else None
 
 
 def _describe(exc: BaseException) -> str:

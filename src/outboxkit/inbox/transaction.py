@@ -20,6 +20,7 @@ inbox row. Two measures make that a plain handler failure:
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from outboxkit.errors import SchemaError, UnavailableError
@@ -127,6 +128,20 @@ class InboxTransactions:
         except Exception as exc:
             self.reset()
             raise self.db_error(exc) from None
+
+    def park(self, event: Any, reason: str) -> str:
+        """A message the inbox cannot identify, into the dead letters under an id of its own (a
+        redelivery of it is parked again: better twice than never). Nothing is claimed."""
+        parked_id = f"unidentified:{uuid.uuid4()}"
+        conn = self.connection()
+        try:
+            headers = json.dumps(dict(event.headers))
+            row = (self.name, parked_id, event.topic, event.key, event.payload, headers, reason, 0)
+            conn.execute(self._dead_sql, row)
+        except Exception as exc:
+            self.reset()
+            raise self.db_error(exc) from None
+        return parked_id
 
     def db_error(self, exc: Exception) -> Exception:
         error = translate_db_error(self.db, exc)

@@ -32,6 +32,7 @@ import json
 import logging
 import re
 import traceback
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -47,7 +48,7 @@ from outboxkit.core.backoff import backoff_delay
 from outboxkit.core.lru import BoundedDict
 from outboxkit.emit import Outbox
 from outboxkit.errors import ConfigurationError
-from outboxkit.inbox.runner import Event, InboxStats
+from outboxkit.inbox.runner import UNIDENTIFIED, Event, InboxStats
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import database_named
 
@@ -164,8 +165,7 @@ class Inbox:
             )
         event = _event_of(msg)
         if event is None:
-            log.error("message on %r has no event id (no ce-id or message id): rejected", _topic_of(msg))
-            await msg.reject()
+            await self._park(msg)
             return None
         failures = self._failures.get(event.id) or 0
         event = Event(event.id, event.topic, event.key, event.payload, event.headers, max(event.attempt, failures + 1))
@@ -253,11 +253,30 @@ class Inbox:
         log.warning("handler failed for %s (attempt %d), retrying in %.1fs: %s", event.id, attempts, delay, _line(exc))
         await _nack_later(msg, delay)
 
-    async def _dead_letter(self, event: Event, error: str, attempts: int) -> None:
+    async def _park(self, msg: StreamMessage[Any]) -> None:
+        """A message without an event id cannot be de-duplicated: into the dead letters with the
+        reason, under an id of its own, then acknowledged. Never handled, never dropped."""
+        headers = {str(k): _text(v) for k, v in (msg.headers or {}).items() if v is not None}
+        body = msg.body if isinstance(msg.body, bytes) else bytes(msg.body)
+        key = next((headers[h] for h in _KEY_HEADERS if headers.get(h)), None)
+        parked = Event(f"unidentified:{uuid.uuid4()}", _topic_of(msg), key, body, headers, 1)
+        try:
+            await self._dead_letter(parked, UNIDENTIFIED, 0, claim=False)
+        except Exception as exc:
+            log.warning("inbox %s could not park a message without an id (%s); requeued", self.name, _line(exc))
+            await _nack_later(msg, backoff_delay(1, base=self.retry_base, cap=self.retry_cap))
+            return
+        self.stats.unidentified += 1
+        self.stats.dead_lettered += 1
+        log.error("parked a message on %s as dead letter %s: %s", parked.topic, parked.id, UNIDENTIFIED)
+        await _settle(msg.ack())
+
+    async def _dead_letter(self, event: Event, error: str, attempts: int, *, claim: bool = True) -> None:
         async with self.sessions() as session:
-            claim, dead = self._statements(session)
+            claim_sql, dead = self._statements(session)
             # The id is recorded too, so a later redelivery of the same event is a duplicate.
-            await session.execute(text(claim), {"consumer": self.name, "event_id": event.id})
+            if claim:
+                await session.execute(text(claim_sql), {"consumer": self.name, "event_id": event.id})
             row = {
                 "consumer": self.name,
                 "event_id": event.id,
@@ -307,7 +326,7 @@ def _delivery_count(msg: StreamMessage[Any]) -> int:
 
 def _event_of(msg: StreamMessage[Any]) -> Event | None:
     headers = {str(k): _text(v) for k, v in (msg.headers or {}).items() if v is not None}
-    event_id = next((headers[h] for h in _ID_HEADERS if headers.get(h)), None)
+    event_id = next((headers[h] for h in _ID_HEADERS if headers.get(h, "").strip()), None)
     if event_id is None:
         native = getattr(msg.raw_message, "message_id", None)  # the AMQP message_id property
         event_id = _text(native) if native else None
