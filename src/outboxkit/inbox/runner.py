@@ -244,11 +244,12 @@ class InboxRunner:
         if self.hold_failed_keys and event.key is not None:
             self._held[event.key] = event.id
         delay = backoff_delay(attempts, base=self.retry_base, cap=self.retry_cap)
-        # The error's first line is its type and message; the traceback goes to the debug log (-v).
+        # The error's first line is its type and message; the traceback is an info line (shown
+        # with `-v` or `--debug`), so the default log stays one line per failure.
         first, _, rest = error.partition("\n")
         log.warning("handler failed for %s (attempt %d), retrying in %.1fs: %s", event.id, attempts, delay, first)
         if rest:
-            log.debug("handler failure of %s:\n%s", event.id, rest.rstrip())
+            log.info("handler failure of %s:\n%s", event.id, rest.rstrip())
         await consumer.retry(incoming, delay)
 
     def _note_order(self, event: Event) -> None:
