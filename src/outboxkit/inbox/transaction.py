@@ -37,6 +37,10 @@ ENDED = (
 )
 
 
+class TransactionEnded(Exception):
+    """The handler committed or rolled back the transaction the inbox gave it (H14)."""
+
+
 class HandlerFailed(Exception):
     """The handler raised, or its transaction cannot be committed as the inbox's: a retry."""
 

@@ -9,8 +9,12 @@ Per message, in this order (the same rules as ``outboxkit consume``, see ``outbo
 2. call the handler with an :class:`InboxTransaction` (the session, the event, and ``emit`` into
    the outbox on that same session), so its effects, its follow-up events and the inbox row commit
    together or not at all;
-3. COMMIT, and only then acknowledge the message. A crash between the two redelivers the message,
-   which is then a duplicate.
+3. mark the inbox row finished, COMMIT, and only then acknowledge the message. A crash between the
+   two redelivers the message, which is then a duplicate.
+
+A handler that commits or rolls back the session itself has ended the inbox's transaction (H14):
+that attempt fails (its work was not atomic with the inbox row), and the row it may have committed
+is still marked unfinished, so the retry runs the handler again instead of counting a duplicate.
 
 A handler that raises rolls everything back (its effects, its follow-up events, the inbox row) and
 the message is negatively acknowledged after a backoff (JetStream's ``nak`` delay; other brokers
@@ -49,6 +53,7 @@ from outboxkit.core.lru import BoundedDict
 from outboxkit.emit import Outbox
 from outboxkit.errors import ConfigurationError
 from outboxkit.inbox.runner import UNIDENTIFIED, Event, InboxStats
+from outboxkit.inbox.transaction import ENDED, TransactionEnded
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import database_named
 
@@ -100,6 +105,17 @@ class InboxTransaction:
 InboxTx = Annotated[InboxTransaction, Context(CONTEXT_KEY)]
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """The inbox's statements in SQLAlchemy's ``:name`` form, for one dialect."""
+
+    start: str
+    unfinished: str
+    finish: str
+    claim: str
+    dead: str
+
+
 class Inbox:
     """A FastStream middleware factory: pass it in ``middlewares=[inbox]`` of a broker or router.
 
@@ -142,7 +158,7 @@ class Inbox:
         # Failures per event id, for brokers without a delivery count (bounded: oldest forgotten).
         self._failures: BoundedDict[str, int] = BoundedDict(memory)
         self._outages = 0
-        self._sql: dict[str, tuple[str, str]] = {}
+        self._sql: dict[str, _Statements] = {}
 
     def __call__(self, msg: Any, /, *, context: Any) -> _InboxMiddleware:
         """FastStream builds one middleware per message through this call."""
@@ -184,8 +200,14 @@ class Inbox:
             elif outage is None:
                 tx = InboxTransaction(session, event, self.outbox)
                 try:
+                    ours = session.get_transaction()
                     with context.scope(CONTEXT_KEY, tx):
                         result = await call_next(msg)
+                    if ours is None or session.get_transaction() is not ours or not ours.is_active:
+                        # The handler committed or rolled back the session itself (H14): its work
+                        # was not atomic with the inbox row. The row, if committed, is unfinished.
+                        raise TransactionEnded(ENDED)
+                    await session.execute(text(self._statements(session).finish), self._key(event))
                     await session.commit()
                 except Exception as exc:
                     await _rollback(session)
@@ -215,18 +237,28 @@ class Inbox:
         return result
 
     async def _claim(self, session: AsyncSession, event: Event) -> bool:
-        claim, _ = self._statements(session)
-        result = await session.execute(text(claim), {"consumer": self.name, "event_id": event.id})
-        return bool(getattr(result, "rowcount", 0) == 1)
+        """Claim the id, marked unfinished; also take over a claim left unfinished by a handler
+        that ended an earlier attempt's transaction (H14). False: a duplicate."""
+        sql = self._statements(session)
+        result = await session.execute(text(sql.start), self._key(event))
+        if getattr(result, "rowcount", 0) == 1:
+            return True
+        return (await session.execute(text(sql.unfinished), self._key(event))).first() is not None
 
-    def _statements(self, session: AsyncSession) -> tuple[str, str]:
+    def _key(self, event: Event) -> dict[str, str]:
+        return {"consumer": self.name, "event_id": event.id}
+
+    def _statements(self, session: AsyncSession) -> _Statements:
         dialect = session.bind.dialect.name if session.bind is not None else ""
         sql = self._sql.get(dialect)
         if sql is None:
             inbox_sql = database_named(dialect).inbox()
-            sql = (
-                _named(inbox_sql.claim_sql(self.ref), _CLAIM_PARAMS),
-                _named(inbox_sql.dead_sql(self.ref), _DEAD_PARAMS),
+            sql = _Statements(
+                start=_named(inbox_sql.start_sql(self.ref), _CLAIM_PARAMS),
+                unfinished=_named(inbox_sql.unfinished_sql(self.ref), _CLAIM_PARAMS),
+                finish=_named(inbox_sql.finish_sql(self.ref), _CLAIM_PARAMS),
+                claim=_named(inbox_sql.claim_sql(self.ref), _CLAIM_PARAMS),
+                dead=_named(inbox_sql.dead_sql(self.ref), _DEAD_PARAMS),
             )
             self._sql[dialect] = sql
         return sql
@@ -273,10 +305,11 @@ class Inbox:
 
     async def _dead_letter(self, event: Event, error: str, attempts: int, *, claim: bool = True) -> None:
         async with self.sessions() as session:
-            claim_sql, dead = self._statements(session)
-            # The id is recorded too, so a later redelivery of the same event is a duplicate.
+            sql = self._statements(session)
+            # The id is recorded too (finished), so a later redelivery of the same event is a duplicate.
             if claim:
-                await session.execute(text(claim_sql), {"consumer": self.name, "event_id": event.id})
+                await session.execute(text(sql.claim), self._key(event))
+                await session.execute(text(sql.finish), self._key(event))
             row = {
                 "consumer": self.name,
                 "event_id": event.id,
@@ -287,7 +320,7 @@ class Inbox:
                 "error": error,
                 "attempts": attempts,
             }
-            await session.execute(text(dead), row)
+            await session.execute(text(sql.dead), row)
             await session.commit()
 
 
