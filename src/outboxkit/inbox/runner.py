@@ -13,6 +13,11 @@ Failure rules (every exception is classed on purpose, H12):
   memory: after a restart the broker's redelivery order decides;
 * crash after commit, before ack: the broker redelivers, the id is found, the handler is not
   called again (G7);
+* the handler ended the transaction itself (DDL that commits implicitly on MariaDB/MySQL, its own
+  COMMIT or ROLLBACK): a failed attempt with that reason, and the retry is not a duplicate
+  (H14, see ``inbox/transaction.py``);
+* a message without an event id cannot be de-duplicated: it is parked as a dead letter with the
+  reason and acked, never handled;
 * the broker or the database goes away (connection lost, read-only node, an error nobody
   classified): the runner reconnects with backoff, one log line per outage, and never exits for it.
 

@@ -287,8 +287,8 @@ class InboxSql(Protocol):
         ...
 
     def unfinished_sql(self, ref: TableRef) -> str:
-        """SELECT of the (consumer, event_id) row if it is still marked unfinished, locking it
-        (``FOR UPDATE`` where the database has it): a row the handler's implicit commit left."""
+        """SELECT of the (consumer, event_id) row if it is still marked unfinished, as a locking read
+        of the latest committed row: a claim that a handler's implicit commit left behind."""
         ...
 
     def finish_sql(self, ref: TableRef) -> str:

@@ -54,10 +54,13 @@ class MariaDbInbox:
 
     def unfinished_sql(self, ref: TableRef) -> str:
         # A locking read sees the latest committed row, not the snapshot: a concurrent redelivery
-        # that finished first turns this into "no row", a duplicate.
+        # that finished first turns this into "no row", a duplicate. A shared lock, not FOR UPDATE:
+        # INSERT IGNORE already holds one on the row it found, and two duplicates upgrading theirs
+        # to exclusive would deadlock. (Two takers of one unfinished row meet at finish_sql instead:
+        # InnoDB rolls one back, which counts as its failed attempt; the other commits.)
         return (
             f"SELECT 1 FROM {quoted(ref)} WHERE consumer = %s AND event_id = %s"
-            f" AND processed_at = {_UNFINISHED} FOR UPDATE"
+            f" AND processed_at = {_UNFINISHED} LOCK IN SHARE MODE"
         )
 
     def finish_sql(self, ref: TableRef) -> str:
