@@ -98,7 +98,8 @@ class InboxRunner:
     ``execute(sql, params)`` (``conn.native`` is the PyMySQL connection). A sync handler runs in a
     worker thread; an ``async def`` handler is awaited on the event loop with the same (sync)
     connection, so it can await other I/O while its database statements stay short. The handler
-    must not commit or roll back.
+    must not commit or roll back, nor run DDL (MariaDB/MySQL commit it implicitly): such an
+    attempt counts as failed.
 
     >>> runner = InboxRunner(lambda: consumer_for(url, group="billing", topics=["orders.>"]),
     ...                      "postgresql://app@db/app", "billing", handle_order)   # doctest: +SKIP
