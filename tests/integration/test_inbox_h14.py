@@ -4,6 +4,7 @@ consumer, real PostgreSQL, MariaDB and SQLite."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -140,3 +141,26 @@ async def test_h14_a_handler_that_ended_the_transaction_fails_with_the_reason_an
     assert (dead_id, attempts) == (event_id, 3)
     assert "ended the inbox's transaction" in error
     assert "ended the inbox's transaction" in caplog.text
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+async def test_h14_a_handler_that_swallowed_an_error_in_an_aborted_postgres_transaction_is_not_processed(
+    db: Db, nats_stream: Stream
+) -> None:
+    """PostgreSQL aborts the transaction on an error; a handler that catches it and returns leaves
+    an aborted transaction, whose COMMIT silently rolls back (the inbox row too). That must be a
+    failed attempt, not "processed" with nothing recorded."""
+
+    def handler(conn: Any, event: Any) -> None:
+        conn.execute(db.insert, (event.id,))
+        with contextlib.suppress(Exception):  # the handler's mistake under test
+            conn.execute("SELECT 1 / 0")
+
+    topic, runner = _runner(db, nats_stream, handler)
+    event_id = str(uuid.uuid4())
+    async with _Runner(runner) as r:
+        await publish_raw(nats_stream, topic, event_id, "k", {})
+        await wait_for(lambda: r.stats.processed + r.stats.duplicates + r.stats.dead_lettered >= 1, timeout=30)
+    assert (r.stats.processed, r.stats.dead_lettered) == (0, 1)
+    ((error,),) = db.rows(f"SELECT error FROM {db.dead}")
+    assert "ended the inbox's transaction" in error and "aborted" in error
