@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 from outboxkit.errors import SchemaError, UnavailableError
+from outboxkit.inbox.schema import connect_sync
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import database_for, translate_db_error
 
@@ -64,8 +65,6 @@ class InboxTransactions:
 
     def connection(self) -> Any:
         if self.conn is None:
-            from outboxkit.inbox.schema import connect_sync
-
             self.conn = connect_sync(self.db)
         return self.conn
 
@@ -111,7 +110,7 @@ class InboxTransactions:
         except Exception as exc:
             self._failed_at(exc, f"COMMIT failed: {type(exc).__name__}: {exc}")
 
-    def _failed_at(self, exc: Exception, message: str) -> None:
+    def _failed_at(self, exc: Exception, message: str) -> NoReturn:
         self.reset()
         error = self.db_error(exc)
         if isinstance(error, UnavailableError | SchemaError):
