@@ -200,6 +200,11 @@ async def _held_messages_are_all_processed(rmq: Setup, tmp_path: Path) -> None:
     first = rmq.consumer()
     await first.connect()
     await publish(rmq.url, f"{rmq.prefix}.orders", 3)  # i = 0 (A), 1 (B), 2 (C), all of key "k"
+    # All three in the consumer's hands before the runner starts: one batch, A first, so B and C
+    # are held behind A's failures whatever the machine's load.
+    deadline = asyncio.get_running_loop().time() + 30
+    while first._inbox.qsize() < 3 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
     runner = InboxRunner(rmq.consumer, url, "billing", handler, max_attempts=10, retry_base=0.05, retry_cap=0.1)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop, first=first))
