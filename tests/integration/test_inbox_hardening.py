@@ -147,8 +147,8 @@ async def test_issue20_handler_failure_log_lines_carry_the_exception(
         stop.set()
         await asyncio.wait_for(task, 30)
     records = [r for r in caplog.records if r.name == "outboxkit.inbox"]
-    (warning,) = [r.getMessage() for r in records if r.levelno == logging.WARNING]
-    (error,) = [r.getMessage() for r in records if r.levelno == logging.ERROR]
+    (warning,) = [r.getMessage() for r in records if r.getMessage().startswith("handler failed")]
+    (error,) = [r.getMessage() for r in records if r.getMessage().startswith("dead-lettered")]
     tracebacks = [r.getMessage() for r in records if r.levelno == logging.INFO and "Traceback" in r.getMessage()]
     assert warning.endswith("ValueError: order 7 has no customer") and "\n" not in warning
     assert error.endswith("ValueError: order 7 has no customer")
