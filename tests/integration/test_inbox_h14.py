@@ -164,3 +164,30 @@ async def test_h14_a_handler_that_swallowed_an_error_in_an_aborted_postgres_tran
     assert (r.stats.processed, r.stats.dead_lettered) == (0, 1)
     ((error,),) = db.rows(f"SELECT error FROM {db.dead}")
     assert "ended the inbox's transaction" in error and "aborted" in error
+
+
+async def test_an_event_id_the_inbox_table_cannot_keep_whole_is_parked_not_truncated(
+    db: Db, nats_stream: Stream
+) -> None:
+    """Two events whose ids share their first 64 characters, on MariaDB's VARCHAR(64), were one
+    id after INSERT IGNORE cut them: the second a "duplicate". An id longer than the table keeps
+    (64 on MariaDB, 255 elsewhere), or one with a control character, is parked with the reason."""
+    calls: list[str] = []
+
+    def handler(conn: Any, event: Any) -> None:
+        calls.append(event.id)
+        conn.execute(db.insert, (event.id[:64],))
+
+    topic, runner = _runner(db, nats_stream, handler)
+    limit = 64 if db.kind == "mariadb" else 255
+    prefix = "x" * limit
+    fine, long_a, long_b, control = prefix, prefix + "-a", prefix + "-b", "order\t7"
+    async with _Runner(runner) as r:
+        for event_id in (fine, long_a, long_b, control):
+            await publish_raw(nats_stream, topic, event_id, "k", {})
+        await wait_for(lambda: r.stats.processed + r.stats.duplicates + r.stats.dead_lettered >= 4, timeout=30)
+    assert calls == [fine]
+    assert (r.stats.processed, r.stats.duplicates, r.stats.unidentified) == (1, 0, 3)
+    errors = sorted(e for (e,) in db.rows(f"SELECT error FROM {db.dead}"))
+    assert sum(f"keeps at most {limit}" in e for e in errors) == 2
+    assert sum("control characters" in e for e in errors) == 1

@@ -193,7 +193,7 @@ class InboxRunner:
     async def _handle(self, consumer: Consumer, incoming: Incoming) -> None:
         msg = incoming.message
         event = Event(msg.event_id, msg.topic, msg.key, msg.payload, dict(msg.headers), incoming.attempt)
-        reason = unidentified(event.id)
+        reason = unidentified(event.id, self._tx.max_event_id)
         if reason is not None:
             # Without an id the inbox cannot tell this message from any other: handled under an
             # empty id, every later one would be a "duplicate". Parked with the reason instead.
@@ -313,9 +313,16 @@ UNIDENTIFIED = (
 )
 
 
-def unidentified(event_id: str) -> str | None:
+def unidentified(event_id: str, max_length: int = 255) -> str | None:
     """Why the inbox cannot use ``event_id`` to de-duplicate, or None when it can."""
-    return UNIDENTIFIED if not event_id.strip() else None
+    if not event_id.strip():
+        return UNIDENTIFIED
+    if len(event_id) > max_length:
+        # Kept whole or not at all: a truncated id could make a different event a "duplicate".
+        return f"the event id is {len(event_id)} characters long; this inbox table keeps at most {max_length}"
+    if any(c < " " or "\ud800" <= c <= "\udfff" for c in event_id):
+        return "the event id holds control characters or lone surrogates, which the inbox table cannot store"
+    return None
 
 
 def _describe(exc: BaseException) -> str:

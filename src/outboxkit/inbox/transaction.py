@@ -56,6 +56,7 @@ class InboxTransactions:
     def __init__(self, db: str, name: str, ref: TableRef) -> None:
         self.db, self.name = db, name
         sql = database_for(db).inbox()
+        self.max_event_id = sql.max_event_id
         self._start_sql = sql.start_sql(ref)
         self._unfinished_sql = sql.unfinished_sql(ref)
         self._finish_sql = sql.finish_sql(ref)

@@ -271,6 +271,10 @@ class Driver:
 class InboxSql(Protocol):
     """The consumer's inbox on this database (see ``outboxkit.inbox``)."""
 
+    #: the longest event id (in characters) the inbox table keeps whole; a longer one would be
+    #: truncated (MariaDB's INSERT IGNORE) or refused by the index, so the inbox parks it instead
+    max_event_id: int
+
     def ddl(self, ref: TableRef) -> list[str]:
         """Create ``<ref>`` (consumer, event_id, processed_at) and ``<ref>_dead`` idempotently."""
         ...

@@ -59,7 +59,7 @@ from outboxkit.core.backoff import backoff_delay
 from outboxkit.core.lru import BoundedDict
 from outboxkit.emit import Outbox
 from outboxkit.errors import ConfigurationError
-from outboxkit.inbox.runner import UNIDENTIFIED, Event, InboxStats
+from outboxkit.inbox.runner import UNIDENTIFIED, Event, InboxStats, unidentified
 from outboxkit.inbox.transaction import ENDED, TransactionEnded
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import database_named
@@ -146,8 +146,11 @@ class Inbox:
         if max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts}")
         bind = sessions.kw.get("bind")
+        # The longest id the inbox table keeps whole (255 when the database is only known later).
+        self._max_event_id = 255
         if bind is not None:
-            database_named(bind.dialect.name)  # a database without an inbox fails here, at start-up
+            # A database without an inbox fails here, at start-up.
+            self._max_event_id = database_named(bind.dialect.name).inbox().max_event_id
         self.sessions = sessions
         self.name = name
         self.ref = TableRef(table, schema)
@@ -181,8 +184,9 @@ class Inbox:
                 "use the default ack policy, the inbox acknowledges after its commit"
             )
         event = _event_of(msg)
-        if event is None:
-            await self._park(msg)
+        reason = UNIDENTIFIED if event is None else unidentified(event.id, self._max_event_id)
+        if event is None or reason is not None:
+            await self._park(msg, reason or UNIDENTIFIED)
             return None
         failures = self._failures.get(event.id) or 0
         event = Event(event.id, event.topic, event.key, event.payload, event.headers, max(event.attempt, failures + 1))
@@ -286,7 +290,7 @@ class Inbox:
         log.warning("handler failed for %s (attempt %d), retrying in %.1fs: %s", event.id, attempts, delay, _line(exc))
         await _nack_later(msg, delay)
 
-    async def _park(self, msg: StreamMessage[Any]) -> None:
+    async def _park(self, msg: StreamMessage[Any], reason: str) -> None:
         """A message without an event id cannot be de-duplicated: into the dead letters with the
         reason, under an id of its own, then acknowledged. Never handled, never dropped."""
         headers = {str(k): _text(v) for k, v in (msg.headers or {}).items() if v is not None}
@@ -294,14 +298,14 @@ class Inbox:
         key = next((headers[h] for h in _KEY_HEADERS if headers.get(h)), None)
         parked = Event(f"unidentified:{uuid.uuid4()}", _topic_of(msg), key, body, headers, 1)
         try:
-            await self._dead_letter(parked, UNIDENTIFIED, 0, claim=False)
+            await self._dead_letter(parked, reason, 0, claim=False)
         except Exception as exc:
             log.warning("inbox %s could not park a message without an id (%s); requeued", self.name, _line(exc))
             await _nack_later(msg, backoff_delay(1, base=self.retry_base, cap=self.retry_cap))
             return
         self.stats.unidentified += 1
         self.stats.dead_lettered += 1
-        log.error("parked a message on %s as dead letter %s: %s", parked.topic, parked.id, UNIDENTIFIED)
+        log.error("parked a message on %s as dead letter %s: %s", parked.topic, parked.id, reason)
         await _settle(msg.ack())
 
     async def _dead_letter(self, event: Event, error: str, attempts: int, *, claim: bool = True) -> None:

@@ -16,6 +16,8 @@ _UNFINISHED = "'1970-01-01 00:00:00'"
 class MariaDbInbox:
     """:class:`~outboxkit.stores.base.InboxSql` for MariaDB/MySQL."""
 
+    max_event_id = 64  # event_id VARCHAR(64): INSERT IGNORE would cut a longer id silently
+
     def ddl(self, ref: TableRef) -> list[str]:
         t, dead = quoted(ref), quoted(ref, "dead")
         return [

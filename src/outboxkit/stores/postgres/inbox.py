@@ -15,6 +15,8 @@ _UNFINISHED = "'1970-01-01 00:00:00+00'::timestamptz"
 class PostgresInbox:
     """:class:`~outboxkit.stores.base.InboxSql` for PostgreSQL."""
 
+    max_event_id = 255  # with a 255-character consumer, far below a btree entry's 2,704 bytes
+
     def ddl(self, ref: TableRef) -> list[str]:
         t, dead = ref.qualified, ref.derived("dead")
         return [

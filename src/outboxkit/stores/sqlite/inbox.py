@@ -17,6 +17,8 @@ _UNFINISHED = "'1970-01-01T00:00:00.000Z'"
 class SqliteInbox:
     """:class:`~outboxkit.stores.base.InboxSql` for SQLite."""
 
+    max_event_id = 255  # no limit in SQLite; the same bound as PostgreSQL, for portable consumers
+
     def ddl(self, ref: TableRef) -> list[str]:
         if ref.schema:
             raise ConfigurationError("SQLite has no schemas; leave schema unset")
