@@ -115,6 +115,14 @@ def _time(raw: object) -> datetime | None:
     raise ValueError(f"created_at {raw!r:.80} is not an ISO 8601 time")
 
 
+def _shown(value: object, limit: int) -> str:
+    """``value`` as storable text for a dead letter, even if showing it raises."""
+    try:
+        return storable(value if isinstance(value, str) else str(value), limit)
+    except Exception:
+        return f"<unprintable {value.__class__.__name__}>"
+
+
 def event_from_row(
     seq: int,
     id: object,
@@ -131,7 +139,7 @@ def event_from_row(
 ) -> OutboxEvent:
     """The event of one row, or, if the row breaks a rule of the contract, an event whose
     ``defect`` says which (its other fields then hold what could be read, for the dead letter)."""
-    safe_id = id if isinstance(id, str) and id else str(id)
+    safe_id = id if isinstance(id, str) and id else _shown(id, 256)
     # The key of a defective row only serves to hold its later events (G5) and to name it in logs;
     # one that no driver could send back as a parameter (a lone surrogate) is not kept.
     safe_key = key if isinstance(key, str) and key and storable(key, len(key)) == key else None
@@ -169,7 +177,7 @@ def event_from_row(
         return OutboxEvent(
             seq=seq,
             id=storable(safe_id, 256),
-            topic=storable(topic, 1024),
+            topic=storable(topic if isinstance(topic, str) else _shown(topic, 1024), 1024),
             key=safe_key,
             payload=b"",
             attempts=tries,
