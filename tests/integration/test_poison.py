@@ -133,8 +133,7 @@ async def test_nul_and_control_characters_in_key_topic_and_headers(backend: Back
         # NUL and ESC in a header value are legal (emit takes them): published or dead, never stuck.
         _insert(backend, {"topic": _text(backend, topic), "key": "'n4'", "headers": '\'{"h": "a\\u0000\\u001b"}\''}),
     ]
-    relay = await _check(backend, rows, "", dead=3)
-    assert relay.stats.set_aside == 0
+    await _check(backend, rows, "", dead=3)
 
 
 async def test_a_key_of_10000_characters_on_postgresql_is_a_dead_letter(pg_url: str, nats_stream: Stream) -> None:
@@ -145,9 +144,11 @@ async def test_a_key_of_10000_characters_on_postgresql_is_a_dead_letter(pg_url: 
     try:
         backend = Backend("postgres+nats", pg_url, ref, nats_stream)
         topic = nats_stream.topic("poison")
+        # Random hex: an index row is compressed, so a repetitive key would fit in the btree.
+        random_key = "(SELECT string_agg(md5(random()::text), '') FROM generate_series(1, {}))"
         rows = [
-            _insert(backend, {"topic": _text(backend, topic), "key": "repeat('x', 10000)"}),
-            _insert(backend, {"topic": _text(backend, topic), "key": "repeat(md5(random()::text), 400)"}),
+            _insert(backend, {"topic": _text(backend, topic), "key": f"left({random_key.format(320)}, 10000)"}),
+            _insert(backend, {"topic": _text(backend, topic), "key": random_key.format(100)}),
         ]
         await _check(backend, rows, "1024 bytes")
     finally:
@@ -183,8 +184,7 @@ async def test_sqlite_text_that_is_not_utf8_is_narrowed_down_and_dead_lettered(b
         _insert(backend, {"topic": "CAST(x'eda080' AS TEXT)", "key": "'u2'"}),  # a lone surrogate, UTF-8 encoded
         _insert(backend, {"topic": topic, "key": "'u3'", "headers": "CAST(x'7b2268223a2280227d' AS TEXT)"}),
     ]
-    relay = await _check(backend, rows, "cannot be read")
-    assert relay.stats.set_aside == 0
+    await _check(backend, rows, "cannot be read")
 
 
 # -- where even the dead letter cannot be stored: set aside in memory ---------------------------------
