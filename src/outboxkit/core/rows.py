@@ -170,10 +170,9 @@ def event_from_row(
     except Exception as exc:
         # Not only ValueError (H13): JSON nested deep enough raises RecursionError, and a check
         # may meet a type nobody expected. Whatever it is, it is this row's defect, never the
-        # fetch's: a fetch that raised would be read again, and fail again, forever.
-        reason = (
-            str(exc) if isinstance(exc, ValueError) else f"{exc.__class__.__name__}: {exc}"
-        )  # `type` is a column here
+        # fetch's: a fetch that raised would be read again, and fail again, forever. (`type` is a
+        # column here, hence __class__.)
+        reason = str(exc) if isinstance(exc, ValueError) else f"{exc.__class__.__name__}: {exc}"
         return OutboxEvent(
             seq=seq,
             id=storable(safe_id, 256),
