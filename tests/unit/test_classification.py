@@ -135,3 +135,22 @@ def test_an_exception_nobody_classified_becomes_transient_with_its_type() -> Non
 def test_retry_backoff_is_bounded() -> None:
     verdict = judge(TransientError("x"), attempts=30, max_attempts=100, rng=random.Random(3))
     assert 30.0 <= verdict.delay <= 60.0
+
+
+# -- H13: an event a client cannot encode fails the same way every time: dead letter now --------------
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"),
+        RecursionError("maximum recursion depth exceeded while encoding a JSON object"),
+        ValueError("header value contains a NUL"),
+    ],
+    ids=["lone-surrogate", "recursion", "value-error"],
+)
+def test_encoding_failures_nobody_classified_are_permanent(exc: BaseException) -> None:
+    assert isinstance(classify(exc), PermanentError)
+    verdict = judge(exc, attempts=0)
+    assert verdict.outcome is Outcome.DEAD
+    assert type(exc).__name__ in str(verdict.error)

@@ -78,3 +78,43 @@ def test_accepted_variants() -> None:
         {"key": None},
     ):
         assert event_from_row(**row(**overrides)).defect is None, overrides  # type: ignore[arg-type]
+
+
+# -- H13: whatever a row holds, reading it never raises ------------------------------------------------
+
+
+def test_headers_nested_past_the_parsers_recursion_limit_are_a_defect_not_a_raise() -> None:
+    deep = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    event = event_from_row(**row(headers=deep))  # type: ignore[arg-type]
+    assert event.defect is not None and "RecursionError" in event.defect
+
+
+def test_a_header_with_a_lone_surrogate_is_a_defect() -> None:
+    event = event_from_row(**row(headers='{"h": "\\ud800"}'))  # type: ignore[arg-type]
+    assert event.defect is not None and "surrogate" in event.defect
+
+
+@pytest.mark.parametrize("field", ["key", "topic", "id"])
+@pytest.mark.parametrize("value", ["a\ud800b", "a\x00b", "x" * 10_000, "", "\x1b[31m"])
+def test_any_key_topic_or_id_gives_a_defect_whose_text_is_storable(field: str, value: str) -> None:
+    event = event_from_row(**row(**{field: value}))  # type: ignore[arg-type]
+    if event.defect is None:
+        return  # a legal value (a long key is refused, a long id too; some are fine)
+    for text in (event.defect, event.topic, event.id):
+        text.encode()  # no lone surrogate left
+        assert "\x00" not in text
+    assert len(event.defect) <= 2000
+    if event.key is not None:
+        event.key.encode()
+
+
+def test_a_column_of_a_type_nobody_expected_is_a_defect() -> None:
+    class Weird:
+        def __str__(self) -> str:
+            raise RuntimeError("cannot show myself")
+
+        __repr__ = __str__
+
+    for field in ("headers", "topic", "id", "key", "created_at"):
+        event = event_from_row(**row(**{field: Weird()}))  # type: ignore[arg-type]
+        assert event.defect is not None, field

@@ -11,6 +11,10 @@ Every exception the relay can meet while publishing lands in one of three classe
   while only its key waits, and after ``max_attempts`` it becomes a dead letter — never a retry
   loop that lasts forever;
 * **permanent** (:class:`~outboxkit.errors.PermanentError`): retrying cannot help; dead letter now.
+  So is an encoding failure nobody classified (``ValueError`` with its ``UnicodeEncodeError``,
+  ``RecursionError``): a client that cannot encode a header holding a lone surrogate, or a value
+  nested too deep, will fail the same way on every attempt (H13), so twenty attempts would only
+  hold the key for a quarter of an hour for nothing.
 
 Pure: the relay does the I/O these verdicts ask for.
 """
@@ -49,11 +53,16 @@ class Verdict:
 
 
 def classify(exc: BaseException) -> DeliveryError:
-    """The outboxkit class of any exception; what nobody classified is transient (and counted)."""
+    """The outboxkit class of any exception; an encoding failure (``ValueError``,
+    ``RecursionError``) is permanent, anything else nobody classified is transient (and counted)."""
     if isinstance(exc, DeliveryError):
         return exc
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return TransientError(f"unexpected {type(exc).__name__}{': ' + text if text else ''}")
+    detail = f"{type(exc).__name__}{': ' + text if text else ''}"
+    if isinstance(exc, ValueError | RecursionError):
+        # The input itself cannot be encoded (H13): the same attempt fails the same way forever.
+        return PermanentError(f"cannot encode the event: {detail}")
+    return TransientError(f"unexpected {detail}")
 
 
 def judge(

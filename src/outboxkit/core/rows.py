@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from outboxkit.core.envelope import JSON, OutboxEvent, validate_headers, validate_key, validate_topic
+from outboxkit.core.storable import storable
 from outboxkit.errors import EmitError
 
 # type/subtype with optional parameters, as RFC 9110 writes a media type; no control characters.
@@ -49,9 +50,16 @@ def _headers(raw: object) -> dict[str, str]:
     if not isinstance(raw, Mapping):
         raise ValueError(f"headers must be a JSON object of text values, got {type(raw).__name__} {raw!r:.80}")
     try:
-        return validate_headers(raw)
+        headers = validate_headers(raw)
     except EmitError as exc:
         raise ValueError(str(exc)) from None
+    for name, value in headers.items():
+        # JSON can spell a lone surrogate (\ud800) that no client can encode into a message.
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"header {name!r} holds a lone surrogate, which no bus can carry") from None
+    return headers
 
 
 def _payload(raw: object) -> bytes:
@@ -107,6 +115,14 @@ def _time(raw: object) -> datetime | None:
     raise ValueError(f"created_at {raw!r:.80} is not an ISO 8601 time")
 
 
+def _shown(value: object, limit: int) -> str:
+    """``value`` as storable text for a dead letter, even if showing it raises."""
+    try:
+        return storable(value if isinstance(value, str) else str(value), limit)
+    except Exception:
+        return f"<unprintable {value.__class__.__name__}>"
+
+
 def event_from_row(
     seq: int,
     id: object,
@@ -123,8 +139,10 @@ def event_from_row(
 ) -> OutboxEvent:
     """The event of one row, or, if the row breaks a rule of the contract, an event whose
     ``defect`` says which (its other fields then hold what could be read, for the dead letter)."""
-    safe_id = id if isinstance(id, str) and id else str(id)
-    safe_key = key if isinstance(key, str) and key else None
+    safe_id = id if isinstance(id, str) and id else _shown(id, 256)
+    # The key of a defective row only serves to hold its later events (G5) and to name it in logs;
+    # one that no driver could send back as a parameter (a lone surrogate) is not kept.
+    safe_key = key if isinstance(key, str) and key and storable(key, len(key)) == key else None
     tries = attempts if isinstance(attempts, int) else 0
     try:
         if not isinstance(id, str) or not id or len(id) > 256 or _CONTROL.search(id):
@@ -149,14 +167,19 @@ def event_from_row(
             attempts=tries,
             bucket=bucket,
         )
-    except ValueError as exc:
+    except Exception as exc:
+        # Not only ValueError (H13): JSON nested deep enough raises RecursionError, and a check
+        # may meet a type nobody expected. Whatever it is, it is this row's defect, never the
+        # fetch's: a fetch that raised would be read again, and fail again, forever. (`type` is a
+        # column here, hence __class__.)
+        reason = str(exc) if isinstance(exc, ValueError) else f"{exc.__class__.__name__}: {exc}"
         return OutboxEvent(
             seq=seq,
-            id=safe_id,
-            topic=topic if isinstance(topic, str) else str(topic),
+            id=storable(safe_id, 256),
+            topic=storable(topic if isinstance(topic, str) else _shown(topic, 1024), 1024),
             key=safe_key,
             payload=b"",
             attempts=tries,
             bucket=bucket,
-            defect=f"row {seq} cannot be published: {exc}",
+            defect=storable(f"row {seq} cannot be published: {reason}"),
         )

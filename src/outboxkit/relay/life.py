@@ -50,6 +50,10 @@ class Life:
         self.dead_total += 1
         self.inner.dead_lettered()
 
+    def set_aside(self) -> None:
+        self.dead_total += 1  # for the summary, one more input that will not be delivered
+        self.inner.set_aside()
+
     def handover(self, buckets: int = 1) -> None:
         self.inner.handover(buckets)
 

@@ -40,6 +40,7 @@ from outboxkit.errors import (
     SchemaError,
     UnroutableError,
 )
+from outboxkit.relay.isolate import Casualties
 from outboxkit.relay.leases import LeaseKeeper
 from outboxkit.relay.observer import NullObserver, RelayObserver
 from outboxkit.relay.pipeline import Session
@@ -76,6 +77,7 @@ class RelayStats:
     fenced: int = 0  # confirmations not recorded because the lease was lost (re-sent by the new owner)
     handovers: int = 0  # buckets acquired from an expired or released lease
     outages: int = 0  # reconnects after the database or the broker was unavailable
+    set_aside: int = 0  # inputs whose dead letter could not be stored either: skipped in memory (H13)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -108,6 +110,8 @@ class Relay:
         self.keeper: LeaseKeeper | None = None
         self._outage_since: float | None = None
         self._attempt = 0  # consecutive failed sessions: the reconnect backoff grows with it
+        # What this relay set aside, and its watch over fetches that fail the same way (H13).
+        self.casualties = Casualties(self)
 
     @property
     def leases(self) -> Leases:
@@ -186,6 +190,9 @@ class Relay:
         keeper = self.keeper = LeaseKeeper(store, self.owner, self.config.lease_ttl, self.observer)
         handovers = keeper.handovers
         await keeper.start()
+        if self.casualties.faults.suspect and keeper.usable():
+            # The last fetches failed the same way: find the row at fault before fetching again.
+            await keeper.guard(self.casualties.narrow_down(store, keeper.for_fetch()))
         session = Session(self, store, publisher, keeper, stop)
         keeper.on_change = session.leases_changed
         try:
@@ -206,9 +213,11 @@ class Relay:
         for topic, until in list(self._paused_topics.items()):
             if until <= now:
                 del self._paused_topics[topic]
+        # Keys of inputs set aside (H13) wait behind them, like the keys of events in backoff.
+        aside = self.casualties.aside.keys
         if not self._retry_at:
-            return Filter(paused_topics=frozenset(self._paused_topics))
-        keys: set[str] = set()
+            return Filter(paused_topics=frozenset(self._paused_topics), held_keys=aside)
+        keys: set[str] = set(aside)
         seqs: set[int] = set()
         for seq, (until, key) in list(self._retry_at.items()):
             if until <= now:

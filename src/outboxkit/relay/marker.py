@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from outboxkit.relay.observer import RelayObserver
 from outboxkit.stores.base import Leases, OutboxStore
+
+#: Marks a batch row by row after its mark failed with the given exception; returns rows settled.
+OneByOne = Callable[[Sequence[int], Leases | None, BaseException], Awaitable[int]]
 
 
 class Marker:
@@ -24,12 +27,14 @@ class Marker:
         observer: RelayObserver,
         on_fenced: Callable[[int], None],
         on_marked: Callable[[Sequence[int]], None] = lambda _: None,
+        one_by_one: OneByOne | None = None,
     ) -> None:
         self.store = store
         self.leases = leases
         self.observer = observer
         self.on_fenced = on_fenced
         self.on_marked = on_marked
+        self.one_by_one = one_by_one
         self.buffer: list[int] = []
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -49,11 +54,21 @@ class Marker:
                 self.wake.clear()
                 continue
             batch, self.buffer = self.buffer, []
+            leases = self.leases()
             try:
-                marked = await self.store.mark_delivered(batch, self.leases())
+                marked = await self.store.mark_delivered(batch, leases)
             except Exception as exc:
-                self.error = exc
-                return
+                if self.one_by_one is None:
+                    self.error = exc
+                    return
+                # H13: a batch that cannot be marked is marked row by row; a row that fails alone
+                # is set aside, so no row's mark fails the session again and again. An outage is
+                # re-raised there and ends the session as before.
+                try:
+                    marked = await self.one_by_one(batch, leases, exc)
+                except Exception as again:
+                    self.error = again
+                    return
             self.observer.db_ok()
             if marked < len(batch):
                 # Fenced: our lease on some bucket ended (paused past the TTL, or taken over). The

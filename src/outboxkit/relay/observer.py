@@ -27,6 +27,10 @@ class RelayObserver(Protocol):
         """One event became a dead letter."""
         ...
 
+    def set_aside(self) -> None:
+        """One input could not even be dead-lettered: it is skipped in memory by this process (H13)."""
+        ...
+
     def handover(self, buckets: int = 1) -> None:
         """Buckets taken over from other relays' expired or released leases."""
         ...
@@ -58,6 +62,9 @@ class NullObserver:
         pass
 
     def dead_lettered(self) -> None:
+        pass
+
+    def set_aside(self) -> None:
         pass
 
     def handover(self, buckets: int = 1) -> None:

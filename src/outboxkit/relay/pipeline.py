@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING
 
 from outboxkit.brokers.base import Publisher
 from outboxkit.core.envelope import OutboxEvent
+from outboxkit.core.isolate import signature
 from outboxkit.core.leases import stale
 from outboxkit.core.ordering import KeyedDispatcher
 from outboxkit.core.retry import classify
 from outboxkit.errors import PermanentError, TransientError, UnavailableError
+from outboxkit.relay.isolate import is_outage
 from outboxkit.relay.leases import LeaseKeeper
 from outboxkit.relay.marker import Marker
 from outboxkit.stores.base import OutboxStore
@@ -77,7 +79,15 @@ class Session:
         # of a bucket since lost, or held again at another epoch, is not published (core.leases.stale).
         self.epochs: dict[int, int] = dict(keeper.leases)
         self.fetched_under: dict[int, int] = {}
-        self.marker = Marker(store, lambda: keeper.leases, relay.observer, self._fenced, self._marked)
+        casualties = relay.casualties
+        self.marker = Marker(
+            store,
+            lambda: keeper.leases,
+            relay.observer,
+            self._fenced,
+            self._marked,
+            lambda seqs, leases, exc: casualties.mark_one_by_one(store, seqs, leases, exc),
+        )
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -152,7 +162,8 @@ class Session:
                 self.relay._filter(),
                 leases,
                 max_bytes=self.config.fetch_max_bytes,
-                exclude=list(self.in_hand),
+                # Rows in hand, and rows set aside because even their dead letter failed (H13).
+                exclude=[*self.in_hand, *self.relay.casualties.aside.seqs],
             )
         )
         task.add_done_callback(self._wake)
@@ -178,6 +189,7 @@ class Session:
         observer = self.relay.observer
         observer.db_ok()
         self.relay.healthy()
+        self.relay.casualties.fetch_ok()
         if not rows:
             if not self.in_hand:
                 observer.broker_ok()  # nothing waits on the broker: idle is healthy
@@ -294,7 +306,12 @@ class Session:
         fetching = self.fetching
         if fetching is not None and fetching.done():
             self.fetching = None
-            self._fetched(fetching.result())  # a failed fetch ends the session (reconnect)
+            error = fetching.exception() if not fetching.cancelled() else None
+            if error is not None:
+                # A failed fetch ends the session (reconnect); twice the same way, and the next
+                # session narrows it down to the row at fault first (H13).
+                self.relay.casualties.fetch_failed(error)
+            self._fetched(fetching.result())
         relay, stats, observer = self.relay, self.relay.stats, self.relay.observer
         dispatcher, marker, done = self.dispatcher, self.marker, self.done
         while done:
@@ -337,7 +354,17 @@ class Session:
             self._let_go(event.seq)
 
     async def _record(self, event: OutboxEvent, exc: BaseException, rest: list[OutboxEvent]) -> None:
-        await self.relay._record(self.store, event, exc, self.keeper.leases, during_outage=self.outage is not None)
+        relay = self.relay
+        try:
+            await relay._record(self.store, event, exc, self.keeper.leases, during_outage=self.outage is not None)
+        except Exception as failed:
+            if is_outage(failed):
+                raise
+            # Recording the failure failed on this row (a key an index refuses, ...): it must not
+            # fail the session, or the row would be fetched and fail again forever (H13). Its dead
+            # letter by seq alone, or, failing that too, set aside in memory.
+            reason = f"{classify(exc)}; recording it failed: {signature(failed)}"
+            await relay.casualties.dead_letter(self.store, event.seq, event.key, reason, self.keeper.leases)
         for e in (event, *rest):
             self._let_go(e.seq)
         if event.key is not None:

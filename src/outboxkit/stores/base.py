@@ -208,6 +208,25 @@ class OutboxStore(Protocol):
         row that breaks the contract comes back with ``defect`` set, for the relay to dead-letter."""
         ...
 
+    async def pending_seqs(
+        self,
+        limit: int,
+        skip: Filter,
+        leases: Leases | None = None,
+        *,
+        max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+        exclude: Collection[int] = (),
+    ) -> list[int]:
+        """The seqs ``fetch_pending`` with the same arguments would return, reading no other
+        column: when a fetch fails twice the same way (a driver that cannot decode one row's
+        text), the relay narrows it down to the row at fault (H13, ``core.isolate``) from these."""
+        ...
+
+    async def fetch_rows(self, seqs: Sequence[int]) -> Sequence[OutboxEvent]:
+        """The pending rows among ``seqs``, read as ``fetch_pending`` reads them (no filter, no
+        lease check): one probe of that narrowing. May fail the way the fetch failed."""
+        ...
+
     async def fetch_committed(self, ids: Sequence[str]) -> Sequence[OutboxEvent]:
         """The pending rows among ``ids`` that are committed and have no earlier pending row of the
         same key (nor, with ``hold_dead_keys``, a dead letter of the key), in ``seq`` order: what a

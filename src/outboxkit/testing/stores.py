@@ -419,6 +419,43 @@ async def check_rows_other_programs_wrote_never_break_a_fetch(h: StoreHarness) -
     assert got[2].id == good
 
 
+async def check_narrowing_reads_seqs_then_rows(h: StoreHarness) -> None:
+    """H13: ``pending_seqs`` names exactly the rows ``fetch_pending`` would return (same filter,
+    leases, byte bound and rows in hand) reading only their seqs, and ``fetch_rows`` reads some of
+    them alone: what the relay needs to narrow a failing fetch down to its row. A dead letter
+    stored by seq takes any key, however long (no index refuses it)."""
+    ids = emit_committed(h, [(None, f"k{i % 3}") for i in range(9)])
+    async with opened(h) as store:
+        rows = await fetch_all(store)
+        skip = Filter(held_keys=frozenset({"k1"}))
+        for kwargs in ({}, {"exclude": [rows[0].seq]}, {"max_bytes": 1}):
+            want = [e.seq for e in await store.fetch_pending(100, skip, **kwargs)]
+            assert await store.pending_seqs(100, skip, **kwargs) == want
+        assert await store.pending_seqs(4, Filter()) == [e.seq for e in rows[:4]]
+        assert ids_of(await store.fetch_rows([rows[5].seq, rows[2].seq])) == [ids[2], ids[5]]
+        assert await store.mark_delivered([rows[2].seq]) == 1
+        assert ids_of(await store.fetch_rows([rows[2].seq, rows[5].seq])) == [ids[5]], "pending rows only"
+    database = database_for(h.url)
+    key = "`key`" if database.quote == "`" else "key"
+    # Over emit's 1,024 bytes: 10,240 random-looking characters where the column takes them (a
+    # btree index would refuse it), else the column's 1,024 characters of two bytes each.
+    long_key = "\u00e9" * 1024 if database.quote == "`" else "".join(f"{i * 7919 % 65536:04x}" for i in range(2560))
+    conn = writer(h)
+    try:
+        conn.execute(
+            placeholders(
+                database, f"INSERT INTO {h.ref.quoted(database.quote)} (topic, {key}, payload) VALUES (?, ?, ?)"
+            ),
+            ("conf.long", long_key, b"{}"),
+        )
+    finally:
+        conn.close()
+    async with opened(h) as store:
+        bad = [e for e in await fetch_all(store) if e.topic == "conf.long"]
+        assert len(bad) == 1 and bad[0].defect is not None
+        assert await store.record_failure(bad[0].seq, f"key of {len(long_key)} characters\x00\ud800", dead=True)
+
+
 async def check_operations_and_retention(h: StoreHarness) -> None:
     """H3 and the operator commands: status counts, dead letters retried, replay, and cleanup that
     deletes delivered rows only (never pending, never dead), in batches."""
@@ -461,6 +498,7 @@ STORE_CHECKS: list[Callable[[StoreHarness], Awaitable[None]]] = [
     check_concurrent_calls_are_safe,
     check_held_keys_and_seqs_wait,
     check_rows_other_programs_wrote_never_break_a_fetch,
+    check_narrowing_reads_seqs_then_rows,
     check_operations_and_retention,
 ]
 

@@ -165,6 +165,11 @@ class RelayMetrics:
             registry=r,
         )
         self._dead = Counter("outboxkit_relay_dead_letters", "Events dead-lettered (never retried).", registry=r)
+        self._aside = Counter(
+            "outboxkit_relay_set_aside",
+            "Inputs whose dead letter could not be stored either: skipped in memory by this process (H13).",
+            registry=r,
+        )
         self._handovers = Counter(
             "outboxkit_relay_lease_handovers",
             "Buckets this relay took over from an expired or released lease of another relay.",
@@ -215,6 +220,9 @@ class RelayMetrics:
 
     def dead_lettered(self) -> None:
         self._dead.inc()
+
+    def set_aside(self) -> None:
+        self._aside.inc()
 
     def handover(self, buckets: int = 1) -> None:
         """``buckets`` leases taken over from other relays (expired or released)."""

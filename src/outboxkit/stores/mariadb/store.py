@@ -133,12 +133,14 @@ class MariaDbOutboxStore:
         # prefix is read in seq order, so this is an index range scan over pending rows only. The
         # running sum bounds a batch by bytes as well as rows; the first row always passes, so one
         # huge row still moves on.
-        def bounded(where: str, prefix: str = "") -> str:
+        def bounded(where: str, prefix: str = "", seqs_only: bool = False) -> str:
             # LIMIT first, in the innermost query: this database computes a window function over
             # every row its query finds before applying LIMIT, so a window over the pending scan
-            # itself would read every pending row (and payload) on each fetch.
+            # itself would read every pending row (and payload) on each fetch. seqs_only: the same
+            # rows, reading only their seq (narrowing down a fetch that fails on a row, H13).
+            cols = "w.seq" if seqs_only else "w.*"
             return (
-                f"{prefix}SELECT w.* FROM (SELECT x.*, SUM(x.size) OVER (ORDER BY x.seq) AS running FROM ("
+                f"{prefix}SELECT {cols} FROM (SELECT x.*, SUM(x.size) OVER (ORDER BY x.seq) AS running FROM ("
                 f"SELECT {_COLUMNS}, LENGTH(o.payload) AS size FROM {t} o WHERE {_PENDING}{hold}{where}"
                 # Rows the relay holds in hand (in flight, or confirmed with the mark on its way):
                 # one JSON parameter, materialised once by the optimizer, however many seqs.
@@ -152,14 +154,22 @@ class MariaDbOutboxStore:
         # The relay is waiting on something (paused topics, events in backoff): their rows are left
         # out AND every pending row of a key that has a row on a paused topic or waits for a retry,
         # or that key's later events would overtake the held one (G5). Only in that abnormal state.
-        self._fetch_held_sql = bounded(
+        held_where = (
             " AND o.topic NOT IN ({paused}) AND o.seq NOT IN ({held_seqs})"
             " AND (o.`key` IS NULL OR (o.`key` NOT IN (SELECT k.`key` FROM paused_keys k)"
             " AND o.`key` NOT IN ({held_keys})))"
-            " AND (%(every)s OR o.bucket IN ({buckets}))",
-            prefix=f"WITH paused_keys AS (SELECT DISTINCT h.`key` FROM {t} h WHERE h.delivered_at IS NULL"
-            " AND h.dead_at IS NULL AND h.topic IN ({paused}) AND h.`key` IS NOT NULL) ",
+            " AND (%(every)s OR o.bucket IN ({buckets}))"
         )
+        paused_keys = (
+            f"WITH paused_keys AS (SELECT DISTINCT h.`key` FROM {t} h WHERE h.delivered_at IS NULL"
+            " AND h.dead_at IS NULL AND h.topic IN ({paused}) AND h.`key` IS NOT NULL) "
+        )
+        self._fetch_held_sql = bounded(held_where, prefix=paused_keys)
+        # The seqs of what each fetch above would read, and the rows of some seqs (H13).
+        self._seqs_sql = bounded("", seqs_only=True)
+        self._seqs_buckets_sql = bounded(" AND o.bucket IN ({buckets})", seqs_only=True)
+        self._seqs_held_sql = bounded(held_where, prefix=paused_keys, seqs_only=True)
+        self._rows_sql = f"SELECT {_COLUMNS} FROM {t} o WHERE o.seq IN ({{seqs}}) AND {_PENDING} ORDER BY o.seq"
         # Inline publishing (the writer, right after its commit): only rows no earlier pending row
         # of the same key precedes, and (with the hold policy) whose key has no dead letter (G5).
         self._committed_sql = (
@@ -304,6 +314,17 @@ class MariaDbOutboxStore:
         max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
         exclude: Collection[int] = (),
     ) -> Sequence[OutboxEvent]:
+        sql, params = self._query(limit, skip, leases, max_bytes, exclude, seqs=False)
+        rows = await self._run(sql, params)
+        if rows:
+            # Activity, even if the fingerprint looks the same by the next wait (all delivered):
+            # the next waits poll fast again.
+            self._changed_at = time.monotonic()
+        return [self._event(r) for r in rows]
+
+    def _query(
+        self, limit: int, skip: Filter, leases: Leases | None, max_bytes: int, exclude: Collection[int], *, seqs: bool
+    ) -> tuple[str, dict[str, Any]]:
         every = leases is None or len(leases) >= BUCKETS
         # An empty IN () is a syntax error: lists that may be empty hold a value no row has.
         in_buckets, params = bind_list("b", [-1] if every or not leases else sorted(leases))
@@ -311,21 +332,33 @@ class MariaDbOutboxStore:
         if not skip.empty:
             in_paused, paused = bind_list("p", sorted(skip.paused_topics) or [""])
             in_keys, keys = bind_list("k", sorted(skip.held_keys) or [""])
-            in_seqs, seqs = bind_list("s", sorted(skip.held_seqs) or [-1])
-            sql = self._fetch_held_sql.format(
+            in_seqs, held = bind_list("s", sorted(skip.held_seqs) or [-1])
+            sql = (self._seqs_held_sql if seqs else self._fetch_held_sql).format(
                 paused=in_paused, held_keys=in_keys, held_seqs=in_seqs, buckets=in_buckets
             )
-            params.update(paused, **keys, **seqs, every=every)
-        elif every:
-            sql = self._fetch_sql
-        else:
-            sql = self._fetch_buckets_sql.format(buckets=in_buckets)
-        rows = await self._run(sql, params)
-        if rows:
-            # Activity, even if the fingerprint looks the same by the next wait (all delivered):
-            # the next waits poll fast again.
-            self._changed_at = time.monotonic()
-        return [self._event(r) for r in rows]
+            params.update(paused, **keys, **held, every=every)
+            return sql, params
+        if every:
+            return (self._seqs_sql if seqs else self._fetch_sql), params
+        return (self._seqs_buckets_sql if seqs else self._fetch_buckets_sql).format(buckets=in_buckets), params
+
+    async def pending_seqs(
+        self,
+        limit: int,
+        skip: Filter,
+        leases: Leases | None = None,
+        *,
+        max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+        exclude: Collection[int] = (),
+    ) -> list[int]:
+        sql, params = self._query(limit, skip, leases, max_bytes, exclude, seqs=True)
+        return [int(r[0]) for r in await self._run(sql, params)]
+
+    async def fetch_rows(self, seqs: Sequence[int]) -> Sequence[OutboxEvent]:
+        if not seqs:
+            return []
+        in_seqs, params = bind_list("s", list(seqs))
+        return [self._event(r) for r in await self._run(self._rows_sql.format(seqs=in_seqs), params)]
 
     @staticmethod
     def _event(r: Sequence[Any]) -> OutboxEvent:

@@ -35,8 +35,14 @@ class PostgresSchema:
             # The relay's only scan. Partial, so delivered rows (kept for replay) cost it nothing.
             f"CREATE INDEX IF NOT EXISTS {ref.index_name('pending')} ON {t} (seq) "
             "WHERE delivered_at IS NULL AND dead_at IS NULL",
-            # Keys held behind a dead letter (H5); empty in normal operation, so free to keep.
-            f"CREATE INDEX IF NOT EXISTS {ref.index_name('dead_keys')} ON {t} (key) WHERE dead_at IS NOT NULL",
+            # Keys held behind a dead letter (H5); empty in normal operation, so free to keep. A
+            # hash index: it holds a key's hash, not the key, so it takes a key of any length (a
+            # btree refuses index rows over about 2,700 bytes, and the dead letter of a row with a
+            # long key would fail forever, H13). Equality is all the hold needs. Earlier versions
+            # made a btree under the old name: dropped here (idempotent), the hash one built anew.
+            f"DROP INDEX IF EXISTS {ref.derived('dead_keys')}",
+            f"CREATE INDEX IF NOT EXISTS {ref.index_name('dead_key_hash')} ON {t} USING hash (key)"
+            " WHERE dead_at IS NOT NULL",
             f"""CREATE TABLE IF NOT EXISTS {ref.derived("meta")} (
     singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     schema_version integer NOT NULL

@@ -147,10 +147,13 @@ class PostgresOutboxStore:
         # this an index range scan over pending rows only. The running sum bounds a batch by bytes
         # as well as rows (octet_length reads a TOASTed value's size from its pointer, not the
         # value); the first row always passes, so one huge row still moves on.
-        def bounded(where: str) -> str:
+        def bounded(where: str, seqs_only: bool = False) -> str:
+            # seqs_only: the same rows, reading nothing but their seq (narrowing down a fetch that
+            # fails on one row's content, H13: see core.isolate).
+            inner, cols = ("o.seq AS c0", "w.c0") if seqs_only else (named, outer)
             return (
-                f"SELECT {outer} FROM ("
-                f"SELECT {named}, sum(octet_length(o.payload)) OVER (ORDER BY o.seq) AS running,"
+                f"SELECT {cols} FROM ("
+                f"SELECT {inner}, sum(octet_length(o.payload)) OVER (ORDER BY o.seq) AS running,"
                 f" octet_length(o.payload) AS size FROM {t} o WHERE {_PENDING}{hold}{where}"
                 # Rows in hand: a hashed array test (PostgreSQL 14+), cheap for thousands of seqs.
                 " AND NOT (o.seq = ANY(%(exclude)s::bigint[]))"
@@ -165,16 +168,23 @@ class PostgresOutboxStore:
         # out AND so is every pending row of a key that has a row on a paused topic or waits for a
         # retry, otherwise that key's later events would overtake the held one (G5). Only used in
         # that abnormal state; O(pending).
-        self._fetch_held_sql = (
+        held_where = (
+            " AND NOT (o.topic = ANY(%(paused)s)) AND NOT (o.seq = ANY(%(held_seqs)s))"
+            " AND (o.key IS NULL OR (o.key NOT IN (SELECT key FROM paused_keys)"
+            " AND NOT (o.key = ANY(%(held_keys)s))))"
+            f" AND ({bucket_sql('o')} = ANY(%(buckets)s) OR %(every)s)"
+        )
+        paused_keys = (
             f"WITH paused_keys AS (SELECT DISTINCT h.key FROM {t} h WHERE h.delivered_at IS NULL"
             " AND h.dead_at IS NULL AND h.topic = ANY(%(paused)s) AND h.key IS NOT NULL) "
-            + bounded(
-                " AND NOT (o.topic = ANY(%(paused)s)) AND NOT (o.seq = ANY(%(held_seqs)s))"
-                " AND (o.key IS NULL OR (o.key NOT IN (SELECT key FROM paused_keys)"
-                " AND NOT (o.key = ANY(%(held_keys)s))))"
-                f" AND ({bucket_sql('o')} = ANY(%(buckets)s) OR %(every)s)"
-            )
         )
+        self._fetch_held_sql = paused_keys + bounded(held_where)
+        # The seqs of what each fetch above would read, and the rows of some seqs: the reads that
+        # narrow a failing fetch down to its row (H13).
+        self._seqs_sql = bounded("", True)
+        self._seqs_buckets_sql = bounded(f" AND {bucket_sql('o')} = ANY(%(buckets)s)", True)
+        self._seqs_held_sql = paused_keys + bounded(held_where, True)
+        self._rows_sql = f"SELECT {columns} FROM {t} o WHERE o.seq = ANY(%s::bigint[]) AND {_PENDING} ORDER BY o.seq"
         # Inline publishing (the writer, right after its commit): only rows no earlier pending
         # row of the same key precedes, and (with the hold policy) whose key has no dead letter, so
         # the writer never overtakes the relay on a key, nor an event held behind a dead letter (G5).
@@ -282,6 +292,26 @@ class PostgresOutboxStore:
         except psycopg.Error as exc:
             raise translate(self.url, exc) from None
 
+    def _query(
+        self, limit: int, skip: Filter, leases: Leases | None, max_bytes: int, exclude: Collection[int], seqs: bool
+    ) -> tuple[str, dict[str, Any]]:
+        every = leases is None or len(leases) >= BUCKETS
+        buckets = [] if every or leases is None else sorted(leases)
+        params: dict[str, Any] = {"limit": limit, "max_bytes": max_bytes, "exclude": list(exclude)}
+        if not skip.empty:
+            params.update(
+                paused=sorted(skip.paused_topics),
+                held_keys=sorted(skip.held_keys),
+                held_seqs=sorted(skip.held_seqs),
+                buckets=buckets,
+                every=every,
+            )
+            return (self._seqs_held_sql if seqs else self._fetch_held_sql), params
+        if every:
+            return (self._seqs_sql if seqs else self._fetch_sql), params
+        params["buckets"] = buckets
+        return (self._seqs_buckets_sql if seqs else self._fetch_buckets_sql), params
+
     async def fetch_pending(
         self,
         limit: int,
@@ -291,23 +321,23 @@ class PostgresOutboxStore:
         max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
         exclude: Collection[int] = (),
     ) -> Sequence[OutboxEvent]:
-        every = leases is None or len(leases) >= BUCKETS
-        buckets = [] if every or leases is None else sorted(leases)
-        params: dict[str, Any] = {"limit": limit, "max_bytes": max_bytes, "exclude": list(exclude)}
-        if not skip.empty:
-            sql = self._fetch_held_sql
-            params.update(
-                paused=sorted(skip.paused_topics),
-                held_keys=sorted(skip.held_keys),
-                held_seqs=sorted(skip.held_seqs),
-                buckets=buckets,
-                every=every,
-            )
-        elif every:
-            sql = self._fetch_sql
-        else:
-            sql, params["buckets"] = self._fetch_buckets_sql, buckets
+        sql, params = self._query(limit, skip, leases, max_bytes, exclude, seqs=False)
         return [self._event(r) for r in await self._run(sql, params)]
+
+    async def pending_seqs(
+        self,
+        limit: int,
+        skip: Filter,
+        leases: Leases | None = None,
+        *,
+        max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+        exclude: Collection[int] = (),
+    ) -> list[int]:
+        sql, params = self._query(limit, skip, leases, max_bytes, exclude, seqs=True)
+        return [int(r[0]) for r in await self._run(sql, params)]
+
+    async def fetch_rows(self, seqs: Sequence[int]) -> Sequence[OutboxEvent]:
+        return [self._event(r) for r in await self._run(self._rows_sql, [list(seqs)])]
 
     @staticmethod
     def _event(r: Sequence[Any]) -> OutboxEvent:

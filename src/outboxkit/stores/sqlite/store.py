@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.rows import event_from_row
+from outboxkit.core.storable import storable
 from outboxkit.errors import ConfigurationError, OutboxkitError, SchemaError, TransientError, UnavailableError
 from outboxkit.stores.base import (
     BUCKETS,
@@ -174,9 +175,13 @@ class SqliteOutboxStore:
         # No cursor (H1): see PostgresOutboxStore. On SQLite writers are serialised anyway, but a
         # plain-SQL writer may hold a transaction open across our scans. The running sum bounds a
         # batch by bytes as well as rows; the first row always passes.
-        def bounded(where: str, prefix: str = "") -> str:
+        def bounded(where: str, prefix: str = "", seqs_only: bool = False) -> str:
+            # seqs_only: the same rows, reading nothing but their seq: sqlite3 fails a whole fetch
+            # on one text value that is not UTF-8, and narrowing it down (H13, core.isolate) must
+            # not decode what it is looking for.
+            cols = "seq" if seqs_only else "*"
             return (
-                f"{prefix}SELECT * FROM (SELECT {columns}, sum({size}) OVER (ORDER BY o.seq) AS running,"
+                f"{prefix}SELECT {cols} FROM (SELECT {columns}, sum({size}) OVER (ORDER BY o.seq) AS running,"
                 f" {size} AS size FROM {t} o WHERE {pending}{hold}{where}"
                 " AND o.seq NOT IN (SELECT value FROM json_each(:exclude)) ORDER BY o.seq LIMIT :limit)"
                 " WHERE running - size < :max_bytes ORDER BY seq"
@@ -185,13 +190,22 @@ class SqliteOutboxStore:
         self._fetch_sql = bounded("")
         # Held (paused topics, events waiting for a retry): every key with a row on a paused topic
         # or in backoff waits too (G5); see PostgresOutboxStore.
-        self._fetch_held_sql = bounded(
+        held_where = (
             " AND o.topic NOT IN (SELECT value FROM json_each(:paused))"
             " AND o.seq NOT IN (SELECT value FROM json_each(:held_seqs))"
             " AND (o.key IS NULL OR (o.key NOT IN (SELECT key FROM paused_keys)"
-            " AND o.key NOT IN (SELECT value FROM json_each(:held_keys))))",
-            prefix=f"WITH paused_keys AS (SELECT DISTINCT h.key FROM {t} h WHERE h.delivered_at IS NULL"
-            " AND h.dead_at IS NULL AND h.topic IN (SELECT value FROM json_each(:paused)) AND h.key IS NOT NULL) ",
+            " AND o.key NOT IN (SELECT value FROM json_each(:held_keys))))"
+        )
+        paused_keys = (
+            f"WITH paused_keys AS (SELECT DISTINCT h.key FROM {t} h WHERE h.delivered_at IS NULL"
+            " AND h.dead_at IS NULL AND h.topic IN (SELECT value FROM json_each(:paused)) AND h.key IS NOT NULL) "
+        )
+        self._fetch_held_sql = bounded(held_where, prefix=paused_keys)
+        # The seqs of what each fetch above would read, and the rows of some seqs (H13).
+        self._seqs_sql = bounded("", seqs_only=True)
+        self._seqs_held_sql = bounded(held_where, prefix=paused_keys, seqs_only=True)
+        self._rows_sql = (
+            f"SELECT {columns} FROM {t} o WHERE o.seq IN (SELECT value FROM json_each(?)) AND {pending} ORDER BY o.seq"
         )
         # Inline publishing (the writer, right after its commit): only rows no earlier pending
         # row of the same key precedes, nor (with the hold policy) a dead letter of the key (G5).
@@ -279,17 +293,39 @@ class SqliteOutboxStore:
         max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
         exclude: Collection[int] = (),
     ) -> Sequence[OutboxEvent]:
+        sql, params = self._query(limit, skip, max_bytes, exclude, seqs=False)
+        rows = await self._call(lambda c: c.execute(sql, params).fetchall())
+        return [self._event(r) for r in rows]
+
+    def _query(
+        self, limit: int, skip: Filter, max_bytes: int, exclude: Collection[int], *, seqs: bool
+    ) -> tuple[str, dict[str, object]]:
         params: dict[str, object] = {"limit": limit, "max_bytes": max_bytes, "exclude": json.dumps(list(exclude))}
         if skip.empty:
-            sql = self._fetch_sql
-        else:
-            sql = self._fetch_held_sql
-            params.update(
-                paused=json.dumps(sorted(skip.paused_topics)),
-                held_keys=json.dumps(sorted(skip.held_keys)),
-                held_seqs=json.dumps(sorted(skip.held_seqs)),
-            )
+            return (self._seqs_sql if seqs else self._fetch_sql), params
+        params.update(
+            paused=json.dumps(sorted(skip.paused_topics)),
+            held_keys=json.dumps(sorted(skip.held_keys)),
+            held_seqs=json.dumps(sorted(skip.held_seqs)),
+        )
+        return (self._seqs_held_sql if seqs else self._fetch_held_sql), params
+
+    async def pending_seqs(
+        self,
+        limit: int,
+        skip: Filter,
+        leases: Leases | None = None,
+        *,
+        max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+        exclude: Collection[int] = (),
+    ) -> list[int]:
+        sql, params = self._query(limit, skip, max_bytes, exclude, seqs=True)
         rows = await self._call(lambda c: c.execute(sql, params).fetchall())
+        return [int(r[0]) for r in rows]
+
+    async def fetch_rows(self, seqs: Sequence[int]) -> Sequence[OutboxEvent]:
+        payload = json.dumps(list(seqs))
+        rows = await self._call(lambda c: c.execute(self._rows_sql, (payload,)).fetchall())
         return [self._event(r) for r in rows]
 
     @staticmethod
@@ -311,8 +347,7 @@ class SqliteOutboxStore:
         return await self._call(lambda c: int(c.execute(self._mark_sql, (payload,)).rowcount))
 
     async def record_failure(self, seq: int, error: str, *, dead: bool, leases: Leases | None = None) -> bool:
-        # sqlite3 stores NUL, but cannot encode a lone surrogate: replace it.
-        params = (error.encode("utf-8", "replace").decode("utf-8")[:2000], int(dead), seq)
+        params = (storable(error), int(dead), seq)
         return await self._call(lambda c: int(c.execute(self._fail_sql, params).rowcount) == 1)
 
     async def wait_for_new(self, timeout: float) -> None:
