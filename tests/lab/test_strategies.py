@@ -156,8 +156,10 @@ async def test_binlog_strategy_loses_nothing_and_invents_nothing() -> None:
 
 
 async def test_log_tailing_is_skipped_where_the_database_cannot_tail(tmp_path: object) -> None:
-    runs = await lab("sqlite", ("wal", "dual-write"), ("kill-after-commit",))
-    assert [r.strategy for r in runs] == ["dual-write"]
+    options = LabOptions(strategies=("wal", "dual-write"), faults=("kill-after-commit",), events=EVENTS, db="sqlite")
+    lab_run = await run_lab(options)
+    assert [r.strategy for r in lab_run.runs] == ["dual-write"]
+    assert lab_run.skipped == [("wal", "needs postgresql; this run's database is sqlite")]
 
 
 @pytest.mark.parametrize("database", ["postgresql", "sqlite"])
@@ -185,4 +187,6 @@ async def test_event_sourcing_is_skipped_on_mariadb() -> None:
     options = LabOptions(strategies=("event-sourcing",), faults=("kill-after-commit",), events=EVENTS, db=MARIADB_URL)
     lab_run = await run_lab(options, on_phase=lambda s, p: phases.append((s, p)))
     assert lab_run.runs == []
-    assert ("event-sourcing", "skipped: needs postgresql or sqlite") in phases
+    reason = "needs postgresql or sqlite; this run's database is mariadb"
+    assert lab_run.skipped == [("event-sourcing", reason)]
+    assert ("event-sourcing", f"skipped: {reason}") in phases
