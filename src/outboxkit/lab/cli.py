@@ -116,7 +116,8 @@ def _run_with_progress(options: LabOptions, console: Console) -> LabRun:
         def on_phase(strategy: str, phase: str) -> None:
             if strategy not in tasks:
                 tasks[strategy] = progress.add_task(strategy, total=1)
-            progress.update(tasks[strategy], description=f"{strategy}: {phase}")
+            done = 1 if phase.startswith("skipped") else 0  # a skipped strategy stops spinning at once
+            progress.update(tasks[strategy], description=f"{strategy}: {phase}", completed=done)
 
         def on_done(result: StrategyRun) -> None:
             t = result.verdict.tally
