@@ -158,13 +158,15 @@ async def run_lab(
 
     try:
         # A TaskGroup: the first strategy that fails (a stall) cancels the others, whose exit
-        # stacks stop their processes; the caller sees that one error, not a group of them.
+        # stacks stop their processes; the caller sees that one error (a stall first, it carries
+        # the diagnostic), not a group of them.
         try:
             async with asyncio.TaskGroup() as group:
                 for index, name in todo:
                     group.create_task(one(index, name))
-        except* LabStalled as stalled:
-            raise stalled.exceptions[0] from None
+        except BaseExceptionGroup as failed:
+            stalls = [e for e in failed.exceptions if isinstance(e, LabStalled)]
+            raise (stalls or failed.exceptions)[0] from None
     finally:
         if options.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
