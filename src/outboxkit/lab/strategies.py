@@ -204,7 +204,10 @@ class _Outbox:
     def companion(self, env: Env) -> list[str] | None:
         if self.relay is None:
             return None
-        args = [sys.executable, "-m", "outboxkit", "relay", "--db", env.db, "--broker", env.broker]
+        # A stable owner, as a supervisor gives it: the relay started again after a SIGKILL takes
+        # its buckets back at once instead of waiting a lease TTL for its own dead leases.
+        owner = f"lab-{env.topic.split('.')[0]}"
+        args = [sys.executable, "-m", "outboxkit", "relay", "--db", env.db, "--broker", env.broker, "--owner", owner]
         if env.schema:
             args += ["--schema", env.schema]
         return args
