@@ -39,32 +39,37 @@ def floor_row(schema: str | None, topic: str, i: int) -> tuple[Any, ...]:
     return (str(uuid_utils.uuid7()), topic, key_for(i, 1000), None, None, body, "application/json", "{}")
 
 
-def pg_triggers(conn: Any, schema: str, table: str) -> int:
-    """Triggers on a PostgreSQL table (``conn``: any DB-API connection of outboxkit's)."""
+def triggers_on(conn: Any, schema: str, table: str) -> int:
+    """Triggers on a table, PostgreSQL or MariaDB (both have ``information_schema.triggers``;
+    ``conn``: a sync connection of ``Database.connect``, format paramstyle)."""
     row = conn.execute(
         "SELECT count(*) FROM information_schema.triggers WHERE event_object_schema = %s AND event_object_table = %s",
-        [schema, table],
+        (schema, table),
     ).fetchone()
     return int(row[0])
 
 
 def create_floor_table(db: str, schema: str) -> None:
-    """The floor table in ``schema`` (PostgreSQL; the schema is created when missing)."""
+    """The floor table in ``schema`` (a PostgreSQL schema or a MariaDB database, created when missing)."""
     database = database_for(db)
     conn = database.connect(db, label="outboxkit-bench")
     try:
-        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        conn.execute(floor_ddl(db, schema))  # autocommit connection: no COMMIT needed
+        database.create_namespace(conn, schema)
+        conn.execute(floor_ddl(db, schema))  # DDL: committed on its own on both databases
     finally:
         conn.close()
 
 
-def _floor_writer(db: str, schema: str, ready: Any, duration: float, seed: int, out: Any) -> None:
-    from outboxkit.stores.postgres import PostgresSchema
+def floor_insert_sql(db: str, schema: str | None) -> str:
+    """The INSERT of :func:`floor_row` into the floor table, in the database's own paramstyle."""
+    database = database_for(db)
+    return database.schema().insert_sql(TableRef(FLOOR_TABLE, schema), database.paramstyle)
 
+
+def _floor_writer(db: str, schema: str, ready: Any, duration: float, seed: int, out: Any) -> None:
     database = database_for(db)
     conn = database.connect(db, label="outboxkit-bench")
-    insert = PostgresSchema().insert_sql(TableRef(FLOOR_TABLE, schema), "format")
+    insert = floor_insert_sql(db, schema)
     topic = f"{schema}.orders.created"
     done = 0
     ready.wait()  # every writer imported and connected before the clock starts
@@ -85,7 +90,7 @@ def insert_floor(db: str, schema: str, writers: int, duration: float) -> dict[st
     database = database_for(db)
     conn = database.connect(db, label="outboxkit-bench")
     try:
-        triggers = pg_triggers(conn, schema, FLOOR_TABLE)
+        triggers = triggers_on(conn, schema, FLOOR_TABLE)
     finally:
         conn.close()
     if triggers:

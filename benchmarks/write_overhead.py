@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument(
         "--variants", default=None, help=f"default: {','.join(VARIANTS)} (SQLite: {','.join(SQLITE_VARIANTS)})"
     )
-    parser.add_argument("--reps", type=int, default=1, help="interleaved repetitions; the median tx/s is reported")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions; the median tx/s is reported")
     args = parser.parse_args()
     writer_counts = [int(w) for w in args.writers.split(",")]
     sqlite = args.db.startswith("sqlite:")
