@@ -383,6 +383,7 @@ def summarize_windows(runs: list[dict[str, Any]], windows: Sequence[int], batch_
                 "reps": len(mine),
                 "relay_all": [round(r["relay"]["events_per_s"]) for r in mine],
                 "ceiling_all": [round(r["ceiling"]["events_per_s"]) for r in mine],
+                "loads": [(r.get("load_before"), r.get("load_after")) for r in mine],
             }
         )
     return summary
