@@ -46,7 +46,7 @@ def render(data: dict[str, Any], command: str, *, brief: bool = False) -> str:
         f" {data['elapsed_s']:.1f} s. The machine is shared: 1-minute load average {m['load_1m_start']} at the"
         f" start, {m['load_1m_end']} at the end.",
         "",
-        "What it recommends (each line is computed from the tables below):",
+        f"What it recommends (each line is computed from the {'table' if brief else 'tables'} below):",
         "",
         *(f"- {line}" for line in data["recommendation"]),
         "",
