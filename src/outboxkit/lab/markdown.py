@@ -2,7 +2,9 @@
 
 ``scripts/lab-docs`` runs the lab and puts :func:`render` between the markers :data:`BEGIN` and
 :data:`END`; everything in that block (command line, date, machine, load, tables, recommendation,
-verdicts) comes from the one run, so the page cannot drift from the code or mix runs.
+verdicts) comes from the one run, so the page cannot drift from the code or mix runs. The runs on
+the other databases get their own blocks (:func:`markers` of ``"mariadb"`` or ``"sqlite"``), each
+from its own run: figures from different databases never share a table.
 """
 
 from __future__ import annotations
@@ -15,9 +17,22 @@ from outboxkit.lab.report import COLUMNS, cell
 
 BEGIN = "<!-- lab-run:begin (written by scripts/lab-docs; edits here are overwritten) -->"
 END = "<!-- lab-run:end -->"
+# The block of each database's run; "" is the main (PostgreSQL) run, whose markers predate the others.
+BLOCKS = ("", "mariadb", "sqlite")
 
 
-def render(data: dict[str, Any], command: str) -> str:
+def markers(block: str = "") -> tuple[str, str]:
+    """The begin and end markers of ``block`` (one of :data:`BLOCKS`)."""
+    if block not in BLOCKS:
+        raise ValueError(f"no lab-run block {block!r}; known: {', '.join(b or 'main' for b in BLOCKS)}")
+    if not block:
+        return BEGIN, END
+    return BEGIN.replace("lab-run:", f"lab-run-{block}:"), END.replace("lab-run:", f"lab-run-{block}:")
+
+
+def render(data: dict[str, Any], command: str, *, brief: bool = False) -> str:
+    """The block for one run; ``brief`` leaves out the per-fault table and the verdicts (the other
+    databases' runs, which the main run's explanations already cover)."""
     o, m = data["options"], data["machine"]
     runs: list[dict[str, Any]] = data["strategies"]
     faults: list[str] = o["faults"]
@@ -31,7 +46,7 @@ def render(data: dict[str, Any], command: str) -> str:
         f" {data['elapsed_s']:.1f} s. The machine is shared: 1-minute load average {m['load_1m_start']} at the"
         f" start, {m['load_1m_end']} at the end.",
         "",
-        "What it recommends (each line is computed from the tables below):",
+        f"What it recommends (each line is computed from the {'table' if brief else 'tables'} below):",
         "",
         *(f"- {line}" for line in data["recommendation"]),
         "",
@@ -41,6 +56,8 @@ def render(data: dict[str, Any], command: str) -> str:
         "",
     ]
     out += [f"Skipped: {s['strategy']} ({s['reason']})." for s in data.get("skipped", [])]
+    if brief:
+        return "\n".join(out).rstrip("\n")
     out += [
         "",
         "How long events waited because of each fault (the longest wait among the events it disturbed;"
@@ -61,17 +78,19 @@ def render(data: dict[str, Any], command: str) -> str:
     return "\n".join(out)
 
 
-def replace_block(document: str, block: str) -> str:
-    """``document`` with the text between the markers replaced by ``block``."""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+def replace_block(document: str, block: str, name: str = "") -> str:
+    """``document`` with the text between the markers of block ``name`` replaced by ``block``."""
+    begin, end = markers(name)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(document):
-        raise ValueError("the document has no lab-run markers")
-    return pattern.sub(lambda _m: f"{BEGIN}\n{block}\n{END}", document, count=1)
+        raise ValueError(f"the document has no {begin.split(':')[0].removeprefix('<!-- ')} markers")
+    return pattern.sub(lambda _m: f"{begin}\n{block}\n{end}", document, count=1)
 
 
-def listed(document: str) -> tuple[list[str], list[str]]:
-    """The strategies the generated block lists: its result rows, and its skipped ones."""
-    match = re.search(re.escape(BEGIN) + r"(.*?)" + re.escape(END), document, re.S)
+def listed(document: str, name: str = "") -> tuple[list[str], list[str]]:
+    """The strategies the generated block ``name`` lists: its result rows, and its skipped ones."""
+    begin, end = markers(name)
+    match = re.search(re.escape(begin) + r"(.*?)" + re.escape(end), document, re.S)
     if match is None:
         return [], []
     block = match.group(1)
