@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,17 @@ PG_URL = os.environ.get("OUTBOXKIT_TEST_PG", "postgresql://postgres@127.0.0.1:54
 MARIADB_URL = os.environ.get("OUTBOXKIT_TEST_MARIADB", "mysql://root@127.0.0.1:3306/test")
 NATS_URL = os.environ.get("OUTBOXKIT_TEST_NATS", "nats://127.0.0.1:4222")
 CI = os.environ.get("CI", "").lower() == "true"
+
+if sys.version_info < (3, 11, 8):
+    # CPython before 3.11.8 keeps the AST constructor's recursion count in one structure shared by
+    # every thread (python/cpython#106905, fixed by #113035): two threads building an AST at once
+    # make one of them fail with "SystemError: AST constructor recursion depth mismatch". In 3.11,
+    # formatting a traceback builds an AST (the ^^^ caret anchors), so a relay thread logging an
+    # exception while pytest parses a module or a failure could fail the test that ran beside it.
+    # The anchors are cosmetic: test processes go without them.
+    import traceback
+
+    traceback._extract_caret_anchors_from_line_segment = lambda segment: None  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)
