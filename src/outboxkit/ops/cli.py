@@ -77,9 +77,9 @@ def _slot(db: str | None, table: str | None, schema: str | None, config: str | N
     url = settings.require_db()
     if not url.startswith(("postgresql", "postgres")):
         return None
-    from outboxkit.stores.postgres.wal import slot_info, slot_name
+    from outboxkit.stores.postgres.wal import resolve_slot, slot_info
 
-    info = slot_info(url, slot_name(settings.ref))
+    info = slot_info(url, resolve_slot(url, settings.ref))
     return info if info.exists else None
 
 
