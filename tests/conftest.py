@@ -62,8 +62,42 @@ def require(name: str, host: str, port: int) -> None:
         pytest.skip(message)
 
 
+# Every unique name of this test session (one per xdist worker) starts with it, so the session can
+# tell its own replication slots from those of other runs on the shared server (see below).
+SESSION = "s" + uuid.uuid4().hex[:5]
+
+
 def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+    return f"{prefix}_{SESSION}{uuid.uuid4().hex[:8]}"
+
+
+def _our_slots() -> list[tuple[str, bool]]:
+    """Replication slots on the shared server named after this session's schemas or databases."""
+    if not _reachable("127.0.0.1", 5432):
+        return []
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            b"SELECT slot_name, active_pid IS NULL FROM pg_replication_slots "
+            b"WHERE strpos(slot_name, %s) > 0 OR strpos(database, %s) > 0",
+            ["_" + SESSION, "_" + SESSION],
+        ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A slot left behind keeps the shared server's WAL forever (and a later run of the same name
+    would adopt it): fail the run, and drop the inactive ones. Other runs' slots are not ours."""
+    left = _our_slots()
+    if not left:
+        return
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        for name, inactive in left:
+            if inactive:
+                conn.execute(b"SELECT pg_drop_replication_slot(%s)", [name])
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"replication slots left behind by this run: {sorted(n for n, _ in left)}", red=True)
 
 
 @pytest.fixture

@@ -148,10 +148,12 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_migrate_sql_slot_status_and_drop(pg_url: str, pg_ref: TableRef) -> None:
-    sql = cli("migrate", "--sql", "--dialect", "postgresql", "--capture", "wal")
+    sql = cli("migrate", "--sql", "--db", "postgresql://app@db.example/shop", "--capture", "wal")
     assert sql.returncode == 0, sql.stderr
-    assert 'CREATE PUBLICATION "outboxkit_outbox"' in sql.stdout
-    assert "pg_create_logical_replication_slot('outboxkit_outbox', 'pgoutput')" in sql.stdout
+    assert 'CREATE PUBLICATION "outboxkit_shop_outbox"' in sql.stdout
+    assert "pg_create_logical_replication_slot('outboxkit_shop_outbox', 'pgoutput')" in sql.stdout
+    # The slot's name includes the database: a dialect alone cannot name it.
+    assert cli("migrate", "--sql", "--dialect", "postgresql", "--capture", "wal").returncode == 2
     schema = pg_ref.schema or ""
     made = cli("migrate", "--db", pg_url, "--schema", schema, "--capture", "wal")
     assert made.returncode == 0, made.stderr
