@@ -11,7 +11,7 @@ from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.walddl import legacy_slot_name, slot_name, wal_ddl
 
 names = st.text(st.characters(codec="utf-8", exclude_characters="\0"), min_size=1, max_size=80)
-idents = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,50}", fullmatch=True)
+idents = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,47}", fullmatch=True)
 
 
 @given(names, idents, st.one_of(st.none(), idents))

@@ -176,7 +176,12 @@ class PostgresWalReader:
                 # Only with --slot: the default names include the database and cannot meet.
                 raise ConfigurationError(f"replication slot {self.slot} belongs to another database on this server")
             raise PositionLostError(
-                lost_message(self.slot, self.url, "does not exist (never created, dropped, or not on this server)")
+                lost_message(
+                    self.slot,
+                    self.url,
+                    "does not exist (dropped, lost in a fail-over, or never made: "
+                    "a new outbox runs `outboxkit migrate --capture wal`)",
+                )
             )
         row = mine[0]
         self.slot = row[0]
