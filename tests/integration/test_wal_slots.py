@@ -65,7 +65,7 @@ async def test_a_slot_of_the_old_name_is_adopted(pg_url: str, pg_ref: TableRef, 
     legacy = legacy_slot_name(pg_ref)
     assert legacy is not None
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'CREATE PUBLICATION "{legacy}" FOR TABLE {pg_ref.qualified} WITH (publish = \'insert\')'.encode())
+        conn.execute(f"CREATE PUBLICATION \"{legacy}\" FOR TABLE {pg_ref.qualified} WITH (publish = 'insert')".encode())
         conn.execute(b"SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [legacy])
     try:
         assert migrate_wal(pg_url, pg_ref) == legacy
