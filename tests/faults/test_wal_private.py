@@ -79,6 +79,10 @@ async def test_invalidated_slot_is_one_line_and_resume_from_now_loses_no_row(
     assert gone.returncode == 1, gone.stderr
     lines = [line for line in gone.stderr.splitlines() if "invalidated" in line]
     assert len(lines) == 1 and "--resume-from-now" in lines[0], gone.stderr
+    shown = await asyncio.to_thread(cli, "slot", "status", "--db", db, "--schema", "app")
+    assert "wal_status lost" in shown.stdout and "--resume-from-now" in shown.stdout, shown
+    status = await asyncio.to_thread(cli, "status", "--db", db, "--schema", "app")
+    assert "invalidated: recover with relay --capture wal --resume-from-now" in status.stdout, status
 
     proc = await asyncio.to_thread(
         subprocess.Popen,

@@ -37,3 +37,10 @@ def test_the_ddl_adopts_an_old_slot_of_this_database_only() -> None:
     ddl = "\n".join(wal_ddl(TableRef("outbox", "app"), "shop"))
     assert "slot_name = 'outboxkit_app_outbox' AND database = current_database()" in ddl
     assert "pg_create_logical_replication_slot('outboxkit_shop_app_outbox'" in ddl
+
+
+def test_the_ddl_in_the_docs_is_what_migrate_sql_prints() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).parents[2] / "docs" / "log-tailing.md").read_text()
+    assert "\n\n".join(stmt.rstrip() + ";" for stmt in wal_ddl(TableRef("outbox"), "orders")) in page

@@ -68,6 +68,11 @@ def slot_status(
         typer.echo(
             f"slot {info.name}: confirmed {info.confirmed_lsn}, lag {info.lag_bytes} bytes / {seconds}, "
             f"wal_status {info.wal_status}, {reader}"
+            + (
+                "; invalidated: recover with `outboxkit relay --capture wal --resume-from-now`"
+                if info.wal_status == "lost"
+                else ""
+            )
         )
     if info.exists and info.max_slot_wal_keep_size_mb < 0:
         typer.echo(

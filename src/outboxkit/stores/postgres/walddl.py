@@ -7,7 +7,7 @@ production) with an outbox of the same name get two slots. A name that had to be
 valid (a-z, 0-9, _) or shortened to 63 characters ends in a hash of the original, so two such names
 do not collide either.
 
-Slots made by versions before 0.x were named after the table alone (``outboxkit_<schema>_<table>``):
+Slots made by earlier versions were named after the table alone (``outboxkit_<schema>_<table>``):
 such a slot, when it belongs to this database, is adopted (the DDL below creates nothing new, the
 reader and the CLI use it), so an upgrade needs no step and loses nothing.
 """
