@@ -49,10 +49,10 @@ def migrate_wal(url: str, ref: TableRef, slot: str | None = None) -> str:
     transaction); returns the slot's name (an old-named slot of this database is adopted)."""
     try:
         with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as conn:
-            database = _current_database(conn)
+            database = current_database(conn)
             for stmt in wal_ddl(ref, database, slot):
                 conn.execute(stmt.encode())
-            return _pick(conn, ref, database, slot)[0]
+            return pick_slot(conn, ref, database, slot)[0]
     except psycopg.Error as exc:
         raise translate(url, exc) from None
 
@@ -61,17 +61,17 @@ def resolve_slot(url: str, ref: TableRef, slot: str | None = None) -> str:
     """This outbox's slot name on ``url``: the adopted old name if that slot is here, else the new one."""
     try:
         with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as conn:
-            return _pick(conn, ref, _current_database(conn), slot)[0]
+            return pick_slot(conn, ref, current_database(conn), slot)[0]
     except psycopg.Error as exc:
         raise translate(url, exc) from None
 
 
-def _current_database(conn: psycopg.Connection[Any]) -> str:
+def current_database(conn: psycopg.Connection[Any]) -> str:
     row = conn.execute(b"SELECT current_database()").fetchone()
     return str(row[0]) if row else ""
 
 
-def _pick(
+def pick_slot(
     conn: psycopg.Connection[Any], ref: TableRef, database: str, slot: str | None
 ) -> tuple[str, tuple[Any, ...] | None]:
     """(name, its pg_replication_slots row or None when this database has no slot of the outbox)."""

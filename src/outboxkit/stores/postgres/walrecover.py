@@ -11,7 +11,7 @@ from outboxkit.errors import ConfigurationError
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.connection import libpq_url
 from outboxkit.stores.postgres.store import translate
-from outboxkit.stores.postgres.wal import _current_database, _pick
+from outboxkit.stores.postgres.wal import current_database, pick_slot
 from outboxkit.stores.postgres.walddl import slot_name, wal_ddl
 
 
@@ -29,8 +29,8 @@ def recreate_slot(url: str, ref: TableRef, slot: str | None = None) -> Recreated
     seq. Under the readers' lock: refused while a wal relay of this outbox holds it."""
     try:
         with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as conn:
-            database = _current_database(conn)
-            name, row = _pick(conn, ref, database, slot)
+            database = current_database(conn)
+            name, row = pick_slot(conn, ref, database, slot)
             lock = conn.execute(
                 b"SELECT pg_try_advisory_lock(hashtextextended(%s, 7))", [f"outboxkit-slot:{name}"]
             ).fetchone()
@@ -46,7 +46,7 @@ def recreate_slot(url: str, ref: TableRef, slot: str | None = None) -> Recreated
                     conn.execute(f'DROP PUBLICATION IF EXISTS "{name}"'.encode())
             for stmt in wal_ddl(ref, database, slot):
                 conn.execute(stmt.encode())
-            name, row = _pick(conn, ref, database, slot)
+            name, row = pick_slot(conn, ref, database, slot)
             start = row[2] if row is not None else None
             # Read after the slot exists: a row committed before the slot's start has a seq at most this.
             top = conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {ref.qualified}".encode()).fetchone()
