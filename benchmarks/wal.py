@@ -26,7 +26,7 @@ from benchmarks.common import bench_env
 from outboxkit import Outbox
 from outboxkit.relay.process import build_relay
 from outboxkit.relay.tail import build_tail_relay
-from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, slot_name
+from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, resolve_slot
 from outboxkit.walemit import MessageOutbox
 
 MODES = ("table", "wal", "wal-message")
@@ -43,7 +43,7 @@ async def one(args: argparse.Namespace, mode: str, n: int, per_tx: int) -> dict[
             return await tailing.measure(args, env, mode, outbox, build, n, per_tx)
         finally:
             if mode != "table":
-                await asyncio.to_thread(drop_slot, env.db, env.ref, slot_name(env.ref))
+                await asyncio.to_thread(drop_slot, env.db, env.ref, resolve_slot(env.db, env.ref))
 
 
 def main() -> None:

@@ -74,8 +74,57 @@ def require(name: str, host: str, port: int) -> None:
         pytest.skip(message)
 
 
+# Every unique name of this test session (one per xdist worker) starts with it, so the session can
+# tell its own replication slots from those of other runs on the shared server (see below).
+SESSION = "s" + uuid.uuid4().hex[:5]
+
+
 def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+    return f"{prefix}_{SESSION}{uuid.uuid4().hex[:8]}"
+
+
+def _our_slots() -> list[tuple[str, bool]]:
+    """Replication slots on the shared server named after this session's schemas or databases."""
+    if not _reachable("127.0.0.1", 5432):
+        return []
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            b"SELECT slot_name, active_pid IS NULL FROM pg_replication_slots "
+            b"WHERE strpos(slot_name, %s) > 0 OR strpos(database, %s) > 0",
+            ["_" + SESSION, "_" + SESSION],
+        ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+_LEFT_BY_WORKERS: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """pytest-xdist, in the controller: a worker's session found slots of its own left behind."""
+    _LEFT_BY_WORKERS.extend(getattr(node, "workeroutput", {}).get("leftover_slots", []))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A slot left behind keeps the shared server's WAL forever (and a later run of the same name
+    would adopt it): fail the run, and drop the inactive ones. Other runs' slots are not ours."""
+    left = _our_slots()
+    if left:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            for name, inactive in left:
+                if inactive:
+                    conn.execute(b"SELECT pg_drop_replication_slot(%s)", [name])
+    names = sorted([n for n, _ in left] + _LEFT_BY_WORKERS)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its controller fails the run
+        workeroutput["leftover_slots"] = names
+        return
+    if names:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("")
+            reporter.write_line(f"replication slots left behind by this run: {names}", red=True)
 
 
 @pytest.fixture

@@ -141,10 +141,12 @@ def migrate(
         for stmt in migration_sql(target, settings.ref, notify=not no_notify):
             typer.echo(stmt.rstrip() + ";\n")
         if capture_mode(capture, target) == "wal":
-            from outboxkit.stores.postgres.wal import wal_ddl
+            from outboxkit.stores.postgres.walddl import database_of, wal_ddl
 
+            if not settings.db:
+                raise ConfigurationError("--sql --capture wal needs --db URL: the slot's name includes the database")
             typer.echo("-- logical decoding (outboxkit relay --capture wal); run outside a transaction")
-            for stmt in wal_ddl(settings.ref):
+            for stmt in wal_ddl(settings.ref, database_of(settings.db)):
                 typer.echo(stmt.rstrip() + ";\n")
         elif capture_mode(capture, target) == "binlog":
             from outboxkit.stores.mariadb.binlogpos import binlog_ddl, binlog_sql_note
@@ -158,10 +160,10 @@ def migrate(
     count = run_migrate(settings.require_db(), settings.ref, notify=not no_notify)
     err.print(f"migrated {settings.ref.qualified}: {count} statements, schema is up to date")
     if mode == "wal":
-        from outboxkit.stores.postgres.wal import migrate_wal, slot_name
+        from outboxkit.stores.postgres.wal import migrate_wal
 
-        migrate_wal(settings.require_db(), settings.ref)
-        err.print(f"replication slot and publication {slot_name(settings.ref)} are in place")
+        name = migrate_wal(settings.require_db(), settings.ref)
+        err.print(f"replication slot and publication {name} are in place")
     elif mode == "binlog":
         from outboxkit.stores.mariadb.binlogpos import migrate_binlog
 
@@ -251,8 +253,8 @@ def relay(
         bool,
         typer.Option(
             "--resume-from-now",
-            help="--capture binlog, after its binlog was purged: drain pending rows with the table relay, "
-            "then tail from the server's current position.",
+            help="--capture wal or binlog, after the log the relay needs is gone (slot invalidated, dropped, "
+            "missing; binlog purged): drain pending rows with the table relay, then tail from now.",
         ),
     ] = False,
     until_empty: Annotated[
@@ -340,10 +342,23 @@ def relay(
         )
     metrics = RelayMetrics()
     mode = capture_mode(capture, db_url)
-    if resume_from_now and mode != "binlog":
-        raise ConfigurationError("--resume-from-now is for --capture binlog")
+    if resume_from_now and mode not in ("binlog", "wal"):
+        raise ConfigurationError("--resume-from-now is for --capture wal or --capture binlog")
     build = {"wal": build_tail_relay, "binlog": build_binlog_relay}.get(mode, build_relay)
-    if resume_from_now:
+    if resume_from_now and mode == "wal":
+        from outboxkit.relay.walresume import recreate_then_drain
+
+        asyncio.run(
+            recreate_then_drain(
+                db_url,
+                broker_url,
+                ref=settings.ref,
+                source=settings.source,
+                config=settings.relay,
+                hold_dead_keys=settings.hold_dead_keys,
+            )
+        )
+    elif resume_from_now:
         from outboxkit.relay.binlogresume import drain_then_resume
 
         asyncio.run(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from outboxkit.stores.base import TableRef
-from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, slot_name
+from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, resolve_slot
 from outboxkit.testing.servers import RelayProcess
 from tests.conftest import Stream
 from tests.helpers import emit_many, read_all
@@ -24,7 +24,7 @@ from tests.helpers import emit_many, read_all
 def wal_ref(pg_url: str, pg_ref: TableRef) -> Iterator[TableRef]:
     migrate_wal(pg_url, pg_ref)
     yield pg_ref
-    drop_slot(pg_url, pg_ref, slot_name(pg_ref))
+    drop_slot(pg_url, pg_ref, resolve_slot(pg_url, pg_ref))
 
 
 def _text(path: Path) -> str:

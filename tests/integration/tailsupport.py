@@ -21,7 +21,7 @@ from outboxkit.relay import RelayConfig
 from outboxkit.relay.tail import TailRelay, build_binlog_relay, build_tail_relay
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.pgoutput import parse_lsn
-from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, slot_name
+from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, resolve_slot
 from tests.conftest import unique
 
 
@@ -52,7 +52,7 @@ def tail_wal_ref(tail_pg_db: str) -> Iterator[TableRef]:
     migrate(tail_pg_db, ref)
     migrate_wal(tail_pg_db, ref)
     yield ref
-    drop_slot(tail_pg_db, ref, slot_name(ref))
+    drop_slot(tail_pg_db, ref, resolve_slot(tail_pg_db, ref))
     with psycopg.connect(tail_pg_db, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{ref.schema}" CASCADE'.encode())
 
@@ -117,7 +117,7 @@ def confirmed_lsn(db: str, ref: TableRef) -> int:
     peek while the relay reads the slot makes the relay's next read fail: "slot is active")."""
     with psycopg.connect(db, autocommit=True) as conn:
         row = conn.execute(
-            b"SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", [slot_name(ref)]
+            b"SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", [resolve_slot(db, ref)]
         ).fetchone()
     assert row is not None
     return parse_lsn(row[0])

@@ -17,7 +17,7 @@ from outboxkit.relay import RelayConfig
 from outboxkit.relay.tail import TailRelay, build_tail_relay
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.pgoutput import parse_lsn
-from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, slot_info, slot_name
+from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, resolve_slot, slot_info
 from outboxkit.walemit import MessageOutbox
 from tests.conftest import Stream
 from tests.helpers import pending, read_all
@@ -28,7 +28,7 @@ def wal_ref(pg_url: str, pg_ref: TableRef) -> Iterator[TableRef]:
     """The test's outbox with its publication and slot; the slot is dropped after the test."""
     migrate_wal(pg_url, pg_ref)
     yield pg_ref
-    drop_slot(pg_url, pg_ref, slot_name(pg_ref))
+    drop_slot(pg_url, pg_ref, resolve_slot(pg_url, pg_ref))
 
 
 def tail_relay(db: str, broker: str, ref: TableRef, **config: object) -> TailRelay:
@@ -80,7 +80,7 @@ async def test_commit_order_rollbacks_and_messages(pg_url: str, wal_ref: TableRe
     assert not {m.event_id for m in got} & {*rolled, foreign}
     assert json.loads(got[1].payload) == {"m": 0} and got[1].headers.get("h") == "v" and got[1].key == "k"
     assert pending(pg_url, wal_ref) == 0
-    info = slot_info(pg_url, slot_name(wal_ref))
+    info = slot_info(pg_url, resolve_slot(pg_url, wal_ref))
     # Caught up: nothing of ours waits. Other tests' table-less events (every slot of the database
     # sees every logical message) may have arrived since the relay stopped, so not exactly zero.
     assert info.exists and info.lag_seconds is not None and info.lag_seconds < 10.0
@@ -130,9 +130,9 @@ async def test_heartbeat_idle_outbox_beside_a_busy_table_retains_no_wal(
                 conn.execute(f"INSERT INTO {busy} (pad) SELECT repeat('x', 200) FROM generate_series(1, 500)".encode())
             after = conn.execute(b"SELECT pg_current_wal_lsn()::text").fetchone()
         assert after is not None
-        info = slot_info(pg_url, slot_name(wal_ref))
+        info = slot_info(pg_url, resolve_slot(pg_url, wal_ref))
         for _ in range(300):  # an idle relay moves the slot once a second; a loaded machine is slow
-            info = slot_info(pg_url, slot_name(wal_ref))
+            info = slot_info(pg_url, resolve_slot(pg_url, wal_ref))
             if info.confirmed_lsn is not None and parse_lsn(info.confirmed_lsn) >= parse_lsn(after[0]):
                 break
             await asyncio.sleep(0.05)
@@ -148,29 +148,31 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_migrate_sql_slot_status_and_drop(pg_url: str, pg_ref: TableRef) -> None:
-    sql = cli("migrate", "--sql", "--dialect", "postgresql", "--capture", "wal")
+    sql = cli("migrate", "--sql", "--db", "postgresql://app@db.example/shop", "--capture", "wal")
     assert sql.returncode == 0, sql.stderr
-    assert 'CREATE PUBLICATION "outboxkit_outbox"' in sql.stdout
-    assert "pg_create_logical_replication_slot('outboxkit_outbox', 'pgoutput')" in sql.stdout
+    assert 'CREATE PUBLICATION "outboxkit_shop_outbox"' in sql.stdout
+    assert "pg_create_logical_replication_slot('outboxkit_shop_outbox', 'pgoutput')" in sql.stdout
+    # The slot's name includes the database: a dialect alone cannot name it.
+    assert cli("migrate", "--sql", "--dialect", "postgresql", "--capture", "wal").returncode == 2
     schema = pg_ref.schema or ""
     made = cli("migrate", "--db", pg_url, "--schema", schema, "--capture", "wal")
     assert made.returncode == 0, made.stderr
     try:
         status = cli("slot", "status", "--db", pg_url, "--schema", schema)
         assert status.returncode == 0, status.stderr
-        assert f"slot {slot_name(pg_ref)}: confirmed" in status.stdout and "lag" in status.stdout
+        assert f"slot {resolve_slot(pg_url, pg_ref)}: confirmed" in status.stdout and "lag" in status.stdout
         assert ("max_slot_wal_keep_size is unlimited" in status.stderr) == (
-            slot_info(pg_url, slot_name(pg_ref)).max_slot_wal_keep_size_mb < 0
+            slot_info(pg_url, resolve_slot(pg_url, pg_ref)).max_slot_wal_keep_size_mb < 0
         )
         overall = cli("status", "--db", pg_url, "--schema", schema)
         assert overall.returncode == 0, overall.stderr
-        assert f"log tailing (relay --capture wal): slot {slot_name(pg_ref)} lag" in overall.stdout
+        assert f"log tailing (relay --capture wal): slot {resolve_slot(pg_url, pg_ref)} lag" in overall.stdout
         refused = cli("slot", "drop", "--db", pg_url, "--schema", schema)
         assert refused.returncode == 2 and "--yes" in refused.stderr
     finally:
         dropped = cli("slot", "drop", "--db", pg_url, "--schema", schema, "--yes")
     assert dropped.returncode == 0 and "dropped" in dropped.stdout
-    assert not slot_info(pg_url, slot_name(pg_ref)).exists
+    assert not slot_info(pg_url, resolve_slot(pg_url, pg_ref)).exists
     wrong = cli("relay", "--db", "sqlite:///x.db", "--broker", "nats://127.0.0.1:4222", "--capture", "wal")
     assert wrong.returncode == 2 and "needs PostgreSQL" in wrong.stderr
     missing = cli("relay", "--db", pg_url, "--schema", schema, "--broker", "nats://127.0.0.1:4222", "--capture", "wal")
@@ -188,7 +190,7 @@ async def test_g3_unconfirmed_events_hold_the_slot_until_the_broker_confirms(
     outbox = Outbox(table=wal_ref.table, schema=wal_ref.schema)
     with psycopg.connect(pg_url, autocommit=True) as conn, conn.transaction():
         event_id = outbox.emit(conn, unrouted, {"i": 1}, key="k")
-    before = slot_info(pg_url, slot_name(wal_ref)).confirmed_lsn
+    before = slot_info(pg_url, resolve_slot(pg_url, wal_ref)).confirmed_lsn
     relay = tail_relay(pg_url, nats_stream.url, wal_ref, max_attempts=1000)
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
@@ -197,7 +199,7 @@ async def test_g3_unconfirmed_events_hold_the_slot_until_the_broker_confirms(
             while relay.stats.failed_attempts < 2:
                 await asyncio.sleep(0.05)
         assert relay.stats.published == 0
-        assert slot_info(pg_url, slot_name(wal_ref)).confirmed_lsn == before
+        assert slot_info(pg_url, resolve_slot(pg_url, wal_ref)).confirmed_lsn == before
         assert pending(pg_url, wal_ref) == 1
         nc = await connect(nats_stream.url)
         try:
@@ -213,7 +215,7 @@ async def test_g3_unconfirmed_events_hold_the_slot_until_the_broker_confirms(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
-    after = slot_info(pg_url, slot_name(wal_ref)).confirmed_lsn
+    after = slot_info(pg_url, resolve_slot(pg_url, wal_ref)).confirmed_lsn
     assert after is not None and before is not None and parse_lsn(after) > parse_lsn(before)
     assert pending(pg_url, wal_ref) == 0
 

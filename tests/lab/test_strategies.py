@@ -141,7 +141,7 @@ async def test_log_tailing_strategies_lose_nothing_and_invent_nothing(lab_pg: st
     assert run.verdict.tally.phantom == 0
     assert run.verdict.tally.order_violations == 0
     with psycopg.connect(lab_pg) as conn:
-        left = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'outboxkit_lab_%'")
+        left = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'outboxkit_%lab_%'")
         assert left.fetchone() == (0,)
 
 

@@ -127,6 +127,7 @@ def test_clean_install_without_extras_runs_the_cli(clean_venv: Path, tmp_path: P
         ["--dialect", "mariadb"],
         ["--db", "mysql://app@db.example/app", "--inbox"],
         ["--dialect", "postgresql", "--event-store"],
+        ["--db", "postgresql://app@db.example/app", "--capture", "wal"],
     ],
 )
 def test_migrate_sql_prints_the_ddl_without_a_database_driver(clean_venv: Path, args: list[str]) -> None:

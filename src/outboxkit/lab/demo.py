@@ -103,10 +103,10 @@ async def _demo(options: DemoOptions, console: Console) -> DemoResult:
             stack.callback(workload.drop)
         migrate(db, workload.ref)
         if options.capture in ("wal", "wal-message"):
-            from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, slot_name
+            from outboxkit.stores.postgres.wal import drop_slot, migrate_wal
 
-            migrate_wal(db, workload.ref)
-            stack.callback(drop_slot, db, workload.ref, slot_name(workload.ref))
+            name = migrate_wal(db, workload.ref)
+            stack.callback(drop_slot, db, workload.ref, name)
             if options.capture == "wal-message":
                 from outboxkit.walemit import MessageOutbox
 

@@ -393,9 +393,9 @@ class Wal(_Outbox):
 
     def cleanup(self, env: Env) -> None:
         """Drop the slot: a slot left behind keeps the server's WAL forever (H4)."""
-        from outboxkit.stores.postgres.wal import drop_slot, slot_name
+        from outboxkit.stores.postgres.wal import drop_slot, resolve_slot
 
-        drop_slot(env.db, env.ref, slot_name(env.ref))
+        drop_slot(env.db, env.ref, resolve_slot(env.db, env.ref))
 
 
 class WalMessage(Wal):
@@ -414,9 +414,9 @@ class WalMessage(Wal):
 
         from outboxkit.core.walmessage import prefix_for
         from outboxkit.stores.postgres.pgoutput import Message, decode
-        from outboxkit.stores.postgres.wal import slot_name
+        from outboxkit.stores.postgres.wal import resolve_slot
 
-        name, prefix = slot_name(env.ref), prefix_for(env.ref.table, env.ref.schema)
+        name, prefix = resolve_slot(env.db, env.ref), prefix_for(env.ref.table, env.ref.schema)
         sql = (
             "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL, 'proto_version', '1',"
             " 'publication_names', %s, 'messages', 'true') WHERE substr(data, 1, 1) = 'M'::bytea"

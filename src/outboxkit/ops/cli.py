@@ -77,9 +77,9 @@ def _slot(db: str | None, table: str | None, schema: str | None, config: str | N
     url = settings.require_db()
     if not url.startswith(("postgresql", "postgres")):
         return None
-    from outboxkit.stores.postgres.wal import slot_info, slot_name
+    from outboxkit.stores.postgres.wal import resolve_slot, slot_info
 
-    info = slot_info(url, slot_name(settings.ref))
+    info = slot_info(url, resolve_slot(url, settings.ref))
     return info if info.exists else None
 
 
@@ -190,9 +190,10 @@ def status(
         seconds = "-" if slot.lag_seconds is None else f"{slot.lag_seconds:.1f}s"
         reader = f"read by pid {slot.active_pid}" if slot.active_pid else "no reader attached right now"
         out.print(
-            f"log tailing (relay --capture wal): slot {slot.name} lag {slot.lag_bytes:,} bytes / {seconds}, "
+            f"log tailing (relay --capture wal): slot {slot.name} lag {slot.lag_bytes or 0:,} bytes / {seconds}, "
             f"wal_status {slot.wal_status}, {reader}"
             + ("; max_slot_wal_keep_size is unlimited (H4)" if slot.max_slot_wal_keep_size_mb < 0 else "")
+            + ("; invalidated: recover with relay --capture wal --resume-from-now" if slot.wal_status == "lost" else "")
         )
     if binlog is not None:
         lag = (

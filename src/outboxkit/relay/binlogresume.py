@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from outboxkit.core.logfmt import LIFE_LOGGER
 from outboxkit.relay.loop import RelayConfig
@@ -41,7 +42,6 @@ async def drain_then_resume(
 ) -> int:
     """Steps 1-3 above; returns how many rows the drain found pending. Raises ``TimeoutError``
     when the drain takes longer than ``timeout`` (the position is then left as it was)."""
-    from outboxkit.relay.process import build_relay
     from outboxkit.stores.mariadb.binlogpos import pending_up_to, server_position, store_resume_position
 
     position, upto = await asyncio.to_thread(server_position, db, ref)
@@ -54,20 +54,48 @@ async def drain_then_resume(
         upto,
     )
     if pending:
-        relay = build_relay(
-            db, broker, ref=ref, source=source, config=config, hold_dead_keys=hold_dead_keys, observer=observer
+        await drain_up_to(
+            db,
+            broker,
+            lambda: pending_up_to(db, ref, upto),
+            ref=ref,
+            source=source,
+            config=config,
+            hold_dead_keys=hold_dead_keys,
+            observer=observer,
+            timeout=timeout,
         )
-        stop = asyncio.Event()
-        task = asyncio.create_task(relay.run(stop))
-        try:
-            async with asyncio.timeout(timeout):
-                while await asyncio.to_thread(pending_up_to, db, ref, upto):
-                    if task.done():
-                        task.result()
-                    await asyncio.sleep(0.2)
-        finally:
-            stop.set()
-            await task
     await asyncio.to_thread(store_resume_position, db, ref, position)
     life_log.info("resume from now: drained; tailing the binlog from %s:%s", position.log_file, position.log_pos)
     return pending
+
+
+async def drain_up_to(
+    db: str,
+    broker: str,
+    pending: Callable[[], int],
+    *,
+    ref: TableRef,
+    source: str = "/outboxkit",
+    config: RelayConfig | None = None,
+    hold_dead_keys: bool = True,
+    observer: RelayObserver | None = None,
+    timeout: float | None = None,
+) -> None:
+    """Run the table relay until ``pending()`` (rows up to the recovery's seq) is 0 (step 2)."""
+    from outboxkit.relay.process import build_relay
+
+    relay = build_relay(
+        db, broker, ref=ref, source=source, config=config, hold_dead_keys=hold_dead_keys, observer=observer
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(timeout):
+            while await asyncio.to_thread(pending):
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await task

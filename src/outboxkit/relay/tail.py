@@ -358,7 +358,7 @@ def build_tail_relay(
 ) -> TailRelay:
     """A relay reading the outbox's replication slot (``outboxkit migrate --capture wal`` made it)."""
     from outboxkit.brokers.registry import publisher_for
-    from outboxkit.stores.postgres.wal import PostgresWalReader, slot_name
+    from outboxkit.stores.postgres.wal import PostgresWalReader
     from outboxkit.stores.postgres.walevents import Decoder
     from outboxkit.stores.registry import store_for
 
@@ -368,9 +368,8 @@ def build_tail_relay(
         raise ConfigurationError("--capture wal needs a postgresql:// database (binlog tailing is for MariaDB)")
     # Build once now so a bad URL fails here, at start-up, not inside the retry loop.
     publisher_for(broker, source=source, max_in_flight=config.window)
-    name = slot or slot_name(ref)
     return TailRelay(
-        lambda: PostgresWalReader(db, ref, slot=name, takeover=config.lease_ttl),
+        lambda: PostgresWalReader(db, ref, slot=slot, takeover=config.lease_ttl),
         lambda: publisher_for(broker, source=source, max_in_flight=config.window),
         lambda: Decoder(ref),
         config,

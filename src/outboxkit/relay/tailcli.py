@@ -54,10 +54,10 @@ def slot_status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of text.")] = False,
 ) -> None:
     """Lag in bytes and seconds, the WAL the slot retains, who reads it; warns when retention is unlimited."""
-    from outboxkit.stores.postgres.wal import slot_info, slot_name
+    from outboxkit.stores.postgres.wal import resolve_slot, slot_info
 
     url, ref = _ref_and_db(db, table, schema, config)
-    info = slot_info(url, slot_name(ref))
+    info = slot_info(url, resolve_slot(url, ref))
     if as_json:
         typer.echo(json.dumps(info.__dict__))
     elif not info.exists:
@@ -68,6 +68,11 @@ def slot_status(
         typer.echo(
             f"slot {info.name}: confirmed {info.confirmed_lsn}, lag {info.lag_bytes} bytes / {seconds}, "
             f"wal_status {info.wal_status}, {reader}"
+            + (
+                "; invalidated: recover with `outboxkit relay --capture wal --resume-from-now`"
+                if info.wal_status == "lost"
+                else ""
+            )
         )
     if info.exists and info.max_slot_wal_keep_size_mb < 0:
         typer.echo(
@@ -89,7 +94,7 @@ def slot_drop(
     ] = False,
 ) -> None:
     """Drop the slot and its publication (stop the wal relays first; the table relay takes over)."""
-    from outboxkit.stores.postgres.wal import drop_slot, slot_name
+    from outboxkit.stores.postgres.wal import drop_slot, resolve_slot
 
     url, ref = _ref_and_db(db, table, schema, config)
     if not yes:
@@ -97,6 +102,6 @@ def slot_drop(
             "slot drop releases the WAL the slot holds: events not relayed yet stay only in "
             "the outbox table (if any); pass --yes"
         )
-    name = slot_name(ref)
+    name = resolve_slot(url, ref)
     dropped = drop_slot(url, ref, name)
     typer.echo(f"slot {name}: {'dropped' if dropped else 'did not exist'}")

@@ -34,48 +34,63 @@ import psycopg
 
 from outboxkit.core.storable import storable
 from outboxkit.core.urls import redact_url
-from outboxkit.errors import ConfigurationError, SchemaError
+from outboxkit.errors import ConfigurationError, PositionLostError
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.connection import libpq_url
 from outboxkit.stores.postgres.pgoutput import Begin, decode, format_lsn, parse_lsn
 from outboxkit.stores.postgres.store import translate
+from outboxkit.stores.postgres.walddl import SLOTS_OF, candidates, legacy_slot_name, slot_name, wal_ddl
 
-PLUGIN = "pgoutput"
-
-
-def slot_name(ref: TableRef) -> str:
-    """The slot and publication name of an outbox: ``outboxkit_<schema>_<table>`` (lowercase)."""
-    name = "outboxkit_" + (f"{ref.schema}_" if ref.schema else "") + ref.table
-    name = name.lower()
-    if len(name) > 63 or not name.replace("_", "").isalnum() or not name.isascii():
-        raise ConfigurationError(f"slot name {name!r} is not a valid replication slot name (a-z, 0-9, _, 63 at most)")
-    return name
+__all__ = ["legacy_slot_name", "migrate_wal", "resolve_slot", "slot_name", "wal_ddl"]
 
 
-def wal_ddl(ref: TableRef, slot: str | None = None) -> list[str]:
-    """The publication, then the slot (the slot must not be created in a transaction that wrote,
-    so these run one by one, after the outbox schema). Idempotent."""
-    name = slot or slot_name(ref)
-    return [
-        # Inserts only: the relay's own marks (UPDATE delivered_at) and retention (DELETE) stay out.
-        f"""DO $$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '{name}') THEN
-        CREATE PUBLICATION "{name}" FOR TABLE {ref.qualified} WITH (publish = 'insert');
-    END IF;
-END $$""",
-        f"SELECT pg_create_logical_replication_slot('{name}', '{PLUGIN}') "
-        f"WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{name}')",
-    ]
-
-
-def migrate_wal(url: str, ref: TableRef, slot: str | None = None) -> None:
-    """Create the publication and the slot (autocommit: a slot cannot be made in a writing transaction)."""
+def migrate_wal(url: str, ref: TableRef, slot: str | None = None) -> str:
+    """Create the publication and the slot (autocommit: a slot cannot be made in a writing
+    transaction); returns the slot's name (an old-named slot of this database is adopted)."""
     try:
         with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as conn:
-            for stmt in wal_ddl(ref, slot):
+            database = current_database(conn)
+            for stmt in wal_ddl(ref, database, slot):
                 conn.execute(stmt.encode())
+            return pick_slot(conn, ref, database, slot)[0]
     except psycopg.Error as exc:
         raise translate(url, exc) from None
+
+
+def resolve_slot(url: str, ref: TableRef, slot: str | None = None) -> str:
+    """This outbox's slot name on ``url``: the adopted old name if that slot is here, else the new one."""
+    try:
+        with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as conn:
+            return pick_slot(conn, ref, current_database(conn), slot)[0]
+    except psycopg.Error as exc:
+        raise translate(url, exc) from None
+
+
+def current_database(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute(b"SELECT current_database()").fetchone()
+    return str(row[0]) if row else ""
+
+
+def pick_slot(
+    conn: psycopg.Connection[Any], ref: TableRef, database: str, slot: str | None
+) -> tuple[str, tuple[Any, ...] | None]:
+    """(name, its pg_replication_slots row or None when this database has no slot of the outbox)."""
+    names = candidates(ref, database, slot)
+    rows = {r[0]: r for r in conn.execute(SLOTS_OF.encode(), [names]).fetchall()}
+    for name in names:
+        row = rows.get(name)
+        if row is not None and row[1]:
+            return name, row
+    return names[-1], None
+
+
+def lost_message(slot: str, url: str, why: str) -> str:
+    """The one line a relay stops with when its slot cannot be read any more."""
+    return (
+        f"replication slot {slot} on {redact_url(url)} {why}: the log since its position is gone; recover with "
+        "`outboxkit relay --capture wal --resume-from-now` (drains pending rows through the table relay, "
+        "recreates the slot, tails from now; docs/log-tailing.md)"
+    )
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,9 @@ _PEEK = (
 _ADVANCE = "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)"
 _CONFIRMED = "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s"
 _LAG = "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = %s"
+# undefined_object (the slot was dropped) and object_not_in_prerequisite_state (it was invalidated).
+_SLOT_GONE_CODES = frozenset({"42704", "55000"})
+_WAL_STATUS = b"SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s"
 _SLOT_INFO = """SELECT s.active_pid, s.confirmed_flush_lsn::text,
        (pg_current_wal_lsn() - s.confirmed_flush_lsn)::bigint, s.wal_status, s.safe_wal_size,
        current_setting('max_slot_wal_keep_size')
@@ -114,7 +132,8 @@ class PostgresWalReader:
     def __init__(self, url: str, ref: TableRef, *, slot: str | None = None, takeover: float = 6.0) -> None:
         self.url = url
         self.ref = ref
-        self.slot = slot or slot_name(ref)
+        self._explicit = slot
+        self.slot = slot or ""  # resolved at connect(): the new name, or an adopted old one
         self.takeover = takeover
         self.confirmed = 0  # the slot's confirmed position as this reader last saw or set it
         self.last_ok = 0.0  # monotonic time of the last round trip that proved the session alive
@@ -143,15 +162,32 @@ class PostgresWalReader:
             # A paused relay's session ends after the takeover time, releasing its lock (see above).
             ms = max(1000, int(self.takeover * 1000))
             await self._conn.execute(f"SET idle_session_timeout = {ms}".encode())
-            row = await (await self._conn.execute(_CONFIRMED, [self.slot])).fetchone()
+            cur = await self._conn.execute(b"SELECT current_database()")
+            database = str((await cur.fetchone() or ("",))[0])
+            names = candidates(self.ref, database, self._explicit)
+            rows = await (await self._conn.execute(SLOTS_OF.encode(), [names])).fetchall()
         except psycopg.Error as exc:
             raise translate(self.url, exc) from None
-        if row is None:
-            raise SchemaError(
-                f"replication slot {self.slot} does not exist on {redact_url(self.url)}: "
-                "run `outboxkit migrate --capture wal`"
+        found = {r[0]: r for r in rows}
+        mine = [found[n] for n in names if n in found and found[n][1]]
+        if not mine:
+            self.slot = names[-1]
+            if self.slot in found:
+                # Only with --slot: the default names include the database and cannot meet.
+                raise ConfigurationError(f"replication slot {self.slot} belongs to another database on this server")
+            raise PositionLostError(
+                lost_message(
+                    self.slot,
+                    self.url,
+                    "does not exist (dropped, lost in a fail-over, or never made: "
+                    "a new outbox runs `outboxkit migrate --capture wal`)",
+                )
             )
-        self.confirmed = parse_lsn(row[0])
+        row = mine[0]
+        self.slot = row[0]
+        if row[3] == "lost":
+            raise PositionLostError(lost_message(self.slot, self.url, "was invalidated (max_slot_wal_keep_size)"))
+        self.confirmed = parse_lsn(row[2])
         self.last_ok = time.monotonic()
 
     async def close(self) -> None:
@@ -174,9 +210,28 @@ class PostgresWalReader:
             cur = await self._conn.execute(sql.encode(), params)
             rows = await cur.fetchall() if cur.description else []
         except psycopg.Error as exc:
+            if exc.sqlstate in _SLOT_GONE_CODES:
+                await self._raise_if_slot_gone()
             raise translate(self.url, exc) from None
         self.last_ok = started  # the server was alive when this query began
         return rows
+
+    async def _raise_if_slot_gone(self) -> None:
+        """After an error a missing or invalidated slot gives: stop for good if that is the cause
+        (retrying cannot bring the log back), else let the error be classed as usual."""
+        if self._conn is None:
+            return
+        try:
+            cur = await self._conn.execute(
+                b"SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", [self.slot]
+            )
+            row = await cur.fetchone()
+        except psycopg.Error:
+            return  # the connection is down: an outage, classed by the caller
+        if row is None:
+            raise PositionLostError(lost_message(self.slot, self.url, "was dropped"))
+        if row[0] == "lost":
+            raise PositionLostError(lost_message(self.slot, self.url, "was invalidated (max_slot_wal_keep_size)"))
 
     async def try_lock(self) -> bool:
         lock = f"outboxkit-slot:{self.slot}"
@@ -184,6 +239,8 @@ class PostgresWalReader:
         if rows[0][0]:
             # Re-read under the lock: the previous holder may have advanced since connect().
             confirmed = await self._query(_CONFIRMED, [self.slot])
+            if not confirmed or confirmed[0][0] is None:
+                await self._raise_if_slot_gone()
             self.confirmed = parse_lsn(confirmed[0][0])
         return bool(rows[0][0])
 
