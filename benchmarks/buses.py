@@ -39,6 +39,7 @@ from benchmarks.common import (
     Env,
     bench_env,
     drop_schema,
+    load1,
     median,
     migrate_outbox,
     new_tag,
@@ -224,7 +225,9 @@ async def measure_once(bus: Bus, args: argparse.Namespace) -> dict[str, Any]:
 async def measure_bus(bus: Bus, args: argparse.Namespace) -> dict[str, Any]:
     reps = []
     for rep in range(1, args.reps + 1):
+        load_before = load1()
         r = await measure_once(bus, args)
+        r["load_before"], r["load_after"] = load_before, load1()
         reps.append(r)
         print(
             f"    {bus.name} rep {rep}: relay {r['relay']['events_per_s']:,.0f}/s  "
@@ -287,7 +290,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_bus_args(parser)
     parser.add_argument("--keys", type=int, default=1_000)
-    parser.add_argument("--reps", type=int, default=1, help="repetitions per bus; medians are reported")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per bus; medians are reported")
     args = parser.parse_args()
     t0 = time.perf_counter()
     result = asyncio.run(main_async(args))

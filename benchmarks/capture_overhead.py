@@ -4,11 +4,15 @@ Each writer is a process of its own (no GIL between them) running, for ``--durat
 business transaction after another on its own connection:
 
 * ``none``: ``BEGIN; INSERT INTO orders ...; COMMIT`` (the ceiling: no event at all);
+* ``floor``: the same plus a plain INSERT of the outbox row's width into a table with no trigger and
+  no index but its primary key (``benchmarks.floors``): the physical floor of writing an event in the
+  transaction, measured in the same run; ``emit`` and ``trigger`` are also reported against it;
 * ``emit``: the same plus ``emit()`` of a ~200-byte JSON event in the transaction;
 * ``trigger``: the same INSERT on a table captured by ``outboxkit capture add`` (the database builds
   the event: the row as JSON, a UUIDv7, the key) and no application change.
 
-Reports transactions/s per mode and writer count, and each mode's cost against ``none``. The relay
+Reports transactions/s per mode and writer count (medians of ``--reps``, default 3, each rep listed
+with its load before and after), each mode's cost against ``none`` and its ratio to ``floor``. The relay
 does not run (this measures the write side only). Every mode gets a fresh schema (PostgreSQL) or
 database (MariaDB) with the outbox and the orders table.
 
@@ -23,14 +27,25 @@ import multiprocessing
 import time
 from typing import Any
 
-from benchmarks.common import add_common_args, drop_schema, new_tag, payload, table, write_results
+from benchmarks.common import (
+    add_common_args,
+    drop_schema,
+    load1,
+    load_note,
+    new_tag,
+    payload,
+    reps_summary,
+    table,
+    write_results,
+)
+from benchmarks.floors import FLOOR_TABLE, create_floor_table, floor_insert_sql, floor_row, triggers_on
 from outboxkit import Outbox, migrate
 from outboxkit.capture import CaptureSpec, add_capture
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.database import placeholders
 from outboxkit.stores.registry import database_for
 
-MODES = ("none", "emit", "trigger")
+MODES = ("none", "floor", "emit", "trigger")
 
 
 def _writer(db: str, schema: str, mode: str, start_at: float, duration: float, seed: int, out: Any) -> None:
@@ -39,6 +54,7 @@ def _writer(db: str, schema: str, mode: str, start_at: float, duration: float, s
     orders = TableRef("orders", schema).quoted(database.quote)
     insert = placeholders(database, f"INSERT INTO {orders} (id, customer, status, amount) VALUES (?, ?, ?, ?)")
     outbox = Outbox(schema=schema)
+    floor_insert = floor_insert_sql(db, schema)
     done, i = 0, 0
     while time.time() < start_at:
         time.sleep(0.001)
@@ -48,7 +64,9 @@ def _writer(db: str, schema: str, mode: str, start_at: float, duration: float, s
         order_id = seed * 100_000_000 + i
         conn.execute(database.begin_sql)
         conn.execute(insert, (order_id, f"customer-{order_id % 1000}", "created", 1000 + order_id % 9000))
-        if mode == "emit":
+        if mode == "floor":
+            conn.execute(floor_insert, floor_row(schema, f"{schema}.orders.created", order_id))
+        elif mode == "emit":
             outbox.emit(conn, f"{schema}.orders.created", payload(order_id), key=f"customer-{order_id % 1000}")
         conn.execute("COMMIT")
         done += 1
@@ -70,6 +88,14 @@ def run(db: str, mode: str, writers: int, duration: float) -> dict[str, Any]:
             )
         finally:
             conn.close()
+        if mode == "floor":
+            create_floor_table(db, schema)
+            conn = database.connect(db, label="outboxkit-bench")
+            try:
+                if triggers_on(conn, schema, FLOOR_TABLE):  # a floor with a trigger is not the floor
+                    raise RuntimeError(f"{schema}.{FLOOR_TABLE} has a trigger")
+            finally:
+                conn.close()
         if mode == "trigger":
             add_capture(db, CaptureSpec(TableRef("orders", schema), f"{schema}.orders.changed", key="customer"), ref)
         ctx = multiprocessing.get_context("spawn")
@@ -93,28 +119,42 @@ def main() -> None:
     add_common_args(parser)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of writing per run")
     parser.add_argument("--writers", default="1,8", help="comma-separated writer counts")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: none, emit, trigger")
-    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: none, floor, emit, trigger")
+    parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     results = []
     for writers in [int(w) for w in args.writers.split(",")]:
         for rep in range(args.reps):
             for mode in args.modes.split(","):
+                load_before = load1()
                 r = run(args.db, mode, writers, args.duration)
-                r["rep"] = rep + 1
+                r.update(rep=rep + 1, load_before=load_before, load_after=load1())
                 results.append(r)
-                print(f"  {writers} writer(s), {mode:>7}: {r['tx_per_s']:>8,.0f} tx/s", flush=True)
+                print(
+                    f"  rep {rep + 1}: {writers} writer(s), {mode:>7}: {r['tx_per_s']:>8,.0f} tx/s ({load_note(r)})",
+                    flush=True,
+                )
     rows = []
+    summary = []
     for writers in sorted({r["writers"] for r in results}):
-        base = [r["tx_per_s"] for r in results if r["writers"] == writers and r["mode"] == "none"]
+
+        def rate_of(mode: str, writers: int = writers) -> dict[str, Any]:
+            mine = [r for r in results if r["writers"] == writers and r["mode"] == mode]
+            return reps_summary([r["tx_per_s"] for r in mine], mine)
+
+        base, floor = rate_of("none"), rate_of("floor")
         for mode in args.modes.split(","):
-            mine = sorted(r["tx_per_s"] for r in results if r["writers"] == writers and r["mode"] == mode)
-            rate = mine[len(mine) // 2]
-            ceiling = sorted(base)[len(base) // 2] if base else float("nan")
-            rows.append([writers, mode, rate, f"{(1 - rate / ceiling) * 100:+.0f}%" if base else "-"])
+            mine = rate_of(mode)
+            rate = mine["median"]
+            cost = f"{(1 - rate / base['median']) * 100:+.0f}%" if base["reps"] else "-"
+            to_floor = f"{rate / floor['median']:.2f}" if floor["reps"] else "-"
+            each = " / ".join(f"{v:,.0f}" for v in mine["each"])
+            rows.append([writers, mode, rate, cost, to_floor, each])
+            summary.append({"writers": writers, "mode": mode, **mine})
     print()
-    print(table(["writers", "mode", "tx/s", "cost vs none"], rows))
-    path = write_results("capture_overhead", {"params": vars(args), "results": results}, disabled=args.no_json)
+    print(table(["writers", "mode", "tx/s (median)", "cost vs none", "x floor", "each rep"], rows))
+    data = {"params": vars(args), "results": results, "summary": summary}
+    path = write_results("capture_overhead", data, disabled=args.no_json)
     if path:
         print(f"results: {path}")
 

@@ -33,6 +33,10 @@ PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/te
 MARIADB_URL = os.environ.get("BENCH_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
 NATS_URL = os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: On 2 cores a 1-minute load above this means something else shared the cores: not quotable.
+QUIET_LOAD = 1.5
+#: The load when the benchmark process started (write_results records it next to the load at the end).
+LOAD_AT_START = os.getloadavg()
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -243,13 +247,56 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def load1() -> float:
+    """The 1-minute load average."""
+    return round(os.getloadavg()[0], 2)
+
+
+@contextlib.contextmanager
+def rep_load(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Record the 1-minute load before and after one repetition into ``record``: a figure taken
+    while other work shared the cores is marked by it, in the printout and in the JSON."""
+    record["load_before"] = load1()
+    try:
+        yield record
+    finally:
+        record["load_after"] = load1()
+
+
+def load_note(record: dict[str, Any]) -> str:
+    """``load 0.4->0.6`` (with ``NOT QUIET`` past :data:`QUIET_LOAD`) for a record of :func:`rep_load`."""
+    before, after = record["load_before"], record["load_after"]
+    noisy = " NOT QUIET" if max(before, after) >= QUIET_LOAD else ""
+    return f"load {before:.1f}->{after:.1f}{noisy}"
+
+
+def reps_summary(values: Sequence[float], loads: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The median of the repetitions with every repetition listed (and its load, when given): a
+    median of fewer than 3 is flagged, so a single run cannot pass for a figure."""
+    return {
+        "median": median(values),
+        "reps": len(values),
+        "each": list(values),
+        "loads": [(r["load_before"], r["load_after"]) for r in loads],
+        "enough_reps": len(values) >= 3,
+    }
+
+
 def write_results(name: str, data: dict[str, Any], *, disabled: bool = False) -> Path | None:
     if disabled:
         return None
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     path = RESULTS_DIR / f"{name}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
-    doc = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "machine": machine(), **data}
+    end = os.getloadavg()
+    load = {
+        "at_start": LOAD_AT_START,
+        "at_end": end,
+        "quiet": max(LOAD_AT_START[0], end[0]) < QUIET_LOAD,
+    }
+    doc = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "load": load, "machine": machine(), **data}
+    if not load["quiet"]:
+        print(f"load {LOAD_AT_START[0]:.1f} at start, {end[0]:.1f} at end: not a quiet machine, do not quote")
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return path
 
@@ -336,6 +383,7 @@ def summarize_windows(runs: list[dict[str, Any]], windows: Sequence[int], batch_
                 "reps": len(mine),
                 "relay_all": [round(r["relay"]["events_per_s"]) for r in mine],
                 "ceiling_all": [round(r["ceiling"]["events_per_s"]) for r in mine],
+                "loads": [(r.get("load_before"), r.get("load_after")) for r in mine],
             }
         )
     return summary

@@ -2,10 +2,13 @@
 run, projection throughput, and the load time of a 10,000-event aggregate with and without a
 snapshot.
 
-* ``raw``: each writer process runs ``BEGIN; INSERT <an outbox row>; COMMIT`` into a plain outbox
-  table (no stream columns, no head row): the floor an append cannot beat;
-* ``append``: each writer appends one event per transaction with an exact expected version to its
-  own 50 streams (``EventStore.append``: head UPDATE, then the event INSERT);
+* ``floor``: each writer process runs ``BEGIN; INSERT <a row of the outbox's width>; COMMIT`` into a
+  table with the outbox's columns and primary key, no other index and NO trigger
+  (``benchmarks.floors.insert_floor``): the physical floor an append cannot beat. Measured at 1 and
+  at ``--writers`` writers in every repetition, interleaved with the appends. (Before issue 19 this
+  mode called ``emit()`` into an outbox carrying the NOTIFY trigger, which caps commits: not a floor);
+* ``append``: at 1 and at ``--writers`` writers, each writer appends one event per transaction with
+  an exact expected version to its own 50 streams (``EventStore.append``: head UPDATE, then the event INSERT);
 * projection: a ``ProjectionRunner`` catching up over every appended event with a handler that
   upserts a per-stream counter (one statement per event) in batches of 500, checkpoint included;
 * aggregate: ``Repository.load`` of one stream of 10,000 events, without a snapshot and with one
@@ -17,9 +20,10 @@ package on the same PostgreSQL, interleaved with ours (benchmarks/eventsourcing_
 follower (a ``ProcessApplication`` with an empty policy) catches up over as many events as our
 projection did.
 
-The relay does not run (the write side and the readers are measured). A fresh schema per run.
+The relay does not run (the write side and the readers are measured). A fresh schema per run. Every
+repetition records the 1-minute load before and after; medians of ``--reps`` (default 3), each rep listed.
 
-    .venv/bin/python -m benchmarks.eventstore
+    ../shared/quiet -- .venv/bin/python -m benchmarks.eventstore --reps 3
     python3 -m venv /tmp/esb && /tmp/esb/bin/pip install 'eventsourcing[postgres]'
     .venv/bin/python -m benchmarks.eventstore --eventsourcing-python /tmp/esb/bin/python
 """
@@ -36,8 +40,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import add_common_args, drop_schema, new_tag, payload, table, write_results
-from outboxkit import Outbox, migrate
+from benchmarks.common import (
+    add_common_args,
+    drop_schema,
+    load_note,
+    new_tag,
+    payload,
+    rep_load,
+    reps_summary,
+    table,
+    write_results,
+)
+from benchmarks.floors import create_floor_table, insert_floor
 from outboxkit.eventstore import (
     Aggregate,
     EventStore,
@@ -51,11 +65,10 @@ from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import database_for
 
 
-def _writer(db: str, schema: str, mode: str, ready: Any, duration: float, seed: int, out: Any, tag: str) -> None:
+def _writer(db: str, schema: str, ready: Any, duration: float, seed: int, out: Any, tag: str) -> None:
     database = database_for(db)
     conn = database.connect(db, label="outboxkit-bench")
     store = EventStore(schema=schema)
-    outbox = Outbox(schema=schema, table="raw")
     versions = {f"{tag}-w{seed}-s{s}": 0 for s in range(50)}
     streams = list(versions)
     done = 0
@@ -63,30 +76,57 @@ def _writer(db: str, schema: str, mode: str, ready: Any, duration: float, seed: 
     stop_at = time.time() + duration
     while time.time() < stop_at:
         conn.execute(database.begin_sql)
-        if mode == "raw":
-            outbox.emit(conn, "bench.orders", payload(done), key=streams[done % 50])
-        else:
-            stream = streams[done % 50]
-            versions[stream] = store.append(
-                conn, stream, NewEvent("OrderPlaced", payload(done)), expected=versions[stream]
-            ).version
+        stream = streams[done % 50]
+        versions[stream] = store.append(
+            conn, stream, NewEvent("OrderPlaced", payload(done)), expected=versions[stream]
+        ).version
         conn.execute("COMMIT")
         done += 1
     conn.close()
     out.put(done)
 
 
-def writers_run(db: str, schema: str, mode: str, writers: int, duration: float, tag: str) -> float:
+def appends_run(db: str, schema: str, writers: int, duration: float, tag: str) -> dict[str, Any]:
+    """Appends/s of ``writers`` processes, with the load before and after."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     ready = ctx.Barrier(writers)
-    procs = [ctx.Process(target=_writer, args=(db, schema, mode, ready, duration, w, out, tag)) for w in range(writers)]
-    for p in procs:
-        p.start()
-    counts = [out.get(timeout=duration + 120) for _ in procs]
-    for p in procs:
-        p.join()
-    return sum(counts) / duration
+    procs = [ctx.Process(target=_writer, args=(db, schema, ready, duration, w, out, tag)) for w in range(writers)]
+    record: dict[str, Any] = {"writers": writers}
+    with rep_load(record):
+        for p in procs:
+            p.start()
+        counts = [out.get(timeout=duration + 120) for _ in procs]
+        for p in procs:
+            p.join()
+    record["tx_per_s"] = sum(counts) / duration
+    return record
+
+
+def appends_vs_floor(db: str, schema: str, writer_counts: list[int], duration: float, reps: int) -> dict[str, Any]:
+    """Per repetition and writer count: the physical floor, then the appends, back to back in this
+    run; per writer count, the medians and their ratio with every rep listed. ``schema`` must hold
+    the event store; the trigger-less floor table is created in it here."""
+    create_floor_table(db, schema)
+    runs: list[dict[str, Any]] = []
+    for rep in range(reps):
+        for writers in writer_counts:
+            floor = insert_floor(db, schema, writers, duration)
+            append = appends_run(db, schema, writers, duration, f"r{rep}w{writers}")
+            runs.append({"rep": rep + 1, "writers": writers, "floor": floor, "append": append})
+            print(
+                f"  rep {rep + 1}: {writers} writers, floor {floor['tx_per_s']:>8,.0f} tx/s ({load_note(floor)}),"
+                f" append {append['tx_per_s']:>8,.0f} tx/s ({load_note(append)})",
+                flush=True,
+            )
+    summary = []
+    for writers in writer_counts:
+        mine = [r for r in runs if r["writers"] == writers]
+        floors = reps_summary([r["floor"]["tx_per_s"] for r in mine], [r["floor"] for r in mine])
+        appends = reps_summary([r["append"]["tx_per_s"] for r in mine], [r["append"] for r in mine])
+        ratio = appends["median"] / floors["median"]
+        summary.append({"writers": writers, "floor": floors, "append": appends, "ratio": ratio})
+    return {"runs": runs, "summary": summary}
 
 
 class Counter:
@@ -189,28 +229,22 @@ def main() -> None:
     add_common_args(parser)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of writing per mode")
     parser.add_argument("--writers", type=int, default=8)
-    parser.add_argument("--reps", type=int, default=1, help="raw/append pairs, interleaved")
+    parser.add_argument("--reps", type=int, default=3, help="floor/append pairs, interleaved; medians reported")
     parser.add_argument("--aggregate-events", type=int, default=10_000)
     parser.add_argument("--eventsourcing-python", help="an interpreter with eventsourcing[postgres] installed")
     args = parser.parse_args()
     schema = new_tag()
-    results: dict[str, Any] = {"raw_tx_per_s": [], "append_tx_per_s": [], "eventsourcing_tx_per_s": []}
+    results: dict[str, Any] = {"eventsourcing_tx_per_s": []}
     es = args.eventsourcing_python
+    writer_counts = sorted({1, args.writers})
     try:
-        migrate(args.db, TableRef("raw", schema))
         migrate_event_store(args.db, TableRef("events", schema))
-        for rep in range(args.reps):
-            for mode in ("raw", "append"):
-                rate = writers_run(args.db, schema, mode, args.writers, args.duration, f"r{rep}")
-                results[f"{mode}_tx_per_s"].append(rate)
-                print(f"  rep {rep + 1}: {args.writers} writers, {mode:>6}: {rate:>8,.0f} tx/s", flush=True)
-            if es:
-                got = peer(es, args.db, "appends", "--writers", str(args.writers), "--duration", str(args.duration))
-                results["eventsourcing_tx_per_s"].append(got["tx_per_s"])
-                results["eventsourcing_version"] = got["eventsourcing"]
-                print(
-                    f"  rep {rep + 1}: {args.writers} writers, eventsourcing: {got['tx_per_s']:>8,.0f} tx/s", flush=True
-                )
+        results["appends"] = appends_vs_floor(args.db, schema, writer_counts, args.duration, args.reps)
+        for rep in range(args.reps if es else 0):
+            got = peer(es, args.db, "appends", "--writers", str(args.writers), "--duration", str(args.duration))
+            results["eventsourcing_tx_per_s"].append(got["tx_per_s"])
+            results["eventsourcing_version"] = got["eventsourcing"]
+            print(f"  rep {rep + 1}: {args.writers} writers, eventsourcing: {got['tx_per_s']:>8,.0f} tx/s", flush=True)
         handled, rate = projection_run(args.db, schema)
         results["projection"] = {"events": handled, "events_per_s": rate}
         print(f"  projection: {handled:,} events at {rate:,.0f} events/s", flush=True)
@@ -224,8 +258,7 @@ def main() -> None:
             print(f"  eventsourcing aggregate: {results['eventsourcing_aggregate']}", flush=True)
     finally:
         drop_schema(args.db, schema)
-    raw = statistics.median(results["raw_tx_per_s"])
-    app = statistics.median(results["append_tx_per_s"])
+    by_writers = {s["writers"]: s for s in results["appends"]["summary"]}
     agg = results["aggregate"]
     theirs = results.get("eventsourcing_aggregate", {})
     follower = results.get("eventsourcing_follower", {})
@@ -242,15 +275,18 @@ def main() -> None:
     print()
     print(
         table(
-            ["measure", "outboxkit", "raw INSERT", "ratio to raw", "eventsourcing", "vs eventsourcing"],
+            ["measure", "outboxkit", "INSERT floor", "ratio to floor", "eventsourcing", "vs eventsourcing"],
             [
-                [
-                    f"appends, {args.writers} writers (tx/s)",
-                    f"{app:,.0f}",
-                    f"{raw:,.0f}",
-                    f"{app / raw:.2f}",
-                    f"{es_rate:,.0f}" if es_rate else "-",
-                    vs(app, es_rate, higher_is_better=True),
+                *[
+                    [
+                        f"appends, {w} writer{'s' if w > 1 else ''} (tx/s)",
+                        f"{s['append']['median']:,.0f}",
+                        f"{s['floor']['median']:,.0f}",
+                        f"{s['ratio']:.2f}",
+                        f"{es_rate:,.0f}" if es_rate and w == args.writers else "-",
+                        vs(s["append"]["median"], es_rate, higher_is_better=True) if w == args.writers else "-",
+                    ]
+                    for w, s in sorted(by_writers.items())
                 ],
                 [
                     "projection catch-up (events/s)",
@@ -279,6 +315,7 @@ def main() -> None:
             ],
         )
     )
+    print(f"medians of {args.reps} reps, each listed above and in the JSON (floor and appends in this run)")
     path = write_results("eventstore", {"params": vars(args), "results": results}, disabled=args.no_json)
     if path:
         print(f"results: {path}")

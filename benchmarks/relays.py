@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--counts", default="1,3")
-    parser.add_argument("--reps", type=int, default=1, help="repetitions (counts interleaved within each)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (counts interleaved within each)")
     parser.add_argument("--workers", action="store_true", help="N relays = one `outboxkit relay --workers N`")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))

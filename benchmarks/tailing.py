@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from benchmarks.common import Env, add_common_args, key_for, median, payload, table, write_results
+from benchmarks.common import Env, add_common_args, key_for, load1, median, payload, table, write_results
 from benchmarks.throughput import run_ceiling
 from outboxkit import Outbox
 from outboxkit.relay.loop import RelayConfig
@@ -78,8 +78,9 @@ async def compare(args: argparse.Namespace, modes: Sequence[str], one: One) -> d
     for rep in range(1, args.reps + 1):
         for n, per_tx in ((args.events, args.big), (args.single_events, 1)):
             for mode in modes:
+                load_before = load1()
                 run = await one(args, mode, n, per_tx)
-                run["rep"] = rep
+                run.update(rep=rep, load_before=load_before, load_after=load1())
                 runs.append(run)
                 print(
                     f"rep {rep} {mode:>{width}} {per_tx:>3}/tx: relay {run['relay_events_per_s']:>7,.0f} ev/s "
@@ -125,7 +126,7 @@ def main(name: str, doc: str | None, modes: Sequence[str], one: One, *, default_
     parser.add_argument("--big", type=int, default=500, help="events per transaction of the first shape")
     parser.add_argument("--single-events", type=int, default=5_000, help="events, one per transaction")
     parser.add_argument("--keys", type=int, default=1_000)
-    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--window", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=180.0)

@@ -34,6 +34,7 @@ from benchmarks.common import (
     bench_env,
     is_postgres,
     key_for,
+    load1,
     nats_connect,
     payload,
     purge_stream,
@@ -182,6 +183,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
         for rep in range(1, args.reps + 1):
             for window in windows:
+                load_before = load1()  # the rep's load, before and after: quiet or not
                 await purge_stream(env.broker, env.stream)
                 pw = await asyncio.to_thread(prewrite, env, args.events, args.keys, args.prewrite)
                 relay = await run_relay(
@@ -191,6 +193,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 ceiling = await run_ceiling(env, args.events, args.keys, window=window)
                 run = {
                     "rep": rep,
+                    "load_before": load_before,
+                    "load_after": load1(),
                     "window": window,
                     "batch_size": args.batch_size,
                     "prewrite_s": pw,

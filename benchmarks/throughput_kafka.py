@@ -36,6 +36,7 @@ from benchmarks.common import (
     Env,
     drop_schema,
     key_for,
+    load1,
     median,
     migrate_outbox,
     new_tag,
@@ -116,6 +117,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 f"batch_size {args.batch_size}, window {args.window}, {args.reps} reps"
             )
             for rep in range(1, args.reps + 1):
+                load_before = load1()  # the rep's load, before and after: quiet or not
                 pw = await asyncio.to_thread(prewrite, env, args.events, args.keys, "executemany")
                 relay = await run_relay(
                     env, args.events, window=args.window, batch_size=args.batch_size, timeout=args.timeout
@@ -123,6 +125,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 ceiling = await asyncio.to_thread(run_ceiling, env, args.events, args.keys, window=args.window)
                 run = {
                     "rep": rep,
+                    "load_before": load_before,
+                    "load_after": load1(),
                     "window": args.window,
                     "prewrite_s": pw,
                     "relay": relay,

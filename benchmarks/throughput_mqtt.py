@@ -27,6 +27,7 @@ from benchmarks.common import (
     Env,
     drop_schema,
     key_for,
+    load1,
     median,
     migrate_outbox,
     new_tag,
@@ -89,10 +90,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.to_thread(migrate_outbox, env, notify=True)
         print(f"schema/topic: {tag} / {mqtt_topic(env.topic())}; {args.events:,} events, window {args.window}")
         for rep in range(1, args.reps + 1):
+            load_before = load1()  # the rep's load, before and after: quiet or not
             pw = await asyncio.to_thread(prewrite, env, args.events, args.keys, "executemany")
             relay = await run_relay(env, args.events, window=args.window, batch_size=args.batch_size, timeout=120)
             ceiling = await run_ceiling(env, args.events, args.keys, window=args.window)
             run = {"rep": rep, "prewrite_s": pw, "relay": relay, "ceiling": ceiling}
+            run.update(load_before=load_before, load_after=load1())
             run["ratio"] = relay["events_per_s"] / ceiling["events_per_s"]
             runs.append(run)
             print(
@@ -118,7 +121,7 @@ def main() -> None:
     parser.add_argument("--no-json", action="store_true")
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--keys", type=int, default=1_000)
-    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--window", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=2000)
     args = parser.parse_args()

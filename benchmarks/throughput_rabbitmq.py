@@ -38,6 +38,7 @@ from benchmarks.common import (
     Env,
     drop_schema,
     key_for,
+    load1,
     migrate_outbox,
     new_tag,
     relay_run,
@@ -157,6 +158,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
         for rep in range(1, args.reps + 1):
             for window in windows:
+                load_before = load1()  # the rep's load, before and after: quiet or not
                 await queue_op(args.amqp, env.tag, "purge")
                 pw = await asyncio.to_thread(prewrite, env, args.events, args.keys, "executemany")
                 relay = await run_relay(
@@ -166,6 +168,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 ceiling = await run_ceiling(env, args.amqp, args.events, args.keys, window=window)
                 run = {
                     "rep": rep,
+                    "load_before": load_before,
+                    "load_after": load1(),
                     "window": window,
                     "batch_size": args.batch_size,
                     "prewrite_s": pw,
@@ -192,7 +196,7 @@ def main() -> None:
     parser.add_argument("--no-json", action="store_true", help="do not write benchmarks/results/*.json")
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--keys", type=int, default=1_000)
-    parser.add_argument("--reps", type=int, default=1, help="repetitions (1 keeps the default run under 2 min)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions; medians reported")
     parser.add_argument("--windows", default="1000", help="comma-separated relay windows")
     parser.add_argument("--batch-size", type=int, default=2000, help="relay rows per fetch")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on one relay run after this")

@@ -36,6 +36,7 @@ from benchmarks.common import (
     Env,
     drop_schema,
     key_for,
+    load1,
     migrate_outbox,
     new_tag,
     payload,
@@ -145,6 +146,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
         for rep in range(1, args.reps + 1):
             for window in windows:
+                load_before = load1()  # the rep's load, before and after: quiet or not
                 await drop_stream(env)
                 pw = await asyncio.to_thread(prewrite, env, args.events, args.keys, "executemany")
                 relay = await run_relay(
@@ -157,6 +159,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 ceiling = max(ceilings.values(), key=lambda c: c["events_per_s"])
                 run = {
                     "rep": rep,
+                    "load_before": load_before,
+                    "load_after": load1(),
                     "window": window,
                     "batch_size": args.batch_size,
                     "prewrite_s": pw,

@@ -40,7 +40,6 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import psycopg
-import uuid_utils
 
 from benchmarks.common import (
     add_common_args,
@@ -52,6 +51,7 @@ from benchmarks.common import (
     table,
     write_results,
 )
+from benchmarks.floors import floor_ddl, floor_row
 from outboxkit import Outbox, migrate
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres import PostgresSchema
@@ -71,23 +71,6 @@ VARIANTS = (
 )
 SQLITE_VARIANTS = ("baseline", "baseline+row", "emit")
 FLOOR = "baseline+row"
-
-
-def floor_ddl(db: str, schema: str | None) -> str:
-    """The outbox's own CREATE TABLE, renamed: the same row width, with none of its indexes or triggers."""
-    from outboxkit.stores.registry import database_for
-
-    database = database_for(db)
-    outbox, floor = TableRef("outbox", schema), TableRef("floor_row", schema)
-    create = next(d for d in database.schema().ddl(outbox, notify=False) if d.lstrip().startswith("CREATE TABLE"))
-    quote = database.quote
-    return create.replace(outbox.quoted(quote), floor.quoted(quote), 1)
-
-
-def floor_row(schema: str | None, topic: str, i: int) -> tuple[Any, ...]:
-    """What emit() writes for event ``i``: id, topic, key, type, source, payload, content type, headers."""
-    body = json.dumps(payload(i), separators=(",", ":")).encode()
-    return (str(uuid_utils.uuid7()), topic, key_for(i, 1000), None, None, body, "application/json", "{}")
 
 
 def _writer(db: str, schema: str, variant: str, ready: Any, go: Any, duration: float, seed: int) -> dict[str, Any]:
@@ -257,7 +240,7 @@ def main() -> None:
     parser.add_argument(
         "--variants", default=None, help=f"default: {','.join(VARIANTS)} (SQLite: {','.join(SQLITE_VARIANTS)})"
     )
-    parser.add_argument("--reps", type=int, default=1, help="interleaved repetitions; the median tx/s is reported")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions; the median tx/s is reported")
     args = parser.parse_args()
     writer_counts = [int(w) for w in args.writers.split(",")]
     sqlite = args.db.startswith("sqlite:")

@@ -14,7 +14,7 @@ from typer.exceptions import TyperException
 from outboxkit.config import Settings, resolve
 from outboxkit.errors import ConfigurationError, OutboxkitError, UnavailableError
 from outboxkit.extras import missing_extra_message
-from outboxkit.terminal import print_error
+from outboxkit.terminal import hide_flag_types, print_error
 
 app = typer.Typer(
     name="outboxkit",
@@ -24,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True, soft_wrap=True)
+hide_flag_types()
 _state: dict[str, Any] = {"debug": False}
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (env OUTBOXKIT_DB).", show_default=False)]
@@ -191,6 +192,14 @@ def relay(
         int | None,
         typer.Option("--max-attempts", help="Failed attempts before a dead letter (20, about 14 min of retries)."),
     ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner",
+            help="This relay's name in the lease table, the same across its restarts (unique among running "
+            "relays): started again, it takes its buckets back at once (default host:pid:random).",
+        ),
+    ] = None,
     http_port: Annotated[
         int,
         typer.Option(
@@ -246,8 +255,21 @@ def relay(
             "then tail from the server's current position.",
         ),
     ] = False,
+    until_empty: Annotated[
+        bool,
+        typer.Option(
+            "--until-empty",
+            help="Publish what is pending, wait for every confirmation and mark, exit 0 (CI, migrations, "
+            "tests); exit 1 with the reason if rows stay pending past --timeout, are held behind dead keys, "
+            "or were dead-lettered.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="With --until-empty: seconds before giving up.")
+    ] = 60.0,
 ) -> None:
-    """Publish committed outbox rows to the broker until SIGTERM/SIGINT."""
+    """Publish committed outbox rows to the broker until SIGTERM/SIGINT (or, with --until-empty,
+    until none is pending)."""
     from outboxkit.relay.process import build_relay
     from outboxkit.relay.tail import build_binlog_relay, build_tail_relay
     from outboxkit.web import RelayMetrics, serve_relay
@@ -266,8 +288,12 @@ def relay(
         max_attempts=max_attempts,
         hold_dead_keys=False if skip_dead_keys else None,
         workers=workers,
+        owner=owner,
     )
     db_url, broker_url = settings.require_db(), settings.require_broker()
+    if until_empty:
+        _relay_until_empty(settings, db_url, broker_url, capture, timeout, busy=bool(dashboard or http_port))
+        return
     if settings.workers > 1:
         from outboxkit.workers import run_workers
 
@@ -358,6 +384,42 @@ def relay(
         f"relay stopped: {stats.published} published, {stats.dead_lettered} dead-lettered, "
         f"{stats.fenced} fenced, {stats.handovers} buckets taken over"
     )
+
+
+def _relay_until_empty(
+    settings: Settings, db_url: str, broker_url: str, capture: str, timeout: float, *, busy: bool
+) -> None:
+    """``relay --until-empty``: one relay process, no HTTP; exit 0 once nothing is pending."""
+    from outboxkit.ops import queries as q
+    from outboxkit.relay.drain import Pending, drain
+    from outboxkit.relay.process import build_relay
+
+    if settings.workers > 1 or capture_mode(capture, db_url) != "table" or busy:
+        # One table relay is what drains: log tailing starts at the log's end (not at the pending
+        # rows), and a process that exits soon has nothing to serve over HTTP.
+        raise ConfigurationError("--until-empty runs one table relay: without --workers, --capture, --http-port")
+
+    def count() -> Pending:
+        with q.open_db(db_url, settings.ref) as conn:
+            status = q.status(conn)
+        return Pending(sum(t.pending for t in status.topics), status.held_pending)
+
+    async def probe() -> Pending:
+        return await asyncio.to_thread(count)
+
+    relay_ = build_relay(
+        db_url,
+        broker_url,
+        ref=settings.ref,
+        source=settings.source,
+        config=settings.relay,
+        hold_dead_keys=settings.hold_dead_keys,
+    )
+    result = asyncio.run(drain(relay_, probe, timeout=timeout, hold_dead_keys=settings.hold_dead_keys))
+    if result.reason is not None:
+        print_error(err, result.reason)  # the one line a CI log shows
+        raise typer.Exit(1)
+    err.print(f"relay --until-empty: {result.stats.published} published, the outbox has nothing pending")
 
 
 @app.command()
@@ -487,6 +549,9 @@ def demo(
         broker=check_broker_url(broker) if broker else None,
         seed=seed,
     )
+    if broker and not broker.startswith(("nats://", "tls://")):
+        # The demo's subscriber reads a JetStream stream: of the buses, only NATS will do here.
+        raise ConfigurationError(f"demo --broker takes a NATS URL (nats://host:4222), got {broker.split(':', 1)[0]}://")
     if events < 1 or writers < 1 or kills < 0:
         raise ConfigurationError("--events and --writers must be positive, --kills not negative")
     result = run_demo(options, Console())
@@ -497,6 +562,7 @@ def demo(
 # below imports the CLI.
 from outboxkit.capture.cli import capture_app  # noqa: E402
 from outboxkit.eventstore.cli import projections_app, streams_app  # noqa: E402
+from outboxkit.inbox.cli import inbox_app  # noqa: E402
 from outboxkit.lab.cli import lab_app  # noqa: E402
 from outboxkit.ops.cli import cleanup, dead_letters_app, replay, status  # noqa: E402
 from outboxkit.relay.tailcli import capture_mode, slot_app  # noqa: E402
@@ -509,6 +575,7 @@ app.add_typer(projections_app, name="projections")
 app.add_typer(slot_app, name="slot")
 app.command()(status)
 app.add_typer(dead_letters_app, name="dead-letters")
+app.add_typer(inbox_app, name="inbox")
 app.command()(replay)
 app.command()(cleanup)
 app.command(name="dashboard")(dashboard_command)

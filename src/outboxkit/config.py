@@ -21,13 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from outboxkit.brokers.registry import SCHEMES as BROKER_SCHEMES
+from outboxkit.brokers.registry import SUPPORTED as SUPPORTED_BROKERS
 from outboxkit.core.urls import redact_url, remember_secrets, scheme_of
+from outboxkit.core.workers import split_owner
 from outboxkit.errors import ConfigurationError
 from outboxkit.relay.loop import RelayConfig
 from outboxkit.stores.base import BUCKETS, TableRef
 from outboxkit.stores.registry import database_for
-
-_BROKER_SCHEMES = {"nats", "tls", "amqp", "amqps", "kafka", "redis", "rediss", "mqtt", "mqtts"}
 
 #: setting name -> environment variable
 ENV = {
@@ -44,9 +45,11 @@ ENV = {
     "fetch_max_bytes": "OUTBOXKIT_FETCH_MAX_BYTES",
     "key_depth": "OUTBOXKIT_KEY_DEPTH",
     "workers": "OUTBOXKIT_WORKERS",
+    "owner": "OUTBOXKIT_RELAY_OWNER",
 }
 _RELAY_KEYS = {"batch_size", "window", "poll_interval", "lease_ttl", "max_attempts", "fetch_max_bytes", "key_depth"}
 _RELAY_KEYS |= {"workers"}  # of the relay process (how many), not of its loop
+_RELAY_KEYS |= {"owner"}  # this relay's name in the lease table, kept across restarts
 _KNOWN = set(ENV) | {"relay", "hold_dead_keys"}
 
 
@@ -92,6 +95,19 @@ def _load_file(path: str | None) -> dict[str, Any]:
     return data
 
 
+def _owner(value: Any) -> str | None:
+    """The relay's lease owner name: printable, at most 200 characters (the lease table's column),
+    no ``/w<N>`` ending (worker names of a supervisor end so)."""
+    if value is None or value == "":
+        return None
+    owner = str(value)
+    if len(owner) > 200 or not owner.isprintable() or owner != owner.strip():
+        raise ConfigurationError(f"owner must be 1-200 printable characters without surrounding spaces, got {owner!r}")
+    if split_owner(owner) is not None:
+        raise ConfigurationError(f"owner {owner!r} ends like a worker's name (/w<N>); choose another")
+    return owner
+
+
 def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:
     try:
         number = kind(value)
@@ -132,8 +148,9 @@ def check_db_url(url: str) -> str:
 
 
 def check_broker_url(url: str) -> str:
-    if _scheme(url) not in _BROKER_SCHEMES or "://" not in url:
-        raise ConfigurationError(f"unsupported broker URL {redact_url(url)!r}: use nats://host:4222")
+    # The hint names the bus schemes, never a database's: each kind of URL is told its own kinds.
+    if _scheme(url) not in BROKER_SCHEMES or "://" not in url:
+        raise ConfigurationError(f"unsupported broker URL {redact_url(url)!r}: use {SUPPORTED_BROKERS}")
     return check_ports(url)
 
 
@@ -163,6 +180,7 @@ def resolve(
         max_attempts=_number("max_attempts", merged.get("max_attempts", defaults.max_attempts), int, 1),
         fetch_max_bytes=_number("fetch_max_bytes", merged.get("fetch_max_bytes", defaults.fetch_max_bytes), int, 1024),
         key_depth=_number("key_depth", merged.get("key_depth", defaults.key_depth), int, 1),
+        owner=_owner(merged.get("owner")),
     )
     workers = _number("workers", merged.get("workers", 1), int, 1)
     if workers > BUCKETS:

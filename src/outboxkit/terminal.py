@@ -9,6 +9,7 @@ outside (error messages, topics, keys, ids, broker reasons) therefore goes out a
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -17,6 +18,26 @@ from rich.text import Text
 #: Width used when stdout is not a terminal (a pipe, a file): wide enough that no table cell is cut,
 #: so ``outboxkit status | grep`` sees full ids and topics.
 PIPE_WIDTH = 10_000
+
+
+def hide_flag_types() -> None:
+    """``--help`` shows no type for on/off flags.
+
+    Recent typer releases print ``<bool>`` in the type column of every flag (``--sql <bool>``), which
+    reads as if the flag took a value; a flag takes none. Typer has no setting for it, so the one
+    method that chooses the column's text answers "nothing" for flags. Idempotent."""
+    import typer.core
+
+    option = typer.core.TyperOption
+    if getattr(option.display_type_rich, "_outboxkit", False):
+        return
+    shown = option.display_type_rich
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._outboxkit = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
 
 def print_error(console: Console, message: str, *, hint: str | None = None) -> None:

@@ -118,9 +118,40 @@ def test_schema_doc_insert_keeps_backslashes(pg_url: str, pg_ref: TableRef) -> N
             conn.execute("SELECT %s::text::bytea", ['{"path": "C:\\temp", "n": "\\n"}'])
 
 
+def test_the_all_extra_is_what_the_install_tables_say() -> None:
+    """README and docs/index.md name the extras `all` installs; pyproject's `all` is that list."""
+    import re
+
+    listed = tomllib.loads((DOCS.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["all"]
+    (spec,) = listed
+    members = set(re.fullmatch(r"outboxkit\[(.*)\]", spec).group(1).split(","))  # type: ignore[union-attr]
+    for page in (DOCS / "index.md", DOCS.parent / "README.md"):
+        rows = {r[0].strip("`"): r for r in table_rows(page.read_text(), "| extra | installs |")}
+        assert set(re.findall(r"`([a-z]+)`", rows["all"][1])) == members, page
+        left_out = set(rows) - members - {"all"}
+        assert set(re.findall(r"`([a-z]+)`", rows["all"][2])) == left_out, page  # said what it leaves out
+
+
 def test_pyproject_extras_match_the_install_tables() -> None:
     extras = set(tomllib.loads((DOCS.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     for page in (DOCS / "index.md", DOCS.parent / "README.md"):
         rows = table_rows(page.read_text(), "| extra | installs |")
         assert {r[0].strip("`") for r in rows} <= extras, page
         assert extras - {"all", "dev"} <= {r[0].strip("`") for r in rows}, page
+
+
+def test_the_schema_page_states_the_limits_emit_enforces() -> None:
+    """docs/schema.md's limits table is the code's: topic length, key bytes, payload bytes."""
+    from outboxkit.core.envelope import DEFAULT_MAX_PAYLOAD, MAX_TOPIC_LENGTH, validate_key, validate_topic
+    from outboxkit.errors import EncodingError, InvalidTopicError
+
+    rows = {r[0].strip("`"): r[1] for r in table_rows((DOCS / "schema.md").read_text(), "| what | limit | error |")}
+    assert f"1 to {MAX_TOPIC_LENGTH} characters" in rows["topic"]
+    assert "at most 1,024 bytes in UTF-8" in rows["key"]
+    assert f"at most {DEFAULT_MAX_PAYLOAD:,} bytes" in rows["payload"]
+    validate_topic("t" * MAX_TOPIC_LENGTH)
+    with pytest.raises(InvalidTopicError):
+        validate_topic("t" * (MAX_TOPIC_LENGTH + 1))
+    validate_key("é" * 512)  # 1,024 bytes
+    with pytest.raises(EncodingError):
+        validate_key("é" * 512 + "x")

@@ -3,7 +3,10 @@
 Timings are never asserted here (benchmarks/ measures speed); these tests check the shape of what is
 measured: the write-overhead floor row has the outbox row's width without its indexes or trigger, the
 database ceiling really fetches and marks every row with the store's own code, and the CPU profile
-puts a function's time in the right area.
+puts a function's time in the right area. Issue 19: the shared INSERT floor (benchmarks/floors.py)
+refuses a table with a trigger, and the event store's appends are compared to a floor measured in the
+same run, into a trigger-less table, with the load recorded before and after each repetition (before,
+its "raw INSERT" floor was emit() into an outbox carrying the NOTIFY trigger: half the physical floor).
 """
 
 from __future__ import annotations
@@ -13,14 +16,24 @@ import sqlite3
 import psycopg
 import pytest
 from benchmarks.buses import db_ceiling
-from benchmarks.common import Env
+from benchmarks.common import Env, reps_summary
 from benchmarks.cpu_profile import area_of
+from benchmarks.eventstore import appends_vs_floor
+from benchmarks.floors import (
+    FLOOR_TABLE,
+    create_floor_table,
+    floor_ddl,
+    floor_insert_sql,
+    floor_row,
+    insert_floor,
+    triggers_on,
+)
 from benchmarks.throughput import prewrite
-from benchmarks.write_overhead import floor_ddl, floor_row
 
+from outboxkit.eventstore import migrate_event_store
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres import PostgresSchema
-from outboxkit.stores.registry import store_for
+from outboxkit.stores.registry import database_for, store_for
 from outboxkit.stores.sqlite.database import SqliteSchema
 
 
@@ -90,3 +103,85 @@ async def test_database_ceiling_fetches_and_marks_every_row(pg_url: str, pg_ref:
 )
 def test_profile_areas(filename: str, name: str, area: str) -> None:
     assert area_of(filename, name) == area
+
+
+def _count(url: str, schema: str, table: str) -> int:
+    database = database_for(url)
+    conn = database.connect(url, label="outboxkit-test")
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM {TableRef(table, schema).quoted(database.quote)}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_eventstore_appends_are_compared_to_a_trigger_less_floor_of_the_same_run(pg_url: str, pg_ref: TableRef) -> None:
+    schema = pg_ref.schema
+    assert schema is not None
+    migrate_event_store(pg_url, TableRef("events", schema))
+    result = appends_vs_floor(pg_url, schema, [1, 2], duration=0.5, reps=1)
+    conn = database_for(pg_url).connect(pg_url, label="outboxkit-test")
+    try:
+        assert triggers_on(conn, schema, "outbox") >= 1  # the outbox of this schema has NOTIFY ...
+        assert triggers_on(conn, schema, FLOOR_TABLE) == 0  # ... the floor table none
+    finally:
+        conn.close()
+    # Every floor figure came from INSERTs into that table, in this run, next to its appends.
+    runs = result["runs"]
+    assert [(r["rep"], r["writers"]) for r in runs] == [(1, 1), (1, 2)]
+    assert _count(pg_url, schema, FLOOR_TABLE) == sum(r["floor"]["transactions"] for r in runs)
+    for r in runs:
+        assert r["floor"]["table"] == f"{schema}.{FLOOR_TABLE}"
+        assert r["floor"]["triggers"] == 0
+        for part in (r["floor"], r["append"]):
+            assert {"load_before", "load_after"} <= part.keys()
+    for s in result["summary"]:
+        mine = [r for r in runs if r["writers"] == s["writers"]]
+        assert s["floor"]["each"] == [r["floor"]["tx_per_s"] for r in mine]
+        assert s["ratio"] == s["append"]["median"] / s["floor"]["median"]
+
+
+def test_insert_floor_refuses_a_table_with_a_trigger(pg_url: str, pg_ref: TableRef) -> None:
+    schema = pg_ref.schema
+    assert schema is not None
+    create_floor_table(pg_url, schema)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"""CREATE FUNCTION "{schema}".noop() RETURNS trigger LANGUAGE plpgsql
+                         AS $$ BEGIN RETURN NEW; END $$""")
+        conn.execute(f"""CREATE TRIGGER noop AFTER INSERT ON "{schema}".{FLOOR_TABLE}
+                         FOR EACH ROW EXECUTE FUNCTION "{schema}".noop()""")
+    with pytest.raises(RuntimeError, match="not the physical floor"):
+        insert_floor(pg_url, schema, 1, 0.1)
+    assert _count(pg_url, schema, FLOOR_TABLE) == 0
+
+
+def test_mariadb_floor_table_has_the_outbox_columns_and_no_trigger(mariadb_url: str, mariadb_ref: TableRef) -> None:
+    schema = mariadb_ref.schema
+    assert schema is not None
+    create_floor_table(mariadb_url, schema)
+    database = database_for(mariadb_url)
+    conn = database.connect(mariadb_url, label="outboxkit-test")
+    try:
+        columns = """SELECT column_name, data_type, is_nullable FROM information_schema.columns
+                     WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position"""
+        assert (
+            conn.execute(columns, (schema, FLOOR_TABLE)).fetchall()
+            == conn.execute(columns, (schema, "outbox")).fetchall()
+        )
+        assert triggers_on(conn, schema, FLOOR_TABLE) == 0
+        conn.execute(floor_insert_sql(mariadb_url, schema), floor_row(schema, "a.b", 3))
+    finally:
+        conn.close()
+    assert _count(mariadb_url, schema, FLOOR_TABLE) == 1
+
+
+def test_reps_summary_lists_every_rep_and_flags_fewer_than_three() -> None:
+    loads = [{"load_before": 0.2, "load_after": 0.3}, {"load_before": 0.3, "load_after": 0.4}]
+    one = reps_summary([5.0, 7.0], loads)
+    assert one == {
+        "median": 6.0,
+        "reps": 2,
+        "each": [5.0, 7.0],
+        "loads": [(0.2, 0.3), (0.3, 0.4)],
+        "enough_reps": False,
+    }
+    assert reps_summary([3.0, 1.0, 2.0])["enough_reps"] is True

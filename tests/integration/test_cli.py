@@ -4,6 +4,7 @@ and the two main commands (migrate, relay, demo) work end to end as processes.""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,3 +121,5 @@ def test_demo_runs_the_main_job() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: nothing lost" in result.stdout
     assert "relay SIGKILLs" in result.stdout
+    # Exactly the events asked for: writers reserve them before committing (it once said 1,502).
+    assert re.search(r"committed\s+│\s+1500\s+│", result.stdout), result.stdout

@@ -64,6 +64,17 @@ def test_consume_imports_the_handler_from_the_current_directory(tmp_path: Path) 
     assert missing.returncode == 2 and "cannot import handler module 'nosuchmodule'" in error_line(missing)
 
 
+def test_projections_rebuild_imports_from_the_current_directory_like_consume(tmp_path: Path) -> None:
+    """Every module:attr option goes through one import (outboxkit.imports): --projection too."""
+    db = f"sqlite:///{tmp_path}/es.db"
+    assert run("migrate", "--event-store", "--db", db).returncode == 0
+    (tmp_path / "myprojections.py").write_text("def not_a_projection():\n    return object()\n")
+    found = run("projections", "rebuild", "--db", db, "--projection", "myprojections:not_a_projection", cwd=tmp_path)
+    assert found.returncode == 2 and "is not a projection" in error_line(found), found.stderr
+    missing = run("projections", "rebuild", "--db", db, "--projection", "myprojections:nope", cwd=tmp_path)
+    assert missing.returncode == 2 and "has no attribute 'nope'" in error_line(missing), missing.stderr
+
+
 @pytest.mark.parametrize("broker", ["redis://127.0.0.1:6379/0", "kafka://127.0.0.1:9092"])
 def test_a_wildcard_topic_on_a_bus_without_wildcards_is_a_configuration_error(broker: str, tmp_path: Path) -> None:
     result = run(
@@ -168,3 +179,35 @@ def test_missing_extra_is_named_with_its_pip_install_line() -> None:
     assert missing_extra_message(ModuleNotFoundError("x", name="aio_pika.abc")) is not None
     assert missing_extra_message(ModuleNotFoundError("x", name="somethingelse")) is None
     assert missing_extra_message(ValueError("psycopg")) is None
+
+
+def test_help_shows_no_type_for_flags() -> None:
+    """`--sql` takes no value: its row shows none (typer's `<bool>` read as if it took one)."""
+    from typer.testing import CliRunner
+
+    from outboxkit.cli import app
+
+    for command in (["migrate"], ["relay"], ["dead-letters", "discard"], ["inbox", "dead-letters", "retry"]):
+        result = CliRunner().invoke(app, [*command, "--help"], terminal_width=120)
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output and "--help" in result.output, command
+    assert "<int>" in CliRunner().invoke(app, ["relay", "--help"], terminal_width=120).output  # values still say
+
+
+@pytest.mark.parametrize(
+    ("flags", "names", "never"),
+    [
+        (["--db", "sqlite:///x.db", "--broker", "postgresql://h/db"], "nats://, amqp://, kafka://", "sqlite"),
+        (["--db", "sqlite:///x.db", "--broker", "http://h"], "redis:// or mqtt://", "postgresql"),
+        (["--db", "nats://h:4222", "--broker", "nats://h:4222"], "postgresql://... or sqlite://...", "nats"),
+    ],
+)
+def test_a_bad_url_hint_names_the_schemes_of_its_kind(flags: list[str], names: str, never: str) -> None:
+    line = error_line(run("relay", *flags))
+    hint = line.split(": use ", 1)[1]
+    assert names in hint and never not in hint, line
+
+
+def test_demo_takes_only_a_nats_broker() -> None:
+    result = run("demo", "--broker", "amqp://guest:guest@127.0.0.1:5672/")
+    assert result.returncode == 2 and "demo --broker takes a NATS URL" in error_line(result)

@@ -92,6 +92,7 @@ async def test_status_dead_letters_replay_and_cleanup(box: tuple[TableRef, list[
     assert done["deleted"] == 2 and done["batches"] == 3
     doc = json.loads(run("status", *args, "--json").stdout)
     assert (doc["pending"], doc["dead"], doc["delivered"]) == (2, 0, 0)
+    assert doc["table"] == f"{box[0].schema}.outbox"  # named as a person writes it, no quotes
     refused = run("cleanup", *args, "--explain-partitioning")
     assert refused.exit_code == 2 and "PostgreSQL recipe" in refused.output
 

@@ -163,6 +163,20 @@ async def test_the_page_shows_backlog_charts_topics_and_dead_letters(
     assert live.status == 200 and 'id="chart-lag"' in live.body and "<html" not in live.body
 
 
+async def test_a_topic_held_behind_a_dead_key_is_flagged(served: tuple[Outboxed, DashboardServer]) -> None:
+    """The per-topic table says which topics have pending rows that wait behind a dead letter."""
+    outboxed, server = served
+    outboxed.sql("UPDATE {t} SET key = 'k3' WHERE key = 'k4'")  # the pending k4 row now waits behind dead k3
+    body = (await Client(server.port).get("/dashboard/")).body
+    held = re.search(r'<tr class="held" title="1 pending row\(s\) wait[^"]*"><td>orders.created</td>'
+                     r'<td class="num">1</td><td class="num held-count">1</td>', body)  # fmt: skip
+    assert held, body
+    assert re.search(r'<tr><td>payments.done</td><td class="num">1</td><td class="num held-count">0</td>', body)
+    with q.open_db(outboxed.url, outboxed.ref) as db:
+        topics = {t["topic"]: t["held"] for t in q.status(db).to_json()["topics"]}
+    assert topics == {"orders.created": 1, "payments.done": 0}
+
+
 async def test_the_json_view_is_the_cli_status_plus_activity(served: tuple[Outboxed, DashboardServer]) -> None:
     outboxed, server = served
     import json

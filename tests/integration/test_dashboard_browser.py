@@ -134,7 +134,7 @@ async def test_operator_retries_a_dead_letter_in_the_browser_and_it_is_delivered
                 for i in range(5):
                     outbox.emit(conn, good.topic("orders"), {"order": 100 + i}, key=f"c{i}")
             good_row = page.locator("#topics tbody tr", has_text=good.topic("orders"))
-            await expect(good_row.locator("td").nth(4)).to_have_text("35", timeout=20_000)
+            await expect(good_row.locator("td").nth(5)).to_have_text("35", timeout=20_000)  # delivered (kept)
             await page.goto(f"http://127.0.0.1:{port}/dashboard/?window=15m")  # 15 s buckets: more shape
             await expect(page.locator("#chart-throughput rect.bar").first).to_be_visible()
             await page.screenshot(path=str(tmp_path / "dashboard-overview.png"), full_page=True)

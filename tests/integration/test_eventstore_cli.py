@@ -69,7 +69,7 @@ def test_event_store_commands_on_sqlite(tmp_path: Path) -> None:
     assert counts.state(conn) == {"order-1": (2, 2), "order-2": (1, 1)}
     conn.close()
     bad = run("projections", "rebuild", "--db", url, "--projection", "nope")
-    assert "--projection must be module:attribute" in one_line_error(bad) and bad.returncode == 2
+    assert "--projection must look like package.module:attribute" in one_line_error(bad) and bad.returncode == 2
 
 
 def sqlite_counts() -> Counts:

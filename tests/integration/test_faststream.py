@@ -305,6 +305,58 @@ async def test_a_poison_message_becomes_a_dead_letter_and_is_not_redelivered(con
         assert running.calls.count(poison) == 3
 
 
+async def test_messages_without_an_event_id_are_parked_with_the_reason(consumer: Consumer) -> None:
+    """Three messages from another producer, no CloudEvents headers: never handled, never a
+    "duplicate" of each other, each parked in the dead letters with the reason, then acked."""
+    running = Running(consumer, "nats")
+    async with running as bus:
+
+        async def on_order(body: Any, tx: InboxTx) -> None:
+            running.calls.append(tx.event.id)
+
+        bus.subscribe(on_order)
+        await running.start()
+        nc = await connect(NATS_URL)
+        try:
+            for i in range(3):
+                await nc.jetstream().publish(bus.topic_in, json.dumps({"n": i}).encode())
+        finally:
+            await nc.close()
+        await wait_until(lambda: running.inbox.stats.dead_lettered == 3)
+        stats = running.inbox.stats
+        assert running.calls == [] and (stats.processed, stats.duplicates, stats.unidentified) == (0, 0, 3)
+        dead = consumer.dead()
+        assert len({d[0] for d in dead}) == 3
+        assert all(d[0].startswith("unidentified:") and d[1] == 0 and "no event id" in d[2] for d in dead)
+        assert consumer.inbox_ids() == []
+
+
+async def test_h14_a_handler_that_commits_the_session_itself_is_retried_not_a_duplicate(consumer: Consumer) -> None:
+    """Attempt 1 commits the session (and with it the inbox row) and raises; attempt 2 commits and
+    returns. Both are failed attempts; attempt 3 is processed. Never a "duplicate" of itself."""
+    running = Running(consumer, "nats", max_attempts=5)
+    async with running as bus:
+
+        async def on_order(body: Any, tx: InboxTx) -> None:
+            running.calls.append(tx.event.id)
+            if len(running.calls) <= 2:
+                await tx.session.commit()
+                if len(running.calls) == 1:
+                    raise RuntimeError("failed after committing")
+                return
+            await tx.session.execute(_insert_side_effect(consumer.schema), {"id": tx.event.id, "key": tx.event.key})
+
+        bus.subscribe(on_order)
+        await running.start()
+        event_id = str(uuid.uuid4())
+        await bus.publish(event_id, "k1", {"order": 1})
+        await wait_until(lambda: running.inbox.stats.processed + running.inbox.stats.duplicates >= 1)
+        stats = running.inbox.stats
+        assert running.calls == [event_id] * 3
+        assert (stats.processed, stats.duplicates, stats.failed) == (1, 0, 2)
+        assert consumer.side_effects() == [event_id] and consumer.inbox_ids() == [event_id]
+
+
 async def test_a_redelivery_racing_the_first_delivery_is_a_duplicate(consumer: Consumer) -> None:
     """JetStream redelivers a message whose ack is late (ack_wait 1 s, the first handling takes 2.5 s)
     to a second worker while the first still holds its transaction: the second claim waits on the

@@ -4,6 +4,7 @@ crash; a failing message holds its key (configurable skip); per-key memory is bo
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -111,3 +112,44 @@ def test_item7_per_key_memory_is_bounded() -> None:
         runner._held[f"key-{i}"] = f"id-{i}"
     assert len(runner._last_sequence) == len(runner._failures) == len(runner._held) == 100
     assert "key-9999" in runner._last_sequence and "key-0" not in runner._last_sequence
+
+
+async def test_issue20_handler_failure_log_lines_carry_the_exception(
+    nats_stream: Stream, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning of each failed attempt and the dead-letter error say what was raised (type and
+    message); the traceback is an info record (``-v``/``--debug``), not part of the warning."""
+    db = f"sqlite:///{tmp_path}/consumer.db"
+    migrate_inbox(db, TableRef("inbox"))
+
+    def charge_customer(conn: Any, event: Any) -> None:
+        raise ValueError(f"order {event.json()['order']} has no customer")
+
+    group, topic = unique("okh"), nats_stream.topic("orders")
+    runner = InboxRunner(
+        lambda: NatsConsumer(nats_stream.url, group=group, topics=[topic]),
+        db,
+        group,
+        charge_customer,
+        max_attempts=2,
+        retry_base=0.05,
+        retry_cap=0.2,
+    )
+    caplog.set_level(logging.INFO, "outboxkit.inbox")
+    await publish_raw(nats_stream, topic, str(uuid.uuid4()), "k", {"order": 7})
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        deadline = time.monotonic() + 60
+        while runner.stats.dead_lettered < 1 and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    records = [r for r in caplog.records if r.name == "outboxkit.inbox"]
+    (warning,) = [r.getMessage() for r in records if r.getMessage().startswith("handler failed")]
+    (error,) = [r.getMessage() for r in records if r.getMessage().startswith("dead-lettered")]
+    tracebacks = [r.getMessage() for r in records if r.levelno == logging.INFO and "Traceback" in r.getMessage()]
+    assert warning.endswith("ValueError: order 7 has no customer") and "\n" not in warning
+    assert error.endswith("ValueError: order 7 has no customer")
+    assert len(tracebacks) == 1 and "charge_customer" in tracebacks[0]

@@ -4,8 +4,12 @@ attempt, and messages published between connect() and the first receive() are ke
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
@@ -14,6 +18,8 @@ from outboxkit.brokers.base import Incoming
 from outboxkit.brokers.rabbitmq import RabbitMQConsumer, RabbitMQPublisher
 from outboxkit.core.envelope import OutboxEvent, new_event_id
 from outboxkit.errors import UnroutableError
+from outboxkit.inbox import InboxRunner, migrate_inbox
+from outboxkit.stores.base import TableRef
 from tests.conftest import require, unique
 
 BASE = "amqp://guest:guest@127.0.0.1:5672/"
@@ -156,3 +162,58 @@ async def test_topics_filter_by_binding_key(rmq: Setup) -> None:
         assert await consumer.receive(5, 1.0) == []
     finally:
         await consumer.close()
+
+
+async def test_held_and_retried_messages_never_spend_the_quorum_delivery_limit(rmq: Setup, tmp_path: Path) -> None:
+    """A quorum queue with ``x-delivery-limit`` 2 drops a message requeued more often. Message A
+    fails four times; B and C of the same key wait behind it (held, a dozen times or more). Every
+    one is processed, in order: neither A's retries nor the holds went back to the broker."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("needs rabbitmqctl to set a delivery-limit policy on the local RabbitMQ")
+    # A policy, as RabbitMQ recommends for delivery limits; the consumer's own declaration stays as it is.
+    policy = f"{rmq.group}_limit"
+    _rabbitmqctl("set_policy", "--apply-to", "queues", policy, f"^{rmq.group}$", '{"delivery-limit": 2}')
+    try:
+        await _held_messages_are_all_processed(rmq, tmp_path)
+    finally:
+        _rabbitmqctl("clear_policy", policy)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    result = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def _held_messages_are_all_processed(rmq: Setup, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/consumer.db"
+    migrate_inbox(url, TableRef("inbox"))
+    calls: list[tuple[str, int]] = []
+    done: list[int] = []
+
+    def handler(_conn: Any, event: Any) -> None:
+        order = event.json()["i"]
+        calls.append((event.key, order))
+        if order == 0 and calls.count((event.key, 0)) <= 4:
+            raise RuntimeError("A is not ready yet")
+        done.append(order)
+
+    first = rmq.consumer()
+    await first.connect()
+    await publish(rmq.url, f"{rmq.prefix}.orders", 3)  # i = 0 (A), 1 (B), 2 (C), all of key "k"
+    # All three in the consumer's hands before the runner starts: one batch, A first, so B and C
+    # are held behind A's failures whatever the machine's load.
+    deadline = asyncio.get_running_loop().time() + 30
+    while first._inbox.qsize() < 3 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    runner = InboxRunner(rmq.consumer, url, "billing", handler, max_attempts=10, retry_base=0.05, retry_cap=0.1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop, first=first))
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while runner.stats.processed < 3 and asyncio.get_running_loop().time() < deadline and not task.done():
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert done == [0, 1, 2], (done, runner.stats)
+    assert runner.stats.failed == 4 and runner.stats.held >= 2 and runner.stats.dead_lettered == 0

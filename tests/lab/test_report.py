@@ -133,7 +133,7 @@ def test_report_separates_steady_latency_from_recovery_and_drops_zero_anomaly_ro
         "latencies_ms": {"clean": [1.0, 2.0, 3.0], "lossy": [1.0, 2.0]},
     }
     page = render_html(data)
-    assert "steady p50 ms" in page and "worst recovery ms" in page and "<th>recovery ms</th>" in page
+    assert "steady p50" in page and "worst wait after a fault" in page and "<th>recovery ms</th>" in page
     assert "id='verdicts'" in page and "lossy: loses 4" in page
     chart = page[page.index("id='chart-anomalies'") : page.index("</svg>", page.index("id='chart-anomalies'"))]
     assert chart.count("<rect") == 1 + 4  # one bar (lossy: lost 4) plus the legend's four swatches

@@ -6,10 +6,14 @@ fault alone: the expected counts are exact, not "at least one".
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
 from outboxkit.lab.faults import Scheduled, plan, schedule
 from outboxkit.lab.runner import LabOptions, StrategyRun, run_lab
+from outboxkit.stores.base import BUCKETS
 from tests.conftest import MARIADB_URL, PG_URL, require
 
 EVENTS, SEED = 40, 11
@@ -156,8 +160,10 @@ async def test_binlog_strategy_loses_nothing_and_invents_nothing() -> None:
 
 
 async def test_log_tailing_is_skipped_where_the_database_cannot_tail(tmp_path: object) -> None:
-    runs = await lab("sqlite", ("wal", "dual-write"), ("kill-after-commit",))
-    assert [r.strategy for r in runs] == ["dual-write"]
+    options = LabOptions(strategies=("wal", "dual-write"), faults=("kill-after-commit",), events=EVENTS, db="sqlite")
+    lab_run = await run_lab(options)
+    assert [r.strategy for r in lab_run.runs] == ["dual-write"]
+    assert lab_run.skipped == [("wal", "needs postgresql; this run's database is sqlite")]
 
 
 @pytest.mark.parametrize("database", ["postgresql", "sqlite"])
@@ -185,4 +191,24 @@ async def test_event_sourcing_is_skipped_on_mariadb() -> None:
     options = LabOptions(strategies=("event-sourcing",), faults=("kill-after-commit",), events=EVENTS, db=MARIADB_URL)
     lab_run = await run_lab(options, on_phase=lambda s, p: phases.append((s, p)))
     assert lab_run.runs == []
-    assert ("event-sourcing", "skipped: needs postgresql or sqlite") in phases
+    reason = "needs postgresql or sqlite; this run's database is mariadb"
+    assert lab_run.skipped == [("event-sourcing", reason)]
+    assert ("event-sourcing", f"skipped: {reason}") in phases
+
+
+def test_a_killed_relay_comes_back_under_its_name_and_takes_its_buckets_back_at_once(
+    lab_pg: str, tmp_path: Path
+) -> None:
+    """The lab starts relays under a stable ``--owner``, as a supervisor would: the relay started
+    again after ``kill-relay`` holds every bucket in its first lease round instead of standing by
+    until its own dead leases expire (a lease TTL of delivery stalled per kill)."""
+    options = LabOptions(
+        strategies=("outbox-relay-notify",), faults=("kill-relay",), events=EVENTS, seed=SEED, db=lab_pg,
+        workdir=str(tmp_path),
+    )  # fmt: skip
+    (run,) = asyncio.run(run_lab(options)).runs
+    assert run.verdict.tally.lost == 0
+    (log,) = tmp_path.glob("lab_*/companion.log")
+    starts = [line for line in log.read_text().splitlines() if "relay started:" in line]
+    assert len(starts) == 2, starts  # the first start, and the one after the SIGKILL
+    assert f"holds {BUCKETS} of {BUCKETS} buckets" in starts[1], starts[1]

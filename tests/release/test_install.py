@@ -80,6 +80,28 @@ def test_sdist_and_wheel_carry_the_license_and_the_package(dist: Path) -> None:
     assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
 
 
+def test_the_docs_build_strictly_from_the_unpacked_sdist(dist: Path, tmp_path: Path) -> None:
+    """The sdist carries the documentation site whole (pages, images) and the examples it quotes."""
+    with tarfile.open(dist / f"outboxkit-{VERSION}.tar.gz") as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+        tar.extractall(tmp_path, filter="data")
+    assert {f"docs/img/{p.name}" for p in (ROOT / "docs" / "img").iterdir()} <= names
+    assert {f"examples/fastapi_orders/{p.name}" for p in (ROOT / "examples" / "fastapi_orders").glob("*.*")} <= names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    unpacked = tmp_path / f"outboxkit-{VERSION}"
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    built = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=unpacked,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert (tmp_path / "site" / "img" / "dashboard-overview.png").exists()
+
+
 def test_clean_install_without_extras_runs_the_cli(clean_venv: Path, tmp_path: Path) -> None:
     python = clean_venv / "bin" / "python"
     probe = "import importlib.util as u; print([m for m in ('psycopg', 'nats', 'aio_pika') if u.find_spec(m)])"
@@ -95,6 +117,23 @@ def test_clean_install_without_extras_runs_the_cli(clean_venv: Path, tmp_path: P
     db = f"sqlite:///{tmp_path}/app.db"
     assert run(clean_venv, "migrate", "--db", db).returncode == 0
     assert run(clean_venv, "status", "--db", db).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--db", "postgresql://app@db.example/app"],
+        ["--dialect", "postgresql"],
+        ["--dialect", "mariadb"],
+        ["--db", "mysql://app@db.example/app", "--inbox"],
+        ["--dialect", "postgresql", "--event-store"],
+    ],
+)
+def test_migrate_sql_prints_the_ddl_without_a_database_driver(clean_venv: Path, args: list[str]) -> None:
+    """A DBA renders the migration on a machine that has no psycopg or PyMySQL (nor the database)."""
+    result = run(clean_venv, "migrate", "--sql", *args)
+    assert result.returncode == 0, result.stderr
+    assert "CREATE TABLE IF NOT EXISTS" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -62,3 +62,13 @@ def test_gtid_state_and_lock_names() -> None:
     assert lock_name(TableRef("outbox", "app"), "db") == "outboxkit-binlog:app.outbox"
     long = lock_name(TableRef("o" * 40, "a" * 40), "db")
     assert len(long) <= 64 and long.startswith("outboxkit-binlog:")
+
+
+def test_a_row_that_raises_while_read_is_its_own_dead_letter() -> None:
+    """H13: headers nested deeper than the JSON parser recurses cost only their row."""
+    decoder = BinlogDecoder()
+    at = datetime(2026, 12, 7, tzinfo=UTC)
+    deep = '{"a":' + "[" * 50_000 + "]" * 50_000 + "}"
+    txs = decoder.transactions([RawTransaction(3, at, [row(1, headers=deep), row(2)])])
+    assert [(i.row_seq, i.event.defect is None) for i in txs[0].items] == [(1, False), (2, True)]
+    assert decoder.unit_end([RawTransaction(3, at), RawTransaction(8, at)]) == 8

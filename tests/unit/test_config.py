@@ -257,3 +257,18 @@ def test_ports_are_checked_as_configuration(url: str, ok: bool) -> None:
         with pytest.raises(ConfigurationError, match="invalid port") as raised:
             check_ports(url)
         assert "secret" not in str(raised.value)
+
+
+def test_owner_from_flag_environment_or_file(tmp_path: Path) -> None:
+    assert resolve({}, environ={}).relay.owner is None
+    path = _write(tmp_path, '[relay]\nowner = "relay-a"\n')
+    assert resolve({}, config_file=path, environ={}).relay.owner == "relay-a"
+    assert resolve({}, config_file=path, environ={"OUTBOXKIT_RELAY_OWNER": "relay-b"}).relay.owner == "relay-b"
+    assert resolve({"owner": "relay-c"}, environ={"OUTBOXKIT_RELAY_OWNER": "relay-b"}).relay.owner == "relay-c"
+
+
+@pytest.mark.parametrize("bad", ["x" * 201, " padded", "tab\there", "web-1/w2"])
+def test_owner_is_refused_in_one_line_when_unusable(bad: str) -> None:
+    with pytest.raises(ConfigurationError) as excinfo:
+        resolve({"owner": bad}, environ={})
+    assert "owner" in _one_line_error(excinfo)

@@ -157,3 +157,25 @@ def test_without_the_extra_the_cli_loads_and_the_command_says_what_to_install(tm
     done = subprocess.run([sys.executable, "-c", hide.format(argv=argv)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "outboxkit[dashboard]" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_the_lag_axis_labels_every_decade_between_100_ms_and_100_s() -> None:
+    """A mean of 100 ms beside a worst case of 100 s: on a linear axis the mean lay on the zero line
+    and nothing was labelled between 0 and 25 s. The log axis has a line per decade."""
+    series = [
+        charts.Series("mean", "series-mean", [0.1, 0.12, None, 0.2]),
+        charts.Series("max", "series-max", [1.5, 100.0, None, 30.0]),
+    ]
+    svg = charts.line_chart("lag", "Lag", [0, 60, 120, 180], series, "s", log=True)
+    labels = re.findall(r'<text class="axis"[^>]*text-anchor="end">([^<]+)</text>', svg)
+    assert labels == ["100 ms", "1 s", "10 s", "100 s"]
+    bottom = charts.HEIGHT - 28
+    mean_line = re.search(r'<polyline class="series-mean" fill="none" points="([^"]+)"', svg)
+    assert mean_line is not None
+    heights = [bottom - float(p.split(",")[1]) for p in mean_line.group(1).split()]
+    # 100 ms sits on its grid line and 120 ms visibly above it (a linear 0-100 s axis: 0.03 px apart).
+    assert heights[0] == pytest.approx(0.0) and heights[1] - heights[0] > 3
+    axis = charts.LogAxis.over([0.0004, 3.0])
+    assert (axis.low, axis.high) == (pytest.approx(0.0001), pytest.approx(10.0))
+    assert axis.fraction(0.0) == 0.0 and axis.fraction(10.0) == 1.0
+    assert charts.LogAxis.over([]).decades == [pytest.approx(0.001), pytest.approx(0.01), pytest.approx(0.1), 1.0]

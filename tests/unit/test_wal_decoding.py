@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -44,10 +45,10 @@ def insert(relid: int, values: tuple[str | None, ...]) -> bytes:
     return out
 
 
-def message(content: bytes, prefix: str = "outboxkit:s.outbox", transactional: bool = True) -> bytes:
+def message(content: bytes, prefix: str = "outboxkit:s.outbox", transactional: bool = True, lsn: int = 5) -> bytes:
     return (
         b"M"
-        + struct.pack("!bq", int(transactional), 5)
+        + struct.pack("!bq", int(transactional), lsn)
         + prefix.encode()
         + b"\0"
         + struct.pack("!i", len(content))
@@ -83,8 +84,7 @@ def test_transactions_in_log_order_rows_and_messages() -> None:
     stream = [
         begin(1), relation(9, "s", "outbox"), insert(9, row(2)), message(content), commit(200),
         begin(2), relation(8, "s", "other"), insert(8, row(3)), message(content, prefix="outboxkit"), commit(300),
-        begin(3), insert(9, row(1)), insert(9, row(4, dead="2026-12-07")), message(content, transactional=False),
-        commit(400),
+        begin(3), insert(9, row(1)), insert(9, row(4, dead="2026-12-07")), commit(400),
     ]  # fmt: skip
     txs = decoder.transactions(stream)
     assert [t.end_lsn for t in txs] == [200, 300, 400]
@@ -131,3 +131,80 @@ def test_each_outbox_has_its_own_message_prefix() -> None:
     assert walmessage.prefix_for() == "outboxkit"
     assert walmessage.prefix_for("outbox", "sales") == "outboxkit:sales.outbox"
     assert walmessage.prefix_for("events") == "outboxkit:events"
+
+
+# -- H13: traffic that is not ours, and hostile content ------------------------------------------
+
+
+def test_non_transactional_messages_are_finished_inputs_the_slot_moves_past() -> None:
+    """Another tool's heartbeats (non-transactional, any prefix) end where they were written: each
+    is an empty transaction at its position, so the relay advances past any number of them."""
+    decoder = Decoder(TableRef("outbox", "s"))
+    stream = [message(b"beat", prefix="debezium", transactional=False, lsn=100 + i) for i in range(1000)]
+    txs = decoder.transactions(stream)
+    assert [t.end_lsn for t in txs] == [100 + i for i in range(1000)]
+    assert all(t.items == [] for t in txs)
+    assert decoder.unit_end(stream) == 1099
+
+
+def test_an_own_prefix_non_transactional_message_is_a_dead_letter_that_holds_no_key() -> None:
+    decoder = Decoder(TableRef("outbox", "s"))
+    content = walmessage.encode(id="m-1", topic="orders.created", payload=b"{}", key="k")
+    txs = decoder.transactions([message(content, transactional=False, lsn=77)])
+    assert [t.end_lsn for t in txs] == [77]
+    (item,) = txs[0].items
+    assert item.event.defect is not None and "not trusted" in item.event.defect
+    assert item.event.key is None and "'k'" in item.event.defect
+
+
+def deep(n: int) -> bytes:
+    return b"[" * n + b"]" * n
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"v":1,"id":"a","topic":"t","headers":' + deep(100_000) + b"}\nx",  # RecursionError in json
+        deep(100_000) + b"\nx",
+        b'{"v":1,"id":"a","topic":"orders.x","key":"\\ud800"}\nx',  # a lone surrogate
+        b'{"v":1,"id":"a","topic":"orders.x","key":"a\\u0000b"}\nx',  # NUL
+        b'{"v":1,"id":"a","topic":"orders.\\udfff"}\nx',
+        b'{"v":1,"id":"a","topic":"' + b"t" * 100_000 + b'"}\nx',  # huge topic
+        b'{"v":1,"id":"a","topic":"orders.x","key":"' + b"k" * 100_000 + b'"}\nx',  # huge key
+        b'{"v":1,"id":7,"topic":["x"],"key":{"a":1},"headers":[1]}\nx',  # wrong types
+        b"\xff\xfe\xfd\nx",  # not UTF-8
+    ],
+    ids=[
+        "deep-headers",
+        "deep-attributes",
+        "surrogate-key",
+        "nul-key",
+        "surrogate-topic",
+        "huge-topic",
+        "huge-key",
+        "wrong-types",
+        "not-utf8",
+    ],
+)
+def test_hostile_message_content_is_a_defect_never_an_exception(content: bytes) -> None:
+    decoder = Decoder(TableRef("outbox", "s"))
+    txs = decoder.transactions([begin(1), message(content), commit(50)])
+    (item,) = txs[0].items
+    assert item.event.defect is not None
+
+
+@given(st.binary(max_size=300))
+def test_any_message_content_decodes_without_raising(content: bytes) -> None:
+    event = walmessage.decode(1, content)
+    assert event.defect is not None or event.topic
+
+
+def test_a_row_that_raises_while_read_is_its_own_dead_letter() -> None:
+    """headers nested deeper than the JSON parser recurses: the row is a defect, not a failed read."""
+    decoder = Decoder(TableRef("outbox", "s"))
+    bad = list(row(5))
+    bad[8] = '{"a":' + "[" * 50_000 + "]" * 50_000 + "}"
+    txs = decoder.transactions(
+        [begin(1), relation(9, "s", "outbox"), insert(9, tuple(bad)), insert(9, row(6)), commit(9)]
+    )
+    assert [(i.row_seq, i.event.defect is None) for i in txs[0].items] == [(5, False), (6, True)]

@@ -118,5 +118,10 @@ class Consumer(Protocol):
         ...
 
     async def retry(self, incoming: Incoming, delay: float) -> None:
-        """Deliver this message again after about ``delay`` seconds."""
+        """Deliver this message again after about ``delay`` seconds, with ``attempt`` higher.
+
+        The inbox also calls it to hold a message behind a failing one of its key, so it must not
+        spend a budget past which the broker discards the message unprocessed (a quorum queue's
+        delivery limit, a JetStream ``max_deliver``): keep the message in hand, or use a way of
+        redelivering that the broker does not count against such a limit."""
         ...

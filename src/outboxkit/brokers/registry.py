@@ -30,15 +30,15 @@ _BUSES: dict[str, tuple[str, str, str, str]] = {
 }
 
 SCHEMES = frozenset(_BUSES)
+#: The schemes an "unsupported broker URL" error names: one per bus (the TLS variants go unsaid).
+SUPPORTED = "nats://, amqp://, kafka://, redis:// or mqtt://"
 
 
 def _load(url: str, which: int) -> Any:
     scheme = scheme_of(url)
     entry = _BUSES.get(scheme)
     if entry is None:
-        raise ConfigurationError(
-            f"unsupported broker URL {redact_url(url)!r}: use nats://, amqp://, kafka://, redis:// or mqtt://"
-        )
+        raise ConfigurationError(f"unsupported broker URL {redact_url(url)!r}: use {SUPPORTED}")
     module_name, extra = entry[0], entry[3]
     try:
         module = importlib.import_module(f"outboxkit.brokers.{module_name}")
@@ -113,9 +113,7 @@ def provisioner_for(url: str) -> Provision:
     scheme = scheme_of(url)
     module_name = _PROVISION.get(scheme)
     if module_name is None:
-        raise ConfigurationError(
-            f"unsupported broker URL {redact_url(url)!r}: use nats://, amqp://, kafka://, redis:// or mqtt://"
-        )
+        raise ConfigurationError(f"unsupported broker URL {redact_url(url)!r}: use {SUPPORTED}")
     extra = _BUSES[scheme][3]
     try:
         module = importlib.import_module(f"outboxkit.brokers.{module_name}")

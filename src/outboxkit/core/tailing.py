@@ -25,3 +25,15 @@ class Transaction:
     end_lsn: int
     committed_at: datetime | None
     items: list[Item] = field(default_factory=list)
+
+
+def unreadable(seq: int, what: str, exc: BaseException) -> OutboxEvent:
+    """The stand-in event of an input that raised while it was turned into an event (H13).
+
+    Any exception counts, ``RecursionError`` from JSON nested a hundred thousand deep included:
+    the input is set aside as a dead letter with the reason, and the relay goes on past it rather
+    than failing the whole read, which would read the same input again forever. The reason is
+    bounded here; the stores make it storable."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    reason = f"{what} cannot be published: {type(exc).__name__}{': ' + text if text else ''}"
+    return OutboxEvent(seq=seq, id=f"unreadable-{seq}", topic="?", payload=b"", defect=reason)

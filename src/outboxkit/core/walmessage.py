@@ -31,6 +31,7 @@ from datetime import datetime
 
 from outboxkit.core.envelope import JSON, OutboxEvent
 from outboxkit.core.rows import event_from_row
+from outboxkit.core.tailing import unreadable
 
 PREFIX = "outboxkit"
 VERSION = 1
@@ -76,7 +77,18 @@ def encode(
 
 
 def decode(seq: int, content: bytes, committed_at: datetime | None = None) -> OutboxEvent:
-    """The event of one message, or an event with a ``defect`` saying why it cannot be published."""
+    """The event of one message, or an event with a ``defect`` saying why it cannot be published.
+
+    Never raises, whatever ``content`` holds (H13): JSON nested deeper than the parser's recursion
+    limit, bytes that are not UTF-8, a key or topic with lone surrogates or NUL all become a
+    defect, so the message is a dead letter and the relay moves past it."""
+    try:
+        return _decode(seq, content, committed_at)
+    except Exception as exc:  # RecursionError and the like: the message's fault only
+        return unreadable(seq, "message", exc)
+
+
+def _decode(seq: int, content: bytes, committed_at: datetime | None) -> OutboxEvent:
     head, sep, payload = content.partition(b"\n")
     try:
         if not sep:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +14,7 @@ from outboxkit.eventstore.connection import sync_runner
 from outboxkit.eventstore.migrate import DEFAULT_TABLE, event_store_sql_text, migrate_event_store
 from outboxkit.eventstore.projection import Projection, ProjectionRunner, projection_statuses
 from outboxkit.eventstore.store import EventStore
+from outboxkit.imports import load_object
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import database_for
 
@@ -131,13 +131,8 @@ def projections_rebuild(db: str, table: str | None, schema: str | None, target: 
 
 def load_projection(target: str) -> Projection:
     """``package.module:attr``: a Projection, or a callable with no arguments that returns one."""
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise ConfigurationError(f"--projection must be module:attribute, got {target!r}")
-    try:
-        found: Any = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"cannot load projection {target!r}: {exc}") from None
+    # Imported like every module:attr option: from the current directory first (outboxkit.imports).
+    found: Any = load_object(target, option="--projection", what="projection")
     projection = found() if callable(found) and not hasattr(found, "handle") else found
     if not all(hasattr(projection, a) for a in ("name", "handle", "reset")):
         raise ConfigurationError(f"{target!r} is not a projection (it needs name, handle() and reset())")

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-import os
 import signal
-import sys
 import time
 from collections.abc import Sequence
 
@@ -16,6 +13,7 @@ from outboxkit.brokers.registry import consumer_for
 from outboxkit.core.logfmt import LIFE_LOGGER
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import ConfigurationError, SchemaError
+from outboxkit.imports import load_object
 from outboxkit.inbox.runner import Handler, InboxRunner, InboxStats
 from outboxkit.inbox.schema import connect_sync
 from outboxkit.stores.base import TableRef
@@ -26,20 +24,11 @@ life = logging.getLogger(LIFE_LOGGER)
 
 
 def load_handler(spec: str) -> Handler:
-    """``package.module:function`` -> the function, with a one-line error for each way it can fail."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigurationError(f"--handler must look like package.module:function, got {spec!r}")
-    # Import from the current directory first, as `python -m` does: the `outboxkit` console script
-    # starts with its own bin directory on sys.path instead, and handlers would need PYTHONPATH.
-    cwd = os.getcwd()
-    if "" not in sys.path and cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import handler module {module_name!r}: {exc}") from None
-    fn = getattr(module, attr, None)
+    """``package.module:function`` -> the function, with a one-line error for each way it can fail.
+
+    Imported like every ``module:attr`` option (:func:`outboxkit.imports.load_object`): from the
+    current directory first, as ``python -m`` does."""
+    fn = load_object(spec, option="--handler", what="handler")
     if not callable(fn):
         raise ConfigurationError(f"{spec!r} is not a function")
     handler: Handler = fn

@@ -13,6 +13,11 @@ Failure rules (every exception is classed on purpose, H12):
   memory: after a restart the broker's redelivery order decides;
 * crash after commit, before ack: the broker redelivers, the id is found, the handler is not
   called again (G7);
+* the handler ended the transaction itself (DDL that commits implicitly on MariaDB/MySQL, its own
+  COMMIT or ROLLBACK): a failed attempt with that reason, and the retry is not a duplicate
+  (H14, see ``inbox/transaction.py``);
+* a message without an event id cannot be de-duplicated: it is parked as a dead letter with the
+  reason and acked, never handled;
 * the broker or the database goes away (connection lost, read-only node, an error nobody
   classified): the runner reconnects with backoff, one log line per outage, and never exits for it.
 
@@ -35,10 +40,9 @@ from typing import Any
 from outboxkit.brokers.base import Consumer, Incoming
 from outboxkit.core.backoff import backoff_delay
 from outboxkit.core.lru import BoundedDict
-from outboxkit.errors import ConfigurationError, DeliveryError, SchemaError, UnavailableError
-from outboxkit.inbox.schema import connect_sync
+from outboxkit.errors import ConfigurationError, DeliveryError, SchemaError
+from outboxkit.inbox.transaction import HandlerFailed, InboxTransactions
 from outboxkit.stores.base import TableRef
-from outboxkit.stores.registry import database_for, translate_db_error
 
 log = logging.getLogger("outboxkit.inbox")
 
@@ -80,6 +84,7 @@ class InboxStats:
     duplicates: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    unidentified: int = 0  # messages without an event id, parked as dead letters (also counted there)
     held: int = 0  # messages handed back because an earlier message of their key was failing
     out_of_order: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -93,7 +98,8 @@ class InboxRunner:
     ``execute(sql, params)`` (``conn.native`` is the PyMySQL connection). A sync handler runs in a
     worker thread; an ``async def`` handler is awaited on the event loop with the same (sync)
     connection, so it can await other I/O while its database statements stay short. The handler
-    must not commit or roll back.
+    must not commit or roll back, nor run DDL (MariaDB/MySQL commit it implicitly): such an
+    attempt counts as failed.
 
     >>> runner = InboxRunner(lambda: consumer_for(url, group="billing", topics=["orders.>"]),
     ...                      "postgresql://app@db/app", "billing", handle_order)   # doctest: +SKIP
@@ -129,7 +135,7 @@ class InboxRunner:
         self.check_order = check_order
         self.hold_failed_keys = hold_failed_keys
         self.stats = InboxStats()
-        self._conn: Any = None
+        self._tx = InboxTransactions(db, name, self.ref)
         self._loop: asyncio.AbstractEventLoop | None = None
         # Bounded memories (``memory`` entries each): failures per event id (for buses without a
         # delivery count), redeliveries caused by a hold (not the message's own failures), the
@@ -138,10 +144,6 @@ class InboxRunner:
         self._holds: BoundedDict[str, int] = BoundedDict(memory)
         self._held: BoundedDict[str, str] = BoundedDict(memory)
         self._last_sequence: BoundedDict[str, int] = BoundedDict(memory)
-        # The inbox's SQL is the database's own (stores/<database>/inbox.py).
-        inbox_sql = database_for(db).inbox()
-        self._claim_sql = inbox_sql.claim_sql(self.ref)
-        self._dead_sql = inbox_sql.dead_sql(self.ref)
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, first: Consumer | None = None) -> None:
@@ -191,6 +193,16 @@ class InboxRunner:
     async def _handle(self, consumer: Consumer, incoming: Incoming) -> None:
         msg = incoming.message
         event = Event(msg.event_id, msg.topic, msg.key, msg.payload, dict(msg.headers), incoming.attempt)
+        reason = unidentified(event.id, self._tx.max_event_id)
+        if reason is not None:
+            # Without an id the inbox cannot tell this message from any other: handled under an
+            # empty id, every later one would be a "duplicate". Parked with the reason instead.
+            parked = await asyncio.to_thread(self._tx.park, event, reason)
+            self.stats.unidentified += 1
+            self.stats.dead_lettered += 1
+            log.error("parked a message on %s as dead letter %s: %s", event.topic, parked, reason)
+            await consumer.ack(incoming)
+            return
         if self.hold_failed_keys and event.key is not None:
             waiting_for = self._held.get(event.key)
             if waiting_for is not None and waiting_for != event.id:
@@ -204,7 +216,7 @@ class InboxRunner:
                 outcome = await self._transaction_async(event)
             else:
                 outcome = await asyncio.to_thread(self._transaction_sync, event)
-        except _HandlerFailed as failed:
+        except HandlerFailed as failed:
             await self._failed(consumer, incoming, event, failed.error)
             return
         if outcome == "duplicate":
@@ -229,16 +241,21 @@ class InboxRunner:
         # The broker's delivery count includes redeliveries a hold caused; those were not failures.
         attempts = max(incoming.attempt - (self._holds.get(event.id) or 0), counted)
         if attempts >= self.max_attempts:
-            await asyncio.to_thread(self._dead_letter, event, error, attempts)
+            await asyncio.to_thread(self._tx.dead_letter, event, error, attempts)
             self.stats.dead_lettered += 1
             self._resolved(event)
-            log.error("dead-lettered event %s after %d attempts: %s", event.id, attempts, error.splitlines()[-1])
+            log.error("dead-lettered event %s after %d attempts: %s", event.id, attempts, error.splitlines()[0])
             await consumer.ack(incoming)
             return
         if self.hold_failed_keys and event.key is not None:
             self._held[event.key] = event.id
         delay = backoff_delay(attempts, base=self.retry_base, cap=self.retry_cap)
-        log.warning("handler failed for %s (attempt %d), retrying in %.1fs", event.id, attempts, delay)
+        # The error's first line is its type and message; the traceback is an info line (shown
+        # with `-v` or `--debug`), so the default log stays one line per failure.
+        first, _, rest = error.partition("\n")
+        log.warning("handler failed for %s (attempt %d), retrying in %.1fs: %s", event.id, attempts, delay, first)
+        if rest:
+            log.info("handler failure of %s:\n%s", event.id, rest.rstrip())
         await consumer.retry(incoming, delay)
 
     def _note_order(self, event: Event) -> None:
@@ -251,32 +268,14 @@ class InboxRunner:
         else:
             self._last_sequence[event.key] = event.sequence
 
-    # -- database side ----------------------------------------------------------------------------
-    def _connection(self) -> Any:
-        if self._conn is None:
-            self._conn = connect_sync(self.db)
-        return self._conn
-
+    # -- database side (inbox/transaction.py) ------------------------------------------------------
     async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):  # a dead connection may refuse to close
-                conn.close()
-
-    def _begin_claim(self, conn: Any, event: Event) -> bool:
-        conn.execute("BEGIN")
-        cur = conn.execute(self._claim_sql, (self.name, event.id))
-        return bool(cur.rowcount == 1)
+        self._tx.drop()
 
     def _transaction_sync(self, event: Event) -> str:
-        conn = self._connection()
-        try:
-            if not self._begin_claim(conn, event):
-                conn.execute("ROLLBACK")
-                return "duplicate"
-        except Exception as exc:
-            self._reset(conn)
-            raise self._db_error(exc) from None
+        conn = self._tx.begin(event.id)
+        if conn is None:
+            return "duplicate"
         try:
             result = self.handler(conn, event)
             if inspect.isawaitable(result):
@@ -284,79 +283,54 @@ class InboxRunner:
                 # event loop and wait here, still inside the transaction.
                 assert self._loop is not None
                 asyncio.run_coroutine_threadsafe(_awaited(result), self._loop).result()
-        except Exception:
-            self._reset(conn)
-            raise _HandlerFailed(traceback.format_exc(limit=5)) from None
-        self._commit(conn)
+        except Exception as exc:
+            self._tx.reset()
+            raise HandlerFailed(_describe(exc)) from None
+        self._tx.commit(conn, event.id)
         return "processed"
 
     async def _transaction_async(self, event: Event) -> str:
         # The claim and the commit are quick; the handler is awaited in between on the same
         # connection and transaction.
-        conn = self._connection()
-        try:
-            if not self._begin_claim(conn, event):
-                conn.execute("ROLLBACK")
-                return "duplicate"
-        except Exception as exc:
-            self._reset(conn)
-            raise self._db_error(exc) from None
+        conn = self._tx.begin(event.id)
+        if conn is None:
+            return "duplicate"
         try:
             result = self.handler(conn, event)
             if inspect.isawaitable(result):
                 await result
-        except Exception:
-            self._reset(conn)
-            raise _HandlerFailed(traceback.format_exc(limit=5)) from None
-        self._commit(conn)
+        except Exception as exc:
+            self._tx.reset()
+            raise HandlerFailed(_describe(exc)) from None
+        self._tx.commit(conn, event.id)
         return "processed"
 
-    def _dead_letter(self, event: Event, error: str, attempts: int) -> None:
-        conn = self._connection()
-        try:
-            conn.execute("BEGIN")
-            conn.execute(self._claim_sql, (self.name, event.id))
-            headers = json.dumps(dict(event.headers))
-            row = (self.name, event.id, event.topic, event.key, event.payload, headers, error, attempts)
-            conn.execute(self._dead_sql, row)
-            conn.execute("COMMIT")
-        except Exception as exc:
-            self._reset(conn)
-            raise self._db_error(exc) from None
 
-    def _commit(self, conn: Any) -> None:
-        """COMMIT the handler's transaction. A connection that is gone is an outage (the message
-        comes back, and the inbox row says whether the commit had landed); any other error at
-        COMMIT (a deferred foreign key, a serialization failure) is the handler's failure."""
-        try:
-            conn.execute("COMMIT")
-        except Exception as exc:
-            self._reset(conn)
-            error = self._db_error(exc)
-            if isinstance(error, UnavailableError | SchemaError):
-                raise error from None
-            raise _HandlerFailed(f"COMMIT failed: {type(exc).__name__}: {exc}") from None
+#: the dead letter's error for a message the inbox cannot identify
+UNIDENTIFIED = (
+    "the message has no event id (no CloudEvents id or message id: published by something other"
+    " than an outboxkit relay?); the inbox cannot tell it from other messages"
+)
 
-    def _db_error(self, exc: Exception) -> Exception:
-        error = translate_db_error(self.db, exc)
-        return error if isinstance(error, Exception) else exc
 
-    def _reset(self, conn: Any) -> None:
-        try:
-            conn.execute("ROLLBACK")
-        except Exception:
-            # The connection is broken: drop it, the next message reconnects.
-            try:
-                conn.close()
-            finally:
-                self._conn = None
+def unidentified(event_id: str, max_length: int = 255) -> str | None:
+    """Why the inbox cannot use ``event_id`` to de-duplicate, or None when it can."""
+    if not event_id.strip():
+        return UNIDENTIFIED
+    if len(event_id) > max_length:
+        # Kept whole or not at all: a truncated id could make a different event a "duplicate".
+        return f"the event id is {len(event_id)} characters long; this inbox table keeps at most {max_length}"
+    if any(c < " " or "\ud800" <= c <= "\udfff" for c in event_id):
+        return "the event id holds control characters or lone surrogates, which the inbox table cannot store"
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    """The handler's error for the log and the dead letter: its type and message on the first
+    line (what a log line shows), then the traceback (for the dead letter and debug logs)."""
+    head = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    return head + "\n" + "".join(traceback.format_exception(exc, limit=5))
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
-
-
-class _HandlerFailed(Exception):
-    def __init__(self, error: str) -> None:
-        super().__init__(error)
-        self.error = error

@@ -6,16 +6,20 @@ Wired into the main CLI with ``app.add_typer(lab_app, name="lab")``.
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from outboxkit.lab.faults import FAULTS
 from outboxkit.lab.strategies import STRATEGIES
 from outboxkit.lab.strategy import DEFAULT_DB
 from outboxkit.terminal import literal, output_console
+
+if TYPE_CHECKING:  # the runner needs the nats extra; imported where a run starts
+    from outboxkit.lab.runner import LabOptions, LabRun, StrategyRun
 
 lab_app = typer.Typer(help="The lab: strategies under injected crashes, measured side by side.", no_args_is_help=True)
 
@@ -48,11 +52,14 @@ def run(
     rate: Annotated[
         float, typer.Option("--rate", min=0, help="Writer transactions per second (0: as fast as it can).")
     ] = 50.0,
+    parallel: Annotated[
+        int, typer.Option("--parallel", min=1, help="Strategies run at once (2 suits a 2-core machine).")
+    ] = 2,
 ) -> None:
     """Run each strategy under the same faults and print, save and chart what each lost or duplicated."""
     # Imported here: the runner needs the nats extra, and `outboxkit --help` must work without it.
-    from outboxkit.lab.report import table, verdicts, write_reports
-    from outboxkit.lab.runner import LabOptions, StrategyRun, run_lab
+    from outboxkit.lab.report import write_reports
+    from outboxkit.lab.runner import LabOptions, LabStalled, run_lab
 
     if events < 20:
         raise typer.BadParameter("--events must be at least 20 (faults need room)")
@@ -63,24 +70,61 @@ def run(
         seed=seed,
         db="sqlite" if db.startswith("sqlite") else db,
         rate=rate,
+        parallel=parallel,
     )
     console = output_console()
-    done: list[StrategyRun] = []
-    started = time.monotonic()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("starting", total=len(options.strategies))
+    try:
+        # Not a terminal (CI log, a file): no spinner frames and no partial tables, one report at the end.
+        lab = _run_with_progress(options, console) if console.is_terminal else asyncio.run(run_lab(options))
+    except LabStalled as exc:
+        # The diagnostic is the message; a traceback would only bury it.
+        console.print(literal(f"lab stopped: {exc}"))
+        raise typer.Exit(1) from None
+    print_report(lab, console, title=f"outboxkit lab (seed {seed}, {events} events)")
+    json_path, html_path = write_reports(lab, out)
+    console.print(
+        f"{len(lab.runs)} strategies ({len(lab.skipped)} skipped), {options.parallel} at a time, in "
+        f"{lab.elapsed:.1f}s; wrote {json_path} and {html_path}"
+    )
 
-        def on_phase(strategy: str, phase: str) -> None:
-            progress.update(task, description=f"[{len(done) + 1}/{len(options.strategies)}] {strategy}: {phase}")
 
-        def on_done(result: StrategyRun) -> None:
-            done.append(result)
-            progress.advance(task)
-            progress.console.print(table(done, title=f"outboxkit lab (seed {seed}, {events} events)"))
+def print_report(lab: LabRun, console: Console, title: str) -> None:
+    """Recommendation first (what to choose), then the table whose numbers back it, the skipped
+    strategies with their reason, and one verdict per strategy."""
+    from outboxkit.lab.report import recommendation, skipped_lines, table, verdicts
 
-        lab = asyncio.run(run_lab(options, on_phase, on_done))
+    console.print(Text("Recommendation", style="bold"))
+    for line in recommendation(lab):
+        console.print(literal(f"- {line}"))
+    console.print()
+    console.print(table(lab.runs, title=title))
+    for line in skipped_lines(lab.skipped):
+        console.print(literal(line))
     console.print()
     for line in verdicts([r.as_dict() for r in lab.runs]):
         console.print(literal(line))
-    json_path, html_path = write_reports(lab, out)
-    console.print(f"{len(lab.runs)} strategies in {time.monotonic() - started:.1f}s; wrote {json_path} and {html_path}")
+
+
+def _run_with_progress(options: LabOptions, console: Console) -> LabRun:
+    """One spinner line per strategy while it runs; a one-line result when it ends."""
+    from outboxkit.lab.runner import run_lab
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def on_phase(strategy: str, phase: str) -> None:
+            if strategy not in tasks:
+                tasks[strategy] = progress.add_task(strategy, total=1)
+            done = 1 if phase.startswith("skipped") else 0  # a skipped strategy stops spinning at once
+            progress.update(tasks[strategy], description=f"{strategy}: {phase}", completed=done)
+
+        def on_done(result: StrategyRun) -> None:
+            t = result.verdict.tally
+            progress.update(
+                tasks[result.strategy],
+                completed=1,
+                description=f"{result.strategy}: done, lost {t.lost}, invented {t.phantom} ({result.elapsed:.0f}s)",
+            )
+
+        return asyncio.run(run_lab(options, on_phase, on_done))

@@ -27,7 +27,7 @@ from outboxkit.core.tally import Delivery, Tally, tally
 from outboxkit.migrate import migrate
 from outboxkit.stores.registry import database_for
 from outboxkit.testing.servers import NatsServer, RelayProcess
-from outboxkit.testing.workload import OrdersWorkload, delivered_count
+from outboxkit.testing.workload import EventBudget, OrdersWorkload, delivered_count
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,7 @@ async def _demo(options: DemoOptions, console: Console) -> DemoResult:
         stop_writers = threading.Event()
         pacer = _Pacer(options.rate)
         target = options.events
+        budget = EventBudget(target)  # exactly `target` committed events, whatever is in flight
 
         def on_commit(count: int) -> None:
             if workload.stats.committed_events >= target:
@@ -157,6 +158,7 @@ async def _demo(options: DemoOptions, console: Console) -> DemoResult:
                     seed=seed * 100 + i,
                     on_commit=on_commit,
                     stop=stop_writers,
+                    budget=budget,
                 )
             )
             for i in range(options.writers)

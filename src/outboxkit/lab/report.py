@@ -14,27 +14,37 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import platform
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
+from outboxkit.lab.advice import duration, recommend
 from outboxkit.lab.runner import LabRun, StrategyRun
 from outboxkit.lab.verify import percentile
+from outboxkit.stores.registry import database_for, database_named
 
 COLUMNS = (
     ("strategy", "strategy"),
     ("committed", "committed"),
     ("lost", "lost"),
-    ("phantom", "phantom"),
-    ("dups", "duplicates"),
-    ("order", "order_violations"),
-    ("steady p50 ms", "steady_p50_ms"),
-    ("steady p99 ms", "steady_p99_ms"),
-    ("worst recovery ms", "recovery_max_ms"),
-    ("write p50 ms", "write_p50_ms"),
+    ("invented", "phantom"),
+    ("duplicates", "duplicates"),
+    ("out of order", "order_violations"),
+    ("steady p50", "steady_p50_ms"),
+    ("steady p99", "steady_p99_ms"),
+    ("worst wait after a fault", "recovery_max_ms"),
+    ("request p50", "write_p50_ms"),
     ("ev/s", "throughput"),
+)
+_LATENCIES = ("steady_p50_ms", "steady_p99_ms", "recovery_max_ms", "write_p50_ms")
+CAPTION = (
+    "lost: committed, never on the bus; invented: on the bus, never committed; steady: commit to bus for"
+    " the events no fault disturbed; worst wait after a fault: the longest an event waited because of one;"
+    " request: the write as the service sees it"
 )
 _BAD = ("lost", "phantom", "order_violations")
 _ANOMALIES = ("lost", "phantom", "duplicates", "order_violations")
@@ -68,6 +78,17 @@ def verdict(run: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     return f"{run['strategy']}: {'; '.join([lost, *bad, dups, cost, *back])}{choose}."
 
 
+def cell(run: dict[str, Any], field: str) -> str:
+    """A table cell as a newcomer reads it: latencies with their unit, and "before commit" for the
+    events the broker stored before their COMMIT returned (early, not a fast 0 ms)."""
+    value = run[field]
+    if field in _LATENCIES:
+        if field != "write_p50_ms" and run.get("stored_before_commit") and not value:
+            return "before commit"
+        return duration(value)
+    return _cell(value)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -77,14 +98,14 @@ def _cell(value: Any) -> str:
 
 
 def table(runs: list[StrategyRun], title: str = "outboxkit lab") -> Table:
-    t = Table(title=title, caption="steady: events no fault disturbed; recovery: longest wait caused by a fault")
+    t = Table(title=title, caption=CAPTION)
     for label, _ in COLUMNS:
         t.add_column(label, justify="left" if label == "strategy" else "right", no_wrap=label == "strategy")
     for run in runs:
         d = run.as_dict()
         cells = []
         for _, field in COLUMNS:
-            text = _cell(d[field])
+            text = cell(d, field)
             if field in _BAD or field == "duplicates":
                 style = "bold red" if d[field] and field in _BAD else "yellow" if d[field] else "green"
                 text = f"[{style}]{text}[/]"
@@ -104,12 +125,35 @@ def to_json(lab: LabRun) -> dict[str, Any]:
             "db": o.db.split("@")[-1],
             "rollback_ratio": o.rollback_ratio,
         },
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_1m_start": round(lab.load[0], 2),
+            "load_1m_end": round(lab.load[1], 2),
+        },
+        "started_utc": datetime.fromtimestamp(lab.started_at, UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "elapsed_s": lab.elapsed,
+        "parallel": o.parallel,
+        "recommendation": recommendation(lab),
+        "skipped": [{"strategy": n, "reason": why} for n, why in lab.skipped],
         "strategies": [r.as_dict() for r in lab.runs],
         "verdicts": verdicts([r.as_dict() for r in lab.runs]),
         "latencies_ms": {r.strategy: r.verdict.steady_ms for r in lab.runs},  # steady state only
     }
+
+
+def recommendation(lab: LabRun) -> list[str]:
+    """The run's advice for the common situations (``lab.advice``), from its own results."""
+    return recommend([r.as_dict() for r in lab.runs], lab.skipped, database_kind(lab.options.db))
+
+
+def database_kind(db: str) -> str:
+    return (database_for(db) if "://" in db else database_named(db)).name
+
+
+def skipped_lines(skipped: list[tuple[str, str]]) -> list[str]:
+    return [f"{name}: skipped, {why}" for name, why in skipped]
 
 
 def verdicts(runs: list[dict[str, Any]]) -> list[str]:
@@ -149,7 +193,19 @@ def render_html(data: dict[str, Any]) -> str:
         f"--strategies {html.escape(','.join(o['strategies']))} "
         f"--faults {html.escape(','.join(o['faults']))}</code><br>"
         f"Database {html.escape(o['db'])}; {len(runs)} strategies in {data['elapsed_s']:.1f} s.</p>",
+        "<h2>Recommendation</h2>",
+        "<ul id='recommendation'>"
+        + "".join(f"<li>{html.escape(line)}</li>" for line in data.get("recommendation", []))
+        + "</ul>",
+        "<h2>Results</h2>",
         _results_table(runs),
+        "<ul id='skipped'>"
+        + "".join(
+            f"<li>{html.escape(s['strategy'])}: skipped, {html.escape(s['reason'])}</li>"
+            for s in data.get("skipped", [])
+        )
+        + "</ul>",
+        f"<p>{html.escape(CAPTION)}.</p>",
         "<h2>Verdicts</h2>",
         "<ul id='verdicts'>"
         + "".join(f"<li>{html.escape(v)}</li>" for v in data.get("verdicts") or verdicts(runs))
@@ -180,7 +236,7 @@ def _results_table(runs: list[dict[str, Any]]) -> str:
                 cls = "bad" if r[field] else "ok"
             elif field == "duplicates" and r[field]:
                 cls = "warn"
-            cells.append(f"<td class='{cls}'>{html.escape(_cell(r[field]))}</td>")
+            cells.append(f"<td class='{cls}'>{html.escape(cell(r, field))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table id='results'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 

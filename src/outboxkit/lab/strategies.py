@@ -204,7 +204,10 @@ class _Outbox:
     def companion(self, env: Env) -> list[str] | None:
         if self.relay is None:
             return None
-        args = [sys.executable, "-m", "outboxkit", "relay", "--db", env.db, "--broker", env.broker]
+        # A stable owner, as a supervisor gives it: the relay started again after a SIGKILL takes
+        # its buckets back at once instead of waiting a lease TTL for its own dead leases.
+        owner = f"lab-{env.topic.split('.')[0]}"
+        args = [sys.executable, "-m", "outboxkit", "relay", "--db", env.db, "--broker", env.broker, "--owner", owner]
         if env.schema:
             args += ["--schema", env.schema]
         return args
@@ -215,6 +218,24 @@ class _Outbox:
         conn = _connect(env)
         try:
             return len(_unmarked(env, conn))
+        finally:
+            conn.close()
+
+    def stall_report(self, env: Env) -> list[str]:
+        """What a stalled relay left: the oldest pending rows, and who holds the leases."""
+        conn = _connect(env)
+        try:
+            rows = _unmarked(env, conn)
+            out = [f"{len(rows)} pending rows; oldest: " + ", ".join(f"seq {r[0]} key {r[2]}" for r in rows[:8])]
+            try:
+                leases = conn.execute(
+                    f"SELECT owner, count(*) FROM {env.ref.derived('leases', env.database.quote)}"
+                    " WHERE owner IS NOT NULL GROUP BY owner"
+                ).fetchall()
+                out.append("leases: " + (", ".join(f"{o} holds {n}" for o, n in leases) or "none held"))
+            except Exception as exc:  # SQLite keeps no lease table: say so and go on
+                out.append(f"leases: not readable ({exc})")
+            return out
         finally:
             conn.close()
 
@@ -239,6 +260,11 @@ class _Outbox:
         await ctx.at("after-commit")
         if not self.inline:
             return
+        if self.relay is not None and _key_waits(ctx, txn.key, ids):
+            # InlinePublisher's rule: an earlier event of the key is still pending (its writer
+            # crashed, its publish failed): the relay sends this key in order, the writer steps
+            # aside. Without it the writer's event overtook the relay's (per-key reordering).
+            return
         await ctx.at("before-publish")
         events = [event(ctx.env, i, txn, encode(b)) for i, b in zip(ids, bodies, strict=True)]
         if await ctx.publish(events):
@@ -256,6 +282,24 @@ def _unmarked(env: Env, conn: Any) -> list[Any]:
     q = env.database.quote  # "key" is a reserved word on MariaDB: quote the column everywhere
     sql = f"SELECT seq, id, {q}key{q}, payload FROM {env.outbox} WHERE delivered_at IS NULL AND dead_at IS NULL"
     return list(conn.execute(sql + " ORDER BY seq").fetchall())
+
+
+def _key_waits(ctx: WriteContext, key: str, ids: list[str]) -> bool:
+    """Whether a pending row of ``key`` precedes these just-committed rows (``fetch_committed``'s
+    test in SQL, on the writer's own connection)."""
+    q, outbox = ctx.env.database.quote, ctx.env.outbox
+    marks = ",".join("?" * len(ids))
+    sql = (
+        f"SELECT 1 FROM {outbox} p WHERE p.{q}key{q} = ? AND p.delivered_at IS NULL AND p.dead_at IS NULL"
+        f" AND p.seq < (SELECT min(o.seq) FROM {outbox} o WHERE o.id IN ({marks})) LIMIT 1"
+    )
+    try:
+        return ctx.conn.execute(ctx.sql(sql), [key, *ids]).fetchone() is not None
+    except Exception as exc:
+        if not _connection_lost(ctx.env, exc):
+            raise
+        ctx.reconnect()
+        return True  # not known: the relay sends them
 
 
 def _mark(ctx: WriteContext, ids: list[str]) -> None:
@@ -286,7 +330,10 @@ class OutboxRelayNotify(_Outbox):
 class OutboxInlineRelay(_Outbox):
     name, summary = "outbox-inline+relay", "outbox row; writer publishes right away, relay as safety net"
     inline, relay = True, "notify"
-    choose = "for the lowest latency without waiting for restarts, if consumers tolerate rare reordering after a crash"
+    choose = (
+        "for the lowest latency without waiting for restarts: the writer steps aside for a key whose earlier"
+        " event is still pending, so the relay keeps that key in order"
+    )
 
 
 class Trigger(_Outbox):

@@ -85,6 +85,9 @@ class Verdict:
     publish_failures: int
     steady_ms: list[float] = field(default_factory=list)  # the events no fault disturbed (lab.recovery)
     recoveries: list[Recovery] = field(default_factory=list)
+    # Events the broker stored before their COMMIT returned (publish-then-commit): their latency
+    # is "before commit", not a fast 0 ms.
+    before_commit: int = 0
 
     @property
     def recovery_max_ms(self) -> float | None:
@@ -96,6 +99,7 @@ class Verdict:
             "steady_p50_ms": percentile(self.steady_ms, 50),
             "steady_p99_ms": percentile(self.steady_ms, 99),
             "steady_events": len(self.steady_ms),
+            "stored_before_commit": self.before_commit,
             "recovery_max_ms": self.recovery_max_ms,
             "latency_all_p50_ms": percentile(self.latencies_ms, 50),
             "latency_all_p99_ms": percentile(self.latencies_ms, 99),
@@ -136,6 +140,7 @@ def verify(
         publish_failures=log.publish_failures,
         steady_ms=steady,
         recoveries=recoveries,
+        before_commit=sum(1 for t in firsts if t.stored < t.committed),
     )
 
 

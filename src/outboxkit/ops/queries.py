@@ -163,6 +163,7 @@ class TopicStatus:
     delivered: int
     discarded: int
     oldest_delivered_age_s: float | None
+    held: int = 0  # pending rows behind a dead letter of their key: never sent while it stays
 
 
 @dataclass(frozen=True)
@@ -224,13 +225,22 @@ def _age(value: Any) -> float | None:
     return None if value is None else max(0.0, float(value))
 
 
+def plain_name(ref: TableRef) -> str:
+    """``schema.table`` as a person writes it, with no database's quotes: what reports show (the
+    quoted form differs per database: ``"outbox"`` on PostgreSQL, a backticked name on MariaDB)."""
+    return f"{ref.schema}.{ref.table}" if ref.schema else ref.table
+
+
 def status(db: Db) -> Status:
+    held_by_topic = {str(r[0]): int(r[1]) for r in db.rows(db.sql.held_topics)} if db.sql.held_topics else {}
     topics = [
-        TopicStatus(r[0], int(r[1]), _age(r[2]), int(r[3]), int(r[4]), int(r[5]), _age(r[6]))
+        TopicStatus(
+            r[0], int(r[1]), _age(r[2]), int(r[3]), int(r[4]), int(r[5]), _age(r[6]), held_by_topic.get(str(r[0]), 0)
+        )
         for r in db.rows(db.sql.topics)
     ]
     held = db.rows(db.sql.held)[0]
-    base = Status(db.dialect, db.ref.qualified, topics, int(held[0]), int(held[1] or 0), "single")
+    base = Status(db.dialect, plain_name(db.ref), topics, int(held[0]), int(held[1] or 0), "single")
     view = db.ops.leases(db, db.ref, LIVE_WINDOW_S)
     if view is None:
         return base
@@ -242,7 +252,7 @@ def status(db: Db) -> Status:
     ]
     return Status(
         db.dialect,
-        db.ref.qualified,
+        plain_name(db.ref),
         topics,
         base.dead_keys,
         base.held_pending,

@@ -6,7 +6,13 @@ Rules it keeps (decisions in ``core.leases``):
 * every renewal has a time limit (half the TTL): a lease connection that hangs fails the keeper,
   and the relay reconnects instead of waiting forever;
 * the relay trusts its leases only until a deadline on its own clock; a fenced mark (a lease the
-  database says is gone) withdraws that trust at once and asks for a renewal now;
+  database says is gone) withdraws that trust at once and asks for a renewal now; only a renewal
+  asked after the mark restores it, and a renewal whose answer finds trust lapsed (whenever it
+  lapsed) wakes the session when it restores it — a session that found it lapsed waits for exactly
+  that call;
+* a bucket held again at another epoch counts as lost and gained (the session drops what it
+  fetched under the old one); renewals come every third of the TTL, every tenth while below the
+  fair share;
 * surplus buckets are drained, then released — never while their events are in hand (the relay's
   pipeline stops fetching them and says when none of their events is left, :meth:`drained`);
 * whoever waits on the relay's behalf also watches this task (:meth:`LeaseKeeper.guard`), so a
@@ -22,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from outboxkit.core.leases import deadline, fetchable, surplus
+from outboxkit.core.leases import deadline, fetchable, renew_after, stale, surplus
 from outboxkit.errors import UnavailableError
 from outboxkit.relay.observer import RelayObserver
 from outboxkit.stores.base import OutboxStore
@@ -51,7 +57,9 @@ class LeaseKeeper:
         self._wake = asyncio.Event()
         self._deadline = 0.0
         self._doubt = False
+        self._doubts = 0  # fenced marks so far: a renewal asked before the last one does not clear it
         self._surplus: set[int] = set()
+        self._share = 0  # the fair share the last renewal reported
         self._drained: set[int] = set()
         self._task: asyncio.Task[None] | None = None
         self._standby_said = False
@@ -82,6 +90,7 @@ class LeaseKeeper:
         """A mark was fenced: the database says a lease of ours is gone. Stop publishing until a
         renewal says which buckets are still ours, and ask for it now."""
         self._doubt = True
+        self._doubts += 1
         self._wake.set()
 
     def deadline_in(self) -> float:
@@ -133,7 +142,7 @@ class LeaseKeeper:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.ttl / 3)
+                await asyncio.wait_for(self._wake.wait(), renew_after(len(self.leases), self._share, self.ttl))
             self._wake.clear()
             if self._drained:
                 await self._release(self._drained & self.leases.keys())
@@ -154,33 +163,49 @@ class LeaseKeeper:
     async def renew(self) -> None:
         sent = time.monotonic()
         before = self.leases
-        trusted = self.usable()
+        doubts = self._doubts
         grant = await self._limit(
             self.store.maintain_leases(self.owner, before, self.ttl, rebalance=True), "lease renewal"
         )
+        # Trust as it stands now, when the answer is in, not as it stood when the request left: it
+        # may have lapsed meanwhile (the local deadline passed, a mark was fenced), and a session
+        # that found it lapsed sleeps until this call says it is back. Judged before the request,
+        # such a lapse went unannounced and the relay published nothing more until its leases
+        # changed (the lab's inline+relay stall, 90 s and more).
+        trusted = self.usable()
         held = grant.held
         self._deadline = deadline(sent, self.ttl)
         gained, lost = held.keys() - before.keys(), before.keys() - held.keys()
+        # Held before and now, but at another epoch: lost and taken again in one round (paused
+        # past the lease meanwhile). The session withdraws what it fetched under the old epoch.
+        regained = stale(before, held) - lost
         self.leases = held
         self._surplus = surplus(held, grant.share)
+        self._share = grant.share
         self.observer.db_ok()
         self.observer.set_leases(len(held))
         if not held:
             # A relay standing by has nothing to send: it counts as fine on the broker side too.
             self.observer.broker_ok()
-        self._doubt = False
-        if gained:
-            self.handovers += len(gained)
-            self.observer.handover(len(gained))
-        if gained or lost:
-            log.info("relay %s leases: +%d -%d, now %d", self.owner, len(gained), len(lost), len(held))
+        if self._doubts == doubts:
+            # A mark fenced after the request left is not answered by it (the lease may have gone
+            # after the database read it): the doubt stays, and the renewal it asked for decides.
+            self._doubt = False
+        if gained or regained:
+            self.handovers += len(gained) + len(regained)
+            self.observer.handover(len(gained) + len(regained))
+        if gained or lost or regained:
+            log.info(
+                "relay %s leases: +%d -%d, %d at a new epoch, now %d",
+                self.owner, len(gained), len(lost), len(regained), len(held),
+            )  # fmt: skip
         if not held and (before or not self._standby_said):
             log.warning("no bucket free for relay %s (others hold them); standing by", self.owner)
             self._standby_said = True
         elif held and not before and self._standby_said:
             log.warning("relay %s now holds %d buckets", self.owner, len(held))
             self._standby_said = False
-        if gained or lost or not trusted:
+        if gained or lost or regained or not trusted:
             self.changed.set()
             self.on_change()
 

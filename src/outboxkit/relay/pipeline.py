@@ -12,9 +12,9 @@ How it stays correct without the barrier (each rule has a test):
 * **Blocked keys.** When an event fails, its key is blocked until its failure is recorded (retry
   time or dead letter) *and* a fetch issued after that completed: a fetch already on its way could
   otherwise bring the key's later events back and let them overtake the failed one.
-* **Leases.** Rows of buckets this relay no longer holds are withdrawn at once (the new owner sends
-  them); surplus buckets take no new rows and are released once none of their rows is in hand;
-  nothing is published while the leases are not trusted (``LeaseKeeper.usable``).
+* **Leases.** Rows of buckets this relay no longer holds (or holds again at another epoch) are
+  withdrawn at once (the new owner sends them); surplus buckets take no new rows and are released
+  once none of their rows is in hand; nothing is published while the leases are not trusted (``LeaseKeeper.usable``).
 * **Outage.** An unavailable broker stops the taking; the session waits for what is in flight,
   then ends with the error so the relay reconnects (nothing counted).
 """
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from outboxkit.brokers.base import Publisher
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.isolate import signature
+from outboxkit.core.leases import stale
 from outboxkit.core.ordering import KeyedDispatcher
 from outboxkit.core.retry import classify
 from outboxkit.errors import PermanentError, TransientError, UnavailableError
@@ -74,6 +75,10 @@ class Session:
         self.outage: UnavailableError | None = None
         self.more = True  # the last fetch was full: fetch again without waiting for a wake-up
         self.woken = False
+        # The epochs the rows in hand were fetched under, and those of the fetch on its way: a row
+        # of a bucket since lost, or held again at another epoch, is not published (core.leases.stale).
+        self.epochs: dict[int, int] = dict(keeper.leases)
+        self.fetched_under: dict[int, int] = {}
         casualties = relay.casualties
         self.marker = Marker(
             store,
@@ -150,6 +155,7 @@ class Session:
             self.waker.cancel()
             self.waker = None
         self.fetches += 1
+        self.fetched_under = leases
         task = asyncio.ensure_future(
             self.store.fetch_pending(
                 self.config.batch_size,
@@ -201,7 +207,7 @@ class Session:
             for e in rows
             if e.seq not in self.in_hand
             and (e.key is None or e.key not in self.blocked)
-            and (e.bucket is None or e.bucket in held)
+            and (e.bucket is None or (e.bucket in held and held[e.bucket] == self.fetched_under.get(e.bucket)))
         ]
         for event in fresh:
             self._hold(event)
@@ -230,9 +236,14 @@ class Session:
         self.keeper.doubt()
 
     def leases_changed(self) -> None:
-        """Called by the keeper: withdraw what we hold of buckets that are no longer ours."""
+        """Called by the keeper: withdraw what we hold of buckets no longer ours at the epoch we
+        fetched it under."""
         held = self.keeper.leases
-        for event in self.dispatcher.withdraw(lambda e: e.bucket is not None and e.bucket not in held):
+        gone = stale(self.epochs, held)
+        self.epochs = dict(held)
+        for event in self.dispatcher.withdraw(
+            lambda e: e.bucket is not None and (e.bucket in gone or e.bucket not in held)
+        ):
             self._let_go(event.seq)
         self.kick.set()
 

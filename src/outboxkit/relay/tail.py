@@ -14,7 +14,13 @@ Rules, each with a test:
 * a row or message that cannot become a message, or that the broker refuses for good, is a dead
   letter (H11, H5: later events of its key are held as dead letters too, unless ``hold_dead_keys``
   is off); every exception is classed (H12): unavailable -> reconnect, transient -> retried with
-  the event's own backoff while its key waits, permanent -> dead letter.
+  the event's own backoff while its key waits, permanent -> dead letter;
+* one input, one casualty (H13): traffic that is not ours (other tables, other prefixes,
+  non-transactional messages) moves the position on like any finished transaction; an input that
+  raises while it becomes a message, is published or is dead-lettered is set aside with its reason
+  (a dead letter; a bounded record in ``set_aside`` where even that cannot be stored) and the
+  position moves past it; a round that fails twice the same way is narrowed down to the input at
+  fault (``core.narrowing``) and that input is set aside.
 """
 
 from __future__ import annotations
@@ -22,90 +28,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
 
 from outboxkit.brokers.base import Publisher
 from outboxkit.core.backoff import backoff_delay
 from outboxkit.core.envelope import OutboxEvent
 from outboxkit.core.logfmt import LIFE_LOGGER
+from outboxkit.core.narrowing import Narrowing, signature
 from outboxkit.core.ordering import KeyedDispatcher
 from outboxkit.core.retry import Outcome, classify, judge
-from outboxkit.core.tailing import Item, Transaction
+from outboxkit.core.storable import storable
+from outboxkit.core.tailing import Transaction
 from outboxkit.errors import (
     ConfigurationError,
     DeliveryError,
     PermanentError,
     PositionLostError,
     SchemaError,
+    TransientError,
     UnavailableError,
 )
 from outboxkit.relay.loop import RelayConfig, RelayStats
 from outboxkit.relay.observer import NullObserver, RelayObserver
+from outboxkit.relay.setaside import SetAside
+from outboxkit.relay.tailbase import TailDecoder, TailReader
 from outboxkit.stores.base import OutboxStore, TableRef
 
 log = logging.getLogger("outboxkit.relay")
 # Holding or waiting for the slot is shown at the default level, like the start line.
 life_log = logging.getLogger(LIFE_LOGGER)
-
-
-class TailReader(Protocol):
-    """One database log as the tailing relay reads it (``stores.postgres.wal.TailReader``,
-    ``stores.mariadb.binlog.MariaDbBinlogReader``). Not thread-safe: one relay task uses it.
-
-    ``peek`` returns what is after the confirmed position without moving it; ``advance`` moves it
-    (never back) once everything before was confirmed by the broker (G3). A reader whose session
-    ended is closed and a new one made: it starts again at the confirmed position."""
-
-    slot: str  # what the logs name the position by (the slot's name, or the binlog position table)
-    takeover: float  # seconds after which a silent holder's lock is released to a standby
-
-    async def connect(self) -> None: ...
-    async def close(self) -> None: ...
-    def trusted(self) -> bool:
-        """Whether the reader's lock can still be its own (a recent round trip proved the session)."""
-        ...
-
-    async def try_lock(self) -> bool: ...
-    async def ping(self) -> None: ...
-    async def peek(self, limit: int) -> tuple[list[Any], int]:
-        """Up to about ``limit`` changes for the decoder, and the position every one of them is before."""
-        ...
-
-    async def advance(self, lsn: int) -> None: ...
-    async def lag_bytes(self) -> int | None: ...
-    async def retention_warning(self) -> str | None:
-        """A warning to log once the lock is held (the log's retention puts the reader at risk)."""
-        ...
-
-    async def mark_delivered(self, seqs: Sequence[int]) -> None: ...
-    async def held_keys(self, keys: Sequence[str]) -> set[str]: ...
-    async def dead_row(self, seq: int, error: str, attempts: int) -> bool: ...
-    async def dead_message(
-        self,
-        *,
-        id: str | None,
-        topic: str,
-        key: str | None,
-        type: str | None,
-        source: str | None,
-        payload: bytes,
-        content_type: str,
-        headers: str,
-        attempts: int,
-        error: str,
-    ) -> None: ...
-
-
-class TailDecoder(Protocol):
-    def transactions(self, messages: Sequence[Any]) -> list[Transaction]:
-        """The committed transactions of a peek's changes, each with its outbox events in log order."""
-        ...
 
 
 class TailRelay:
@@ -138,6 +94,13 @@ class TailRelay:
         self.lag_bytes: int | None = None  # WAL the slot retains (server position - confirmed), H4
         self._lag_checked = 0.0
         self._rng = random.Random()
+        self.dead = SetAside(self.stats, self.observer, hold_dead_keys=hold_dead_keys)
+        self.narrowing = Narrowing(3 * self.config.batch_size)
+
+    @property
+    def set_aside(self) -> deque[str]:
+        """Inputs set aside without a dead letter (the last 100; each also logged at ERROR)."""
+        return self.dead.records
 
     async def start(self) -> tuple[TailReader, Publisher]:
         """Open both sides once, raising ``UnavailableError``/``SchemaError`` for the CLI to report."""
@@ -177,6 +140,10 @@ class TailRelay:
                 if isinstance(exc, PositionLostError):
                     raise  # the log the reader needs is gone: waiting cannot bring it back
                 failed = True
+                suspect = pair is not None and _input_fault(exc)
+                if suspect and pair is not None:
+                    # Maybe an input at fault: the same failure twice narrows the next rounds down.
+                    self.narrowing.failed(pair[0].resume_point(), signature(exc))
                 self.active = False
                 self.observer.set_leases(0)
                 if outage_since is None:
@@ -192,8 +159,10 @@ class TailRelay:
                     await _close(pair)
                     pair = None
             if failed:
+                # Narrowing reads again at once (briefly paused): the input, not a service, is down.
+                pause = 0.05 if self.narrowing.narrowed else backoff_delay(attempt, base=0.2, cap=self.config.retry_cap)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff_delay(attempt, base=0.2, cap=self.config.retry_cap))
+                    await asyncio.wait_for(stop.wait(), pause)
         if pair is not None:
             await _close(pair)
 
@@ -227,19 +196,27 @@ class TailRelay:
         # A change is a row of the peek: a one-event transaction is three (begin, event, commit), so
         # three per batch_size event makes a round of about batch_size one-event transactions
         # (measured: 2-3x the rate of a round of batch_size changes, docs/performance.md).
-        limit = 3 * self.config.batch_size
         while not stop.is_set():
+            if self.narrowing.set_aside_due:
+                await self.dead.one_input(reader, decoder, self.narrowing)
+                continue
+            limit = self.narrowing.limit
             messages, upto = await reader.peek(limit)
             transactions = decoder.transactions(messages)
             whole = len(messages) < limit
             if transactions and not await self._publish(reader, publisher, transactions, stop):
                 return  # SIGTERM mid-batch: confirmed rows are marked, the slot stays; re-read later
             # Whole: every commit before ``upto`` was seen (the heartbeat); else up to the last one.
-            # An empty round moves the slot at most once a second: that is heartbeat enough, and an
-            # advance decodes the WAL it passes once more.
-            if transactions or (whole and time.monotonic() - advanced >= 1.0):
+            # A round with nothing of ours (empty, or only other tables' transactions and other
+            # tools' messages) moves the slot at most once a second when it was whole: that is
+            # heartbeat enough, and an advance decodes the WAL it passes once more. A round that
+            # was not whole always moves it, or a flood of foreign traffic would pin it (H13).
+            ours = any(tx.items for tx in transactions)
+            if ours or (transactions and not whole) or (whole and time.monotonic() - advanced >= 1.0):
                 await reader.advance(upto if whole else transactions[-1].end_lsn)
                 advanced = time.monotonic()
+            if messages:
+                self.narrowing.succeeded()
             self.stats.batches += 1
             if whole:
                 self.lag_seconds = 0.0
@@ -251,7 +228,7 @@ class TailRelay:
             # Caught up: peek again soon after traffic (2 ms), backing off to a twentieth of the poll
             # interval (50 ms by default) while idle. There is no NOTIFY for table-less events to
             # wake up on, and an empty peek costs about a millisecond.
-            idle = 0 if transactions else min(idle + 1, 16)
+            idle = 0 if ours else min(idle + 1, 16)
             pause = min(self.config.poll_interval / 20, 0.002 * 2**idle)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause)
@@ -264,14 +241,16 @@ class TailRelay:
         Returns False when ``stop`` came first: what was sent is awaited and its rows marked, the
         rest is left for the next reader of the slot."""
         items = {item.event.seq: item for tx in transactions for item in tx.items}
-        keys = sorted({i.event.key for i in items.values() if i.event.key})
+        # A key no store can hold (lone surrogates, NUL, megabytes) belongs to a defect only, and
+        # could not be looked up either: leave it out of the query (H13).
+        keys = sorted({k for i in items.values() if (k := i.event.key) and storable(k, 1024) == k})
         held = await reader.held_keys(keys) if self.hold_dead_keys else set()
         ready: list[OutboxEvent] = []
         for item in items.values():
             if item.event.defect is not None:
-                await self._dead(reader, item, item.event.defect, 0, held)
+                await self.dead.dead(reader, item, item.event.defect, 0, held)
             elif item.event.key is not None and item.event.key in held:
-                await self._dead(reader, item, f"held: key {item.event.key} has an earlier dead letter", 0, held)
+                await self.dead.dead(reader, item, f"held: key {item.event.key} has an earlier dead letter", 0, held)
             else:
                 ready.append(item.event)
         dispatcher = KeyedDispatcher(ready)
@@ -300,7 +279,15 @@ class TailRelay:
                     # Paused past the point where the lock is surely ours: another relay may hold
                     # the slot now. Publish nothing more; the session is rebuilt.
                     raise UnavailableError(f"slot {reader.slot}: lock not confirmed for {reader.takeover / 2:.1f}s")
-                future = await publisher.publish(event)
+                try:
+                    future = await publisher.publish(event)
+                except Exception as refused:
+                    if isinstance(classify(refused), UnavailableError):
+                        raise
+                    # Refused before it left (a header the client cannot encode, ...): the event's
+                    # own failure, judged like a refusal by the broker, never the round's (H13).
+                    future = asyncio.get_running_loop().create_future()
+                    future.set_exception(refused)
                 future.add_done_callback(functools.partial(on_done, event=event, sent=time.monotonic()))
                 flying += 1
             if not flying:
@@ -335,11 +322,11 @@ class TailRelay:
                 rest = dispatcher.failed(event)
                 self.stats.failed_attempts += 1
                 if verdict.outcome is Outcome.DEAD:
-                    await self._dead(reader, items[event.seq], str(verdict.error), event.attempts + 1, held)
+                    await self.dead.dead(reader, items[event.seq], str(verdict.error), event.attempts + 1, held)
                     for later in rest:
                         if self.hold_dead_keys:
                             reason = f"held: key {later.key} has an earlier dead letter ({event.id})"
-                            await self._dead(reader, items[later.seq], reason, 0, held)
+                            await self.dead.dead(reader, items[later.seq], reason, 0, held)
                         else:
                             dispatcher.add([later])
                     continue
@@ -356,28 +343,6 @@ class TailRelay:
     def slot_lag(self) -> tuple[int | None, float | None]:
         """(bytes, seconds) behind, for ``/metrics`` (``RelayMetrics.slot_lag``)."""
         return self.lag_bytes, self.lag_seconds
-
-    async def _dead(self, reader: TailReader, item: Item, reason: str, attempts: int, held: set[str]) -> None:
-        event = item.event
-        if item.row_seq is None or not await reader.dead_row(item.row_seq, reason, attempts):
-            # A table-less event, or a row its writer deleted: the dead letter gets a row of its own.
-            await reader.dead_message(
-                id=event.id,
-                topic=event.topic,
-                key=event.key,
-                type=event.type,
-                source=event.source,
-                payload=event.payload,
-                content_type=event.content_type,
-                headers=json.dumps(dict(event.headers)),
-                attempts=attempts,
-                error=reason,
-            )
-        if event.key is not None and self.hold_dead_keys:
-            held.add(event.key)
-        self.stats.dead_lettered += 1
-        self.observer.dead_lettered()
-        log.error("dead-lettered event %s (topic %s, key %s): %s", event.id, event.topic, event.key, reason)
 
 
 def build_tail_relay(
@@ -413,6 +378,15 @@ def build_tail_relay(
         hold_dead_keys=hold_dead_keys,
         store_factory=lambda: store_for(db, ref, hold_dead_keys=hold_dead_keys),
     )
+
+
+def _input_fault(exc: BaseException) -> bool:
+    """Whether a failed round may be an input's fault, to narrow down: anything but outages and
+    errors classed as transient (a deadlock, a lock timeout, a broker that is busy). Those are
+    retried as they are: narrowing on them could set aside a good transaction while a lock is held.
+    The inputs' own ways into the store (dead letters, held keys) are guarded so that their content
+    never raises there."""
+    return not isinstance(exc, TransientError | OSError | SchemaError | ConfigurationError)
 
 
 async def _close(pair: tuple[TailReader, Publisher]) -> None:

@@ -173,7 +173,9 @@ class OutboxStore(Protocol):
         """Heartbeat as ``owner``, renew the leases in ``held`` for ``ttl`` seconds on the
         database's clock, and, when ``rebalance``, acquire free or expired buckets up to this
         relay's fair share. Never releases a bucket by itself: the relay drains, then calls
-        :meth:`release_leases`. Returns the leases now held and the share.
+        :meth:`release_leases`. Returns the leases now held and the share. Unexpired leases of
+        ``owner`` that ``held`` lacks or holds at another epoch (an earlier process under the same
+        name) are taken back at once, at a new epoch (``core.leases.adopt``).
 
         A lease dies with its holder after ``ttl`` (SIGKILL, pause, partition), so another relay
         takes the bucket over with a higher epoch. Single-relay stores (SQLite) use a process lock
@@ -290,6 +292,10 @@ class Driver:
 class InboxSql(Protocol):
     """The consumer's inbox on this database (see ``outboxkit.inbox``)."""
 
+    #: the longest event id (in characters) the inbox table keeps whole; a longer one would be
+    #: truncated (MariaDB's INSERT IGNORE) or refused by the index, so the inbox parks it instead
+    max_event_id: int
+
     def ddl(self, ref: TableRef) -> list[str]:
         """Create ``<ref>`` (consumer, event_id, processed_at) and ``<ref>_dead`` idempotently."""
         ...
@@ -297,6 +303,21 @@ class InboxSql(Protocol):
     def claim_sql(self, ref: TableRef) -> str:
         """INSERT of (consumer, event_id) that changes no row (rowcount 0) when the pair exists:
         run in the consumer's transaction, it is the duplicate check (G7)."""
+        ...
+
+    def start_sql(self, ref: TableRef) -> str:
+        """INSERT of (consumer, event_id) marked *unfinished* (processed_at at the epoch), changing
+        no row when the pair exists. The inbox runner's claim: if a handler's implicit commit makes
+        it durable too early, the mark says the event was never processed (H14)."""
+        ...
+
+    def unfinished_sql(self, ref: TableRef) -> str:
+        """SELECT of the (consumer, event_id) row if it is still marked unfinished, as a locking read
+        of the latest committed row: a claim that a handler's implicit commit left behind."""
+        ...
+
+    def finish_sql(self, ref: TableRef) -> str:
+        """UPDATE of the (consumer, event_id) row to processed now: the last statement before COMMIT."""
         ...
 
     def dead_sql(self, ref: TableRef) -> str:

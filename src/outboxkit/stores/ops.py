@@ -52,6 +52,8 @@ class OpsStatements:
     #: buckets: bucket start (epoch s), rows, mean and max created->delivered seconds. Feeds the
     #: dashboard's throughput and lag charts from the rows the table keeps until cleanup.
     activity: str = ""
+    #: per topic with any: topic, pending rows held behind a dead letter of their key
+    held_topics: str = ""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,37 @@ class WriterStats:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class EventBudget:
+    """Exactly ``total`` committed events across all writers: each transaction reserves its events
+    before BEGIN (fewer when fewer are left) and gives them back if it rolls back.
+
+    Stopping writers once the count is reached instead overshoots by the transactions already in
+    flight (``outboxkit demo -n 1000`` committed 1,002). A writer that finds nothing left waits
+    while reservations are in flight (a rollback may hand some back), then stops."""
+
+    def __init__(self, total: int) -> None:
+        self._left = total
+        self._in_flight = 0
+        self._changed = threading.Condition()
+
+    def take(self, want: int) -> int:
+        """Reserve up to ``want`` events; 0 when the budget is spent (the writer stops)."""
+        with self._changed:
+            while self._left == 0 and self._in_flight:
+                self._changed.wait()
+            granted = min(want, self._left)
+            self._left -= granted
+            self._in_flight += granted
+            return granted
+
+    def settle(self, count: int, *, committed: bool) -> None:
+        with self._changed:
+            self._in_flight -= count
+            if not committed:
+                self._left += count
+            self._changed.notify_all()
+
+
 class OrdersWorkload:
     """Business tables + writers for one database URL (``sqlite:///...``, ``postgresql://...``,
     ``mysql://...``). The SQL is portable: no statement here depends on the database.
@@ -95,8 +126,10 @@ class OrdersWorkload:
         on_commit: Callable[[int], None] | None = None,
         stop: threading.Event | None = None,
         survive_outages: bool = False,
+        budget: EventBudget | None = None,
     ) -> None:
-        """One writer: ``transactions`` transactions of 1..max_events events each.
+        """One writer: ``transactions`` transactions of 1..max_events events each; with ``budget``,
+        writers sharing it stop once exactly its total of events committed.
 
         With ``survive_outages`` a lost connection (database restarted, connection killed) is
         reopened and the writer goes on; a transaction cut at COMMIT may or may not have committed,
@@ -108,10 +141,12 @@ class OrdersWorkload:
                 if stop is not None and stop.is_set():
                     return
                 if not survive_outages:
-                    self._transaction(conn, rng, rollback_ratio, max_events, on_commit)
+                    if not self._transaction(conn, rng, rollback_ratio, max_events, on_commit, budget):
+                        return
                     continue
                 try:
-                    self._transaction(conn, rng, rollback_ratio, max_events, on_commit)
+                    if not self._transaction(conn, rng, rollback_ratio, max_events, on_commit, budget):
+                        return
                 except Exception as exc:
                     if not is_connection_error(exc, self.database):
                         raise
@@ -141,10 +176,35 @@ class OrdersWorkload:
         rollback_ratio: float,
         max_events: int,
         on_commit: Callable[[int], None] | None,
-    ) -> None:
+        budget: EventBudget | None = None,
+    ) -> bool:
+        """One transaction; False when ``budget`` is spent (nothing was written)."""
         key = rng.choice(self.keys)
         count = rng.randint(1, max_events)
         rollback = rng.random() < rollback_ratio
+        if budget is not None:
+            count = budget.take(count)
+            if count == 0:
+                return False
+            committed = False
+            try:
+                committed = self._write(conn, rng, key, count, rollback, on_commit)
+            finally:
+                budget.settle(count, committed=committed)
+            return True
+        self._write(conn, rng, key, count, rollback, on_commit)
+        return True
+
+    def _write(
+        self,
+        conn: Any,
+        rng: random.Random,
+        key: str,
+        count: int,
+        rollback: bool,
+        on_commit: Callable[[int], None] | None,
+    ) -> bool:
+        """Write the transaction; True when it committed."""
         ids: list[str] = []
         conn.execute(self.database.begin_sql)
         try:
@@ -177,13 +237,14 @@ class OrdersWorkload:
             with self.stats.lock:
                 self.stats.rolled_back_tx += 1
                 self.stats.rolled_back_ids.extend(ids)
-        else:
-            conn.execute("COMMIT")
-            with self.stats.lock:
-                self.stats.committed_tx += 1
-                self.stats.committed_events += count
-            if on_commit is not None:
-                on_commit(count)
+            return False
+        conn.execute("COMMIT")
+        with self.stats.lock:
+            self.stats.committed_tx += 1
+            self.stats.committed_events += count
+        if on_commit is not None:
+            on_commit(count)
+        return True
 
     def committed(self) -> dict[str, tuple[str | None, int | None]]:
         """Ground truth: event id -> (key, n) for every event whose transaction committed."""

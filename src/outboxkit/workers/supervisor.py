@@ -237,7 +237,9 @@ def run_workers(
 ) -> int:
     """Check once, then supervise ``workers`` relay processes until SIGTERM/SIGINT; the exit status."""
     _check_ports(http_host, http_port, workers)
-    supervisor = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    # A named relay (--owner) names its workers after itself, so a restarted supervisor's workers
+    # take their buckets back at once too.
+    supervisor = relay.owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     base = WorkerSpec(
         index=1,
         workers=workers,

@@ -146,8 +146,13 @@ def decode(topic: str, payload: bytes, properties: Properties | None) -> Deliver
     try:
         doc = json.loads(payload)
         event_id = doc["id"]
+        # A structured CloudEvent names its spec version and has a string id; any other JSON with
+        # an "id" (an order, a null) is somebody's payload, not an event id.
+        if "specversion" not in doc or not isinstance(event_id, str):
+            raise KeyError("id")
     except (ValueError, TypeError, KeyError):
-        # Not a CloudEvent (published by something else): hand it over as it is.
+        # Not a CloudEvent (published by something else): hand it over as it is, without an id
+        # (the inbox parks it: it cannot tell it from other messages).
         return Delivered("", outbox_topic(topic), None, payload, {str(k): str(v) for k, v in user.items()})
     if "data_base64" in doc:
         try:

@@ -31,9 +31,15 @@ class RabbitMQConsumer:
     """A durable quorum queue named ``group``, bound to the exchange with ``topics`` as binding keys
     (AMQP topic patterns: ``orders.*``, ``orders.#``).
 
-    ``retry(delay)`` keeps the message unacked for ``delay`` seconds, then nacks it with requeue:
-    the quorum queue redelivers it with ``x-delivery-count`` one higher. A waiting message holds one
-    prefetch slot; after a crash it comes back at once (at-least-once, the inbox de-duplicates).
+    ``retry(delay)`` keeps the message unacked, in this consumer's memory, and hands it out again
+    after ``delay`` seconds with ``attempt`` one higher. It is never nacked with requeue: a quorum
+    queue counts every requeue against its delivery limit (``x-delivery-limit``, 20 by default on
+    RabbitMQ 4) and then drops the message (or dead-letters it to the queue's DLX) unprocessed —
+    a message held behind a failing one of its key would spend that budget without ever failing.
+    A waiting message holds one prefetch slot (bounded by ``prefetch``, so memory is bounded too);
+    after a crash it comes back at once (at-least-once, the inbox de-duplicates). It must be settled
+    within the broker's ``consumer_timeout`` (30 minutes by default): keep the inbox's retry budget
+    (``max_attempts`` times its backoff cap) well below it.
     """
 
     features = RabbitMQPublisher.features
@@ -52,7 +58,8 @@ class RabbitMQConsumer:
         self._outage = Outage(log, f"RabbitMQ consumer {self.settings.display}")
         self._inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
         self._later: set[asyncio.TimerHandle] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Local redeliveries per message in hand (at most ``prefetch`` entries: unacked messages).
+        self._retried: dict[aio_pika.abc.AbstractIncomingMessage, int] = {}
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._closed_since: float | None = None  # when we first saw our channel closed, connection up
 
@@ -85,8 +92,7 @@ class RabbitMQConsumer:
         for handle in self._later:
             handle.cancel()
         self._later.clear()
-        for task in list(self._tasks):
-            task.cancel()
+        self._retried.clear()
         conn, self._conn = self._conn, None
         self._outage.closing = True
         if conn is not None and not conn.is_closed:
@@ -137,12 +143,15 @@ class RabbitMQConsumer:
             try:
                 message.channel  # noqa: B018 - raises when the channel it came on is closed
             except aiormq.exceptions.ChannelInvalidStateError:
+                self._retried.pop(message, None)
                 continue  # that channel died: the broker redelivers the message on the new one
-            out.append(Incoming(message=delivered_from(message), attempt=attempt_of(message), handle=message))
+            attempt = attempt_of(message) + self._retried.get(message, 0)
+            out.append(Incoming(message=delivered_from(message), attempt=attempt, handle=message))
         return out
 
     async def ack(self, incoming: Incoming) -> None:
         message: aio_pika.abc.AbstractIncomingMessage = incoming.handle
+        self._retried.pop(message, None)
         with consumer_errors(_consumer_error):
             try:
                 await message.ack()
@@ -154,20 +163,13 @@ class RabbitMQConsumer:
     async def retry(self, incoming: Incoming, delay: float) -> None:
         message: aio_pika.abc.AbstractIncomingMessage = incoming.handle
         loop = asyncio.get_running_loop()
+        inbox = self._inbox  # a close() in between starts a new one: the message is not ours then
 
-        async def requeue() -> None:
-            try:
-                await message.nack(requeue=True)
-            except Exception as exc:  # a background task: nobody awaits it, so nothing may escape
-                # The channel it came on is gone: the broker has put the message back already.
-                log.debug("nack of %s failed (%s); the broker redelivers it", incoming.message.event_id, exc)
-
-        def fire(handle: list[asyncio.TimerHandle]) -> None:
+        def again(handle: list[asyncio.TimerHandle]) -> None:
             self._later.discard(handle[0])
-            task = loop.create_task(requeue())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._retried[message] = self._retried.get(message, 0) + 1
+            inbox.put_nowait(message)
 
         box: list[asyncio.TimerHandle] = []
-        box.append(loop.call_later(max(0.0, delay), fire, box))
+        box.append(loop.call_later(max(0.0, delay), again, box))
         self._later.add(box[0])

@@ -9,8 +9,12 @@ Per message, in this order (the same rules as ``outboxkit consume``, see ``outbo
 2. call the handler with an :class:`InboxTransaction` (the session, the event, and ``emit`` into
    the outbox on that same session), so its effects, its follow-up events and the inbox row commit
    together or not at all;
-3. COMMIT, and only then acknowledge the message. A crash between the two redelivers the message,
-   which is then a duplicate.
+3. mark the inbox row finished, COMMIT, and only then acknowledge the message. A crash between the
+   two redelivers the message, which is then a duplicate.
+
+A handler that commits or rolls back the session itself has ended the inbox's transaction (H14):
+that attempt fails (its work was not atomic with the inbox row), and the row it may have committed
+is still marked unfinished, so the retry runs the handler again instead of counting a duplicate.
 
 A handler that raises rolls everything back (its effects, its follow-up events, the inbox row) and
 the message is negatively acknowledged after a backoff (JetStream's ``nak`` delay; other brokers
@@ -26,13 +30,11 @@ is refused.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import logging
-import re
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -40,14 +42,25 @@ from faststream import Context
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy, BaseMiddleware
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from outboxkit.contrib.faststream.messages import (
+    _KEY_HEADERS,
+    _event_of,
+    _line,
+    _nack_later,
+    _named,
+    _rollback,
+    _settle,
+    _text,
+    _topic_of,
+)
 from outboxkit.core.backoff import backoff_delay
 from outboxkit.core.lru import BoundedDict
 from outboxkit.emit import Outbox
 from outboxkit.errors import ConfigurationError
-from outboxkit.inbox.runner import Event, InboxStats
+from outboxkit.inbox.runner import UNIDENTIFIED, Event, InboxStats, unidentified
+from outboxkit.inbox.transaction import ENDED, TransactionEnded
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import database_named
 
@@ -55,12 +68,6 @@ log = logging.getLogger("outboxkit.inbox")
 
 #: The FastStream context key the open :class:`InboxTransaction` is stored under.
 CONTEXT_KEY = "outboxkit_inbox"
-
-# Where the event id is found: the CloudEvents id as the relay publishes it on each binding (NATS
-# ``ce-``, AMQP ``cloudEvents:``, Kafka ``ce_``), then the broker-native ids (JetStream's
-# ``Nats-Msg-Id``, FastStream's own ``message_id`` header on NATS, the AMQP ``message_id`` property).
-_ID_HEADERS = ("ce-id", "cloudEvents:id", "cloudEvents_id", "ce_id", "Nats-Msg-Id", "message_id")
-_KEY_HEADERS = ("ce-subject", "cloudEvents:subject", "cloudEvents_subject", "ce_subject")
 
 _CLAIM_PARAMS = ("consumer", "event_id")
 _DEAD_PARAMS = ("consumer", "event_id", "topic", "key", "payload", "headers", "error", "attempts")
@@ -99,6 +106,17 @@ class InboxTransaction:
 InboxTx = Annotated[InboxTransaction, Context(CONTEXT_KEY)]
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """The inbox's statements in SQLAlchemy's ``:name`` form, for one dialect."""
+
+    start: str
+    unfinished: str
+    finish: str
+    claim: str
+    dead: str
+
+
 class Inbox:
     """A FastStream middleware factory: pass it in ``middlewares=[inbox]`` of a broker or router.
 
@@ -128,8 +146,11 @@ class Inbox:
         if max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be at least 1, got {max_attempts}")
         bind = sessions.kw.get("bind")
+        # The longest id the inbox table keeps whole (255 when the database is only known later).
+        self._max_event_id = 255
         if bind is not None:
-            database_named(bind.dialect.name)  # a database without an inbox fails here, at start-up
+            # A database without an inbox fails here, at start-up.
+            self._max_event_id = database_named(bind.dialect.name).inbox().max_event_id
         self.sessions = sessions
         self.name = name
         self.ref = TableRef(table, schema)
@@ -141,7 +162,7 @@ class Inbox:
         # Failures per event id, for brokers without a delivery count (bounded: oldest forgotten).
         self._failures: BoundedDict[str, int] = BoundedDict(memory)
         self._outages = 0
-        self._sql: dict[str, tuple[str, str]] = {}
+        self._sql: dict[str, _Statements] = {}
 
     def __call__(self, msg: Any, /, *, context: Any) -> _InboxMiddleware:
         """FastStream builds one middleware per message through this call."""
@@ -163,9 +184,9 @@ class Inbox:
                 "use the default ack policy, the inbox acknowledges after its commit"
             )
         event = _event_of(msg)
-        if event is None:
-            log.error("message on %r has no event id (no ce-id or message id): rejected", _topic_of(msg))
-            await msg.reject()
+        reason = UNIDENTIFIED if event is None else unidentified(event.id, self._max_event_id)
+        if event is None or reason is not None:
+            await self._park(msg, reason or UNIDENTIFIED)
             return None
         failures = self._failures.get(event.id) or 0
         event = Event(event.id, event.topic, event.key, event.payload, event.headers, max(event.attempt, failures + 1))
@@ -184,8 +205,14 @@ class Inbox:
             elif outage is None:
                 tx = InboxTransaction(session, event, self.outbox)
                 try:
+                    ours = session.get_transaction()
                     with context.scope(CONTEXT_KEY, tx):
                         result = await call_next(msg)
+                    if ours is None or session.get_transaction() is not ours or not ours.is_active:
+                        # The handler committed or rolled back the session itself (H14): its work
+                        # was not atomic with the inbox row. The row, if committed, is unfinished.
+                        raise TransactionEnded(ENDED)
+                    await session.execute(text(self._statements(session).finish), self._key(event))
                     await session.commit()
                 except Exception as exc:
                     await _rollback(session)
@@ -215,18 +242,28 @@ class Inbox:
         return result
 
     async def _claim(self, session: AsyncSession, event: Event) -> bool:
-        claim, _ = self._statements(session)
-        result = await session.execute(text(claim), {"consumer": self.name, "event_id": event.id})
-        return bool(getattr(result, "rowcount", 0) == 1)
+        """Claim the id, marked unfinished; also take over a claim left unfinished by a handler
+        that ended an earlier attempt's transaction (H14). False: a duplicate."""
+        sql = self._statements(session)
+        result = await session.execute(text(sql.start), self._key(event))
+        if getattr(result, "rowcount", 0) == 1:
+            return True
+        return (await session.execute(text(sql.unfinished), self._key(event))).first() is not None
 
-    def _statements(self, session: AsyncSession) -> tuple[str, str]:
+    def _key(self, event: Event) -> dict[str, str]:
+        return {"consumer": self.name, "event_id": event.id}
+
+    def _statements(self, session: AsyncSession) -> _Statements:
         dialect = session.bind.dialect.name if session.bind is not None else ""
         sql = self._sql.get(dialect)
         if sql is None:
             inbox_sql = database_named(dialect).inbox()
-            sql = (
-                _named(inbox_sql.claim_sql(self.ref), _CLAIM_PARAMS),
-                _named(inbox_sql.dead_sql(self.ref), _DEAD_PARAMS),
+            sql = _Statements(
+                start=_named(inbox_sql.start_sql(self.ref), _CLAIM_PARAMS),
+                unfinished=_named(inbox_sql.unfinished_sql(self.ref), _CLAIM_PARAMS),
+                finish=_named(inbox_sql.finish_sql(self.ref), _CLAIM_PARAMS),
+                claim=_named(inbox_sql.claim_sql(self.ref), _CLAIM_PARAMS),
+                dead=_named(inbox_sql.dead_sql(self.ref), _DEAD_PARAMS),
             )
             self._sql[dialect] = sql
         return sql
@@ -253,11 +290,31 @@ class Inbox:
         log.warning("handler failed for %s (attempt %d), retrying in %.1fs: %s", event.id, attempts, delay, _line(exc))
         await _nack_later(msg, delay)
 
-    async def _dead_letter(self, event: Event, error: str, attempts: int) -> None:
+    async def _park(self, msg: StreamMessage[Any], reason: str) -> None:
+        """A message without an event id cannot be de-duplicated: into the dead letters with the
+        reason, under an id of its own, then acknowledged. Never handled, never dropped."""
+        headers = {str(k): _text(v) for k, v in (msg.headers or {}).items() if v is not None}
+        body = msg.body if isinstance(msg.body, bytes) else bytes(msg.body)
+        key = next((headers[h] for h in _KEY_HEADERS if headers.get(h)), None)
+        parked = Event(f"unidentified:{uuid.uuid4()}", _topic_of(msg), key, body, headers, 1)
+        try:
+            await self._dead_letter(parked, reason, 0, claim=False)
+        except Exception as exc:
+            log.warning("inbox %s could not park a message without an id (%s); requeued", self.name, _line(exc))
+            await _nack_later(msg, backoff_delay(1, base=self.retry_base, cap=self.retry_cap))
+            return
+        self.stats.unidentified += 1
+        self.stats.dead_lettered += 1
+        log.error("parked a message on %s as dead letter %s: %s", parked.topic, parked.id, reason)
+        await _settle(msg.ack())
+
+    async def _dead_letter(self, event: Event, error: str, attempts: int, *, claim: bool = True) -> None:
         async with self.sessions() as session:
-            claim, dead = self._statements(session)
-            # The id is recorded too, so a later redelivery of the same event is a duplicate.
-            await session.execute(text(claim), {"consumer": self.name, "event_id": event.id})
+            sql = self._statements(session)
+            # The id is recorded too (finished), so a later redelivery of the same event is a duplicate.
+            if claim:
+                await session.execute(text(sql.claim), self._key(event))
+                await session.execute(text(sql.finish), self._key(event))
             row = {
                 "consumer": self.name,
                 "event_id": event.id,
@@ -268,7 +325,7 @@ class Inbox:
                 "error": error,
                 "attempts": attempts,
             }
-            await session.execute(text(dead), row)
+            await session.execute(text(sql.dead), row)
             await session.commit()
 
 
@@ -281,81 +338,3 @@ class _InboxMiddleware(BaseMiddleware[Any, Any]):
         self, call_next: Callable[[StreamMessage[Any]], Awaitable[Any]], msg: StreamMessage[Any]
     ) -> Any:
         return await self.inbox.process(call_next, msg, self.context)
-
-
-# -- reading a FastStream message --------------------------------------------------------------------
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
-
-
-def _topic_of(msg: StreamMessage[Any]) -> str:
-    raw = msg.raw_message
-    return str(getattr(raw, "subject", None) or getattr(raw, "routing_key", None) or getattr(raw, "topic", None) or "")
-
-
-def _delivery_count(msg: StreamMessage[Any]) -> int:
-    """The broker's count of this delivery, 1-based (JetStream metadata, a quorum queue's header)."""
-    try:
-        delivered = msg.raw_message.metadata.num_delivered
-    except Exception:  # not a JetStream message: no metadata
-        delivered = None
-    if isinstance(delivered, int):
-        return delivered
-    count = msg.headers.get("x-delivery-count")
-    return count + 1 if isinstance(count, int) else 1
-
-
-def _event_of(msg: StreamMessage[Any]) -> Event | None:
-    headers = {str(k): _text(v) for k, v in (msg.headers or {}).items() if v is not None}
-    event_id = next((headers[h] for h in _ID_HEADERS if headers.get(h)), None)
-    if event_id is None:
-        native = getattr(msg.raw_message, "message_id", None)  # the AMQP message_id property
-        event_id = _text(native) if native else None
-    if event_id is None:
-        return None
-    key = next((headers[h] for h in _KEY_HEADERS if headers.get(h)), None)
-    body = msg.body if isinstance(msg.body, bytes) else bytes(msg.body)
-    return Event(event_id, _topic_of(msg), key, body, headers, _delivery_count(msg))
-
-
-# -- settling -----------------------------------------------------------------------------------------
-async def _settle(call: Awaitable[None]) -> None:
-    """An ack that cannot reach the broker is not an error: the message comes back as a duplicate."""
-    try:
-        await call
-    except Exception as exc:
-        log.info("ack not possible (%s); the message will be redelivered as a duplicate", _line(exc))
-
-
-async def _nack_later(msg: StreamMessage[Any], delay: float) -> None:
-    """Requeue after ``delay``: JetStream delays the redelivery itself; other brokers requeue at
-    once, so the wait happens here (the subscriber holds the message meanwhile)."""
-    if "delay" in inspect.signature(msg.nack).parameters:
-        await _settle(msg.nack(delay=delay))  # type: ignore[call-arg]
-        return
-    await asyncio.sleep(delay)
-    await _settle(msg.nack())
-
-
-async def _rollback(session: AsyncSession) -> None:
-    try:
-        await session.rollback()
-    except Exception as exc:  # a lost connection cannot roll back; closing the session discards it
-        log.debug("rollback failed: %s", _line(exc))
-
-
-def _line(exc: BaseException) -> str:
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        exc = exc.orig
-    first = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
-
-
-def _named(sql: str, names: Sequence[str]) -> str:
-    """The inbox statements use the driver's positional marks (``%s`` or ``?``); SQLAlchemy's
-    ``text()`` wants ``:name`` on every driver. Safe to rewrite: the statements hold only validated
-    identifiers and no literals, so every mark is a parameter."""
-    parts = re.split(r"%s|\?", sql)
-    if len(parts) != len(names) + 1:
-        raise AssertionError(f"expected {len(names)} parameters in {sql!r}")
-    return parts[0] + "".join(f":{name}{part}" for name, part in zip(names, parts[1:], strict=True))

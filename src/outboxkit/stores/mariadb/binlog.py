@@ -207,6 +207,9 @@ class MariaDbBinlogReader:
             conn, self._conn = self._conn, None
             await asyncio.to_thread(conn.close)
 
+    def resume_point(self) -> Position | None:
+        return self.position
+
     def trusted(self) -> bool:
         return time.monotonic() - self.last_ok < self.takeover / 2
 
@@ -383,8 +386,9 @@ class MariaDbBinlogReader:
         text, params = bind_list("k", list(keys))
         return {str(r[0]) for r in await self._query(self._held.format(keys=text), params)}
 
-    async def dead_row(self, seq: int, error: str, attempts: int) -> bool:
-        rows = await self._query(self._dead_row, (storable(error), attempts, seq))
+    async def dead_row(self, seq: int, error: str, attempts: int, *, keep_key: bool = True) -> bool:
+        sql = self._dead_row if keep_key else self._dead_row.replace("SET dead_at", "SET `key` = NULL, dead_at")
+        rows = await self._query(sql, (storable(error), attempts, seq))
         return bool(rows and rows[0][0])
 
     async def dead_message(

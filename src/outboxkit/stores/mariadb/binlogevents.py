@@ -3,7 +3,9 @@
 The binlog reader (``binlog.py``) hands over each committed transaction's inserted outbox rows
 as ``{column: value}`` dicts (the server logs column names with ``binlog_row_metadata=FULL``).
 A row is checked with the same rules as a row the table relay reads (``core.rows.event_from_row``,
-H11); rows the relay itself wrote as dead letters (``dead_at`` set) are skipped. Each event gets
+H11); rows the relay itself wrote as dead letters (``dead_at`` set) are skipped, and a row that
+raises while it is read becomes a dead letter with the reason (H13). Transactions without outbox
+rows never get here: the reader moves the position past them itself. Each event gets
 a ``seq`` that grows in log order (the relay's dispatcher orders keys by it); the row's own
 ``seq`` is kept beside it for the mark.
 """
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from outboxkit.core.rows import event_from_row
-from outboxkit.core.tailing import Item, Transaction
+from outboxkit.core.tailing import Item, Transaction, unreadable
 
 
 @dataclass(slots=True)
@@ -42,7 +44,19 @@ class BinlogDecoder:
             out.append(Transaction(raw.lsn, raw.committed_at, items))
         return out
 
+    def unit_end(self, messages: Sequence[RawTransaction]) -> int | None:
+        return messages[-1].lsn if messages else None
+
     def _row(self, values: dict[str, Any], committed_at: datetime | None) -> Item | None:
+        try:
+            return self._event_of(values, committed_at)
+        except Exception as exc:  # H13: whatever the row held, it costs only itself
+            self.counter += 1
+            seq = values.get("seq") if isinstance(values, dict) else None
+            row_seq = seq if isinstance(seq, int) else None
+            return Item(unreadable(self.counter, f"row {seq!r:.40}", exc), row_seq, committed_at)
+
+    def _event_of(self, values: dict[str, Any], committed_at: datetime | None) -> Item | None:
         if values.get("dead_at") is not None:
             return None  # a dead letter the relay wrote itself
         self.counter += 1

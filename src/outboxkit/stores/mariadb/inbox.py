@@ -9,9 +9,14 @@ from typing import Any
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.mariadb.schema import Q, quoted
 
+#: processed_at of a claim whose handler has not finished (see InboxSql.start_sql)
+_UNFINISHED = "'1970-01-01 00:00:00'"
+
 
 class MariaDbInbox:
     """:class:`~outboxkit.stores.base.InboxSql` for MariaDB/MySQL."""
+
+    max_event_id = 64  # event_id VARCHAR(64): INSERT IGNORE would cut a longer id silently
 
     def ddl(self, ref: TableRef) -> list[str]:
         t, dead = quoted(ref), quoted(ref, "dead")
@@ -43,6 +48,25 @@ class MariaDbInbox:
         # waits on the first transaction's key lock, then inserts nothing (G7). (IGNORE also
         # downgrades other errors to warnings, but these two columns cannot fail any other way.)
         return f"INSERT IGNORE INTO {quoted(ref)} (consumer, event_id) VALUES (%s, %s)"
+
+    def start_sql(self, ref: TableRef) -> str:
+        # The epoch marks "claimed, not finished": only finish_sql, after the handler, sets the time.
+        # (DDL in a handler commits this row at once: the mark is what tells a retry to go on.)
+        return f"INSERT IGNORE INTO {quoted(ref)} (consumer, event_id, processed_at) VALUES (%s, %s, {_UNFINISHED})"
+
+    def unfinished_sql(self, ref: TableRef) -> str:
+        # A locking read sees the latest committed row, not the snapshot: a concurrent redelivery
+        # that finished first turns this into "no row", a duplicate. A shared lock, not FOR UPDATE:
+        # INSERT IGNORE already holds one on the row it found, and two duplicates upgrading theirs
+        # to exclusive would deadlock. (Two takers of one unfinished row meet at finish_sql instead:
+        # InnoDB rolls one back, which counts as its failed attempt; the other commits.)
+        return (
+            f"SELECT 1 FROM {quoted(ref)} WHERE consumer = %s AND event_id = %s"
+            f" AND processed_at = {_UNFINISHED} LOCK IN SHARE MODE"
+        )
+
+    def finish_sql(self, ref: TableRef) -> str:
+        return f"UPDATE {quoted(ref)} SET processed_at = UTC_TIMESTAMP(6) WHERE consumer = %s AND event_id = %s"
 
     def dead_sql(self, ref: TableRef) -> str:
         return (

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
+from outboxkit.core.leases import adopt
 from outboxkit.stores.base import BUCKETS, LeaseGrant, Leases
 from outboxkit.stores.mariadb.schema import bind_list
 
@@ -39,7 +40,18 @@ async def maintain(
         f"SELECT bucket, epoch FROM {leases} WHERE owner = %s AND expires_at > UTC_TIMESTAMP(6) FOR UPDATE",
         (owner,),
     )
-    now_held = {int(b): int(e) for b, e in rows if held.get(int(b), int(e)) == int(e)}
+    now_held = {int(b): int(e) for b, e in rows}
+    back = adopt(held, now_held)
+    if back:
+        # Ours by name but not held at that epoch (an earlier process of this owner, restarted by
+        # its supervisor): taken back now, at a new epoch, so its in-flight marks are fenced.
+        in_back, params = bind_list("b", sorted(back))
+        await run(
+            f"UPDATE {leases} SET epoch = epoch + 1 WHERE owner = %(owner)s AND bucket IN ({in_back})",
+            {"owner": owner, **params},
+        )
+        got = await run(f"SELECT bucket, epoch FROM {leases} WHERE bucket IN ({in_back})", params)
+        now_held.update({int(b): int(e) for b, e in got})
     if not rebalance:
         return LeaseGrant(now_held, max(len(now_held), 1))
     (live,) = (await run(

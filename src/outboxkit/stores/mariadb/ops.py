@@ -50,6 +50,8 @@ FROM {t} o GROUP BY o.topic ORDER BY o.topic""",
         held=f"""SELECT COUNT(DISTINCT d.`key`), (SELECT COUNT(*) FROM {t} o WHERE {_PENDING}
     AND o.`key` IN (SELECT k.`key` FROM {t} k WHERE k.dead_at IS NOT NULL))
 FROM {t} d WHERE d.dead_at IS NOT NULL""",
+        held_topics=f"""SELECT o.topic, COUNT(*) FROM {t} o WHERE {_PENDING}
+    AND o.`key` IN (SELECT k.`key` FROM {t} k WHERE k.dead_at IS NOT NULL) GROUP BY o.topic""",
         dead_count=f"SELECT COUNT(*) FROM {t} o WHERE {_DEAD} AND {sel}",
         dead_list=f"""SELECT o.seq, o.id, o.topic, o.`key`, o.attempts, o.last_error, o.created_at, o.dead_at
 FROM {t} o WHERE {_DEAD} AND {sel} ORDER BY o.seq LIMIT %(limit)s""",

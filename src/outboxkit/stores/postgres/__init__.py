@@ -17,6 +17,10 @@ __all__ = ["DATABASE", *_STORE_NAMES]
 
 def __getattr__(name: str) -> Any:
     # Lazy: importing the package (the registry does) must not import psycopg.
+    if name == "PostgresSchema":  # the DDL needs no driver
+        from outboxkit.stores.postgres.schema import PostgresSchema
+
+        return PostgresSchema
     if name in _STORE_NAMES:
         from outboxkit.stores.postgres import store
 

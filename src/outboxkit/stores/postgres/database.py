@@ -28,7 +28,7 @@ class PostgresDatabase:
     quote = '"'
 
     def schema(self) -> OutboxSchema:
-        from outboxkit.stores.postgres.store import PostgresSchema
+        from outboxkit.stores.postgres.schema import PostgresSchema
 
         return PostgresSchema()
 

@@ -17,7 +17,7 @@ from typing import Any
 from outboxkit.errors import ConfigurationError
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.connection import connect_sync
-from outboxkit.stores.postgres.store import PostgresSchema
+from outboxkit.stores.postgres.schema import PostgresSchema
 
 
 class PostgresEventStoreSql:

@@ -8,9 +8,14 @@ from typing import Any
 
 from outboxkit.stores.base import TableRef
 
+#: processed_at of a claim whose handler has not finished (see InboxSql.start_sql)
+_UNFINISHED = "'1970-01-01 00:00:00+00'::timestamptz"
+
 
 class PostgresInbox:
     """:class:`~outboxkit.stores.base.InboxSql` for PostgreSQL."""
+
+    max_event_id = 255  # with a 255-character consumer, far below a btree entry's 2,704 bytes
 
     def ddl(self, ref: TableRef) -> list[str]:
         t, dead = ref.qualified, ref.derived("dead")
@@ -41,6 +46,24 @@ class PostgresInbox:
         # The primary key decides: a concurrent duplicate waits for the first transaction and then
         # inserts nothing, so exactly one of them runs the handler's side effects (G7).
         return f"INSERT INTO {ref.qualified} (consumer, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+
+    def start_sql(self, ref: TableRef) -> str:
+        # The epoch marks "claimed, not finished": only finish_sql, after the handler, sets the time.
+        return (
+            f"INSERT INTO {ref.qualified} (consumer, event_id, processed_at) VALUES (%s, %s, {_UNFINISHED})"
+            " ON CONFLICT DO NOTHING"
+        )
+
+    def unfinished_sql(self, ref: TableRef) -> str:
+        # FOR UPDATE: two redeliveries of the same event wait for each other; the second re-reads
+        # the row after the first committed, finds it finished, and is a duplicate.
+        return (
+            f"SELECT 1 FROM {ref.qualified} WHERE consumer = %s AND event_id = %s"
+            f" AND processed_at = {_UNFINISHED} FOR UPDATE"
+        )
+
+    def finish_sql(self, ref: TableRef) -> str:
+        return f"UPDATE {ref.qualified} SET processed_at = now() WHERE consumer = %s AND event_id = %s"
 
     def dead_sql(self, ref: TableRef) -> str:
         return (

@@ -49,6 +49,8 @@ FROM {t} o GROUP BY o.topic ORDER BY o.topic""",
         held=f"""SELECT count(DISTINCT d.key), (SELECT count(*) FROM {t} o WHERE o.delivered_at IS NULL
     AND o.dead_at IS NULL AND o.key IN (SELECT k.key FROM {t} k WHERE k.dead_at IS NOT NULL))
 FROM {t} d WHERE d.dead_at IS NOT NULL""",
+        held_topics=f"""SELECT o.topic, count(*) FROM {t} o WHERE o.delivered_at IS NULL AND o.dead_at IS NULL
+    AND o.key IN (SELECT k.key FROM {t} k WHERE k.dead_at IS NOT NULL) GROUP BY o.topic""",
         dead_count=f"SELECT count(*) FROM {t} o WHERE {_DEAD} AND {sel}",
         dead_list=f"""SELECT o.seq, o.id::text, o.topic, o.key, o.attempts, o.last_error, o.created_at, o.dead_at
 FROM {t} o WHERE {_DEAD} AND {sel} ORDER BY o.seq LIMIT %(limit)s""",

@@ -57,7 +57,8 @@ Record = Begin | Commit | Relation | Insert | Message | None
 
 def _string(data: bytes, at: int) -> tuple[str, int]:
     end = data.index(b"\x00", at)
-    return data[at:end].decode(), end + 1
+    # Names and prefixes are the server's text; a prefix that is not UTF-8 only fails to match ours.
+    return data[at:end].decode(errors="replace"), end + 1
 
 
 def _time(micros: int) -> datetime:

@@ -124,6 +124,8 @@ class PostgresWalReader:
         self._dead_row = (
             f"UPDATE {t} SET dead_at = now(), last_error = %s, attempts = attempts + %s WHERE seq = %s RETURNING seq"
         )
+        # A key no index takes (btree rows hold about 2.7 kB) cannot be a dead letter's key (H13).
+        self._dead_row_keyless = self._dead_row.replace("SET dead_at", "SET key = NULL, dead_at")
         # A table-less event that became a dead letter gets a row, so `dead-letters` lists it; the
         # publication ignores it (dead_at is set, and the relay skips such inserts).
         self._dead_message = (
@@ -156,6 +158,9 @@ class PostgresWalReader:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await conn.close()
+
+    def resume_point(self) -> int:
+        return self.confirmed
 
     def trusted(self) -> bool:
         """Whether the lock can still be ours: half the takeover time after the last round trip."""
@@ -224,9 +229,10 @@ class PostgresWalReader:
             return set()
         return {r[0] for r in await self._query(self._held, [list(keys)])}
 
-    async def dead_row(self, seq: int, error: str, attempts: int) -> bool:
+    async def dead_row(self, seq: int, error: str, attempts: int, *, keep_key: bool = True) -> bool:
         """Mark the row dead; False when the row is gone (its writer deleted it in its transaction)."""
-        return bool(await self._query(self._dead_row, [storable(error), attempts, seq]))
+        sql = self._dead_row if keep_key else self._dead_row_keyless
+        return bool(await self._query(sql, [storable(error), attempts, seq]))
 
     async def dead_message(
         self,

@@ -5,17 +5,27 @@ An outbox row decoded from the log is checked with the same rules as a row the t
 relay itself wrote as dead letters (``dead_at`` set) are skipped. Each event gets a ``seq`` that
 grows in log order (the relay's dispatcher orders keys by it); the outbox row's own ``seq`` is kept
 beside it for the mark.
+
+Traffic that is not ours must never pin the slot (H13, H4). A non-transactional logical message
+(``pg_logical_emit_message(false, ...)``, the shape of many CDC heartbeats) is decoded outside any
+transaction: it becomes an empty :class:`Transaction` ending at the message's position, so the
+relay advances past it like past any finished transaction, however many arrive. One with this
+outbox's own prefix is not trusted — it was written even if its transaction rolled back (G2) — so
+it becomes a dead letter saying so, never a published event. Any exception met while turning one
+change into an event becomes that change's dead letter (``core.tailing.unreadable``), never a
+failed read.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from outboxkit.core import walmessage
 from outboxkit.core.rows import event_from_row
-from outboxkit.core.tailing import Item, Transaction
+from outboxkit.core.tailing import Item, Transaction, unreadable
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.pgoutput import Begin, Commit, Insert, Message, Relation, decode
 
@@ -43,7 +53,15 @@ class Decoder:
         items: list[Item] = []
         committed_at: datetime | None = None
         for data in messages:
-            record = decode(data)
+            try:
+                record = decode(data)
+            except Exception as exc:
+                if committed_at is None:
+                    raise  # outside a transaction its end cannot be told: the relay narrows it down
+                # A change of a transaction that this decoder cannot parse: a dead letter of its own.
+                self.counter += 1
+                items.append(Item(unreadable(self.counter, "a change of the log", exc), None, committed_at))
+                continue
             if isinstance(record, Begin):
                 items, committed_at = [], record.committed_at
             elif isinstance(record, Relation):
@@ -51,20 +69,63 @@ class Decoder:
             elif isinstance(record, Insert):
                 relation = self.relations.get(record.relid)
                 if relation is not None and self._ours(relation):
-                    item = self._row(relation, record, committed_at)
-                    if item is not None:
-                        items.append(item)
+                    row = self._row(relation, record, committed_at)
+                    if row is not None:
+                        items.append(row)
             elif isinstance(record, Message):
-                if record.transactional and record.prefix == self.prefix:
-                    self.counter += 1
-                    event = walmessage.decode(self.counter, record.content, committed_at)
-                    items.append(Item(event, None, committed_at))
+                if record.transactional:
+                    if record.prefix == self.prefix:
+                        self.counter += 1
+                        event = walmessage.decode(self.counter, record.content, committed_at)
+                        items.append(Item(event, None, committed_at))
+                else:
+                    # Decoded where it was written, outside every transaction: done once seen.
+                    # The message's position is the end of its record, so the slot moves past it.
+                    out.append(Transaction(record.lsn, None, self._untrusted(record)))
             elif isinstance(record, Commit):
                 out.append(Transaction(record.end_lsn, committed_at, items))
-                items = []
+                items, committed_at = [], None
         return out
 
+    def unit_end(self, messages: Sequence[bytes]) -> int | None:
+        """The end of the last transaction or non-transactional message in ``messages``."""
+        for data in reversed(messages):
+            with contextlib.suppress(Exception):
+                record = decode(data)
+                if isinstance(record, Commit):
+                    return record.end_lsn
+                if isinstance(record, Message) and not record.transactional:
+                    return record.lsn
+        return None
+
+    def _untrusted(self, record: Message) -> list[Item]:
+        """A non-transactional message: nothing when it is another tool's, a dead letter when it
+        carries this outbox's prefix (it survives a rollback, so it may report nothing that
+        happened; writers use ``walemit``, which emits transactional messages)."""
+        if record.prefix != self.prefix:
+            return []
+        self.counter += 1
+        event = walmessage.decode(self.counter, record.content, None)
+        reason = (
+            "a non-transactional message with this outbox's prefix is not trusted (it is written even "
+            "when its transaction rolls back): emit with outboxkit.walemit or pg_logical_emit_message(true, ...)"
+        )
+        if event.defect is not None:
+            reason = f"{reason}; besides, {event.defect}"
+        # The key is not held: a message that may never have happened must not stop a key's events.
+        return [Item(replace(event, key=None, defect=f"{reason} (key {event.key!r:.80})"), None, None)]
+
     def _row(self, relation: Relation, record: Insert, committed_at: datetime | None) -> Item | None:
+        try:
+            return self._event_of(relation, record, committed_at)
+        except Exception as exc:  # H13: whatever the row held, it costs only itself
+            self.counter += 1
+            values = dict(zip(relation.columns, record.values, strict=False))
+            seq = values.get("seq")
+            row_seq = int(seq) if isinstance(seq, str) and seq.isdigit() else None
+            return Item(unreadable(self.counter, f"row {seq!r:.40}", exc), row_seq, committed_at)
+
+    def _event_of(self, relation: Relation, record: Insert, committed_at: datetime | None) -> Item | None:
         values = dict(zip(relation.columns, record.values, strict=False))
         if values.get("dead_at") is not None:
             return None  # a dead letter the relay wrote itself

@@ -10,10 +10,14 @@ from outboxkit.errors import ConfigurationError
 from outboxkit.stores.base import TableRef
 
 _NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+#: processed_at of a claim whose handler has not finished (see InboxSql.start_sql)
+_UNFINISHED = "'1970-01-01T00:00:00.000Z'"
 
 
 class SqliteInbox:
     """:class:`~outboxkit.stores.base.InboxSql` for SQLite."""
+
+    max_event_id = 255  # no limit in SQLite; the same bound as PostgreSQL, for portable consumers
 
     def ddl(self, ref: TableRef) -> list[str]:
         if ref.schema:
@@ -44,6 +48,20 @@ class SqliteInbox:
     def claim_sql(self, ref: TableRef) -> str:
         # SQLite runs one writer at a time: the primary key turns a duplicate into no row changed.
         return f"INSERT INTO {ref.qualified} (consumer, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING"
+
+    def start_sql(self, ref: TableRef) -> str:
+        # The epoch marks "claimed, not finished": only finish_sql, after the handler, sets the time.
+        return (
+            f"INSERT INTO {ref.qualified} (consumer, event_id, processed_at) VALUES (?, ?, {_UNFINISHED})"
+            " ON CONFLICT DO NOTHING"
+        )
+
+    def unfinished_sql(self, ref: TableRef) -> str:
+        # No FOR UPDATE in SQLite, and none needed: the claim's INSERT took the single write lock.
+        return f"SELECT 1 FROM {ref.qualified} WHERE consumer = ? AND event_id = ? AND processed_at = {_UNFINISHED}"
+
+    def finish_sql(self, ref: TableRef) -> str:
+        return f"UPDATE {ref.qualified} SET processed_at = {_NOW} WHERE consumer = ? AND event_id = ?"
 
     def dead_sql(self, ref: TableRef) -> str:
         return (

@@ -6,6 +6,7 @@ placed in a chart goes through :func:`html.escape`; numbers are formatted here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -45,17 +46,53 @@ def fmt(value: float, unit: str = "") -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.3g}"
 
 
-def _frame(chart_id: str, title: str, top: float, unit: str, starts: Sequence[int]) -> list[str]:
+@dataclass(frozen=True)
+class LogAxis:
+    """A logarithmic value axis over whole decades, one grid line per decade.
+
+    Lag spans decades: a relay that keeps up delivers in milliseconds, one that fell behind in
+    minutes. On a linear axis a 100 s worst case flattens a 100 ms mean onto the zero line and
+    labels nothing between 0 and 25 s; here every decade in between has its line and label."""
+
+    low: float  # a power of ten, at or below the smallest positive value
+    high: float  # a power of ten above low, at or above the largest value
+
+    @classmethod
+    def over(cls, values: Sequence[float], *, empty: tuple[float, float] = (0.001, 1.0)) -> LogAxis:
+        positive = [v for v in values if v > 0]
+        if not positive:
+            return cls(*empty)
+        low = 10.0 ** math.floor(math.log10(min(positive)) + 1e-9)
+        high = 10.0 ** math.ceil(math.log10(max(positive)) - 1e-9)
+        return cls(low, high if high > low else low * 10)
+
+    @property
+    def decades(self) -> list[float]:
+        count = round(math.log10(self.high / self.low))
+        return [self.low * 10.0**i for i in range(count + 1)]
+
+    def fraction(self, value: float) -> float:
+        """0 at ``low`` (and for anything below it, zero included), 1 at ``high``."""
+        if value <= self.low:
+            return 0.0
+        return min(1.0, math.log10(value / self.low) / math.log10(self.high / self.low))
+
+
+def _linear_ticks(top: float, unit: str) -> list[tuple[float, str]]:
+    return [(i / 4, fmt(top * i / 4, unit)) for i in range(5)]  # 0, 1/4 .. top
+
+
+def _frame(chart_id: str, title: str, ticks: Sequence[tuple[float, str]], starts: Sequence[int]) -> list[str]:
+    """The SVG's frame: one grid line and label per ``(fraction of the height, label)`` tick."""
     inner_w, inner_h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
     out = [
         f'<svg id="{escape(chart_id)}" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
         f"<title>{escape(title)}</title>",
     ]
-    for i in range(5):  # horizontal grid: 0, 1/4 .. top
-        y = _TOP + inner_h - inner_h * i / 4
+    for fraction, label in ticks:
+        y = _TOP + inner_h - inner_h * fraction
         out.append(f'<line class="grid" x1="{_LEFT}" x2="{_LEFT + inner_w}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        label = fmt(top * i / 4, unit)
         out.append(f'<text class="axis" x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(label)}</text>')
     if starts:
         for index in sorted({0, len(starts) // 2, len(starts) - 1}):
@@ -69,7 +106,7 @@ def bar_chart(chart_id: str, title: str, starts: Sequence[int], values: Sequence
     """One bar per bucket (``starts`` are the buckets' epoch seconds, UTC on the axis)."""
     top = nice_max(max(values, default=0.0))
     inner_w, inner_h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
-    out = _frame(chart_id, title, top, unit, starts)
+    out = _frame(chart_id, title, _linear_ticks(top, unit), starts)
     slot = inner_w / max(len(values), 1)
     for i, value in enumerate(values):
         if value <= 0:
@@ -85,12 +122,31 @@ def bar_chart(chart_id: str, title: str, starts: Sequence[int], values: Sequence
     return "\n".join(out)
 
 
-def line_chart(chart_id: str, title: str, starts: Sequence[int], series: Sequence[Series], unit: str = "") -> str:
-    """One polyline per series; a gap (None) breaks the line instead of drawing a false zero."""
+def line_chart(
+    chart_id: str,
+    title: str,
+    starts: Sequence[int],
+    series: Sequence[Series],
+    unit: str = "",
+    *,
+    log: bool = False,
+) -> str:
+    """One polyline per series; a gap (None) breaks the line instead of drawing a false zero.
+    ``log``: a logarithmic axis over whole decades (:class:`LogAxis`), for values that span them."""
     present = [v for s in series for v in s.values if v is not None]
-    top = nice_max(max(present, default=0.0))
     inner_w, inner_h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
-    out = _frame(chart_id, title, top, unit, starts)
+    if log:
+        axis = LogAxis.over(present)
+        height = axis.fraction
+        ticks = [(axis.fraction(d), fmt(d, unit)) for d in axis.decades]
+    else:
+        top = nice_max(max(present, default=0.0))
+
+        def height(value: float) -> float:
+            return value / top
+
+        ticks = _linear_ticks(top, unit)
+    out = _frame(chart_id, title, ticks, starts)
     slot = inner_w / max(len(starts), 1)
     for s in series:
         run: list[str] = []
@@ -101,7 +157,7 @@ def line_chart(chart_id: str, title: str, starts: Sequence[int], series: Sequenc
                     runs.append(run)
                 run = []
                 continue
-            run.append(f"{_LEFT + slot * (i + 0.5):.1f},{_TOP + inner_h - inner_h * value / top:.1f}")
+            run.append(f"{_LEFT + slot * (i + 0.5):.1f},{_TOP + inner_h - inner_h * height(value):.1f}")
         if run:
             runs.append(run)
         for points in runs:

@@ -66,6 +66,7 @@ def charts(snap: Snapshot) -> dict[str, str]:
             starts,
             [Series("mean", "series-mean", mean), Series("max", "series-max", worst)],
             "s",
+            log=True,  # lag spans decades (ms when keeping up, minutes when behind)
         ),
     }
 
