@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from outboxkit.testing.chaos import ChaosOptions, run_chaos
+from outboxkit.testing.chaos import KINDS, ChaosOptions, run_chaos
 from outboxkit.testing.chaosdb import mariadb_binaries
 
 
@@ -27,11 +27,12 @@ def test_twelve_mixed_faults_on_tailing_relays(capture: str) -> None:
     # resets the permissions of its own tree when another session starts.
     workdir = tempfile.mkdtemp(prefix=f"outboxkit-chaos-{capture}-")
     try:
-        result = run_chaos(ChaosOptions(faults=12, seed=20261207, workdir=workdir, capture=capture), progress=print)
+        result = run_chaos(ChaosOptions(faults=12, seed=20261208, workdir=workdir, capture=capture), progress=print)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(result.tally.as_dict(), dict(result.faults), f"{result.elapsed:.1f}s", f"stall {result.longest_stall:.2f}s")
     assert sum(result.faults.values()) == 12
+    assert set(result.faults) == set(KINDS), "the seed draws every kind of fault"
     assert result.tally.committed > 100
     assert result.tally.lost == 0
     assert result.tally.phantom == 0
