@@ -393,3 +393,20 @@ async def test_an_altered_outbox_is_read_with_its_new_columns(
     got = await read_all(nats_stream.url, nats_stream.name, expect=2)
     assert [m.event_id for m in got] == ids
     assert [json.loads(m.payload) for m in got] == [{"i": 0}, {"i": 1}] and got[1].key == "k"
+
+
+def test_the_replication_stream_is_never_reopened_by_the_client_library(mariadb_url: str) -> None:
+    """mysql-replication reconnects its stream by itself after "server gone", from the GTID it was
+    started at (duplicates; and two streams of one server id that take the dump from each other).
+    The reader's wrapper opens the stream connection once; the control connection may reconnect."""
+    from outboxkit.stores.mariadb.binlog import StreamLostError, _StreamOnce
+    from outboxkit.stores.mariadb.driver import parse_url
+
+    p = parse_url(mariadb_url)
+    settings = {"host": p.host, "port": p.port, "user": p.user, "passwd": p.password}
+    wrapper = _StreamOnce()
+    for _ in range(2):  # the control connection, as the library opens it
+        wrapper(**settings, db="information_schema").close()
+    wrapper(**settings).close()  # the stream, once
+    with pytest.raises(StreamLostError, match="rebuilt from the stored position"):
+        wrapper(**settings)

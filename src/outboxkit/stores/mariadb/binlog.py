@@ -100,6 +100,28 @@ def _pymysql_connect(**kwargs: Any) -> Any:
     return _connection_class()(**kwargs)
 
 
+class _StreamOnce:
+    """``pymysql_wrapper`` for one stream reader: its replication connection is opened once.
+
+    mysql-replication opens it again by itself when a read fails with "server gone" (2006, 2013).
+    :func:`_connection_class` turns those into :class:`StreamLostError` where PyMySQL raises them,
+    but a loaded test run still saw the library reconnect (and send a GTID stream again from its
+    start: duplicates, outages not seen), and a chaos run saw two streams of one server id take
+    the dump from each other 199 times. Refusing the second stream connection ends the thread
+    whatever made the library try: the relay then rebuilds the reader from the stored position.
+    The control connection (``information_schema``, a dict cursor) may reconnect as it likes."""
+
+    def __init__(self) -> None:
+        self.streams = 0
+
+    def __call__(self, **kwargs: Any) -> Any:
+        if kwargs.get("db", kwargs.get("database")) != "information_schema":
+            self.streams += 1
+            if self.streams > 1:
+                raise StreamLostError("the binlog stream was cut; the reader is rebuilt from the stored position")
+        return _pymysql_connect(**kwargs)
+
+
 def _gtid_state(text: str | None) -> dict[str, str]:
     return {g.split("-")[0]: g for g in (text or "").replace(" ", "").split(",") if g.count("-") == 2}
 
@@ -266,7 +288,7 @@ class MariaDbBinlogReader:
             # with one-row INSERTs (docs/performance.md). An ALTER TABLE gives the table a new id
             # (a new table definition), so the new columns are still read.
             freeze_schema=True,
-            pymysql_wrapper=_pymysql_connect,
+            pymysql_wrapper=_StreamOnce(),
             **where,
         )
         gtids = _gtid_state(start.gtid)
