@@ -191,3 +191,30 @@ async def test_an_event_id_the_inbox_table_cannot_keep_whole_is_parked_not_trunc
     errors = sorted(e for (e,) in db.rows(f"SELECT error FROM {db.dead}"))
     assert sum(f"keeps at most {limit}" in e for e in errors) == 2
     assert sum("control characters" in e for e in errors) == 1
+
+
+def test_h13_a_message_whose_text_no_column_takes_is_still_parked_and_dead_lettered(db: Db) -> None:
+    """H13 on the consumer: a topic, key or header holding a lone surrogate or NUL (a bus hands the
+    consumer whatever a producer wrote) must not make parking or dead-lettering fail — that would
+    leave the message to come back and fail again forever."""
+    from outboxkit.inbox.runner import Event
+    from outboxkit.inbox.transaction import InboxTransactions
+
+    hostile = "a\ud800b\x00c"
+    event = Event(
+        id="e-1", topic=f"t.{hostile}", key=hostile, payload=b"{}", headers={hostile: hostile, "h": hostile}, attempt=1
+    )
+    tx = InboxTransactions(db.url, "g", db.ref)
+    try:
+        parked = tx.park(event, f"no event id: {hostile}")
+        tx.dead_letter(event, f"handler failed: {hostile}", 3)
+    finally:
+        tx.drop()
+    conn = connect_sync(db.url)
+    try:
+        name = f"{db.ref.table}_dead"
+        dead = {"sqlite": name, "postgres": f'"{db.ref.schema}".{name}'}.get(db.kind, f"`{db.ref.schema}`.`{name}`")
+        rows = conn.execute(f"SELECT event_id FROM {dead} ORDER BY event_id").fetchall()
+    finally:
+        conn.close()
+    assert sorted(r[0] for r in rows) == sorted(["e-1", parked])

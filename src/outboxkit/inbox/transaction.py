@@ -23,6 +23,7 @@ import json
 import uuid
 from typing import Any, NoReturn
 
+from outboxkit.core.storable import storable
 from outboxkit.errors import SchemaError, UnavailableError
 from outboxkit.inbox.schema import connect_sync
 from outboxkit.stores.base import TableRef
@@ -125,9 +126,7 @@ class InboxTransactions:
             conn.execute("BEGIN")
             conn.execute(self._claim_sql, key)
             conn.execute(self._finish_sql, key)  # an unfinished claim left by a handler's implicit commit
-            headers = json.dumps(dict(event.headers))
-            row = (*key, event.topic, event.key, event.payload, headers, error, attempts)
-            conn.execute(self._dead_sql, row)
+            conn.execute(self._dead_sql, (*key, *_storable(event), storable(error), attempts))
             conn.execute("COMMIT")
         except Exception as exc:
             self.reset()
@@ -139,9 +138,7 @@ class InboxTransactions:
         parked_id = f"unidentified:{uuid.uuid4()}"
         conn = self.connection()
         try:
-            headers = json.dumps(dict(event.headers))
-            row = (self.name, parked_id, event.topic, event.key, event.payload, headers, reason, 0)
-            conn.execute(self._dead_sql, row)
+            conn.execute(self._dead_sql, (self.name, parked_id, *_storable(event), storable(reason), 0))
         except Exception as exc:
             self.reset()
             raise self.db_error(exc) from None
@@ -160,3 +157,13 @@ class InboxTransactions:
         except Exception:
             # The connection is broken: drop it, the next message reconnects.
             self.drop()
+
+
+def _storable(event: Any) -> tuple[str, str | None, bytes, str]:
+    """Topic, key, payload and headers of a dead letter as every database stores them (H13): a bus
+    hands the consumer whatever a producer wrote — a lone surrogate, NUL — and a dead letter that
+    cannot be stored would send the message back to fail again forever. The payload is bytes, kept
+    as it is; text is escaped visibly (``core.storable``)."""
+    headers = {storable(k, 256): storable(v, 8192) for k, v in dict(event.headers).items()}
+    key = None if event.key is None else storable(event.key, 1024)
+    return storable(event.topic, 1024), key, bytes(event.payload), json.dumps(headers)
