@@ -126,7 +126,7 @@ class InboxTransactions:
             conn.execute("BEGIN")
             conn.execute(self._claim_sql, key)
             conn.execute(self._finish_sql, key)  # an unfinished claim left by a handler's implicit commit
-            conn.execute(self._dead_sql, (*key, *_storable(event), storable(error), attempts))
+            conn.execute(self._dead_sql, (*key, *dead_letter_fields(event), storable(error), attempts))
             conn.execute("COMMIT")
         except Exception as exc:
             self.reset()
@@ -138,7 +138,7 @@ class InboxTransactions:
         parked_id = f"unidentified:{uuid.uuid4()}"
         conn = self.connection()
         try:
-            conn.execute(self._dead_sql, (self.name, parked_id, *_storable(event), storable(reason), 0))
+            conn.execute(self._dead_sql, (self.name, parked_id, *dead_letter_fields(event), storable(reason), 0))
         except Exception as exc:
             self.reset()
             raise self.db_error(exc) from None
@@ -159,7 +159,7 @@ class InboxTransactions:
             self.drop()
 
 
-def _storable(event: Any) -> tuple[str, str | None, bytes, str]:
+def dead_letter_fields(event: Any) -> tuple[str, str | None, bytes, str]:
     """Topic, key, payload and headers of a dead letter as every database stores them (H13): a bus
     hands the consumer whatever a producer wrote — a lone surrogate, NUL — and a dead letter that
     cannot be stored would send the message back to fail again forever. The payload is bytes, kept

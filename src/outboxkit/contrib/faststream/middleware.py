@@ -30,7 +30,6 @@ is refused.
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback
 import uuid
@@ -57,10 +56,11 @@ from outboxkit.contrib.faststream.messages import (
 )
 from outboxkit.core.backoff import backoff_delay
 from outboxkit.core.lru import BoundedDict
+from outboxkit.core.storable import storable
 from outboxkit.emit import Outbox
 from outboxkit.errors import ConfigurationError
 from outboxkit.inbox.runner import UNIDENTIFIED, Event, InboxStats, unidentified
-from outboxkit.inbox.transaction import ENDED, TransactionEnded
+from outboxkit.inbox.transaction import ENDED, TransactionEnded, dead_letter_fields
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import database_named
 
@@ -315,14 +315,17 @@ class Inbox:
             if claim:
                 await session.execute(text(sql.claim), self._key(event))
                 await session.execute(text(sql.finish), self._key(event))
+            # Text a producer wrote (a lone surrogate, NUL) is escaped: a dead letter that cannot be
+            # stored would requeue the message forever (H13).
+            topic, key, payload, headers = dead_letter_fields(event)
             row = {
                 "consumer": self.name,
                 "event_id": event.id,
-                "topic": event.topic,
-                "key": event.key,
-                "payload": event.payload,
-                "headers": json.dumps(dict(event.headers)),
-                "error": error,
+                "topic": topic,
+                "key": key,
+                "payload": payload,
+                "headers": headers,
+                "error": storable(error),
                 "attempts": attempts,
             }
             await session.execute(text(sql.dead), row)
