@@ -189,3 +189,63 @@ async def test_database_restart_then_purged_binlog_and_resume_from_now(
             firsts.setdefault(m.key or "", []).append(json.loads(m.payload)["i"])
     assert seen == set(ids), f"lost {len(set(ids) - seen)}"
     assert all(v == sorted(v) for v in firsts.values())
+
+
+def _table_ids(db: str) -> dict[str, int]:
+    """Table ids the binlog's table maps gave each table of schema ``app``, newest last."""
+    conn = db_connect(db)
+    try:
+        files = [r[0] for r in conn.execute("SHOW BINARY LOGS").fetchall()]
+        ids: dict[str, int] = {}
+        for name in files:
+            for row in conn.execute(f"SHOW BINLOG EVENTS IN '{name}'").fetchall():
+                info = str(row[5])
+                if row[2] == "Table_map" and "(app." in info:
+                    ids[info.split("(app.")[1].rstrip(")")] = int(info.split("table_id: ")[1].split(" ")[0])
+        return ids
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("wal-crash")
+async def test_a_table_id_reused_after_a_restart_is_not_read_with_the_outbox_columns(
+    private_mariadb: PrivateMariaDb, nats_stream: Stream
+) -> None:
+    """After a restart the server numbers table ids anew. A relay that reads across the restart
+    cached the outbox's table map under its old id (``freeze_schema``); rows of another table that
+    now has that id were decoded with the outbox's columns and failed ("Result length not requested
+    length"). Here the old code recovers after a failed round (the relay saved a position past the
+    old file's outbox rows); in the soak, with the stream reading ahead of confirmations, every relay
+    failed before it saved anything, forever. Coverage of the fix, not a reproduction of the soak."""
+    db = private_mariadb.url
+    ref = TableRef("outbox", "app")
+    migrate(db, ref)
+    migrate_binlog(db, ref)
+    topic = nats_stream.topic("orders")
+    ids = await asyncio.to_thread(emit_many, db, ref, topic, [{"i": i} for i in range(10)], key=lambda i: "k")
+    outbox_id = _table_ids(db)["outbox"]
+    await asyncio.to_thread(private_mariadb.stop)
+    await asyncio.to_thread(private_mariadb.start)
+    # New tables of another shape, one row each, until one of them is given the outbox's old id.
+    conn = db_connect(db)
+    try:
+        for n in range(200):
+            conn.execute(f"CREATE TABLE app.t{n} (a INT, b INT, c INT)")
+            conn.execute(f"INSERT INTO app.t{n} VALUES (1, 2, 3)")
+            taken = _table_ids(db).get(f"t{n}")
+            if taken is not None and taken >= outbox_id:
+                break
+    finally:
+        conn.close()
+    assert taken == outbox_id, f"no table took the outbox's old id {outbox_id} (last: {taken})"
+    ids += await asyncio.to_thread(emit_many, db, ref, topic, [{"i": i} for i in range(10, 20)], key=lambda i: "k")
+    relay = build_binlog_relay(db, nats_stream.url, ref=ref, config=RelayConfig(poll_interval=0.05, retry_cap=0.5))
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        got = await read_all(nats_stream.url, nats_stream.name, expect=len(ids), timeout=30)
+        assert [m.event_id for m in got] == ids
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

@@ -307,6 +307,14 @@ class MariaDbBinlogReader:
                 elif isinstance(event, MariadbGtidEvent | GtidEvent):
                     # A transaction begins; rows of one that never reached its commit are dropped.
                     gtid, rows = (event.gtid if isinstance(event, MariadbGtidEvent) else None), []
+                elif isinstance(event, RotateEvent):
+                    # A new binlog file: a rotation, or a server (re)start — and after a restart
+                    # the server numbers table ids anew, so an id cached under ``freeze_schema``
+                    # may now name another table (the position table, written every second):
+                    # its rows would be decoded with the outbox's columns and fail ("Result length
+                    # not requested length") at the same event on every relay, forever. Table maps
+                    # are decoded again from here (one per table per file).
+                    stream.table_map.clear()
                 elif isinstance(event, XidEvent):
                     if gtid is not None:
                         gtids[gtid.split("-")[0]] = gtid
