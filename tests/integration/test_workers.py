@@ -367,21 +367,37 @@ def test_a_missing_schema_fails_once_before_any_worker_starts(nats_url: str, tmp
     assert "worker" not in _one_line(result)  # the supervisor's check, not three workers' lines
 
 
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def test_an_http_port_in_use_fails_once(nats_url: str, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/app.db"
     migrate(db)
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        # w1 gets port - 1 (free, most likely), w2 the busy one.
-        result = subprocess.run(
-            [*CLI, "relay", "--db", db, "--broker", nats_url, "--workers", "2", "--http-port", str(port - 1)],
-            capture_output=True,
-            text=True,
-            env=_env(),
-            timeout=60,
-        )
+    # w1 serves on port - 1, w2 on the port this test holds. Port - 1 must be free for w1, and no
+    # test can hold it for w1: so it is checked free first, and a run in which another program
+    # took it meanwhile (the error names w1's port) is a precondition lost, tried again.
+    for _ in range(5):
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            if not _free(port - 1):
+                continue
+            result = subprocess.run(
+                [*CLI, "relay", "--db", db, "--broker", nats_url, "--workers", "2", "--http-port", str(port - 1)],
+                capture_output=True,
+                text=True,
+                env=_env(),
+                timeout=60,
+            )
+        if f"worker w1's metrics on 127.0.0.1:{port - 1}" not in _one_line(result):
+            break
     assert result.returncode == 2, result.stderr
     assert f"cannot serve worker w2's metrics on 127.0.0.1:{port}" in _one_line(result)
 
