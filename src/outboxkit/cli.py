@@ -345,24 +345,14 @@ def relay(
     if resume_from_now and mode not in ("binlog", "wal"):
         raise ConfigurationError("--resume-from-now is for --capture wal or --capture binlog")
     build = {"wal": build_tail_relay, "binlog": build_binlog_relay}.get(mode, build_relay)
-    if resume_from_now and mode == "wal":
-        from outboxkit.relay.walresume import recreate_then_drain
-
+    if resume_from_now:
+        # wal: a new slot, then drain up to it; binlog: drain, then tail from the server's position.
+        if mode == "wal":
+            from outboxkit.relay.walresume import recreate_then_drain as resume
+        else:
+            from outboxkit.relay.binlogresume import drain_then_resume as resume
         asyncio.run(
-            recreate_then_drain(
-                db_url,
-                broker_url,
-                ref=settings.ref,
-                source=settings.source,
-                config=settings.relay,
-                hold_dead_keys=settings.hold_dead_keys,
-            )
-        )
-    elif resume_from_now:
-        from outboxkit.relay.binlogresume import drain_then_resume
-
-        asyncio.run(
-            drain_then_resume(
+            resume(
                 db_url,
                 broker_url,
                 ref=settings.ref,
