@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 
 import outboxkit
+from benchmarks.quietness import FOREIGN_MAX, CpuWatch
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.registry import database_for
 
@@ -37,6 +38,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUIET_LOAD = 1.5
 #: The load when the benchmark process started (write_results records it next to the load at the end).
 LOAD_AT_START = os.getloadavg()
+#: Other work's CPU over the whole run (benchmarks/quietness.py): the verdict on quiet.
+RUN_WATCH = CpuWatch()
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -257,17 +260,23 @@ def rep_load(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Record the 1-minute load before and after one repetition into ``record``: a figure taken
     while other work shared the cores is marked by it, in the printout and in the JSON."""
     record["load_before"] = load1()
+    watch = CpuWatch()
     try:
         yield record
     finally:
         record["load_after"] = load1()
+        record["foreign_cpu"] = watch.foreign_share()
 
 
 def load_note(record: dict[str, Any]) -> str:
-    """``load 0.4->0.6`` (with ``NOT QUIET`` past :data:`QUIET_LOAD`) for a record of :func:`rep_load`."""
-    before, after = record["load_before"], record["load_after"]
-    noisy = " NOT QUIET" if max(before, after) >= QUIET_LOAD else ""
-    return f"load {before:.1f}->{after:.1f}{noisy}"
+    """``load 0.4->1.9, others 1%`` for a record of :func:`rep_load`, with ``NOT QUIET`` when other
+    work took more than :data:`FOREIGN_MAX` of the machine (the load counts the benchmark's own work)."""
+    before, after, foreign = record["load_before"], record["load_after"], record.get("foreign_cpu")
+    if foreign is None:
+        noisy = " NOT QUIET" if max(before, after) >= QUIET_LOAD else ""
+        return f"load {before:.1f}->{after:.1f}{noisy}"
+    noisy = " NOT QUIET" if foreign >= FOREIGN_MAX else ""
+    return f"load {before:.1f}->{after:.1f}, others {foreign:.0%}{noisy}"
 
 
 def reps_summary(values: Sequence[float], loads: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
@@ -278,6 +287,7 @@ def reps_summary(values: Sequence[float], loads: Sequence[dict[str, Any]] = ()) 
         "reps": len(values),
         "each": list(values),
         "loads": [(r["load_before"], r["load_after"]) for r in loads],
+        "foreign_cpu": [r.get("foreign_cpu") for r in loads],
         "enough_reps": len(values) >= 3,
     }
 
@@ -289,14 +299,19 @@ def write_results(name: str, data: dict[str, Any], *, disabled: bool = False) ->
     now = dt.datetime.now(dt.UTC)
     path = RESULTS_DIR / f"{name}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
     end = os.getloadavg()
-    load = {
-        "at_start": LOAD_AT_START,
-        "at_end": end,
-        "quiet": max(LOAD_AT_START[0], end[0]) < QUIET_LOAD,
-    }
+    foreign = RUN_WATCH.foreign_share()
+    # The load at the end counts the benchmark's own relay, database and broker (about 2 on 2
+    # cores): the verdict is the load before it started and other work's CPU during it.
+    quiet = LOAD_AT_START[0] < QUIET_LOAD and (foreign is None or foreign < FOREIGN_MAX)
+    if foreign is None:
+        quiet = quiet and end[0] < QUIET_LOAD
+    load = {"at_start": LOAD_AT_START, "at_end": end, "foreign_cpu": foreign, "quiet": quiet}
     doc = {"benchmark": name, "date": now.isoformat(timespec="seconds"), "load": load, "machine": machine(), **data}
-    if not load["quiet"]:
-        print(f"load {LOAD_AT_START[0]:.1f} at start, {end[0]:.1f} at end: not a quiet machine, do not quote")
+    others = "" if foreign is None else f", other work {foreign:.1%} of the machine"
+    if not quiet:
+        print(f"load {LOAD_AT_START[0]:.1f} at start{others}: not a quiet machine, do not quote")
+    else:
+        print(f"quiet: load {LOAD_AT_START[0]:.1f} at start{others}")
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return path
 
