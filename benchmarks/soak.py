@@ -17,7 +17,7 @@ import sys
 import time
 
 from benchmarks.common import write_results
-from outboxkit.testing.chaos import CAPTURES, KINDS, ChaosOptions, run_chaos
+from outboxkit.testing.chaos import ALL_KINDS, CAPTURES, KINDS, ChaosOptions, run_chaos
 
 
 def main() -> None:
@@ -25,7 +25,11 @@ def main() -> None:
     parser.add_argument("--faults", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--relays", type=int, default=3)
-    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help=f"comma-separated fault kinds, or 'all' ({','.join(ALL_KINDS)}); default %(default)s",
+    )
     parser.add_argument("--capture", choices=CAPTURES, default="table")
     parser.add_argument("--no-json", action="store_true")
     args = parser.parse_args()
@@ -39,7 +43,7 @@ def main() -> None:
             faults=args.faults,
             seed=args.seed,
             relays=args.relays,
-            kinds=tuple(args.kinds.split(",")),
+            kinds=ALL_KINDS if args.kinds == "all" else tuple(args.kinds.split(",")),
             capture=args.capture,
         ),
         progress=progress,

@@ -48,6 +48,15 @@ from outboxkit.testing.servers import NatsServer, RelayProcess
 from outboxkit.testing.workload import OrdersWorkload, is_connection_error
 
 KINDS = ("relay-kill", "relay-pause", "broker-restart", "db-restart", "network-cut", "bad-data")
+#: Kinds a run gets only when asked (``ChaosOptions(kinds=ALL_KINDS)``, ``soak --kinds``):
+#: ``broker-freeze`` holds every byte between the relays and NATS for 0.5-6 s without closing a
+#: connection (a hung peer: PubAcks stop, nothing says why); ``db-freeze`` does the same to ONE
+#: relay's database connections (each relay reaches the database through its own proxy), so the
+#: others take its leases or slot while it hangs, and it must be fenced when it thaws;
+#: ``session-kill`` ends every other client session on the database server (an operator's
+#: ``pg_terminate_backend`` / ``KILL``: the server stays up, the sessions and the slot reader die).
+EXTRA_KINDS = ("broker-freeze", "db-freeze", "session-kill")
+ALL_KINDS = KINDS + EXTRA_KINDS
 CAPTURES = ("table", "wal", "binlog")
 
 
@@ -100,6 +109,12 @@ async def _chaos(options: ChaosOptions, progress: Callable[[str], None]) -> Chao
     )
     nats = NatsServer(str(workdir / "nats")).start()
     proxy = TcpProxy("127.0.0.1", nats.port).start()
+    # One proxy per relay towards the database, when a run freezes a relay's database link.
+    db_proxies = (
+        [TcpProxy("127.0.0.1", 0, unix_socket=pg.unix_socket).start() for _ in range(options.relays)]
+        if "db-freeze" in options.kinds
+        else []
+    )
     relays: list[RelayProcess] = []
     stop_writers = threading.Event()
     result = ChaosResult(tally=tally({}, []))
@@ -117,7 +132,12 @@ async def _chaos(options: ChaosOptions, progress: Callable[[str], None]) -> Chao
             relay_args.append("--skip-dead-keys")
         bad = _BadData(workload, random.Random(options.seed + 1))
         relays = [
-            RelayProcess(db, f"nats://127.0.0.1:{proxy.port}", *relay_args, log_path=str(workdir / f"relay{i}.log"))
+            RelayProcess(
+                pg.tcp_url(db_proxies[i].port) if db_proxies else db,
+                f"nats://127.0.0.1:{proxy.port}",
+                *relay_args,
+                log_path=str(workdir / f"relay{i}.log"),
+            )
             for i in range(options.relays)
         ]
         for relay in relays:
@@ -148,7 +168,7 @@ async def _chaos(options: ChaosOptions, progress: Callable[[str], None]) -> Chao
             for relay in relays:
                 relay.ensure_running()  # one that started during an outage exited with one line
             kind = rng.choice(options.kinds)
-            await _inject(kind, rng, relays, nats, pg, proxy, options, bad)
+            await _inject(kind, rng, relays, nats, pg, proxy, options, bad, db_proxies)
             result.faults[kind] += 1
             progress(f"fault {n + 1}/{options.faults}: {kind}")
         stop_writers.set()
@@ -174,6 +194,8 @@ async def _chaos(options: ChaosOptions, progress: Callable[[str], None]) -> Chao
         for relay in relays:
             relay.kill()
         proxy.close()
+        for db_proxy in db_proxies:
+            db_proxy.close()
         nats.close()
         pg.close()
 
@@ -187,6 +209,7 @@ async def _inject(
     proxy: TcpProxy,
     options: ChaosOptions,
     bad: _BadData,
+    db_proxies: list[TcpProxy] | None = None,
 ) -> None:
     if kind == "relay-kill":
         victim = rng.choice(relays)
@@ -207,8 +230,56 @@ async def _inject(
         proxy.cut()
     elif kind == "bad-data":
         await asyncio.to_thread(bad.insert, rng.randint(1, 3))
+    elif kind == "broker-freeze":
+        proxy.freeze()
+        try:
+            await asyncio.sleep(rng.uniform(0.5, 6.0))  # past the 5 s PubAck timeout at times
+        finally:
+            proxy.thaw()
+    elif kind == "db-freeze":
+        if not db_proxies:
+            raise ValueError("db-freeze needs the relays' database proxies (kinds must include it at start)")
+        frozen = rng.choice(db_proxies)
+        frozen.freeze()
+        try:
+            await asyncio.sleep(rng.uniform(0.5, 6.0))  # past the lease (2 s) at times
+        finally:
+            frozen.thaw()
+    elif kind == "session-kill":
+        await asyncio.to_thread(_kill_sessions, pg.url)
     else:
         raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def _kill_sessions(url: str) -> None:
+    """End every other client session on the server, the slot's or binlog's reader included."""
+    from outboxkit.stores.registry import database_for
+
+    database = database_for(url)
+    try:
+        conn = database.connect(url, label="outboxkit-chaos")
+    except Exception as exc:
+        if is_connection_error(exc):
+            return  # the server is restarting (another fault): its sessions are gone anyway
+        raise
+    try:
+        if database.name == "postgresql":
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE pid <> pg_backend_pid() AND backend_type IN ('client backend', 'walsender')"
+            )
+        else:
+            own = conn.execute("SELECT CONNECTION_ID()").fetchone()[0]
+            for row in conn.execute("SHOW PROCESSLIST").fetchall():
+                if row[0] != own and row[1] not in ("system user", "event_scheduler"):
+                    with contextlib.suppress(Exception):  # gone already
+                        conn.execute(f"KILL CONNECTION {int(row[0])}")
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 async def _drained(workload: OrdersWorkload, timeout: float = 180.0) -> None:

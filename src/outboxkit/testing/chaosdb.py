@@ -20,6 +20,12 @@ from outboxkit.stores.registry import database_for
 class PrivateDatabase(Protocol):
     @property
     def url(self) -> str: ...
+    @property
+    def unix_socket(self) -> str: ...
+    def tcp_url(self, port: int) -> str:
+        """The URL that reaches this server through a TCP proxy on 127.0.0.1:``port``."""
+        ...
+
     def restart(self) -> None: ...
     def close(self) -> None: ...
 
@@ -44,6 +50,15 @@ class PrivatePostgres:
     @property
     def url(self) -> str:
         return str(self.server.get_uri())
+
+    @property
+    def unix_socket(self) -> str:
+        # pgserver listens on a socket only, in the directory its URL names, on the default port.
+        directory = self.url.split("host=", 1)[1].split("&", 1)[0]
+        return f"{directory}/.s.PGSQL.5432"
+
+    def tcp_url(self, port: int) -> str:
+        return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
     def restart(self) -> None:
         self._commands.pg_ctl(
@@ -91,6 +106,14 @@ class PrivateMariaDb:
     @property
     def url(self) -> str:
         return f"mysql://root@localhost/test?unix_socket={self.socket}"
+
+    @property
+    def unix_socket(self) -> str:
+        return str(self.socket)
+
+    def tcp_url(self, port: int) -> str:
+        # The server sees the proxy's socket connection: root@localhost, as for the socket URL.
+        return f"mysql://root@127.0.0.1:{port}/test"
 
     def start(self) -> None:
         args = [self.server_binary, "--no-defaults", f"--datadir={self.data}", f"--socket={self.socket}"]

@@ -15,8 +15,12 @@ class TcpProxy:
     sends bytes to every connected client as if the server had sent them (an ``-ERR`` line, a
     protocol frame), between two of the server's own writes."""
 
-    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, port: int | None = None, *, unix_socket: str | None = None
+    ) -> None:
         self.target = (target_host, target_port)
+        # A private database listening on a Unix socket only: forward TCP to it.
+        self.unix_socket = unix_socket
         self.port = port or free_port()
         self._server: socket.socket | None = None
         self._conns: set[socket.socket] = set()
@@ -50,7 +54,7 @@ class TcpProxy:
                 client.close()
                 continue
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = self._connect_upstream()
             except OSError:
                 client.close()
                 continue
@@ -61,6 +65,20 @@ class TcpProxy:
                     self._send_locks[s] = threading.Lock()
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _connect_upstream(self) -> socket.socket:
+        if self.unix_socket is None:
+            upstream = socket.create_connection(self.target, timeout=5)
+        else:
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.settimeout(5)
+            try:
+                upstream.connect(self.unix_socket)
+            except OSError:
+                upstream.close()
+                raise
+        upstream.settimeout(None)  # the timeout was for the connect; the pipes block
+        return upstream
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         lock = self._send_locks[dst]
