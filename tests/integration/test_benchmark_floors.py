@@ -175,13 +175,17 @@ def test_mariadb_floor_table_has_the_outbox_columns_and_no_trigger(mariadb_url: 
 
 
 def test_reps_summary_lists_every_rep_and_flags_fewer_than_three() -> None:
-    loads = [{"load_before": 0.2, "load_after": 0.3}, {"load_before": 0.3, "load_after": 0.4}]
+    loads = [
+        {"load_before": 0.2, "load_after": 0.3, "foreign_cpu": 0.01},
+        {"load_before": 0.3, "load_after": 0.4, "foreign_cpu": 0.2},
+    ]
     one = reps_summary([5.0, 7.0], loads)
     assert one == {
         "median": 6.0,
         "reps": 2,
         "each": [5.0, 7.0],
         "loads": [(0.2, 0.3), (0.3, 0.4)],
+        "foreign_cpu": [0.01, 0.2],
         "enough_reps": False,
     }
     assert reps_summary([3.0, 1.0, 2.0])["enough_reps"] is True
