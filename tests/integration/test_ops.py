@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -22,8 +22,6 @@ from outboxkit.stores.base import Filter, TableRef
 from outboxkit.stores.sqlite.ops import sqlite_text as _sqlite_text
 from tests.conftest import unique
 from tests.helpers import db_connect, open_store
-
-NOW = datetime.now(UTC)
 
 
 @dataclass
@@ -373,6 +371,11 @@ def test_parse_time() -> None:
 # ---------------------------------------------------------------------------------- partitioning
 
 
+def in_day(day: date) -> timedelta:
+    """The age that puts a row written now at noon (UTC) of ``day``."""
+    return datetime.now(UTC) - datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+
+
 @pytest.mark.postgres
 async def test_partitioning_recipe_works_with_migrate_relay_and_cleanup(pg_url: str) -> None:
     ref = TableRef("outbox", unique("okt"))
@@ -383,14 +386,17 @@ async def test_partitioning_recipe_works_with_migrate_relay_and_cleanup(pg_url: 
         with psycopg.connect(pg_url, autocommit=True) as conn:
             for stmt in partitioning_recipe(ref):
                 conn.execute(stmt.encode())
-            day = (NOW - timedelta(days=10)).date()
+            # The day of the partition, and rows placed at its noon whatever the clock says when
+            # they are written: a run that crosses midnight (UTC) between the two once put the
+            # "busy" row in the next day's partition and the test saw its day dropped.
+            day = (datetime.now(UTC) - timedelta(days=10)).date()
             conn.execute(
                 f'CREATE TABLE "{ref.schema}"."outbox_p{day:%Y%m%d}" PARTITION OF {ref.qualified}'
                 f" FOR VALUES FROM ('{day}T00:00Z') TO ('{day + timedelta(days=1)}T00:00Z')".encode()
             )
         migrate(pg_url, ref)  # keeps the partitioned table, adds indexes, meta, trigger
 
-        old_delivered = [box.add("orders", "k1", state="delivered", age=timedelta(days=10))[0] for _ in range(3)]
+        old_delivered = [box.add("orders", "k1", state="delivered", age=in_day(day))[0] for _ in range(3)]
         with psycopg.connect(pg_url) as conn, conn.transaction():
             event_id = Outbox(schema=ref.schema).emit(conn, "orders", {"n": 1}, key="k1")
         store = await open_store(pg_url, ref)
@@ -400,7 +406,7 @@ async def test_partitioning_recipe_works_with_migrate_relay_and_cleanup(pg_url: 
             await store.close()
 
         maintain = f"SELECT * FROM {ref.derived('partitions')}('7 days')"
-        busy, _ = box.add("orders", "k2", age=timedelta(days=10))  # a pending row keeps its day
+        busy, _ = box.add("orders", "k2", age=in_day(day))  # a pending row keeps its day
         assert f"kept outbox_p{day:%Y%m%d} (pending or dead rows)" in {r[0] for r in box.sql(maintain)}
         box.sql(f"UPDATE {ref.qualified} SET delivered_at = now() WHERE seq = %s", (busy,))
         assert f"dropped outbox_p{day:%Y%m%d}" in {r[0] for r in box.sql(maintain)}
