@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,9 @@ from outboxkit.brokers.mqtt.link import _Client, _Link, session_id
 from outboxkit.brokers.mqtt.publisher import MqttPublisher
 from outboxkit.brokers.mqtt.wire import decode, mqtt_topic, parse_url
 from outboxkit.errors import ConfigurationError, PermanentError, UnavailableError
+
+#: A topic nobody subscribes to: unsubscribing from it is a harmless round trip (see close).
+_SYNC_TOPIC = "outboxkit/sync"
 
 
 @dataclass(slots=True)
@@ -49,6 +53,7 @@ class MqttConsumer:
         self._generation = 0
         self._timers: set[asyncio.TimerHandle] = set()
         self._link: _Link | None = None
+        self._acked = False  # a PUBACK was sent since the last round trip (see close)
 
     async def connect(self) -> None:
         link = _Link(self.url, self.settings, self._make, self._up, self._down)
@@ -80,6 +85,15 @@ class MqttConsumer:
         self._ready.put_nowait(Incoming(delivered, attempt=2 if msg.dup else 1, handle=handle))
 
     async def close(self) -> None:
+        if self._acked and self._link is not None and self._link.client is not None:
+            # MQTT acknowledges neither a PUBACK nor a DISCONNECT, and a broker that reads the
+            # next connection of this session first (a consumer restarted at once) drops the old
+            # one unread: acked messages come again. One round trip on this connection first:
+            # the broker answers in order, so once the UNSUBACK is back every PUBACK before it
+            # was processed. (Seen on a loaded machine: "already connected, closing old connection".)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._link.client.unsubscribe(_SYNC_TOPIC), 5)
+            self._acked = False
         self._down()
         if self._link is not None:
             await self._link.close()
@@ -126,6 +140,7 @@ class MqttConsumer:
         with consumer_errors(_consumer_error):
             # A failed PUBACK (NO_CONN) needs nothing: the broker sends the message again.
             client.raw.ack(handle.mid, handle.qos)
+            self._acked = True
 
     async def retry(self, incoming: Incoming, delay: float) -> None:
         again = Incoming(incoming.message, attempt=incoming.attempt + 1, handle=incoming.handle)
