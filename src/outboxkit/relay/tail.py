@@ -8,7 +8,7 @@ Rules, each with a test:
   duplicates are bounded by one peek (G6), rolled-back transactions are never decoded (G2);
 * per key, events go out in commit order, the next only after the previous is confirmed
   (``core.ordering.KeyedDispatcher``, G5) — the same rule as the table relay;
-* one reader per slot (``stores.postgres.wal``): a standby waits for the slot's lock and takes over
+* one reader per slot (the database's log capture): a standby waits for the slot's lock and takes over
   when the holder's session ends; the holder stops publishing as soon as it cannot be sure it still
   holds the lock (``reader.trusted()``), so a paused relay that wakes up publishes nothing (H6);
 * a row or message that cannot become a message, or that the broker refuses for good, is a dead
@@ -349,6 +349,7 @@ def build_tail_relay(
     db: str,
     broker: str,
     *,
+    capture: str | None = None,
     ref: TableRef | None = None,
     source: str = "/outboxkit",
     config: RelayConfig | None = None,
@@ -356,26 +357,27 @@ def build_tail_relay(
     observer: RelayObserver | None = None,
     slot: str | None = None,
 ) -> TailRelay:
-    """A relay reading the outbox's replication slot (``outboxkit migrate --capture wal`` made it)."""
+    """A relay tailing the database's log ``capture`` (``wal``, ``binlog``; None: the database's own
+    log), whose position ``outboxkit migrate --capture NAME`` made. The database package hands out
+    the reader and the decoder (``stores/logcapture.py``); ``slot`` names a replication slot."""
     from outboxkit.brokers.registry import publisher_for
-    from outboxkit.stores.postgres.wal import PostgresWalReader
-    from outboxkit.stores.postgres.walevents import Decoder
-    from outboxkit.stores.registry import store_for
+    from outboxkit.stores.registry import log_capture_for, store_for
 
     config = config or RelayConfig()
-    ref = ref or TableRef()
-    if not db.startswith(("postgresql://", "postgres://")):
-        raise ConfigurationError("--capture wal needs a postgresql:// database (binlog tailing is for MariaDB)")
-    # Build once now so a bad URL fails here, at start-up, not inside the retry loop.
+    table_ref = ref or TableRef()
+    log_capture = log_capture_for(db, capture)  # refuses a database without that log, in one line
+    # Build once now so a bad URL (or a slot name the log takes none of) fails here, at start-up,
+    # not inside the retry loop.
     publisher_for(broker, source=source, max_in_flight=config.window)
+    log_capture.reader(db, table_ref, takeover=config.lease_ttl, slot=slot)
     return TailRelay(
-        lambda: PostgresWalReader(db, ref, slot=slot, takeover=config.lease_ttl),
+        lambda: log_capture.reader(db, table_ref, takeover=config.lease_ttl, slot=slot),
         lambda: publisher_for(broker, source=source, max_in_flight=config.window),
-        lambda: Decoder(ref),
+        lambda: log_capture.decoder(table_ref),
         config,
         observer,
         hold_dead_keys=hold_dead_keys,
-        store_factory=lambda: store_for(db, ref, hold_dead_keys=hold_dead_keys),
+        store_factory=lambda: store_for(db, table_ref, hold_dead_keys=hold_dead_keys),
     )
 
 
@@ -392,36 +394,3 @@ async def _close(pair: tuple[TailReader, Publisher]) -> None:
     reader, publisher = pair
     await publisher.close()
     await reader.close()
-
-
-def build_binlog_relay(
-    db: str,
-    broker: str,
-    *,
-    ref: TableRef | None = None,
-    source: str = "/outboxkit",
-    config: RelayConfig | None = None,
-    hold_dead_keys: bool = True,
-    observer: RelayObserver | None = None,
-) -> TailRelay:
-    """A relay tailing the MariaDB/MySQL binlog (``outboxkit migrate --capture binlog`` made its
-    position table). Same loop, rules and guarantees as the ``wal`` relay."""
-    from outboxkit.brokers.registry import publisher_for
-    from outboxkit.stores.mariadb.binlog import MariaDbBinlogReader
-    from outboxkit.stores.mariadb.binlogevents import BinlogDecoder
-    from outboxkit.stores.registry import store_for
-
-    config = config or RelayConfig()
-    table_ref = ref or TableRef()
-    if not db.startswith(("mysql", "mariadb")):
-        raise ConfigurationError("--capture binlog needs MariaDB or MySQL (a mysql:// or mariadb:// database)")
-    publisher_for(broker, source=source, max_in_flight=config.window)
-    return TailRelay(
-        lambda: MariaDbBinlogReader(db, table_ref, takeover=config.lease_ttl),
-        lambda: publisher_for(broker, source=source, max_in_flight=config.window),
-        BinlogDecoder,
-        config,
-        observer,
-        hold_dead_keys=hold_dead_keys,
-        store_factory=lambda: store_for(db, table_ref, hold_dead_keys=hold_dead_keys),
-    )
