@@ -211,3 +211,32 @@ async def test_an_event_the_client_refuses_before_sending_is_its_own_failure(
     assert [m.event_id for m in got] == [good]
     (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
     assert dead[0] == "refused" and "cannot encode" in dead[1], dead
+
+
+async def test_a_dead_letter_that_cannot_be_stored_is_set_aside_as_on_the_table_relay(
+    tail_pg_db: str, tail_wal_ref: TableRef, nats_stream: Stream
+) -> None:
+    """The last resort both relays share (``relay/isolate.set_aside``): a trigger refuses every dead
+    letter, as it is and sanitized; the bad row is set aside (``stats.set_aside``, the
+    ``outboxkit_relay_set_aside`` metric; not counted as a dead letter), and the next event flows."""
+    topic = nats_stream.topic("orders")
+    t = tail_wal_ref.qualified
+    refuse = f'"{tail_wal_ref.schema}".refuse_dead'
+    with psycopg.connect(tail_pg_db, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE FUNCTION {refuse}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.dead_at IS NOT NULL "
+            "THEN RAISE EXCEPTION 'no dead letters here'; END IF; RETURN NEW; END $$".encode()
+        )
+        trigger = f"CREATE TRIGGER refuse_dead BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {refuse}()"
+        conn.execute(trigger.encode())
+        conn.execute(f"INSERT INTO {t} (topic, key, payload) VALUES ('bad topic!', 'bad', '\\x00')".encode())
+        with conn.transaction():
+            good = Outbox(table=tail_wal_ref.table, schema=tail_wal_ref.schema).emit(conn, topic, {}, key="g")
+    relay = wal_relay(tail_pg_db, nats_stream.url, tail_wal_ref)
+    await relay_until(relay, lambda: relay.stats.published >= 1 and relay.stats.set_aside >= 1)
+    got = await read_all(nats_stream.url, nats_stream.name, expect=1)
+    assert [m.event_id for m in got] == [good]
+    assert relay.stats.dead_lettered == 0 and relay.stats.outages == 0
+    (reason,) = relay.set_aside
+    assert "no dead letters here" in reason and "topic" in reason, reason
+    assert dead_letters(tail_pg_db, tail_wal_ref) == []

@@ -20,7 +20,8 @@ Rules, each with a test:
   raises while it becomes a message, is published or is dead-lettered is set aside with its reason
   (a dead letter; a bounded record in ``set_aside`` where even that cannot be stored) and the
   position moves past it; a round that fails twice the same way is narrowed down to the input at
-  fault (``core.narrowing``) and that input is set aside.
+  fault (``core.isolate.Narrowing``) and that input is set aside (``relay/isolate.py``, as on the
+  table relay).
 """
 
 from __future__ import annotations
@@ -31,15 +32,14 @@ import functools
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
 from outboxkit.brokers.base import Publisher
 from outboxkit.core.backoff import backoff_delay
 from outboxkit.core.envelope import OutboxEvent
+from outboxkit.core.isolate import Narrowing, signature
 from outboxkit.core.logfmt import LIFE_LOGGER
-from outboxkit.core.narrowing import Narrowing, signature
 from outboxkit.core.ordering import KeyedDispatcher
 from outboxkit.core.retry import Outcome, classify, judge
 from outboxkit.core.storable import storable
@@ -53,9 +53,9 @@ from outboxkit.errors import (
     TransientError,
     UnavailableError,
 )
+from outboxkit.relay.isolate import TailCasualties
 from outboxkit.relay.loop import RelayConfig, RelayStats
 from outboxkit.relay.observer import NullObserver, RelayObserver
-from outboxkit.relay.setaside import SetAside
 from outboxkit.relay.tailbase import TailDecoder, TailReader
 from outboxkit.stores.base import OutboxStore, TableRef
 
@@ -94,12 +94,13 @@ class TailRelay:
         self.lag_bytes: int | None = None  # WAL the slot retains (server position - confirmed), H4
         self._lag_checked = 0.0
         self._rng = random.Random()
-        self.dead = SetAside(self.stats, self.observer, hold_dead_keys=hold_dead_keys)
+        self.dead = TailCasualties(self.stats, self.observer, hold_dead_keys=hold_dead_keys)
         self.narrowing = Narrowing(3 * self.config.batch_size)
 
     @property
-    def set_aside(self) -> deque[str]:
-        """Inputs set aside without a dead letter (the last 100; each also logged at ERROR)."""
+    def set_aside(self) -> list[str]:
+        """Inputs set aside without a dead letter (bounded; each also logged at ERROR and counted
+        in ``stats.set_aside``)."""
         return self.dead.records
 
     async def start(self) -> tuple[TailReader, Publisher]:
