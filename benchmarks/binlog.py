@@ -4,7 +4,7 @@ For each transaction shape (``--big`` events per transaction, and one event per 
 each mode:
 
 * ``table``: rows written with ``emit()``, the table relay (``build_relay``);
-* ``binlog``: the same rows, ``relay --capture binlog`` (``build_binlog_relay``) reading the binlog;
+* ``binlog``: the same rows, ``relay --capture binlog`` (``build_tail_relay``) reading the binlog;
 
 the events are written first (timed too: the write cost of each mode), then the relay runs until it
 published them all; events/s. The raw ceiling is nats-py alone publishing the same messages with
@@ -24,7 +24,7 @@ from benchmarks import tailing
 from benchmarks.common import MARIADB_URL, bench_env
 from outboxkit import Outbox
 from outboxkit.relay.process import build_relay
-from outboxkit.relay.tail import build_binlog_relay
+from outboxkit.relay.tail import build_tail_relay
 from outboxkit.stores.mariadb.binlogpos import migrate_binlog
 
 MODES = ("table", "binlog")
@@ -35,7 +35,7 @@ async def one(args: argparse.Namespace, mode: str, n: int, per_tx: int) -> dict[
         if mode == "binlog":
             await asyncio.to_thread(migrate_binlog, env.db, env.ref)  # dropped with the schema
         outbox = Outbox(table=env.ref.table, schema=env.ref.schema)
-        build = build_relay if mode == "table" else build_binlog_relay
+        build = build_relay if mode == "table" else build_tail_relay
         return await tailing.measure(args, env, mode, outbox, build, n, per_tx)
 
 

@@ -140,35 +140,20 @@ def migrate(
             raise ConfigurationError("--sql needs --db URL or --dialect NAME")
         for stmt in migration_sql(target, settings.ref, notify=not no_notify):
             typer.echo(stmt.rstrip() + ";\n")
-        if capture_mode(capture, target) == "wal":
-            from outboxkit.stores.postgres.walddl import database_of, wal_ddl
-
-            if not settings.db:
-                raise ConfigurationError("--sql --capture wal needs --db URL: the slot's name includes the database")
-            typer.echo("-- logical decoding (outboxkit relay --capture wal); run outside a transaction")
-            for stmt in wal_ddl(settings.ref, database_of(settings.db)):
+        log_capture = capture_mode(capture, target)
+        if log_capture is not None:
+            script = log_capture.sql(settings.db, settings.ref)
+            typer.echo(script.heading)
+            for stmt in script.statements:
                 typer.echo(stmt.rstrip() + ";\n")
-        elif capture_mode(capture, target) == "binlog":
-            from outboxkit.stores.mariadb.binlogpos import binlog_ddl, binlog_sql_note
-
-            typer.echo("-- binlog tailing (outboxkit relay --capture binlog): the relay's position")
-            for stmt in binlog_ddl(settings.ref):
-                typer.echo(stmt.rstrip() + ";\n")
-            typer.echo(binlog_sql_note(settings.ref))
+            if script.note:
+                typer.echo(script.note)
         return
-    mode = capture_mode(capture, settings.require_db())
+    log_capture = capture_mode(capture, settings.require_db())
     count = run_migrate(settings.require_db(), settings.ref, notify=not no_notify)
     err.print(f"migrated {settings.ref.qualified}: {count} statements, schema is up to date")
-    if mode == "wal":
-        from outboxkit.stores.postgres.wal import migrate_wal
-
-        name = migrate_wal(settings.require_db(), settings.ref)
-        err.print(f"replication slot and publication {name} are in place")
-    elif mode == "binlog":
-        from outboxkit.stores.mariadb.binlogpos import migrate_binlog
-
-        at = migrate_binlog(settings.require_db(), settings.ref)
-        err.print(f"binlog position table in place; the relay tails from {at.log_file}:{at.log_pos}")
+    if log_capture is not None:
+        err.print(log_capture.migrate(settings.require_db(), settings.ref))
 
 
 @app.command()
@@ -272,8 +257,9 @@ def relay(
 ) -> None:
     """Publish committed outbox rows to the broker until SIGTERM/SIGINT (or, with --until-empty,
     until none is pending)."""
+    from outboxkit.relay.loop import Relay
     from outboxkit.relay.process import build_relay
-    from outboxkit.relay.tail import build_binlog_relay, build_tail_relay
+    from outboxkit.relay.tail import TailRelay, build_tail_relay
     from outboxkit.web import RelayMetrics, serve_relay
 
     settings = _settings(
@@ -303,7 +289,7 @@ def relay(
             raise ConfigurationError(
                 "--dashboard is not served by --workers: run `outboxkit dashboard` beside them (same --db)"
             )
-        if capture_mode(capture, db_url) != "table":
+        if capture_mode(capture, db_url) is not None:
             # A slot has one reader at a time: more processes would only stand by.
             raise ConfigurationError(
                 f"--capture {capture} reads the log with one reader: --workers cannot share it; "
@@ -341,18 +327,16 @@ def relay(
             flag_name="--dashboard-token",
         )
     metrics = RelayMetrics()
-    mode = capture_mode(capture, db_url)
-    if resume_from_now and mode not in ("binlog", "wal"):
-        raise ConfigurationError("--resume-from-now is for --capture wal or --capture binlog")
-    build = {"wal": build_tail_relay, "binlog": build_binlog_relay}.get(mode, build_relay)
+    log_capture = capture_mode(capture, db_url)
     if resume_from_now:
-        # wal: a new slot, then drain up to it; binlog: drain, then tail from the server's position.
-        if mode == "wal":
-            from outboxkit.relay.walresume import recreate_then_drain as resume
-        else:
-            from outboxkit.relay.binlogresume import drain_then_resume as resume
+        if log_capture is None:
+            raise ConfigurationError(f"--resume-from-now is for --capture {' or --capture '.join(capture_names())}")
+        from outboxkit.relay.resume import resume_from_now as resume
+
+        # A new position in the log, then drain the pending rows committed before it (docs/log-tailing.md).
         asyncio.run(
             resume(
+                log_capture,
                 db_url,
                 broker_url,
                 ref=settings.ref,
@@ -361,16 +345,18 @@ def relay(
                 hold_dead_keys=settings.hold_dead_keys,
             )
         )
-    relay_ = build(
-        db_url,
-        broker_url,
-        ref=settings.ref,
-        source=settings.source,
-        config=settings.relay,
-        hold_dead_keys=settings.hold_dead_keys,
-        observer=metrics,
-    )
-    if hasattr(relay_, "slot_lag"):
+    common: dict[str, Any] = {
+        "ref": settings.ref,
+        "source": settings.source,
+        "config": settings.relay,
+        "hold_dead_keys": settings.hold_dead_keys,
+        "observer": metrics,
+    }
+    relay_: Relay | TailRelay
+    if log_capture is None:
+        relay_ = build_relay(db_url, broker_url, **common)
+    else:
+        relay_ = build_tail_relay(db_url, broker_url, capture=log_capture.name, **common)
         metrics.slot_lag = relay_.slot_lag
     stats = asyncio.run(
         serve_relay(
@@ -399,7 +385,7 @@ def _relay_until_empty(
     from outboxkit.relay.drain import Pending, drain
     from outboxkit.relay.process import build_relay
 
-    if settings.workers > 1 or capture_mode(capture, db_url) != "table" or busy:
+    if settings.workers > 1 or capture_mode(capture, db_url) is not None or busy:
         # One table relay is what drains: log tailing starts at the log's end (not at the pending
         # rows), and a process that exits soon has nothing to serve over HTTP.
         raise ConfigurationError("--until-empty runs one table relay: without --workers, --capture, --http-port")
@@ -570,7 +556,8 @@ from outboxkit.eventstore.cli import projections_app, streams_app  # noqa: E402
 from outboxkit.inbox.cli import inbox_app  # noqa: E402
 from outboxkit.lab.cli import lab_app  # noqa: E402
 from outboxkit.ops.cli import cleanup, dead_letters_app, replay, status  # noqa: E402
-from outboxkit.relay.tailcli import capture_mode, slot_app  # noqa: E402
+from outboxkit.ops.slots import capture_mode, slot_app  # noqa: E402
+from outboxkit.stores.registry import capture_names  # noqa: E402
 from outboxkit.web.dashboard.cli import dashboard as dashboard_command  # noqa: E402
 
 app.add_typer(lab_app, name="lab")

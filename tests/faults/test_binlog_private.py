@@ -21,7 +21,7 @@ import pytest
 
 from outboxkit import migrate
 from outboxkit.relay import RelayConfig
-from outboxkit.relay.tail import build_binlog_relay
+from outboxkit.relay.tail import build_tail_relay
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.mariadb.binlogpos import migrate_binlog
 from tests.conftest import Stream
@@ -109,7 +109,7 @@ async def test_database_restart_then_purged_binlog_and_resume_from_now(
     migrate(db, ref)
     migrate_binlog(db, ref)
     topic = nats_stream.topic("orders")
-    relay = build_binlog_relay(
+    relay = build_tail_relay(
         db, nats_stream.url, ref=ref, config=RelayConfig(poll_interval=0.05, lease_ttl=2.0, retry_cap=0.5)
     )
     stop = asyncio.Event()
@@ -240,7 +240,7 @@ async def test_a_table_id_reused_after_a_restart_is_not_read_with_the_outbox_col
         conn.close()
     assert taken == outbox_id, f"no table took the outbox's old id {outbox_id} (last: {taken})"
     ids += await asyncio.to_thread(emit_many, db, ref, topic, [{"i": i} for i in range(10, 20)], key=lambda i: "k")
-    relay = build_binlog_relay(db, nats_stream.url, ref=ref, config=RelayConfig(poll_interval=0.05, retry_cap=0.5))
+    relay = build_tail_relay(db, nats_stream.url, ref=ref, config=RelayConfig(poll_interval=0.05, retry_cap=0.5))
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:

@@ -6,10 +6,8 @@ run's relays on the shared server). Slots are dropped in teardown, then the data
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -17,12 +15,15 @@ import pytest
 
 from outboxkit import migrate
 from outboxkit.core.walmessage import prefix_for
-from outboxkit.relay import RelayConfig
-from outboxkit.relay.tail import TailRelay, build_binlog_relay, build_tail_relay
+from outboxkit.relay.tail import TailRelay
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.pgoutput import parse_lsn
-from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, resolve_slot
+from outboxkit.stores.postgres.wal import resolve_slot
+from outboxkit.stores.registry import log_capture_for
+from outboxkit.testing.tailing import TIMEOUT, relay_until, tail_relay
 from tests.conftest import unique
+
+__all__ = ["TIMEOUT", "relay_until"]  # the shared harness, from the tail-reader conformance suite
 
 
 @pytest.fixture(scope="module")
@@ -50,41 +51,19 @@ def tail_wal_ref(tail_pg_db: str) -> Iterator[TableRef]:
     """An outbox in a schema of its own, with its publication and slot (dropped after the test)."""
     ref = TableRef("outbox", unique("okt"))
     migrate(tail_pg_db, ref)
-    migrate_wal(tail_pg_db, ref)
+    log_capture_for(tail_pg_db, "wal").migrate(tail_pg_db, ref)
     yield ref
-    drop_slot(tail_pg_db, ref, resolve_slot(tail_pg_db, ref))
+    log_capture_for(tail_pg_db, "wal").drop(tail_pg_db, ref)
     with psycopg.connect(tail_pg_db, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{ref.schema}" CASCADE'.encode())
 
 
 def wal_relay(db: str, broker: str, ref: TableRef, **config: object) -> TailRelay:
-    settings: dict[str, object] = {"poll_interval": 0.05, "lease_ttl": 4.0, **config}
-    return build_tail_relay(db, broker, ref=ref, config=RelayConfig(**settings))  # type: ignore[arg-type]
+    return tail_relay(db, broker, ref, "wal", **config)
 
 
 def binlog_relay(db: str, broker: str, ref: TableRef, **config: object) -> TailRelay:
-    settings: dict[str, object] = {"poll_interval": 0.05, "lease_ttl": 4.0, **config}
-    return build_binlog_relay(db, broker, ref=ref, config=RelayConfig(**settings))  # type: ignore[arg-type]
-
-
-#: Generous: a stalled relay is what these tests catch, and a loaded machine is slow. Shorter only
-#: to check quickly that old code fails them (OUTBOXKIT_TEST_TAIL_TIMEOUT=15).
-TIMEOUT = float(os.environ.get("OUTBOXKIT_TEST_TAIL_TIMEOUT", "90"))
-
-
-async def relay_until(relay: TailRelay, done: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Run ``relay`` until ``done()`` (polled off the loop), then stop it; fails after ``timeout``."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    try:
-        async with asyncio.timeout(timeout):
-            while not await asyncio.to_thread(done):
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    return tail_relay(db, broker, ref, "binlog", **config)
 
 
 def emit_message(
@@ -135,9 +114,7 @@ def dead_letters(db: str, ref: TableRef) -> list[tuple[str | None, str]]:
 @pytest.fixture
 def tail_binlog_ref(mariadb_url: str, mariadb_ref: TableRef) -> TableRef:
     """The test's MariaDB outbox with its binlog position table (dropped with its database)."""
-    from outboxkit.stores.mariadb.binlogpos import migrate_binlog
-
-    migrate_binlog(mariadb_url, mariadb_ref)
+    log_capture_for(mariadb_url, "binlog").migrate(mariadb_url, mariadb_ref)
     return mariadb_ref
 
 

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from outboxkit import Outbox
-from outboxkit.relay import RelayConfig
-from outboxkit.relay.tail import TailRelay, build_binlog_relay
+from outboxkit.relay.tail import TailRelay
 from outboxkit.stores.base import TableRef
-from outboxkit.stores.mariadb.binlogpos import migrate_binlog, position_table
+from outboxkit.stores.mariadb.binlogpos import position_table
+from outboxkit.stores.registry import log_capture_for
+from outboxkit.testing.tailing import tail_relay
 from tests.conftest import Stream
 from tests.helpers import db_connect, pending, read_all
 
@@ -30,27 +31,17 @@ pytestmark = pytest.mark.xdist_group("binlog")
 @pytest.fixture
 def binlog_ref(mariadb_url: str, mariadb_ref: TableRef) -> Iterator[TableRef]:
     """The test's outbox with its binlog position table (dropped with the test's database)."""
-    migrate_binlog(mariadb_url, mariadb_ref)
+    log_capture_for(mariadb_url, "binlog").migrate(mariadb_url, mariadb_ref)
     yield mariadb_ref
 
 
 def binlog_relay(db: str, broker: str, ref: TableRef, **config: object) -> TailRelay:
-    settings: dict[str, object] = {"poll_interval": 0.05, "lease_ttl": 2.0, **config}
-    return build_binlog_relay(db, broker, ref=ref, config=RelayConfig(**settings))  # type: ignore[arg-type]
+    return tail_relay(db, broker, ref, "binlog", **{"lease_ttl": 2.0, **config})
 
 
-async def relay_until(relay: TailRelay, done: Any, timeout: float = 30.0) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    try:
-        async with asyncio.timeout(timeout):
-            while not await asyncio.to_thread(done):
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+# Commit order, rollbacks and marks, dead letters of bad rows, the standby's takeover, rows of other
+# tables: the tail-reader conformance suite (tests/conformance/test_tailing.py) runs them on every
+# log capture.
 
 
 def stored(db: str, ref: TableRef) -> tuple[Any, ...]:
@@ -60,69 +51,6 @@ def stored(db: str, ref: TableRef) -> tuple[Any, ...]:
     finally:
         conn.close()
     return tuple(row)
-
-
-async def test_commit_order_rollbacks_and_marks(mariadb_url: str, binlog_ref: TableRef, nats_stream: Stream) -> None:
-    """A transaction that took its seq first and committed last comes last; a rollback never
-    comes; another outbox's rows are not ours; rows are marked delivered; the position moved."""
-    topic = nats_stream.topic("orders")
-    outbox = Outbox(table=binlog_ref.table, schema=binlog_ref.schema)
-    before = stored(mariadb_url, binlog_ref)
-    early, conn = db_connect(mariadb_url), db_connect(mariadb_url)
-    try:
-        early.execute("BEGIN")
-        late_id = outbox.emit(early, topic, {"n": "late"}, key="k")  # takes the lowest seq
-        order = []
-        for i in range(5):
-            conn.execute("BEGIN")
-            order.append(outbox.emit(conn, topic, {"n": i}, key="k"))
-            order.append(outbox.emit(conn, topic, {"n": i, "second": True}, key="k", headers={"h": "v"}))
-            conn.execute("COMMIT")
-        conn.execute("BEGIN")
-        rolled = outbox.emit(conn, topic, {"n": "x"}, key="k")
-        conn.execute("ROLLBACK")
-        early.execute("COMMIT")
-        order.append(late_id)
-    finally:
-        early.close()
-        conn.close()
-    relay = binlog_relay(mariadb_url, nats_stream.url, binlog_ref)
-    await relay_until(relay, lambda: relay.stats.published >= len(order))
-    got = await read_all(nats_stream.url, nats_stream.name, expect=len(order))
-    assert [m.event_id for m in got] == order
-    assert rolled not in {m.event_id for m in got}
-    assert got[1].headers.get("h") == "v" and got[1].key == "k"
-    assert pending(mariadb_url, binlog_ref) == 0
-    after = stored(mariadb_url, binlog_ref)
-    assert after != before and after[2], after  # MariaDB: a GTID state is stored
-
-
-async def test_bad_rows_become_dead_letters(mariadb_url: str, binlog_ref: TableRef, nats_stream: Stream) -> None:
-    """H11: a row that cannot become a message is a dead letter; its key's later events are held."""
-    topic = nats_stream.topic("orders")
-    outbox = Outbox(table=binlog_ref.table, schema=binlog_ref.schema)
-    t = f"`{binlog_ref.schema}`.`{binlog_ref.table}`"
-    conn = db_connect(mariadb_url)
-    try:
-        conn.execute(f"INSERT INTO {t} (topic, `key`, payload) VALUES ('bad topic!', 'bad', 'x')")
-        conn.execute("BEGIN")
-        after_bad = outbox.emit(conn, topic, {"i": 1}, key="bad")
-        good = outbox.emit(conn, topic, {"i": 2}, key="good")
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-    relay = binlog_relay(mariadb_url, nats_stream.url, binlog_ref)
-    await relay_until(relay, lambda: relay.stats.published + relay.stats.dead_lettered >= 3)
-    got = await read_all(nats_stream.url, nats_stream.name, expect=1)
-    assert [m.event_id for m in got] == [good]
-    conn = db_connect(mariadb_url)
-    try:
-        rows = conn.execute(f"SELECT id, last_error FROM {t} WHERE dead_at IS NOT NULL ORDER BY seq").fetchall()
-    finally:
-        conn.close()
-    assert len(rows) == 2
-    assert "topic" in rows[0][1]
-    assert rows[1][0] == after_bad and "held" in rows[1][1]
 
 
 async def test_g3_position_holds_until_the_broker_confirms(
@@ -170,44 +98,6 @@ async def test_g3_position_holds_until_the_broker_confirms(
         stop.set()
         await asyncio.wait_for(task, 30)
     assert pending(mariadb_url, binlog_ref) == 0
-
-
-async def test_a_standby_takes_over_when_the_holder_stops(
-    mariadb_url: str, binlog_ref: TableRef, nats_stream: Stream
-) -> None:
-    """One reader at a time (GET_LOCK): the second relay stands by, then takes over."""
-    topic = nats_stream.topic("orders")
-    outbox = Outbox(table=binlog_ref.table, schema=binlog_ref.schema)
-    first = binlog_relay(mariadb_url, nats_stream.url, binlog_ref)
-    second = binlog_relay(mariadb_url, nats_stream.url, binlog_ref)
-    stop1, stop2 = asyncio.Event(), asyncio.Event()
-    t1 = asyncio.create_task(first.run(stop1))
-    async with asyncio.timeout(10):
-        while not first.active:
-            await asyncio.sleep(0.05)
-    t2 = asyncio.create_task(second.run(stop2))
-    try:
-        await asyncio.sleep(1.0)
-        assert not second.active
-        stop1.set()
-        await asyncio.wait_for(t1, 30)
-        conn = db_connect(mariadb_url)
-        try:
-            conn.execute("BEGIN")
-            event_id = outbox.emit(conn, topic, {"i": 1}, key="k")
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-        async with asyncio.timeout(20):
-            while second.stats.published < 1:
-                await asyncio.sleep(0.05)
-        assert second.active and second.stats.handovers == 1
-        got = await read_all(nats_stream.url, nats_stream.name, expect=1)
-        assert [m.event_id for m in got] == [event_id]
-    finally:
-        stop1.set()
-        stop2.set()
-        await asyncio.wait_for(t2, 30)
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,7 @@
 costs only itself (set aside with its reason, the position moves past it). Most of these failed on
 the relay before this fix: it stalled (re-reading the same input forever) or, for the own-prefix
 non-transactional message, dropped it silently. The wrong-types, not-UTF-8 and bad-everything cases
-and the binlog test passed before too: they are kept as coverage of the same rule."""
+passed before too: they are kept as coverage of the same rule."""
 
 from __future__ import annotations
 
@@ -20,47 +20,24 @@ from outboxkit.core.tailing import Transaction
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.walevents import Decoder
 from outboxkit.walemit import MessageOutbox
-from tests.conftest import Stream, unique
-from tests.helpers import db_connect, read_all
+from tests.conftest import Stream
+from tests.helpers import read_all
 from tests.integration.tailsupport import (
-    binlog_now,
-    binlog_relay,
-    binlog_stored,
     confirmed_lsn,
     dead_letters,
     emit_message,
     good_content,
     relay_until,
-    tail_binlog_ref,
     tail_pg_db,
     tail_wal_ref,
     wal_lsn,
     wal_relay,
 )
 
-__all__ = ["tail_binlog_ref", "tail_pg_db", "tail_wal_ref"]  # fixtures used by name
+__all__ = ["tail_pg_db", "tail_wal_ref"]  # fixtures used by name
 
-
-async def test_a_burst_of_foreign_non_transactional_messages_never_pins_the_slot(
-    tail_pg_db: str, tail_wal_ref: TableRef, nats_stream: Stream
-) -> None:
-    """5,000 heartbeats of another tool (pg_logical_emit_message(false, 'other', ...)), more than one
-    peek holds, then good events: delivered, and the slot's confirmed position moves past all."""
-    topic = nats_stream.topic("orders")
-    with psycopg.connect(tail_pg_db, autocommit=True) as conn:
-        conn.execute(b"SELECT pg_logical_emit_message(false, 'other-prefix', 'beat') FROM generate_series(1, 5000)")
-        with conn.transaction():
-            good = [
-                Outbox(table=tail_wal_ref.table, schema=tail_wal_ref.schema).emit(conn, topic, {"n": 1}, key="k"),
-                MessageOutbox(table=tail_wal_ref.table, schema=tail_wal_ref.schema).emit(
-                    conn, topic, {"n": 2}, key="k"
-                ),
-            ]
-    after = wal_lsn(tail_pg_db)
-    relay = wal_relay(tail_pg_db, nats_stream.url, tail_wal_ref, batch_size=100)  # a peek: 300 changes
-    await relay_until(relay, lambda: relay.stats.published >= 2 and confirmed_lsn(tail_pg_db, tail_wal_ref) >= after)
-    got = await read_all(nats_stream.url, nats_stream.name, expect=2)
-    assert [m.event_id for m in got] == good
+# Other tools' messages in bulk (more than a peek holds) and other tables' rows in bulk, on both
+# logs: the tail-reader conformance suite (check_foreign_traffic_is_skipped_and_passed).
 
 
 async def test_an_own_prefix_non_transactional_message_is_recorded_never_published(
@@ -158,41 +135,6 @@ async def test_a_hostile_outbox_row_costs_only_itself(
     assert relay.stats.outages == 0 and not getattr(relay, "set_aside", None)
 
 
-@pytest.mark.xdist_group("binlog")  # every reader of the shared binlog in one group (test_binlog.py)
-async def test_binlog_rows_of_other_tables_in_bulk_move_the_stored_position_on(
-    mariadb_url: str, tail_binlog_ref: TableRef, nats_stream: Stream
-) -> None:
-    """20,000 rows of another table of the same database and of a table named like the outbox in
-    another database, then a good event: delivered, and the stored position passes all of them."""
-    topic = nats_stream.topic("orders")
-    schema = tail_binlog_ref.schema
-    other_db = unique("okt_other")
-    conn = db_connect(mariadb_url)
-    try:
-        conn.execute(f"CREATE TABLE `{schema}`.`other` (id BIGINT AUTO_INCREMENT PRIMARY KEY, pad VARCHAR(200))")
-        conn.execute(f"CREATE DATABASE `{other_db}`")
-        conn.execute(f"CREATE TABLE `{other_db}`.`outbox` (seq BIGINT AUTO_INCREMENT PRIMARY KEY, topic TEXT)")
-        for _ in range(50):
-            conn.execute("BEGIN")
-            conn.execute(f"INSERT INTO `{schema}`.`other` (pad) SELECT REPEAT('x', 200) FROM seq_1_to_200")
-            conn.execute(f"INSERT INTO `{other_db}`.`outbox` (topic) SELECT 'bad topic!' FROM seq_1_to_200")
-            conn.execute("COMMIT")
-        conn.execute("BEGIN")
-        good = Outbox(table=tail_binlog_ref.table, schema=schema).emit(conn, topic, {}, key="g")
-        conn.execute("COMMIT")
-        after = binlog_now(mariadb_url)
-        relay = binlog_relay(mariadb_url, nats_stream.url, tail_binlog_ref)
-        await relay_until(
-            relay, lambda: relay.stats.published >= 1 and binlog_stored(mariadb_url, tail_binlog_ref) >= after
-        )
-        got = await read_all(nats_stream.url, nats_stream.name, expect=1)
-        assert [m.event_id for m in got] == [good]
-        assert relay.stats.dead_lettered == 0 and relay.stats.outages == 0
-    finally:
-        conn.execute(f"DROP DATABASE IF EXISTS `{other_db}`")
-        conn.close()
-
-
 class _BrokenDecoder(Decoder):
     """The real decoder with a bug no guard foresaw: it fails the whole read on one marked message
     (a parser that raises outside the per-input guards)."""
@@ -269,3 +211,32 @@ async def test_an_event_the_client_refuses_before_sending_is_its_own_failure(
     assert [m.event_id for m in got] == [good]
     (dead,) = dead_letters(tail_pg_db, tail_wal_ref)
     assert dead[0] == "refused" and "cannot encode" in dead[1], dead
+
+
+async def test_a_dead_letter_that_cannot_be_stored_is_set_aside_as_on_the_table_relay(
+    tail_pg_db: str, tail_wal_ref: TableRef, nats_stream: Stream
+) -> None:
+    """The last resort both relays share (``relay/isolate.set_aside``): a trigger refuses every dead
+    letter, as it is and sanitized; the bad row is set aside (``stats.set_aside``, the
+    ``outboxkit_relay_set_aside`` metric; not counted as a dead letter), and the next event flows."""
+    topic = nats_stream.topic("orders")
+    t = tail_wal_ref.qualified
+    refuse = f'"{tail_wal_ref.schema}".refuse_dead'
+    with psycopg.connect(tail_pg_db, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE FUNCTION {refuse}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.dead_at IS NOT NULL "
+            "THEN RAISE EXCEPTION 'no dead letters here'; END IF; RETURN NEW; END $$".encode()
+        )
+        trigger = f"CREATE TRIGGER refuse_dead BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {refuse}()"
+        conn.execute(trigger.encode())
+        conn.execute(f"INSERT INTO {t} (topic, key, payload) VALUES ('bad topic!', 'bad', '\\x00')".encode())
+        with conn.transaction():
+            good = Outbox(table=tail_wal_ref.table, schema=tail_wal_ref.schema).emit(conn, topic, {}, key="g")
+    relay = wal_relay(tail_pg_db, nats_stream.url, tail_wal_ref)
+    await relay_until(relay, lambda: relay.stats.published >= 1 and relay.stats.set_aside >= 1)
+    got = await read_all(nats_stream.url, nats_stream.name, expect=1)
+    assert [m.event_id for m in got] == [good]
+    assert relay.stats.dead_lettered == 0 and relay.stats.outages == 0
+    (reason,) = relay.set_aside
+    assert "no dead letters here" in reason and "topic" in reason, reason
+    assert dead_letters(tail_pg_db, tail_wal_ref) == []

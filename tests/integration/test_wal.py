@@ -13,11 +13,13 @@ import pytest
 
 from outboxkit import Outbox
 from outboxkit.core.walmessage import prefix_for
-from outboxkit.relay import RelayConfig
-from outboxkit.relay.tail import TailRelay, build_tail_relay
+from outboxkit.relay.tail import TailRelay
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.pgoutput import parse_lsn
-from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, resolve_slot, slot_info
+from outboxkit.stores.postgres.wal import resolve_slot, slot_info
+from outboxkit.stores.registry import log_capture_for
+from outboxkit.testing.tailing import relay_until
+from outboxkit.testing.tailing import tail_relay as conformance_relay
 from outboxkit.walemit import MessageOutbox
 from tests.conftest import Stream
 from tests.helpers import pending, read_all
@@ -26,29 +28,13 @@ from tests.helpers import pending, read_all
 @pytest.fixture
 def wal_ref(pg_url: str, pg_ref: TableRef) -> Iterator[TableRef]:
     """The test's outbox with its publication and slot; the slot is dropped after the test."""
-    migrate_wal(pg_url, pg_ref)
+    log_capture_for(pg_url, "wal").migrate(pg_url, pg_ref)
     yield pg_ref
-    drop_slot(pg_url, pg_ref, resolve_slot(pg_url, pg_ref))
+    log_capture_for(pg_url, "wal").drop(pg_url, pg_ref)
 
 
 def tail_relay(db: str, broker: str, ref: TableRef, **config: object) -> TailRelay:
-    settings: dict[str, object] = {"poll_interval": 0.05, "lease_ttl": 2.0, **config}
-    return build_tail_relay(db, broker, ref=ref, config=RelayConfig(**settings))  # type: ignore[arg-type]
-
-
-async def relay_until(relay: TailRelay, done: object, timeout: float = 30.0) -> None:
-    """Run ``relay`` until ``done()`` is true (polled), then stop it."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    try:
-        async with asyncio.timeout(timeout):
-            while not await asyncio.to_thread(done):  # type: ignore[arg-type]
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    return conformance_relay(db, broker, ref, "wal", **{"lease_ttl": 2.0, **config})
 
 
 async def test_commit_order_rollbacks_and_messages(pg_url: str, wal_ref: TableRef, nats_stream: Stream) -> None:
@@ -114,33 +100,9 @@ async def test_bad_rows_and_messages_become_dead_letters(pg_url: str, wal_ref: T
     assert "message cannot be published" in rows[2][1]
 
 
-async def test_heartbeat_idle_outbox_beside_a_busy_table_retains_no_wal(
-    pg_url: str, wal_ref: TableRef, nats_stream: Stream
-) -> None:
-    """H4: nothing is emitted while another table is busy; the slot still follows the server's
-    position (a peek bounded by the flush position that came back whole moves the slot there)."""
-    relay = tail_relay(pg_url, nats_stream.url, wal_ref)
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    try:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            busy = f'"{wal_ref.schema}".busy'
-            conn.execute(f"CREATE TABLE {busy} (id bigint GENERATED ALWAYS AS IDENTITY, pad text)".encode())
-            for _ in range(50):
-                conn.execute(f"INSERT INTO {busy} (pad) SELECT repeat('x', 200) FROM generate_series(1, 500)".encode())
-            after = conn.execute(b"SELECT pg_current_wal_lsn()::text").fetchone()
-        assert after is not None
-        info = slot_info(pg_url, resolve_slot(pg_url, wal_ref))
-        for _ in range(300):  # an idle relay moves the slot once a second; a loaded machine is slow
-            info = slot_info(pg_url, resolve_slot(pg_url, wal_ref))
-            if info.confirmed_lsn is not None and parse_lsn(info.confirmed_lsn) >= parse_lsn(after[0]):
-                break
-            await asyncio.sleep(0.05)
-        assert info.confirmed_lsn is not None and parse_lsn(info.confirmed_lsn) >= parse_lsn(after[0]), info
-        assert relay.stats.published == 0
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+# H4 (an idle outbox beside busy tables retains no WAL), G1/G2/G5/H1 for rows, dead letters of
+# rows, the standby's takeover, other tools' traffic: the tail-reader conformance suite
+# (tests/conformance/test_tailing.py) runs them on every log capture.
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -87,3 +87,18 @@ def test_set_aside_is_bounded_and_holds_known_keys() -> None:
     assert len(aside) == 3 and aside.seqs == [3, 4, 5]
     assert aside.keys == frozenset({"k4"})
     assert aside.total == 5 and 1 not in aside and 5 in aside
+
+
+def test_the_set_aside_record_takes_any_input_and_lists_only_rows_as_seqs() -> None:
+    # The tail relay records an event by its id (its position moves past it); the table relay by seq.
+    aside = SetAside()
+    assert aside.add("event e1", None, "r") and aside.add(7, "k", "r")
+    assert aside.seqs == [7] and "event e1" in aside and len(aside) == 2
+
+
+def test_one_same_way_count_for_both_searches() -> None:
+    # The table relay counts a fetch's failures by signature; the tail relay by (position, signature).
+    faults = FetchFaults()
+    assert not faults.failed_as((10, "E: x"))
+    assert not faults.failed_as((11, "E: x")), "another position is another round"
+    assert faults.failed_as((11, "E: x"))

@@ -1,4 +1,4 @@
-"""core.narrowing: a round that fails twice the same way is narrowed to the input at fault (H13)."""
+"""core.isolate.Narrowing: a round that fails twice the same way is narrowed to the input at fault (H13)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from outboxkit.core.narrowing import Narrowing, signature
+from outboxkit.core.isolate import Narrowing, signature
 
 
 def test_one_failure_reads_the_same_round_again() -> None:

@@ -25,7 +25,7 @@ from rich.table import Table
 from outboxkit.brokers.nats import connect, ensure_stream, read_stream
 from outboxkit.core.tally import Delivery, Tally, tally
 from outboxkit.migrate import migrate
-from outboxkit.stores.registry import database_for
+from outboxkit.stores.registry import database_for, log_capture_for
 from outboxkit.testing.servers import NatsServer, RelayProcess
 from outboxkit.testing.workload import EventBudget, OrdersWorkload, delivered_count
 
@@ -102,19 +102,15 @@ async def _demo(options: DemoOptions, console: Console) -> DemoResult:
         if schema:
             stack.callback(workload.drop)
         migrate(db, workload.ref)
-        if options.capture in ("wal", "wal-message"):
-            from outboxkit.stores.postgres.wal import drop_slot, migrate_wal
-
-            name = migrate_wal(db, workload.ref)
-            stack.callback(drop_slot, db, workload.ref, name)
+        if options.capture != "table":
+            # wal-message: the wal relay, with the events written table-less.
+            log_capture = log_capture_for(db, options.capture.removesuffix("-message"))
+            log_capture.migrate(db, workload.ref)  # a binlog's position table lives in the demo's schema
+            stack.callback(log_capture.drop, db, workload.ref)  # a slot left behind keeps WAL forever (H4)
             if options.capture == "wal-message":
                 from outboxkit.walemit import MessageOutbox
 
                 workload.outbox = MessageOutbox(schema=schema, source="/outboxkit/demo/orders")
-        elif options.capture == "binlog":
-            from outboxkit.stores.mariadb.binlogpos import migrate_binlog
-
-            migrate_binlog(db, workload.ref)  # the position table lives in the demo's schema
         workload.setup()
         console.print(f"  database {db.split('@')[-1]} ({'schema ' + schema if schema else 'file'})")
 
@@ -137,7 +133,7 @@ async def _demo(options: DemoOptions, console: Console) -> DemoResult:
 
         extra = ["--schema", schema] if schema else []
         if options.capture != "table":
-            extra += ["--capture", "binlog" if options.capture == "binlog" else "wal"]
+            extra += ["--capture", options.capture.removesuffix("-message")]
         relay = RelayProcess(db, broker, *extra, log_path=str(Path(workdir) / "relay.log")).start()
         stop_writers = threading.Event()
         pacer = _Pacer(options.rate)

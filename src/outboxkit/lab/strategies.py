@@ -31,6 +31,7 @@ from outboxkit.lab.strategy import (
 )
 from outboxkit.migrate import migrate
 from outboxkit.stores.base import TableRef
+from outboxkit.stores.registry import log_capture_for
 
 
 def _finish(ctx: WriteContext, txn: Txn) -> bool:
@@ -383,19 +384,15 @@ class Wal(_Outbox):
     databases = ("postgresql",)
 
     def prepare(self, env: Env) -> None:
-        from outboxkit.stores.postgres.wal import migrate_wal
-
         super().prepare(env)
-        migrate_wal(env.db, env.ref)
+        log_capture_for(env.db, "wal").migrate(env.db, env.ref)
 
     def companion(self, env: Env) -> list[str] | None:
         return [*(super().companion(env) or []), "--capture", "wal"]
 
     def cleanup(self, env: Env) -> None:
         """Drop the slot: a slot left behind keeps the server's WAL forever (H4)."""
-        from outboxkit.stores.postgres.wal import drop_slot, resolve_slot
-
-        drop_slot(env.db, env.ref, resolve_slot(env.db, env.ref))
+        log_capture_for(env.db, "wal").drop(env.db, env.ref)
 
 
 class WalMessage(Wal):
@@ -410,25 +407,8 @@ class WalMessage(Wal):
 
     def backlog(self, env: Env) -> int:
         """This outbox's table-less events still in the slot (1 while the relay holds the slot)."""
-        import psycopg
-
-        from outboxkit.core.walmessage import prefix_for
-        from outboxkit.stores.postgres.pgoutput import Message, decode
-        from outboxkit.stores.postgres.wal import resolve_slot
-
-        name, prefix = resolve_slot(env.db, env.ref), prefix_for(env.ref.table, env.ref.schema)
-        sql = (
-            "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL, 'proto_version', '1',"
-            " 'publication_names', %s, 'messages', 'true') WHERE substr(data, 1, 1) = 'M'::bytea"
-        )
-        try:
-            with psycopg.connect(env.db, autocommit=True) as conn:
-                rows = conn.execute(sql.encode(), [name, name]).fetchall()
-        except psycopg.Error:
-            return 1
-        return sum(
-            1 for (data,) in rows if (m := decode(bytes(data))) and isinstance(m, Message) and m.prefix == prefix
-        )
+        waiting = log_capture_for(env.db, "wal").log_only_backlog(env.db, env.ref)
+        return 1 if waiting is None else waiting
 
     async def write(self, ctx: WriteContext, txn: Txn) -> None:
         from outboxkit.walemit import MessageOutbox
@@ -458,10 +438,8 @@ class Binlog(_Outbox):
     databases = ("mariadb",)
 
     def prepare(self, env: Env) -> None:
-        from outboxkit.stores.mariadb.binlogpos import migrate_binlog
-
         super().prepare(env)
-        migrate_binlog(env.db, env.ref)
+        log_capture_for(env.db, "binlog").migrate(env.db, env.ref)
 
     def companion(self, env: Env) -> list[str] | None:
         return [*(super().companion(env) or []), "--capture", "binlog"]

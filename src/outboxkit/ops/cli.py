@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -20,11 +20,9 @@ from rich.console import Console
 from outboxkit.config import resolve
 from outboxkit.errors import ConfigurationError, OutboxkitError
 from outboxkit.ops import queries as q
+from outboxkit.stores.logcapture import LogStatus
 from outboxkit.stores.registry import database_for
 from outboxkit.terminal import output_console, print_error, print_rows
-
-if TYPE_CHECKING:
-    from outboxkit.stores.postgres.wal import SlotInfo
 
 # Tables keep full ids and topics when piped (a very wide console) or on a narrow terminal (one
 # "name: value" line per field instead of a table that would cut them).
@@ -71,27 +69,12 @@ def _session(db: str | None, table: str | None, schema: str | None, config: str 
         raise _exit(2 if isinstance(exc, ConfigurationError) else 1) from None
 
 
-def _slot(db: str | None, table: str | None, schema: str | None, config: str | None) -> SlotInfo | None:
-    """The outbox's replication slot (``migrate --capture wal``), if it has one (PostgreSQL)."""
+def _log_positions(db: str | None, table: str | None, schema: str | None, config: str | None) -> list[LogStatus]:
+    """The outbox's log-capture positions (``migrate --capture wal|binlog``), those it has."""
     settings = resolve({"db": db, "table": table, "schema": schema}, config_file=config)
     url = settings.require_db()
-    if not url.startswith(("postgresql", "postgres")):
-        return None
-    from outboxkit.stores.postgres.wal import resolve_slot, slot_info
-
-    info = slot_info(url, resolve_slot(url, settings.ref))
-    return info if info.exists else None
-
-
-def _binlog(db: str | None, table: str | None, schema: str | None, config: str | None) -> Any:
-    """The outbox's binlog position (``migrate --capture binlog``), if it has one (MariaDB/MySQL)."""
-    settings = resolve({"db": db, "table": table, "schema": schema}, config_file=config)
-    url = settings.require_db()
-    if not url.startswith(("mysql", "mariadb")):
-        return None
-    from outboxkit.stores.mariadb.binlogpos import binlog_info
-
-    return binlog_info(url, settings.ref)
+    found = (capture.status(url, settings.ref) for capture in database_for(url).log_captures())
+    return [status for status in found if status.exists]
 
 
 def _emit_json(doc: Any) -> None:
@@ -147,12 +130,9 @@ def status(
     """Backlog per topic, dead letters, retained rows, and live relays with their buckets."""
     with _session(db, table, schema, config) as conn:
         doc = q.status(conn).to_json()
-    slot = _slot(db, table, schema, config)
-    if slot is not None:
-        doc["slot"] = slot.__dict__
-    binlog = _binlog(db, table, schema, config)
-    if binlog is not None:
-        doc["binlog"] = binlog.__dict__
+    positions = _log_positions(db, table, schema, config)
+    for position in positions:
+        doc[position.key] = position.doc
     if as_json:
         _emit_json(doc)
         return
@@ -186,27 +166,8 @@ def status(
             f"{doc['dead_keys']:,} key(s) with dead letters hold {doc['held_pending']:,} pending row(s) back "
             "(see `outboxkit dead-letters list`)"
         )
-    if slot is not None:
-        seconds = "-" if slot.lag_seconds is None else f"{slot.lag_seconds:.1f}s"
-        reader = f"read by pid {slot.active_pid}" if slot.active_pid else "no reader attached right now"
-        out.print(
-            f"log tailing (relay --capture wal): slot {slot.name} lag {slot.lag_bytes or 0:,} bytes / {seconds}, "
-            f"wal_status {slot.wal_status}, {reader}"
-            + ("; max_slot_wal_keep_size is unlimited (H4)" if slot.max_slot_wal_keep_size_mb < 0 else "")
-            + ("; invalidated: recover with relay --capture wal --resume-from-now" if slot.wal_status == "lost" else "")
-        )
-    if binlog is not None:
-        lag = (
-            "binlog file gone: recover with --resume-from-now"
-            if binlog.lag_bytes is None
-            else (f"lag {binlog.lag_bytes:,} bytes")
-        )
-        reader = f"read by connection {binlog.reader}" if binlog.reader else "no reader attached right now"
-        out.print(
-            f"log tailing (relay --capture binlog): position {binlog.log_file}:{binlog.log_pos}"
-            + (f" (GTID {binlog.gtid})" if binlog.gtid else "")
-            + f", saved {_age(binlog.saved_age_s)} ago, {lag}, {reader}"
-        )
+    for position in positions:
+        out.print(position.line)
     relays = doc["relays"]
     if relays["mode"] == "single":
         out.print("relays: single relay mode (no leases)")

@@ -8,7 +8,7 @@ Rules, each with a test:
   duplicates are bounded by one peek (G6), rolled-back transactions are never decoded (G2);
 * per key, events go out in commit order, the next only after the previous is confirmed
   (``core.ordering.KeyedDispatcher``, G5) — the same rule as the table relay;
-* one reader per slot (``stores.postgres.wal``): a standby waits for the slot's lock and takes over
+* one reader per slot (the database's log capture): a standby waits for the slot's lock and takes over
   when the holder's session ends; the holder stops publishing as soon as it cannot be sure it still
   holds the lock (``reader.trusted()``), so a paused relay that wakes up publishes nothing (H6);
 * a row or message that cannot become a message, or that the broker refuses for good, is a dead
@@ -20,7 +20,8 @@ Rules, each with a test:
   raises while it becomes a message, is published or is dead-lettered is set aside with its reason
   (a dead letter; a bounded record in ``set_aside`` where even that cannot be stored) and the
   position moves past it; a round that fails twice the same way is narrowed down to the input at
-  fault (``core.narrowing``) and that input is set aside.
+  fault (``core.isolate.Narrowing``) and that input is set aside (``relay/isolate.py``, as on the
+  table relay).
 """
 
 from __future__ import annotations
@@ -31,15 +32,14 @@ import functools
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
 from outboxkit.brokers.base import Publisher
 from outboxkit.core.backoff import backoff_delay
 from outboxkit.core.envelope import OutboxEvent
+from outboxkit.core.isolate import Narrowing, signature
 from outboxkit.core.logfmt import LIFE_LOGGER
-from outboxkit.core.narrowing import Narrowing, signature
 from outboxkit.core.ordering import KeyedDispatcher
 from outboxkit.core.retry import Outcome, classify, judge
 from outboxkit.core.storable import storable
@@ -53,9 +53,9 @@ from outboxkit.errors import (
     TransientError,
     UnavailableError,
 )
+from outboxkit.relay.isolate import TailCasualties
 from outboxkit.relay.loop import RelayConfig, RelayStats
 from outboxkit.relay.observer import NullObserver, RelayObserver
-from outboxkit.relay.setaside import SetAside
 from outboxkit.relay.tailbase import TailDecoder, TailReader
 from outboxkit.stores.base import OutboxStore, TableRef
 
@@ -94,12 +94,13 @@ class TailRelay:
         self.lag_bytes: int | None = None  # WAL the slot retains (server position - confirmed), H4
         self._lag_checked = 0.0
         self._rng = random.Random()
-        self.dead = SetAside(self.stats, self.observer, hold_dead_keys=hold_dead_keys)
+        self.dead = TailCasualties(self.stats, self.observer, hold_dead_keys=hold_dead_keys)
         self.narrowing = Narrowing(3 * self.config.batch_size)
 
     @property
-    def set_aside(self) -> deque[str]:
-        """Inputs set aside without a dead letter (the last 100; each also logged at ERROR)."""
+    def set_aside(self) -> list[str]:
+        """Inputs set aside without a dead letter (bounded; each also logged at ERROR and counted
+        in ``stats.set_aside``)."""
         return self.dead.records
 
     async def start(self) -> tuple[TailReader, Publisher]:
@@ -349,6 +350,7 @@ def build_tail_relay(
     db: str,
     broker: str,
     *,
+    capture: str | None = None,
     ref: TableRef | None = None,
     source: str = "/outboxkit",
     config: RelayConfig | None = None,
@@ -356,26 +358,27 @@ def build_tail_relay(
     observer: RelayObserver | None = None,
     slot: str | None = None,
 ) -> TailRelay:
-    """A relay reading the outbox's replication slot (``outboxkit migrate --capture wal`` made it)."""
+    """A relay tailing the database's log ``capture`` (``wal``, ``binlog``; None: the database's own
+    log), whose position ``outboxkit migrate --capture NAME`` made. The database package hands out
+    the reader and the decoder (``stores/logcapture.py``); ``slot`` names a replication slot."""
     from outboxkit.brokers.registry import publisher_for
-    from outboxkit.stores.postgres.wal import PostgresWalReader
-    from outboxkit.stores.postgres.walevents import Decoder
-    from outboxkit.stores.registry import store_for
+    from outboxkit.stores.registry import log_capture_for, store_for
 
     config = config or RelayConfig()
-    ref = ref or TableRef()
-    if not db.startswith(("postgresql://", "postgres://")):
-        raise ConfigurationError("--capture wal needs a postgresql:// database (binlog tailing is for MariaDB)")
-    # Build once now so a bad URL fails here, at start-up, not inside the retry loop.
+    table_ref = ref or TableRef()
+    log_capture = log_capture_for(db, capture)  # refuses a database without that log, in one line
+    # Build once now so a bad URL (or a slot name the log takes none of) fails here, at start-up,
+    # not inside the retry loop.
     publisher_for(broker, source=source, max_in_flight=config.window)
+    log_capture.reader(db, table_ref, takeover=config.lease_ttl, slot=slot)
     return TailRelay(
-        lambda: PostgresWalReader(db, ref, slot=slot, takeover=config.lease_ttl),
+        lambda: log_capture.reader(db, table_ref, takeover=config.lease_ttl, slot=slot),
         lambda: publisher_for(broker, source=source, max_in_flight=config.window),
-        lambda: Decoder(ref),
+        lambda: log_capture.decoder(table_ref),
         config,
         observer,
         hold_dead_keys=hold_dead_keys,
-        store_factory=lambda: store_for(db, ref, hold_dead_keys=hold_dead_keys),
+        store_factory=lambda: store_for(db, table_ref, hold_dead_keys=hold_dead_keys),
     )
 
 
@@ -392,36 +395,3 @@ async def _close(pair: tuple[TailReader, Publisher]) -> None:
     reader, publisher = pair
     await publisher.close()
     await reader.close()
-
-
-def build_binlog_relay(
-    db: str,
-    broker: str,
-    *,
-    ref: TableRef | None = None,
-    source: str = "/outboxkit",
-    config: RelayConfig | None = None,
-    hold_dead_keys: bool = True,
-    observer: RelayObserver | None = None,
-) -> TailRelay:
-    """A relay tailing the MariaDB/MySQL binlog (``outboxkit migrate --capture binlog`` made its
-    position table). Same loop, rules and guarantees as the ``wal`` relay."""
-    from outboxkit.brokers.registry import publisher_for
-    from outboxkit.stores.mariadb.binlog import MariaDbBinlogReader
-    from outboxkit.stores.mariadb.binlogevents import BinlogDecoder
-    from outboxkit.stores.registry import store_for
-
-    config = config or RelayConfig()
-    table_ref = ref or TableRef()
-    if not db.startswith(("mysql", "mariadb")):
-        raise ConfigurationError("--capture binlog needs MariaDB or MySQL (a mysql:// or mariadb:// database)")
-    publisher_for(broker, source=source, max_in_flight=config.window)
-    return TailRelay(
-        lambda: MariaDbBinlogReader(db, table_ref, takeover=config.lease_ttl),
-        lambda: publisher_for(broker, source=source, max_in_flight=config.window),
-        BinlogDecoder,
-        config,
-        observer,
-        hold_dead_keys=hold_dead_keys,
-        store_factory=lambda: store_for(db, table_ref, hold_dead_keys=hold_dead_keys),
-    )

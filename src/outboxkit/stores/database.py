@@ -10,6 +10,7 @@ from typing import Protocol
 from outboxkit.errors import OutboxkitError
 from outboxkit.stores.base import Driver, InboxSql, OutboxSchema, OutboxStore, Statement, SyncConnection, TableRef
 from outboxkit.stores.capture import TriggerCapture
+from outboxkit.stores.logcapture import LogCapture
 from outboxkit.stores.ops import OpsDialect
 
 
@@ -57,6 +58,11 @@ class Database(Protocol):
     def inbox(self) -> InboxSql: ...
 
     def capture(self) -> TriggerCapture: ...
+
+    def log_captures(self) -> Sequence[LogCapture]:
+        """The logs of this database a relay can tail (``relay --capture NAME``), the default first;
+        empty when it has none (SQLite). Cheap: no driver is imported."""
+        ...
 
     def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
         """The outboxkit error for a driver exception (``UnavailableError`` for a lost connection,

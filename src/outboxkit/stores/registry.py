@@ -15,6 +15,7 @@ from outboxkit.core.urls import redact_url, scheme_of
 from outboxkit.errors import ConfigurationError
 from outboxkit.stores.base import Driver, OutboxSchema, OutboxStore, TableRef
 from outboxkit.stores.database import Database
+from outboxkit.stores.logcapture import LogCapture
 
 #: dialect name -> package; every database outboxkit supports is one line here.
 PACKAGES = {
@@ -73,6 +74,34 @@ def _all_drivers() -> tuple[tuple[Database, Driver], ...]:
 def drivers() -> Iterator[tuple[Database, Driver]]:
     """Every connection class emit() accepts, with its database (computed once: emit is hot)."""
     return iter(_all_drivers())
+
+
+def capture_names() -> list[str]:
+    """Every log capture's name (``wal``, ``binlog``), the ``--capture`` values besides ``table``."""
+    return [c.name for d in databases() for c in d.log_captures()]
+
+
+def log_capture_for(url: str, name: str | None = None) -> LogCapture:
+    """The log capture ``name`` of the database of ``url`` (or of a dialect name, for ``migrate
+    --sql --dialect``; ``name`` None: the database's default one).
+
+    ``ConfigurationError`` in one line when the database has no such log, naming the database that
+    has it (``--capture wal needs PostgreSQL (...)``), or when no database has it."""
+    database = database_for(url) if "://" in url else database_named(url)
+    offered = list(database.log_captures())
+    for capture in offered:
+        if name is None or capture.name == name:
+            return capture
+    elsewhere = [c for d in databases() for c in d.log_captures() if c.name == name]
+    if name is None or not elsewhere:
+        needs = "; ".join(f"--capture {c.name} needs {c.needs}" for d in databases() for c in d.log_captures())
+        if name is None:
+            raise ConfigurationError(f"{database.name} has no log a relay can tail: {needs}")
+        raise ConfigurationError(f"--capture must be one of table, {', '.join(capture_names())}, got {name!r}")
+    refusal = f"--capture {name} needs {elsewhere[0].needs}"
+    if not offered:
+        refusal += f"; {database.name} has no log a relay can tail: use --capture table"
+    raise ConfigurationError(refusal)
 
 
 def translate_db_error(url: str, exc: BaseException) -> BaseException:

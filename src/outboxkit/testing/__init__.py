@@ -1,6 +1,7 @@
 """Test helpers shared by outboxkit's own tests, the demo and the lab; public so that users can
 run the same fault fixtures against their setup: embedded servers, a TCP proxy, relay processes,
-and the broker conformance suite (``outboxkit.testing.conformance``)."""
+the broker conformance suite (``outboxkit.testing.conformance``), the store suite
+(``outboxkit.testing.stores``) and the tail-reader suite (``outboxkit.testing.tailing``)."""
 
 from outboxkit.testing.proxy import TcpProxy
 from outboxkit.testing.servers import NatsServer, RelayProcess, free_port, nats_server_binary

@@ -42,6 +42,7 @@ from outboxkit.brokers.nats import connect, ensure_stream
 from outboxkit.brokers.nats.client import delivered_from
 from outboxkit.core.tally import Delivery, Tally, tally
 from outboxkit.migrate import migrate
+from outboxkit.stores.registry import log_capture_for
 from outboxkit.testing.chaosdb import PrivateDatabase, PrivateMariaDb, PrivatePostgres
 from outboxkit.testing.proxy import TcpProxy
 from outboxkit.testing.servers import NatsServer, RelayProcess
@@ -410,14 +411,8 @@ def _outbox(workload: OrdersWorkload) -> str:
 
 
 def _migrate_capture(db: str, workload: OrdersWorkload, capture: str) -> None:
-    if capture == "wal":
-        from outboxkit.stores.postgres.wal import migrate_wal
-
-        migrate_wal(db, workload.ref)
-    elif capture == "binlog":
-        from outboxkit.stores.mariadb.binlogpos import migrate_binlog
-
-        migrate_binlog(db, workload.ref)
+    if capture != "table":
+        log_capture_for(db, capture).migrate(db, workload.ref)
 
 
 def _longest_stall(workload: OrdersWorkload, first_seen: dict[str, datetime]) -> float:

@@ -24,7 +24,7 @@ its row events. Rules kept here (each has a test):
 * **a purged binlog is reported, not retried.** When the server no longer has the file or GTID
   the stored position needs (``binlog_expire_logs_seconds``, ``PURGE BINARY LOGS``), the reader
   raises :class:`~outboxkit.errors.PositionLostError`; recovery: ``relay --capture binlog
-  --resume-from-now`` (``relay/binlogresume.py``).
+  --resume-from-now`` (``relay/resume.py``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The binlog relay's position: the one-row table beside the outbox, what ``migrate --capture
-binlog`` and ``status`` do with it, and the steps of ``--resume-from-now`` (``relay/binlogresume.py``).
+binlog`` and ``status`` do with it, and the steps of ``--resume-from-now`` (``relay/resume.py``).
 
 The reader (``binlog.py``) reads and saves the position; see there for the rules it serves."""
 
@@ -168,7 +168,7 @@ def binlog_info(url: str, ref: TableRef) -> BinlogInfo | None:
 
 def server_position(url: str, ref: TableRef) -> tuple[Position, int]:
     """The server's position now, and the outbox's highest seq read after it: every row committed
-    before that position has a seq at most that high (``relay/binlogresume.py`` drains those
+    before that position has a seq at most that high (``relay/resume.py`` drains those
     through the table relay, then stores the position with :func:`store_resume_position`)."""
     conn = connect_sync(url, label="outboxkit-binlog")
     try:
@@ -207,6 +207,28 @@ def store_resume_position(url: str, ref: TableRef, position: Position) -> None:
         for stmt in binlog_ddl(ref):
             conn.execute(stmt)
         store_position(conn, ref, position, replace=True)
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise (translate(exc, redact_url(url)) or exc) from None
+    finally:
+        conn.close()
+
+
+def drop_position(url: str, ref: TableRef) -> bool:
+    """Drop the position table, under the readers' lock (refused while a binlog relay runs); False
+    when there was none."""
+    conn = connect_sync(url, label="outboxkit-binlog")
+    try:
+        lock = lock_name(ref, parse_url(url).database)
+        if conn.execute("SELECT GET_LOCK(%s, 0)", (lock,)).fetchone()[0] != 1:
+            raise ConfigurationError(f"a binlog relay of {ref.qualified} is running (it holds {lock}): stop it first")
+        try:
+            read_position(conn, ref)
+        except SchemaError:
+            return False
+        conn.execute(f"DROP TABLE IF EXISTS {position_table(ref)}")
+        return True
     except ConfigurationError:
         raise
     except Exception as exc:

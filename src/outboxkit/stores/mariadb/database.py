@@ -26,6 +26,7 @@ from outboxkit.stores.base import (
     TableRef,
     validate_identifier,
 )
+from outboxkit.stores.logcapture import LogCapture
 from outboxkit.stores.mariadb.driver import (
     MySqlConnection,
     connect_sync,
@@ -107,6 +108,11 @@ class MariaDbDatabase:
         from outboxkit.stores.mariadb.capture import MariaDbCapture
 
         return MariaDbCapture()
+
+    def log_captures(self) -> Sequence[LogCapture]:
+        from outboxkit.stores.mariadb.binlogcapture import MariaDbBinlogCapture
+
+        return (MariaDbBinlogCapture(),)
 
     def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
         return translate(exc, where)

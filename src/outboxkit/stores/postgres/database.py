@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from outboxkit.core.urls import redact_url
 from outboxkit.errors import NoTransactionError, OutboxkitError, SchemaError, UnavailableError
 from outboxkit.stores.base import Driver, OutboxSchema, OutboxStore, Statement, SyncConnection, TableRef
+from outboxkit.stores.logcapture import LogCapture
 from outboxkit.stores.postgres.connection import connect_sync, first_line, libpq_url
 
 if TYPE_CHECKING:
@@ -75,6 +76,11 @@ class PostgresDatabase:
         from outboxkit.stores.postgres.capture import PostgresCapture
 
         return PostgresCapture()
+
+    def log_captures(self) -> Sequence[LogCapture]:
+        from outboxkit.stores.postgres.walcapture import PostgresWalCapture
+
+        return (PostgresWalCapture(),)
 
     def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
         # The one table for PostgreSQL (H12), shared with the relay store: store.translate.

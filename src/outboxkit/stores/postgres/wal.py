@@ -375,3 +375,9 @@ def _megabytes(setting: str) -> int:
         if text.endswith(unit):
             return int(float(text[: -len(unit)]) * factor)
     return int(text)
+
+
+def make_wal_reader(url: str, ref: TableRef, *, slot: str | None = None, takeover: float = 6.0) -> PostgresWalReader:
+    """The one way a PostgreSQL wal reader is made (the ``wal`` log capture calls it), so that the
+    reader behind it can change without its callers knowing."""
+    return PostgresWalReader(url, ref, slot=slot, takeover=takeover)

@@ -1,4 +1,4 @@
-"""The database side of ``relay --capture wal --resume-from-now`` (``relay/walresume.py``): make a
+"""The database side of ``relay --capture wal --resume-from-now`` (``relay/resume.py``): make a
 new slot when this outbox's slot is missing or invalidated, and count what the drain has to publish."""
 
 from __future__ import annotations

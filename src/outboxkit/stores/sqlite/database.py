@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from outboxkit.errors import ConfigurationError, NoTransactionError, OutboxkitError, SchemaError
 from outboxkit.stores.base import Driver, OutboxSchema, OutboxStore, Statement, SyncConnection, TableRef
+from outboxkit.stores.logcapture import LogCapture
 from outboxkit.stores.sqlite.inbox import SqliteInbox
 from outboxkit.stores.sqlite.ops import SqliteOps
 from outboxkit.stores.sqlite.store import SqliteOutboxStore, SqliteSchema, connect, sqlite_path, translate
@@ -64,6 +65,10 @@ class SqliteDatabase:
         from outboxkit.stores.sqlite.capture import SqliteCapture
 
         return SqliteCapture()
+
+    def log_captures(self) -> Sequence[LogCapture]:
+        # A file has no log another process can follow: the table relay (with its file watch) it is.
+        return ()
 
     def translate(self, exc: BaseException, where: str) -> OutboxkitError | None:
         # The one table for SQLite (H12), shared with the relay store: store.translate.
