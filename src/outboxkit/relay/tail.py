@@ -56,7 +56,7 @@ from outboxkit.errors import (
 from outboxkit.relay.loop import RelayConfig, RelayStats
 from outboxkit.relay.observer import NullObserver, RelayObserver
 from outboxkit.relay.setaside import SetAside
-from outboxkit.relay.tailbase import TailDecoder, TailReader
+from outboxkit.relay.tailbase import TailDecoder, TailReader, waits_in_peek
 from outboxkit.stores.base import OutboxStore, TableRef
 
 log = logging.getLogger("outboxkit.relay")
@@ -191,6 +191,7 @@ class TailRelay:
 
     async def _serve(self, reader: TailReader, publisher: Publisher, stop: asyncio.Event) -> None:
         decoder = self.decoder_factory()
+        streams = waits_in_peek(reader)
         idle = 0  # empty peeks in a row: the pause between peeks doubles with it
         advanced = time.monotonic()
         # A change is a row of the peek: a one-event transaction is three (begin, event, commit), so
@@ -223,8 +224,8 @@ class TailRelay:
             if time.monotonic() - self._lag_checked > 5.0:
                 self._lag_checked = time.monotonic()
                 self.lag_bytes = await reader.lag_bytes()
-            if not whole:
-                continue
+            if not whole or streams:
+                continue  # a streaming reader's peek waits for the next change itself
             # Caught up: peek again soon after traffic (2 ms), backing off to a twentieth of the poll
             # interval (50 ms by default) while idle. There is no NOTIFY for table-less events to
             # wake up on, and an empty peek costs about a millisecond.
@@ -358,7 +359,7 @@ def build_tail_relay(
 ) -> TailRelay:
     """A relay reading the outbox's replication slot (``outboxkit migrate --capture wal`` made it)."""
     from outboxkit.brokers.registry import publisher_for
-    from outboxkit.stores.postgres.wal import PostgresWalReader
+    from outboxkit.stores.postgres.wal import make_wal_reader
     from outboxkit.stores.postgres.walevents import Decoder
     from outboxkit.stores.registry import store_for
 
@@ -369,7 +370,7 @@ def build_tail_relay(
     # Build once now so a bad URL fails here, at start-up, not inside the retry loop.
     publisher_for(broker, source=source, max_in_flight=config.window)
     return TailRelay(
-        lambda: PostgresWalReader(db, ref, slot=slot, takeover=config.lease_ttl),
+        lambda: make_wal_reader(db, ref, slot=slot, takeover=config.lease_ttl),
         lambda: publisher_for(broker, source=source, max_in_flight=config.window),
         lambda: Decoder(ref),
         config,

@@ -19,7 +19,11 @@ class TailReader(Protocol):
 
     ``peek`` returns what is after the confirmed position without moving it; ``advance`` moves it
     (never back) once everything before was confirmed by the broker (G3). A reader whose session
-    ended is closed and a new one made: it starts again at the confirmed position."""
+    ended is closed and a new one made: it starts again at the confirmed position.
+
+    A reader whose ``peek`` itself waits (briefly) for the next change, as a streaming one does,
+    says so with a class attribute ``waits_in_peek = True`` (see :func:`waits_in_peek`): the relay
+    then peeks again at once instead of pausing between peeks."""
 
     slot: str  # what the logs name the position by (the slot's name, or the binlog position table)
     takeover: float  # seconds after which a silent holder's lock is released to a standby
@@ -78,3 +82,9 @@ class TailDecoder(Protocol):
         """The position just past the last whole input (transaction, or message outside one) in
         ``messages``, read with as little decoding as possible; None if it cannot be told."""
         ...
+
+
+def waits_in_peek(reader: object) -> bool:
+    """Whether ``reader.peek`` waits for the next change itself (a streaming reader), so that the
+    relay must not add a pause of its own between peeks: that pause would be pure latency."""
+    return bool(getattr(reader, "waits_in_peek", False))

@@ -41,7 +41,29 @@ from outboxkit.stores.postgres.pgoutput import Begin, decode, format_lsn, parse_
 from outboxkit.stores.postgres.store import translate
 from outboxkit.stores.postgres.walddl import SLOTS_OF, candidates, legacy_slot_name, slot_name, wal_ddl
 
-__all__ = ["legacy_slot_name", "migrate_wal", "resolve_slot", "slot_name", "wal_ddl"]
+__all__ = ["legacy_slot_name", "make_wal_reader", "migrate_wal", "resolve_slot", "slot_name", "wal_ddl"]
+
+#: ``sql`` picks the reader by SQL functions (``PostgresWalReader``) over the streaming one; for a
+#: server or a pooler that refuses replication connections.
+READER_ENV = "OUTBOXKIT_WAL_READER"
+
+
+def make_wal_reader(
+    url: str, ref: TableRef, *, slot: str | None = None, takeover: float = 6.0
+) -> PostgresWalReader:
+    """The relay's reader of this outbox's slot: the streaming one (``walstream``), or the SQL one
+    when ``OUTBOXKIT_WAL_READER=sql`` (docs/log-tailing.md compares them). The one place the
+    choice is made."""
+    import os
+
+    choice = os.environ.get(READER_ENV, "stream").strip().lower()
+    if choice == "sql":
+        return PostgresWalReader(url, ref, slot=slot, takeover=takeover)
+    if choice not in ("stream", ""):
+        raise ConfigurationError(f"{READER_ENV}={choice!r}: expected stream or sql")
+    from outboxkit.stores.postgres.walstream import PostgresWalStream
+
+    return PostgresWalStream(url, ref, slot=slot, takeover=takeover)
 
 
 def migrate_wal(url: str, ref: TableRef, slot: str | None = None) -> str:
