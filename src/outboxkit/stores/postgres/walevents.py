@@ -181,7 +181,10 @@ def _count(value: object) -> int:
 def _seq_of(relation: Relation, record: Insert) -> int | None:
     """The row's seq for a dead letter, read as leniently as possible (the row failed to decode)."""
     with contextlib.suppress(Exception):
-        seq = _values(relation, record).get("seq")
+        at = relation.columns.index("seq")
+        seq = record.values[at]
+        if isinstance(seq, bytes):  # the seq alone: another column may be what failed
+            seq = binary_value(relation.types[at], seq)
         if isinstance(seq, int):
             return seq
         if isinstance(seq, str) and seq.isdigit():
