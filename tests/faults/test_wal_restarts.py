@@ -55,7 +55,9 @@ async def test_database_and_broker_restarts_lose_nothing(reader: str, monkeypatc
         for n, (_, fault) in enumerate(faults):
             start = n * BATCH
             payloads = [{"i": i} for i in range(start, start + BATCH)]
-            ids += await asyncio.to_thread(emit_many, db, ref, "restarts.orders", payloads, key=lambda i: f"k{i % KEYS}")
+            ids += await asyncio.to_thread(
+                emit_many, db, ref, "restarts.orders", payloads, key=lambda i: f"k{i % KEYS}"
+            )
             # The relay is draining this batch (or about to): the fault hits it mid-way.
             await asyncio.sleep(0.05)
             await asyncio.to_thread(fault)

@@ -1,8 +1,9 @@
 """Decoding PostgreSQL's built-in ``pgoutput`` logical replication messages (protocol version 1).
 
 Only what the relay needs: Begin (commit time), Relation (column names and types), Insert (the new
-row: text, or each type's binary send format when the reader asked for ``binary``), Commit (the LSN just past the commit record, where the slot may be advanced to once every
-event of the transaction is confirmed) and logical decoding Messages (table-less events). Updates,
+row: text, or each type's binary send format when the reader asked for ``binary``), Commit (the
+LSN just past the commit record, where the slot may be advanced to once every event of the
+transaction is confirmed) and logical decoding Messages (table-less events). Updates,
 deletes, truncates, types and origins are skipped. Pure: bytes in, records out; no I/O.
 
 Layout: https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html

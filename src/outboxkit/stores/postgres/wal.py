@@ -48,9 +48,7 @@ __all__ = ["legacy_slot_name", "make_wal_reader", "migrate_wal", "resolve_slot",
 READER_ENV = "OUTBOXKIT_WAL_READER"
 
 
-def make_wal_reader(
-    url: str, ref: TableRef, *, slot: str | None = None, takeover: float = 6.0
-) -> PostgresWalReader:
+def make_wal_reader(url: str, ref: TableRef, *, slot: str | None = None, takeover: float = 6.0) -> PostgresWalReader:
     """The relay's reader of this outbox's slot: the streaming one (``walstream``), or the SQL one
     when ``OUTBOXKIT_WAL_READER=sql`` (docs/log-tailing.md compares them). The one place the
     choice is made."""

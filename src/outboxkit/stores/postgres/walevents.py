@@ -182,7 +182,7 @@ def _seq_of(relation: Relation, record: Insert) -> int | None:
     """The row's seq for a dead letter, read as leniently as possible (the row failed to decode)."""
     with contextlib.suppress(Exception):
         at = relation.columns.index("seq")
-        seq = record.values[at]
+        seq: object = record.values[at]
         if isinstance(seq, bytes):  # the seq alone: another column may be what failed
             seq = binary_value(relation.types[at], seq)
         if isinstance(seq, int):

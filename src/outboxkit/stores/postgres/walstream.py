@@ -63,12 +63,13 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.pq.abc import PGconn, PGresult
 
 from outboxkit.errors import UnavailableError
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.connection import libpq_url
-from outboxkit.stores.postgres.store import translate
 from outboxkit.stores.postgres.pgoutput import parse_lsn
+from outboxkit.stores.postgres.store import translate
 from outboxkit.stores.postgres.wal import _CONFIRMED, _SLOT_GONE_CODES, PostgresWalReader
 from outboxkit.stores.postgres.walframe import Framer
 
@@ -109,7 +110,7 @@ class PostgresWalStream(PostgresWalReader):
         self.wait = wait  # the longest a peek waits for a first change
         self.buffered = buffered  # messages held before reading pauses (the server then waits)
         self._stream: psycopg.AsyncConnection[Any] | None = None
-        self._pg: pq.abc.PGconn | None = None
+        self._pg: PGconn | None = None
         self._framer = Framer(0)
         self._failure: BaseException | None = None
         self._wake = asyncio.Event()
@@ -154,7 +155,7 @@ class PostgresWalStream(PostgresWalReader):
             raise translate(self.url, exc) from None
         self._stream = conn
         pg = conn.pgconn
-        options = [f"proto_version '1'", f"publication_names '{self.slot}'", "messages 'true'"]
+        options = ["proto_version '1'", f"publication_names '{self.slot}'", "messages 'true'"]
         if self.binary and pg.server_version >= 140000:
             options.append("binary 'true'")
         # 0/0: the server starts at the slot's confirmed position (never before it).
@@ -253,7 +254,7 @@ class PostgresWalStream(PostgresWalReader):
         if framer.count >= self.buffered:
             self._pause_reading()
 
-    def _ended(self, pg: pq.abc.PGconn) -> BaseException:
+    def _ended(self, pg: PGconn) -> BaseException:
         """The server ended the stream: its error if it sent one."""
         result = pg.get_result()
         if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
@@ -344,7 +345,7 @@ class PostgresWalStream(PostgresWalReader):
                 await conn.close()
 
 
-async def _execute(pg: pq.abc.PGconn, command: bytes) -> pq.abc.PGresult:
+async def _execute(pg: PGconn, command: bytes) -> PGresult:
     """Send one simple-protocol command and wait for its first result, on the event loop."""
     pg.nonblocking = 1
     pg.send_query(command)
