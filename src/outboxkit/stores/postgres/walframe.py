@@ -75,6 +75,11 @@ class Framer:
         self.safe = wal_end
         return True
 
+    def rebase(self, start: int) -> None:
+        """The stream's start, learnt after it began: nothing received is before it."""
+        self.handed = max(self.handed, start)
+        self.safe = max(self.safe, start)
+
     def fresh(self) -> bool:
         """Whether a round would return something new: a unit, or a heartbeat position."""
         return bool(self.units) or self.safe > self.handed

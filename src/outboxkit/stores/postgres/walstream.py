@@ -125,14 +125,17 @@ class PostgresWalStream(PostgresWalReader):
             return True
         if not await super().try_lock():
             return False
+        # Made before the stream starts: what the server sends at once goes into it.
+        self._framer = Framer(self.confirmed)
         if not await self._start():
             return False  # the slot's previous walsender is still going: stand by
         # Under the slot now: nobody else can move its position; read it once more (the previous
-        # holder's last status update may have landed after the read under the lock).
+        # holder's last status update may have landed after the read under the lock). The stream
+        # starts there, so nothing received is before it.
         rows = await self._query(_CONFIRMED, [self.slot])
         if rows and rows[0][0] is not None:
-            self.confirmed = parse_lsn(rows[0][0])
-        self._framer = Framer(self.confirmed)
+            self.confirmed = max(self.confirmed, parse_lsn(rows[0][0]))
+        self._framer.rebase(self.confirmed)
         self._reported = self.confirmed
         return True
 
