@@ -111,6 +111,7 @@ class PostgresWalStream(PostgresWalReader):
         self.buffered = buffered  # messages held before reading pauses (the server then waits)
         self._stream: psycopg.AsyncConnection[Any] | None = None
         self._pg: PGconn | None = None
+        self._fd = -1
         self._framer = Framer(0)
         self._failure: BaseException | None = None
         self._wake = asyncio.Event()
@@ -178,6 +179,7 @@ class PostgresWalStream(PostgresWalReader):
             raise translate(self.url, error)
         pg.nonblocking = 1
         self._pg = pg
+        self._fd = pg.socket  # kept: libpq refuses to tell it once the connection is lost
         self._failure = None
         loop = asyncio.get_running_loop()
         self._resume_reading()
@@ -286,10 +288,10 @@ class PostgresWalStream(PostgresWalReader):
             return
         loop = asyncio.get_running_loop()
         if pending and not self._writing:
-            loop.add_writer(pg.socket, self._flush)
+            loop.add_writer(self._fd, self._flush)
             self._writing = True
         elif not pending and self._writing:
-            loop.remove_writer(pg.socket)
+            loop.remove_writer(self._fd)
             self._writing = False
 
     def _periodic(self) -> None:
@@ -299,12 +301,12 @@ class PostgresWalStream(PostgresWalReader):
 
     def _pause_reading(self) -> None:
         if self._reading and self._pg is not None:
-            asyncio.get_running_loop().remove_reader(self._pg.socket)
+            asyncio.get_running_loop().remove_reader(self._fd)
             self._reading = False
 
     def _resume_reading(self) -> None:
         if not self._reading and self._pg is not None and self._failure is None:
-            asyncio.get_running_loop().add_reader(self._pg.socket, self._readable)
+            asyncio.get_running_loop().add_reader(self._fd, self._readable)
             self._reading = True
             self._readable()  # what libpq already holds (it came with the start's reply, or before)
 
@@ -318,7 +320,7 @@ class PostgresWalStream(PostgresWalReader):
     def _stop_writing(self) -> None:
         if self._writing and self._pg is not None:
             with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_writer(self._pg.socket)
+                asyncio.get_running_loop().remove_writer(self._fd)
         self._writing = False
 
     async def _check(self) -> None:
