@@ -425,10 +425,28 @@ class WalMessage(Wal):
             with psycopg.connect(env.db, autocommit=True) as conn:
                 rows = conn.execute(sql.encode(), [name, name]).fetchall()
         except psycopg.Error:
-            return 1
+            return self._streamed(env.db, name)
         return sum(
             1 for (data,) in rows if (m := decode(bytes(data))) and isinstance(m, Message) and m.prefix == prefix
         )
+
+    def _streamed(self, db: str, slot: str) -> int:
+        """The backlog while a relay holds the slot (a streaming relay always does), which no
+        peek can read: 1 until the slot's confirmed position passes the WAL flush position taken
+        at the first such call (every event committed before it is then published), then 0."""
+        from outboxkit.errors import OutboxkitError
+        from outboxkit.stores.postgres.wal import slot_passed, wal_flush_position
+
+        targets: dict[str, int] = self.__dict__.setdefault("_targets", {})
+        try:
+            if slot not in targets:
+                targets[slot] = wal_flush_position(db)
+            if not slot_passed(db, slot, targets[slot]):
+                return 1
+        except OutboxkitError:
+            return 1  # the database is down: the wait goes on
+        del targets[slot]
+        return 0
 
     async def write(self, ctx: WriteContext, txn: Txn) -> None:
         from outboxkit.walemit import MessageOutbox

@@ -372,6 +372,27 @@ def _lag_seconds(url: str, slot: str) -> float | None:
     return 0.0
 
 
+def wal_flush_position(url: str) -> int:
+    """The server's WAL flush position now: every transaction committed so far ends before it."""
+    try:
+        with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute(_FLUSH.encode()).fetchone()
+    except psycopg.Error as exc:
+        raise translate(url, exc) from None
+    return parse_lsn(row[0]) if row else 0
+
+
+def slot_passed(url: str, slot: str, lsn: int) -> bool:
+    """Whether the slot's confirmed position is at ``lsn`` or past it: a relay published every
+    transaction committed before it. Works while a streaming relay holds the slot (a peek does not)."""
+    try:
+        with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute(_CONFIRMED.encode(), [slot]).fetchone()
+    except psycopg.Error as exc:
+        raise translate(url, exc) from None
+    return row is not None and row[0] is not None and parse_lsn(row[0]) >= lsn
+
+
 def drop_slot(url: str, ref: TableRef, slot: str) -> bool:
     """Drop the slot and the publication; False if there was no slot. Fails if a reader is active."""
     try:
