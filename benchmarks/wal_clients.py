@@ -34,7 +34,9 @@ async def psycopg3(db: str, ref: Any, target: int) -> int:
     reader = PostgresWalStream(db, ref, takeover=30.0)
     await reader.connect()
     try:
-        assert await reader.try_lock()
+        # The previous client's walsender may take a moment to let the slot go.
+        while not await reader.try_lock():
+            await asyncio.sleep(0.05)
         count = 0
         while True:
             messages, upto = await reader.peek(10**9)
@@ -47,12 +49,21 @@ async def psycopg3(db: str, ref: Any, target: int) -> int:
 
 async def psycopg2_stream(db: str, slot: str, target: int) -> int:
     import psycopg2  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    import psycopg2.errors  # type: ignore[import-not-found,import-untyped,unused-ignore]
     import psycopg2.extras  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     conn = psycopg2.connect(db, connection_factory=psycopg2.extras.LogicalReplicationConnection)
     cur = conn.cursor()
     options = {"proto_version": "1", "publication_names": slot, "messages": "true", "binary": "true"}
-    cur.start_replication(slot_name=slot, decode=False, options=options)
+    while True:
+        try:
+            cur.start_replication(slot_name=slot, decode=False, options=options)
+            break
+        except psycopg2.errors.ObjectInUse:  # the previous client's walsender is still leaving
+            conn.close()
+            await asyncio.sleep(0.05)
+            conn = psycopg2.connect(db, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+            cur = conn.cursor()
     framer = Framer(0)
     loop = asyncio.get_running_loop()
     ready = asyncio.Event()

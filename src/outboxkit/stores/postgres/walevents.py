@@ -164,10 +164,11 @@ class Decoder:
 
 def _values(relation: Relation, record: Insert) -> dict[str, object]:
     """The row by column name; binary values (bytes) read by their column's type."""
-    values: dict[str, object] = {}
-    types = relation.types
-    for i, (column, value) in enumerate(zip(relation.columns, record.values, strict=False)):
-        values[column] = binary_value(types[i], value) if isinstance(value, bytes) and i < len(types) else value
+    values: dict[str, object] = dict(zip(relation.columns, record.values, strict=False))
+    for column, oid in zip(relation.columns, relation.types, strict=False):
+        value = values.get(column)
+        if type(value) is bytes:  # only a binary stream sends bytes; text and NULL stay as they are
+            values[column] = binary_value(oid, value)
     return values
 
 
