@@ -343,6 +343,10 @@ class PostgresWalStream(PostgresWalReader):
             self._timer = None
         self._pause_reading()
         self._stop_writing()
+        if self._pg is not None and self._failure is None:
+            with contextlib.suppress(psycopg.Error, OSError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await _end_copy(self._pg, self._fd)
         self._pg = None
         if self._stream is not None:
             conn, self._stream = self._stream, None
@@ -369,6 +373,30 @@ async def _execute(pg: PGconn, command: bytes) -> PGresult:
         while pg.get_result() is not None:  # drain to the end of the command
             pass
     return result
+
+
+async def _end_copy(pg: PGconn, fd: int) -> None:
+    """End the stream the way the protocol has it (CopyDone, then the command's end): the server
+    releases the slot before it completes the command, so whoever reads the slot next (a standby,
+    ``slot drop``) finds it free at once instead of after the walsender's exit. What the server
+    still sends meanwhile is dropped: it is after the confirmed position, read again next time."""
+    loop = asyncio.get_running_loop()
+    pg.put_copy_end()
+    while pg.flush():
+        await _ready(loop, fd, write=True)
+    while True:
+        pg.consume_input()
+        n, _ = pg.get_copy_data(1)
+        if n == -1:
+            break
+        if n == 0:
+            await _ready(loop, fd, write=False)
+    while True:
+        pg.consume_input()
+        if pg.is_busy():
+            await _ready(loop, fd, write=False)
+        elif pg.get_result() is None:
+            return
 
 
 async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
