@@ -18,6 +18,9 @@ Two modes:
   (a fingerprint of the pending rows polled every 2-50 ms) with ``--poll-interval`` as the fallback;
 * ``inline``: as ``notify``, plus the writer hands each committed id to an ``InlinePublisher``
   (publish right after commit, issue 4), the relay being the safety net;
+* ``wal``: as ``notify`` for the writer (``emit()`` then COMMIT), the relay being
+  ``relay --capture wal`` (``build_tail_relay``) with its default reader, the streaming one;
+  ``wal-sql`` the same with the reader by SQL functions (``OUTBOXKIT_WAL_READER=sql``);
 * ``floor``: no outbox and no relay: the writer commits a business row of the same width (a plain
   table) and publishes the same message (subject, payload, CloudEvents headers) itself with nats-py
   right after COMMIT returns. The lowest commit -> receive any design can reach on this machine;
@@ -32,6 +35,7 @@ measures the SQLite relay's file-change (inotify) wake-up.
     .venv/bin/python -m benchmarks.latency --db mysql://root@127.0.0.1:3306/test --modes poll --poll-interval 1.0
     .venv/bin/python -m benchmarks.latency --rates 200,1000 --modes floor,notify --duration 10
     .venv/bin/python -m benchmarks.latency --db sqlite:///x --rates 200,1000 --modes floor,notify --duration 10
+    .venv/bin/python -m benchmarks.latency --rates 200,1000 --modes floor,notify,wal,wal-sql --duration 10
 """
 
 from __future__ import annotations
@@ -104,12 +108,14 @@ def _business_ddl(db: str, schema: str | None) -> str:
 
 
 # -- child: relay ---------------------------------------------------------------------------------
-async def _relay_child(db: str, broker: str, schema: str, poll_interval: float, window: int) -> None:
+async def _relay_child(db: str, broker: str, schema: str, poll_interval: float, window: int, capture: str) -> None:
     from outboxkit.relay.loop import RelayConfig
     from outboxkit.relay.process import build_relay
+    from outboxkit.relay.tail import build_tail_relay
     from outboxkit.stores.base import TableRef
 
-    relay = build_relay(
+    build = build_tail_relay if capture == "wal" else build_relay
+    relay = build(
         db,
         broker,
         ref=TableRef("outbox", _schema(schema)),
@@ -234,9 +240,14 @@ def _child(*args: str) -> list[str]:
 
 
 async def run_mode(args: argparse.Namespace, mode: str, rate: float) -> dict[str, Any]:
-    notify = mode in ("notify", "inline", "floor")
+    wal = mode in ("wal", "wal-sql")
+    notify = mode in ("notify", "inline", "floor") or wal
     poll = 1.0 if notify else args.poll_interval
     env_vars = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    if wal:
+        from outboxkit.stores.postgres.wal import READER_ENV
+
+        env_vars[READER_ENV] = "sql" if mode == "wal-sql" else "stream"
     opened = (
         sqlite_env(args.broker, notify=notify)
         if _is_sqlite(args.db)
@@ -246,6 +257,10 @@ async def run_mode(args: argparse.Namespace, mode: str, rate: float) -> dict[str
         schema = env.ref.schema or ""
         if mode == "floor":
             await asyncio.to_thread(_create_business, env.db, env.ref.schema)
+        if wal:
+            from outboxkit.stores.postgres.wal import migrate_wal
+
+            await asyncio.to_thread(migrate_wal, env.db, env.ref)
         received: dict[str, float] = {}
         duplicates = 0
 
@@ -266,7 +281,9 @@ async def run_mode(args: argparse.Namespace, mode: str, rate: float) -> dict[str
         relay_cmd = (
             [sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"]
             if mode == "floor"
-            else _child("--relay-child", env.db, env.broker, schema, str(poll), str(args.window))
+            else _child(
+                "--relay-child", env.db, env.broker, schema, str(poll), str(args.window), "wal" if wal else "table"
+            )
         )
         relay = await asyncio.create_subprocess_exec(
             *relay_cmd, cwd=REPO, env=env_vars, stdout=subprocess.PIPE, stdin=subprocess.PIPE
@@ -314,6 +331,10 @@ async def run_mode(args: argparse.Namespace, mode: str, rate: float) -> dict[str
                 relay_stats = {}
             await sub.unsubscribe()
             await nc.close()
+            if wal:
+                from outboxkit.stores.postgres.wal import drop_slot, resolve_slot
+
+                await asyncio.to_thread(drop_slot, env.db, env.ref, resolve_slot(env.db, env.ref))
     lat = [(received[i] - t) * 1000 for i, t in commits.items() if i in received]
     missing = len(commits) - len(lat)
     return {
@@ -378,8 +399,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--relay-child":
-        db, broker, schema, poll, window = sys.argv[2:7]
-        asyncio.run(_relay_child(db, broker, schema, float(poll), int(window)))
+        db, broker, schema, poll, window, capture = sys.argv[2:8]
+        asyncio.run(_relay_child(db, broker, schema, float(poll), int(window), capture))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--floor-child":
         db, schema, topic, rate, duration, out, broker = sys.argv[2:9]
@@ -394,7 +415,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="events (= transactions) per second")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of writing per mode")
     parser.add_argument("--rates", default=None, help="comma-separated rates, each run in turn (overrides --rate)")
-    parser.add_argument("--modes", default="notify,poll,inline", help="comma-separated: floor, notify, poll, inline")
+    parser.add_argument(
+        "--modes", default="notify,poll,inline", help="comma-separated: floor, notify, poll, inline, wal, wal-sql"
+    )
     parser.add_argument("--poll-interval", type=float, default=0.1, help="relay poll interval in poll mode")
     parser.add_argument("--window", type=int, default=1000, help="relay in-flight window")
     args = parser.parse_args()
@@ -403,7 +426,7 @@ def main() -> None:
     rows = []
     for r in result["results"]:
         target = ""
-        if r["p99_vs_floor"] is not None and r["mode"] in ("notify", "inline"):
+        if r["p99_vs_floor"] is not None and r["mode"] in ("notify", "inline", "wal", "wal-sql"):
             target = f"{r['p99_vs_floor']:.1f}x " + ("met" if r["p99_vs_floor"] <= 3 else "MISSED")
         rows.append(
             [

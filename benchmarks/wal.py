@@ -4,7 +4,9 @@ For each transaction shape (``--big`` events per transaction, and one event per 
 each mode:
 
 * ``table``: rows written with ``emit()``, the table relay (``build_relay``);
-* ``wal``: the same rows, ``relay --capture wal`` (``build_tail_relay``) reading the slot;
+* ``wal``: the same rows, ``relay --capture wal`` (``build_tail_relay``) streaming the slot (the
+  default reader, ``stores.postgres.walstream``);
+* ``wal-sql``: the same, with the reader by SQL functions (``OUTBOXKIT_WAL_READER=sql``);
 * ``wal-message``: table-less events (``MessageOutbox``), the same wal relay;
 
 the events are written first (timed too: the write cost of each mode), then the relay runs until it
@@ -19,6 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from benchmarks import tailing
@@ -26,10 +31,24 @@ from benchmarks.common import bench_env
 from outboxkit import Outbox
 from outboxkit.relay.process import build_relay
 from outboxkit.relay.tail import build_tail_relay
-from outboxkit.stores.postgres.wal import drop_slot, migrate_wal, resolve_slot
+from outboxkit.stores.postgres.wal import READER_ENV, drop_slot, migrate_wal, resolve_slot
 from outboxkit.walemit import MessageOutbox
 
-MODES = ("table", "wal", "wal-message")
+MODES = ("table", "wal", "wal-sql", "wal-message")
+
+
+@contextlib.contextmanager
+def reader(mode: str) -> Iterator[None]:
+    """``wal-sql`` runs the relay with the SQL reader (``make_wal_reader`` reads the variable)."""
+    saved = os.environ.get(READER_ENV)
+    os.environ[READER_ENV] = "sql" if mode == "wal-sql" else "stream"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(READER_ENV, None)
+        else:
+            os.environ[READER_ENV] = saved
 
 
 async def one(args: argparse.Namespace, mode: str, n: int, per_tx: int) -> dict[str, Any]:
@@ -40,7 +59,8 @@ async def one(args: argparse.Namespace, mode: str, n: int, per_tx: int) -> dict[
             cls = MessageOutbox if mode == "wal-message" else Outbox
             outbox = cls(table=env.ref.table, schema=env.ref.schema)
             build = build_relay if mode == "table" else build_tail_relay
-            return await tailing.measure(args, env, mode, outbox, build, n, per_tx)
+            with reader(mode):
+                return await tailing.measure(args, env, mode, outbox, build, n, per_tx)
         finally:
             if mode != "table":
                 await asyncio.to_thread(drop_slot, env.db, env.ref, resolve_slot(env.db, env.ref))

@@ -107,9 +107,16 @@ async def test_a_slot_dropped_under_a_running_relay_stops_it(
                 await asyncio.sleep(0.05)
 
         def drop() -> None:
-            # The slot is active only during a peek: retry until it is not.
+            # The slot is active while the relay reads it (always, for the streaming reader; during
+            # a peek, for the SQL one): end the session reading it, and drop it before the relay's
+            # next session takes it again.
             with psycopg.connect(pg_url, autocommit=True) as conn:
                 while True:
+                    conn.execute(
+                        b"SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                        b"WHERE slot_name = %s AND active_pid IS NOT NULL",
+                        [name],
+                    )
                     try:
                         conn.execute(b"SELECT pg_drop_replication_slot(%s)", [name])
                         return

@@ -208,3 +208,68 @@ def test_a_row_that_raises_while_read_is_its_own_dead_letter() -> None:
         [begin(1), relation(9, "s", "outbox"), insert(9, tuple(bad)), insert(9, row(6)), commit(9)]
     )
     assert [(i.row_seq, i.event.defect is None) for i in txs[0].items] == [(5, False), (6, True)]
+
+
+# The outbox's column types, as the Relation message of a binary stream carries them.
+TYPES = {"seq": 20, "id": 2950, "payload": 17, "headers": 3802, "created_at": 1184, "attempts": 23}
+TYPES |= {"delivered_at": 1184, "dead_at": 1184}
+
+
+def typed_relation(relid: int, namespace: str, name: str) -> bytes:
+    out = b"R" + struct.pack("!I", relid) + namespace.encode() + b"\0" + name.encode() + b"\0d"
+    out += struct.pack("!h", len(COLUMNS))
+    for column in COLUMNS:
+        out += b"\0" + column.encode() + b"\0" + struct.pack("!Ii", TYPES.get(column, 25), -1)
+    return out
+
+
+def binary_insert(relid: int, seq: int, payload: bytes, headers: str, micros: int, key: str | None) -> bytes:
+    """The same row as ``row`` would give in text, each value in its type's send format."""
+    import uuid
+
+    uid = uuid.UUID(f"0190a000-0000-7000-8000-{seq:012d}")
+    values: list[bytes | None] = [
+        struct.pack("!q", seq), uid.bytes, b"orders.created", None if key is None else key.encode(), None, None,
+        payload, b"application/json", b"\x01" + headers.encode(), struct.pack("!q", micros), struct.pack("!i", 0),
+        None, None, None,
+    ]  # fmt: skip
+    out = b"I" + struct.pack("!I", relid) + b"N" + struct.pack("!h", len(values))
+    for value in values:
+        out += b"n" if value is None else b"b" + struct.pack("!i", len(value)) + value
+    return out
+
+
+@given(
+    st.integers(min_value=1, max_value=10**12 - 1),
+    st.binary(max_size=64),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.text(alphabet="pq \u00e9", max_size=5)),
+    st.integers(min_value=0, max_value=10**15),
+    st.one_of(st.none(), st.text(alphabet="abc-1", min_size=1, max_size=8)),
+)
+def test_a_binary_row_gives_the_event_its_text_form_gives(
+    seq: int, payload: bytes, headers: dict[str, str], micros: int, key: str | None
+) -> None:
+    import json
+    from datetime import timedelta
+
+    at = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+    text_row = list(row(seq, key))
+    text_row[6], text_row[8], text_row[9] = "\\x" + payload.hex(), json.dumps(headers), at.isoformat()
+    text = Decoder(TableRef("outbox", "s")).transactions(
+        [begin(1), relation(9, "s", "outbox"), insert(9, tuple(text_row)), commit(10)]
+    )
+    binary = Decoder(TableRef("outbox", "s")).transactions(
+        [
+            begin(1), typed_relation(9, "s", "outbox"),
+            binary_insert(9, seq, payload, json.dumps(headers), micros, key), commit(10),
+        ]
+    )  # fmt: skip
+    assert binary == text
+    assert binary[0].items[0].row_seq == seq and binary[0].items[0].event.payload == payload
+
+
+def test_a_binary_row_that_cannot_be_read_is_its_own_dead_letter() -> None:
+    broken = binary_insert(9, 7, b"{}", "{}", 0, "k").replace(b"\x01{}", b"\x09{}")  # jsonb version 9
+    txs = Decoder(TableRef("outbox", "s")).transactions([begin(1), typed_relation(9, "s", "outbox"), broken, commit(5)])
+    item = txs[0].items[0]
+    assert item.row_seq == 7 and item.event.defect is not None

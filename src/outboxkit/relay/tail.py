@@ -56,7 +56,7 @@ from outboxkit.errors import (
 from outboxkit.relay.isolate import TailCasualties
 from outboxkit.relay.loop import RelayConfig, RelayStats
 from outboxkit.relay.observer import NullObserver, RelayObserver
-from outboxkit.relay.tailbase import TailDecoder, TailReader
+from outboxkit.relay.tailbase import TailDecoder, TailReader, waits_in_peek
 from outboxkit.stores.base import OutboxStore, TableRef
 
 log = logging.getLogger("outboxkit.relay")
@@ -192,6 +192,7 @@ class TailRelay:
 
     async def _serve(self, reader: TailReader, publisher: Publisher, stop: asyncio.Event) -> None:
         decoder = self.decoder_factory()
+        streams = waits_in_peek(reader)
         idle = 0  # empty peeks in a row: the pause between peeks doubles with it
         advanced = time.monotonic()
         # A change is a row of the peek: a one-event transaction is three (begin, event, commit), so
@@ -224,8 +225,8 @@ class TailRelay:
             if time.monotonic() - self._lag_checked > 5.0:
                 self._lag_checked = time.monotonic()
                 self.lag_bytes = await reader.lag_bytes()
-            if not whole:
-                continue
+            if not whole or streams:
+                continue  # a streaming reader's peek waits for the next change itself
             # Caught up: peek again soon after traffic (2 ms), backing off to a twentieth of the poll
             # interval (50 ms by default) while idle. There is no NOTIFY for table-less events to
             # wake up on, and an empty peek costs about a millisecond.

@@ -66,7 +66,11 @@ class TailReader(Protocol):
 
     ``peek`` returns what is after the confirmed position without moving it; ``advance`` moves it
     (never back) once everything before was confirmed by the broker (G3). A reader whose session
-    ended is closed and a new one made: it starts again at the confirmed position (G1, G6)."""
+    ended is closed and a new one made: it starts again at the confirmed position (G1, G6).
+
+    A reader whose ``peek`` itself waits (briefly) for the next change, as a streaming one does,
+    says so with a class attribute ``waits_in_peek = True`` (``relay.tailbase.waits_in_peek``): the
+    relay then peeks again at once instead of pausing between peeks."""
 
     slot: str  # what the logs name the position by (the slot's name, or the binlog position table)
     takeover: float  # seconds after which a silent holder's lock is released to a standby

@@ -41,7 +41,27 @@ from outboxkit.stores.postgres.pgoutput import Begin, decode, format_lsn, parse_
 from outboxkit.stores.postgres.store import translate
 from outboxkit.stores.postgres.walddl import SLOTS_OF, candidates, legacy_slot_name, slot_name, wal_ddl
 
-__all__ = ["legacy_slot_name", "migrate_wal", "resolve_slot", "slot_name", "wal_ddl"]
+__all__ = ["legacy_slot_name", "make_wal_reader", "migrate_wal", "resolve_slot", "slot_name", "wal_ddl"]
+
+#: ``sql`` picks the reader by SQL functions (``PostgresWalReader``) over the streaming one; for a
+#: server or a pooler that refuses replication connections.
+READER_ENV = "OUTBOXKIT_WAL_READER"
+
+
+def make_wal_reader(url: str, ref: TableRef, *, slot: str | None = None, takeover: float = 6.0) -> PostgresWalReader:
+    """The relay's reader of this outbox's slot: the streaming one (``walstream``), or the SQL one
+    when ``OUTBOXKIT_WAL_READER=sql`` (docs/log-tailing.md compares them). The one place the
+    choice is made."""
+    import os
+
+    choice = os.environ.get(READER_ENV, "stream").strip().lower()
+    if choice == "sql":
+        return PostgresWalReader(url, ref, slot=slot, takeover=takeover)
+    if choice not in ("stream", ""):
+        raise ConfigurationError(f"{READER_ENV}={choice!r}: expected stream or sql")
+    from outboxkit.stores.postgres.walstream import PostgresWalStream
+
+    return PostgresWalStream(url, ref, slot=slot, takeover=takeover)
 
 
 def migrate_wal(url: str, ref: TableRef, slot: str | None = None) -> str:
@@ -352,11 +372,42 @@ def _lag_seconds(url: str, slot: str) -> float | None:
     return 0.0
 
 
-def drop_slot(url: str, ref: TableRef, slot: str) -> bool:
-    """Drop the slot and the publication; False if there was no slot. Fails if a reader is active."""
+def wal_flush_position(url: str) -> int:
+    """The server's WAL flush position now: every transaction committed so far ends before it."""
     try:
         with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as conn:
-            row = conn.execute(b"SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", [slot]).fetchone()
+            row = conn.execute(_FLUSH.encode()).fetchone()
+    except psycopg.Error as exc:
+        raise translate(url, exc) from None
+    return parse_lsn(row[0]) if row else 0
+
+
+def slot_passed(url: str, slot: str, lsn: int) -> bool:
+    """Whether the slot's confirmed position is at ``lsn`` or past it: a relay published every
+    transaction committed before it. Works while a streaming relay holds the slot (a peek does not)."""
+    try:
+        with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute(_CONFIRMED.encode(), [slot]).fetchone()
+    except psycopg.Error as exc:
+        raise translate(url, exc) from None
+    return row is not None and row[0] is not None and parse_lsn(row[0]) >= lsn
+
+
+def drop_slot(url: str, ref: TableRef, slot: str, *, wait: float = 15.0) -> bool:
+    """Drop the slot and the publication; False if there was no slot. Fails if a reader is still
+    active after ``wait`` seconds: a reader that just stopped (or was killed) keeps its walsender,
+    and the slot, until the server notices the connection is gone (at most its
+    ``wal_sender_timeout``, which the streaming reader sets to its takeover time)."""
+    deadline = time.monotonic() + wait
+    try:
+        with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as conn:
+            while True:
+                row = conn.execute(
+                    b"SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", [slot]
+                ).fetchone()
+                if row is None or row[0] is None or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.1)
             if row is not None:
                 conn.execute(b"SELECT pg_drop_replication_slot(%s)", [slot])
             conn.execute(f'DROP PUBLICATION IF EXISTS "{slot}"'.encode())
@@ -375,9 +426,3 @@ def _megabytes(setting: str) -> int:
         if text.endswith(unit):
             return int(float(text[: -len(unit)]) * factor)
     return int(text)
-
-
-def make_wal_reader(url: str, ref: TableRef, *, slot: str | None = None, takeover: float = 6.0) -> PostgresWalReader:
-    """The one way a PostgreSQL wal reader is made (the ``wal`` log capture calls it), so that the
-    reader behind it can change without its callers knowing."""
-    return PostgresWalReader(url, ref, slot=slot, takeover=takeover)

@@ -106,10 +106,35 @@ class PostgresWalCapture:
             with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=5) as conn:
                 rows = conn.execute(sql.encode(), [name, name]).fetchall()
         except psycopg.Error:
-            return None  # a slot serves one reader at a time: the relay is reading it now
+            return _streamed(url, name)  # a slot serves one reader at a time: a relay holds it
+        _TARGETS.pop((url, name), None)
         return sum(
             1 for (data,) in rows if (m := decode(bytes(data))) and isinstance(m, Message) and m.prefix == prefix
         )
+
+
+#: (url, slot) -> the WAL flush position taken at the first :func:`_streamed` call of a wait.
+_TARGETS: dict[tuple[str, str], int] = {}
+
+
+def _streamed(url: str, slot: str) -> int | None:
+    """The backlog while a relay holds the slot (a streaming relay always does), which no peek can
+    read: 1 until the slot's confirmed position passes the WAL flush position taken at the first
+    such call of a wait (every event committed before it is then published), then 0; None when the
+    database cannot say. Callers poll it until 0 (the lab's settle), hence the remembered target:
+    the flush position itself moves with every other writer on the server."""
+    from outboxkit.errors import OutboxkitError
+    from outboxkit.stores.postgres.wal import slot_passed, wal_flush_position
+
+    try:
+        if (url, slot) not in _TARGETS:
+            _TARGETS[(url, slot)] = wal_flush_position(url)
+        if not slot_passed(url, slot, _TARGETS[(url, slot)]):
+            return 1
+    except OutboxkitError:
+        return None  # the database is down: the wait goes on
+    del _TARGETS[(url, slot)]
+    return 0
 
 
 def _line(info: SlotInfo) -> str:

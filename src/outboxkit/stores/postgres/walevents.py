@@ -14,6 +14,10 @@ outbox's own prefix is not trusted — it was written even if its transaction ro
 it becomes a dead letter saying so, never a published event. Any exception met while turning one
 change into an event becomes that change's dead letter (``core.tailing.unreadable``), never a
 failed read.
+
+Column values arrive as text, or (a streaming reader with ``binary``) in their types' binary send
+formats: ``_values`` reads both into the shapes ``event_from_row`` takes (ints, bytes, text,
+datetimes), so the same row gives the same event either way.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from outboxkit.core import walmessage
 from outboxkit.core.rows import event_from_row
 from outboxkit.core.tailing import Item, Transaction, unreadable
 from outboxkit.stores.base import TableRef
-from outboxkit.stores.postgres.pgoutput import Begin, Commit, Insert, Message, Relation, decode
+from outboxkit.stores.postgres.pgoutput import Begin, Commit, Insert, Message, Relation, binary_value, decode
 
 _FIELDS = ("seq", "id", "topic", "key", "type", "source", "payload", "content_type", "headers", "created_at")
 
@@ -120,18 +124,17 @@ class Decoder:
             return self._event_of(relation, record, committed_at)
         except Exception as exc:  # H13: whatever the row held, it costs only itself
             self.counter += 1
-            values = dict(zip(relation.columns, record.values, strict=False))
-            seq = values.get("seq")
-            row_seq = int(seq) if isinstance(seq, str) and seq.isdigit() else None
-            return Item(unreadable(self.counter, f"row {seq!r:.40}", exc), row_seq, committed_at)
+            seq = _seq_of(relation, record)
+            return Item(unreadable(self.counter, f"row {seq!r:.40}", exc), seq, committed_at)
 
     def _event_of(self, relation: Relation, record: Insert, committed_at: datetime | None) -> Item | None:
-        values = dict(zip(relation.columns, record.values, strict=False))
+        values = _values(relation, record)
         if values.get("dead_at") is not None:
             return None  # a dead letter the relay wrote itself
         self.counter += 1
         try:
-            row_seq: int | None = int(values["seq"] or "")
+            seq = values["seq"]
+            row_seq: int | None = seq if isinstance(seq, int) else int(str(seq or ""))
         except (KeyError, ValueError):
             row_seq = None
         payload: object = values.get("payload")
@@ -150,10 +153,41 @@ class Decoder:
             values.get("content_type"),
             values.get("headers"),
             values.get("created_at"),
-            int(attempts) if attempts and attempts.isdigit() else 0,
+            _count(attempts),
         )
         if row_seq is None and event.defect is None:
             # Without its seq the row cannot be marked; the outbox table has one, so the relation
             # is not the outbox this relay was started for.
             return None
         return Item(event, row_seq, committed_at)
+
+
+def _values(relation: Relation, record: Insert) -> dict[str, object]:
+    """The row by column name; binary values (bytes) read by their column's type."""
+    values: dict[str, object] = dict(zip(relation.columns, record.values, strict=False))
+    for column, oid in zip(relation.columns, relation.types, strict=False):
+        value = values.get(column)
+        if type(value) is bytes:  # only a binary stream sends bytes; text and NULL stay as they are
+            values[column] = binary_value(oid, value)
+    return values
+
+
+def _count(value: object) -> int:
+    """``attempts`` as an int (binary) or digits (text); anything else counts as none."""
+    if isinstance(value, int):
+        return value
+    return int(value) if isinstance(value, str) and value.isdigit() else 0
+
+
+def _seq_of(relation: Relation, record: Insert) -> int | None:
+    """The row's seq for a dead letter, read as leniently as possible (the row failed to decode)."""
+    with contextlib.suppress(Exception):
+        at = relation.columns.index("seq")
+        seq: object = record.values[at]
+        if isinstance(seq, bytes):  # the seq alone: another column may be what failed
+            seq = binary_value(relation.types[at], seq)
+        if isinstance(seq, int):
+            return seq
+        if isinstance(seq, str) and seq.isdigit():
+            return int(seq)
+    return None
