@@ -403,7 +403,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="events (= transactions) per second")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of writing per mode")
     parser.add_argument("--rates", default=None, help="comma-separated rates, each run in turn (overrides --rate)")
-    parser.add_argument("--modes", default="notify,poll,inline", help="comma-separated: floor, notify, notify-every, poll, inline")
+    parser.add_argument(
+        "--modes", default="notify,poll,inline", help="comma-separated: floor, notify, notify-every, poll, inline"
+    )
     parser.add_argument("--poll-interval", type=float, default=0.1, help="relay poll interval in poll mode")
     parser.add_argument("--window", type=int, default=1000, help="relay in-flight window")
     args = parser.parse_args()

@@ -219,7 +219,8 @@ def test_migrate_upgrades_an_every_insert_trigger(pg_url: str, pg_ref: TableRef,
 BEGIN PERFORM pg_notify('{pg_ref.channel}', ''); RETURN NULL; END $$""".encode()
         )
         conn.execute(
-            f"CREATE TRIGGER {trigger} AFTER INSERT ON {pg_ref.qualified} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()".encode()
+            f"CREATE TRIGGER {trigger} AFTER INSERT ON {pg_ref.qualified}"
+            f" FOR EACH STATEMENT EXECUTE FUNCTION {fn}()".encode()
         )
     emit_many(pg_url, pg_ref, "wake.test", [{"n": 0}])
     assert len(listener.senders()) == 1, "the old trigger notifies every insert"
@@ -236,10 +237,10 @@ BEGIN PERFORM pg_notify('{pg_ref.channel}', ''); RETURN NULL; END $$""".encode()
 
 # -- the race, over generated interleavings -----------------------------------------------------------
 # A writer's steps: BEGIN, emit (the trigger's check), maybe a second emit, COMMIT. The relay
-# alternates wait and fetch (it always fetches after a wait returns), with quiet=0 so every wait
-# tries to sleep. Whatever the interleaving, once all writers committed: if the relay now sleeps
-# (slot taken, re-checked), every committed row its fetches did not see was announced by its
-# writer's notification.
+# alternates wait and fetch (it always fetches after a wait returns) and ends on a wait, with quiet=0
+# so every wait tries to sleep. Whatever the interleaving, once all writers committed: if the relay's
+# next wait would block (slot taken, re-checked), every committed row its fetches did not see was
+# announced by its writer's notification.
 
 WRITERS = 3
 
@@ -251,7 +252,8 @@ def schedules(draw: Any) -> list[tuple[str, int]]:
         steps = [("begin", w), ("emit", w)] + ([("emit", w)] if draw(st.booleans()) else []) + [("commit", w)]
         lanes.append(steps)
     rounds = draw(st.integers(min_value=1, max_value=6))
-    lanes.append([op for _ in range(rounds) for op in (("wait", -1), ("fetch", -1))])
+    # The relay ends on a wait: that is where it would block if it slept without re-checking.
+    lanes.append([*(op for _ in range(rounds) for op in (("wait", -1), ("fetch", -1))), ("wait", -1)])
     merged: list[tuple[str, int]] = []
     while any(lanes):
         live = [lane for lane in lanes if lane]

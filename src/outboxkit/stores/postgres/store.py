@@ -35,12 +35,11 @@ from outboxkit.stores.base import (
     TableRef,
 )
 
+# The DDL lives in schema.py, which needs no driver (`outboxkit migrate --sql` without psycopg).
+from outboxkit.stores.postgres.schema import PostgresSchema  # noqa: F401
 from outboxkit.stores.postgres.wake import WakePolicy, sleep_sql, wake_sql
 
 log = logging.getLogger("outboxkit.relay")
-
-# The DDL lives in schema.py, which needs no driver (`outboxkit migrate --sql` without psycopg).
-from outboxkit.stores.postgres.schema import PostgresSchema  # noqa: F401
 
 
 def bucket_sql(alias: str) -> str:
@@ -510,11 +509,14 @@ class PostgresOutboxStore:
         """Busy (a fetch returned rows lately): wait one polling interval, or less if notified.
         Quiet: take a slot, return at once so the relay fetches once more (the rows of writers that
         saw no sleeper), then sleep until notified or ``timeout``."""
-        if self._slot is not None and (self._slot_conn is not self._lease or self._slot_conn.closed):
+        held_on = self._slot_conn
+        if self._slot is not None and (held_on is None or held_on is not self._lease or held_on.closed):
             self._slot = None  # the lease connection was replaced: its session lock went with it
         if self._slot is None and self._policy.sleepy(time.monotonic()):
             # Shielded: a cancelled wait (the relay fetches) must not lose track of a slot taken.
-            self._sleeping = asyncio.ensure_future(self._sleep())
+            # One attempt at a time: a session lock taken twice would need two unlocks.
+            if self._sleeping is None or self._sleeping.done():
+                self._sleeping = asyncio.ensure_future(self._sleep())
             await asyncio.shield(self._sleeping)
             if self._slot is not None and not self._rechecked:
                 return

@@ -69,9 +69,7 @@ def sleeper_waits(ref: TableRef) -> str:
 def sleep_sql(ref: TableRef) -> str:
     """Take the first free slot exclusively (session lock): its index, or -1 when none is free (a
     writer holds them shared, or other sleepers hold them)."""
-    branches = " ".join(
-        f"WHEN pg_try_advisory_lock({key}) THEN {slot}" for slot, key in enumerate(wake_keys(ref))
-    )
+    branches = " ".join(f"WHEN pg_try_advisory_lock({key}) THEN {slot}" for slot, key in enumerate(wake_keys(ref)))
     return f"SELECT CASE {branches} ELSE -1 END"
 
 
