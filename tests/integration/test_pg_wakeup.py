@@ -111,12 +111,22 @@ async def test_a_sleeping_relay_is_notified_and_woken(pg_url: str, pg_ref: Table
             writer.emit()
             writer.commit()
             assert listener.senders() == [writer.pid], "a writer notifies a sleeping relay"
+            await asyncio.wait_for(waiting, 30.0)  # the notification ended the 60 s wait
+            first = await store.fetch_pending(100, Filter())
+            assert [e.id for e in first] == writer.ids
+            assert store._slot is not None, "one row per wake-up is not busy: it stays asleep"
+            await store.mark_delivered([e.seq for e in first])
+            await store.wait_for_new(0.0)  # re-checked already: waits (0 s here)
+            writer.begin()
+            writer.emit()
+            writer.emit()
+            writer.commit()
+            assert listener.senders() == [writer.pid], "still asleep: notified again"
+            rows = await store.fetch_pending(100, Filter())
+            assert [e.id for e in rows] == writer.ids[1:]
+            assert store._slot is None, "busy (more rows than one wake-up): the slot is given back"
         finally:
             writer.close()
-        await asyncio.wait_for(waiting, 30.0)  # the notification ended the 60 s wait
-        rows = await store.fetch_pending(100, Filter())
-        assert [e.id for e in rows] == writer.ids
-        assert store._slot is None, "woken with work: the slot is given back"
     finally:
         await store.close()
 
@@ -124,11 +134,11 @@ async def test_a_sleeping_relay_is_notified_and_woken(pg_url: str, pg_ref: Table
 async def test_writers_do_not_notify_a_busy_relay(pg_url: str, pg_ref: TableRef, listener: Listener) -> None:
     store = await _opened(pg_url, pg_ref, quiet=3600.0)
     try:
-        emit_many(pg_url, pg_ref, "wake.test", [{"n": 0}])
-        assert len(await store.fetch_pending(100, Filter())) == 1  # rows: busy, so it polls
+        emit_many(pg_url, pg_ref, "wake.test", [{"n": 0}, {"n": 1}])
+        assert len(await store.fetch_pending(100, Filter())) == 2  # commits faster than wake-ups: busy
         await store.wait_for_new(0.0)
         assert store._slot is None, "a busy relay does not sleep"
-        emit_many(pg_url, pg_ref, "wake.test", [{"n": i} for i in range(1, 20)])
+        emit_many(pg_url, pg_ref, "wake.test", [{"n": i} for i in range(2, 20)])
         assert listener.senders() == [], "nobody sleeps: no writer notified"
         assert len(await store.fetch_pending(100, Filter())) == 20
     finally:

@@ -23,15 +23,21 @@ def test_a_new_policy_sleeps_at_once() -> None:
     assert WakePolicy().sleepy(0.0)
 
 
+def test_a_single_row_per_wake_up_is_not_busy() -> None:
+    policy = WakePolicy()
+    assert not policy.fetched(1.0, 1) and policy.sleepy(1.0)
+    assert policy.fetched(2.0, 2) and not policy.sleepy(2.0)
+
+
 def test_activity_polls_fast_then_backs_off_and_sleeps_when_quiet() -> None:
     policy = WakePolicy()
-    policy.active(100.0)
+    assert policy.fetched(100.0, 50)
     assert not policy.sleepy(100.0)
     waits = [policy.next_poll() for _ in range(20)]
     assert waits[0] == POLL_MIN_S
     assert waits == sorted(waits) and max(waits) == POLL_MAX_S
     assert policy.sleepy(100.0 + QUIET_S)
-    policy.active(200.0)  # rows again: fast polling again
+    policy.fetched(200.0, 3)  # busy again: fast polling again
     assert policy.next_poll() == POLL_MIN_S
 
 
@@ -42,7 +48,7 @@ def test_polls_stay_within_bounds(gaps: list[float]) -> None:
     for gap in gaps:
         now += gap
         if gap < 1:
-            policy.active(now)
+            policy.fetched(now, 2)
         assert POLL_MIN_S <= policy.next_poll() <= POLL_MAX_S
         assert policy.sleepy(now) == (now - policy.last_rows >= QUIET_S)
 

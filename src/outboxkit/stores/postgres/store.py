@@ -347,9 +347,8 @@ class PostgresOutboxStore:
             # every writer that found no sleeper (they had all ended before the slot was granted).
             self._rechecked = True
         rows = await self._run(sql, params)
-        if rows:
+        if rows and self._policy.fetched(time.monotonic(), len(rows)):
             # Busy: poll instead of sleeping, and give the slot back so writers stop notifying.
-            self._policy.active(time.monotonic())
             self._wake_up()
         return [self._event(r) for r in rows]
 

@@ -21,10 +21,13 @@ relay does not need the notification (it fetches again anyway); only a sleeping 
   fallback, however the writer's and the relay's steps interleave (tests/integration/
   test_pg_wakeup.py checks generated interleavings). What remains is what NOTIFY always had: a
   notification lost with a broken LISTEN connection is covered by the poll interval (1 s default).
-* **Busy means polling.** A relay whose last fetch returned rows does not sleep: it fetches again
-  after :data:`POLL_MIN_S`, growing by half each empty fetch, and sleeps once nothing came for
-  :data:`QUIET_S`. A writer in a long transaction keeps a relay from sleeping (it holds the slots
-  shared): the relay then polls, backing off to :data:`POLL_MAX_S`.
+* **Busy means polling.** A relay whose fetch returned :data:`BUSY_ROWS` rows or more (commits come
+  faster than it wakes, which is when writers would queue on the notify lock) does not sleep: it
+  fetches again after :data:`POLL_MIN_S`, growing by half each fetch that was not busy, and sleeps
+  once no fetch was busy for :data:`QUIET_S`. Below that rate it stays asleep and each commit's
+  notification wakes it (a single row per wake-up: notifying then costs a writer little, and
+  saves the polling delay). A writer in a long transaction keeps a relay from sleeping (it holds
+  the slots shared): the relay then polls, backing off to :data:`POLL_MAX_S`.
 
 Pure text and arithmetic: ``migrate --sql`` prints the trigger without psycopg.
 """
@@ -46,8 +49,11 @@ SLOTS = 4
 POLL_MIN_S = 0.002
 POLL_GROWTH = 1.5
 POLL_MAX_S = 0.05
-#: No rows for this long: go to sleep (take a slot) and wait for a notification.
+#: No busy fetch for this long: go to sleep (take a slot) and wait for a notification.
 QUIET_S = 0.025
+#: A fetch that returned this many rows or more is busy: commits arrive faster than one per
+#: wake-up, so the relay polls instead of making every writer notify.
+BUSY_ROWS = 2
 
 
 def wake_keys(ref: TableRef) -> list[int]:
@@ -100,19 +106,24 @@ $$""",
 class WakePolicy:
     """When a relay polls and when it sleeps (no I/O; the store does what it says).
 
-    ``active(now)``: a fetch returned rows. ``sleepy(now)``: quiet long enough to sleep.
-    ``next_poll()``: how long the next polling wait lasts (grows while nothing comes)."""
+    ``fetched(now, rows)``: a fetch returned ``rows`` rows; True if it was busy (the store then
+    gives its slot back). ``sleepy(now)``: no busy fetch for long enough to sleep.
+    ``next_poll()``: how long the next polling wait lasts (grows while no fetch is busy)."""
 
     poll_min: float = POLL_MIN_S
     poll_max: float = POLL_MAX_S
     growth: float = POLL_GROWTH
     quiet: float = QUIET_S
-    last_rows: float = float("-inf")  # nothing yet: sleep at once
+    busy_rows: int = BUSY_ROWS
+    last_rows: float = float("-inf")  # the last busy fetch; none yet: sleep at once
     interval: float = field(default=POLL_MIN_S)
 
-    def active(self, now: float) -> None:
+    def fetched(self, now: float, rows: int) -> bool:
+        if rows < self.busy_rows:
+            return False
         self.last_rows = now
         self.interval = self.poll_min
+        return True
 
     def sleepy(self, now: float) -> bool:
         return now - self.last_rows >= self.quiet
