@@ -23,7 +23,7 @@ relay does not need the notification (it fetches again anyway); only a sleeping 
   notification lost with a broken LISTEN connection is covered by the poll interval (1 s default).
 * **Busy means polling.** A relay whose fetch returned :data:`BUSY_ROWS` rows or more (commits come
   faster than it wakes, which is when writers would queue on the notify lock) does not sleep: it
-  fetches again after :data:`POLL_MIN_S`, growing by half each fetch that was not busy, and sleeps
+  fetches again after :data:`POLL_MIN_S`, growing by half each empty fetch, and sleeps
   once no fetch was busy for :data:`QUIET_S`. Below that rate it stays asleep and each commit's
   notification wakes it (a single row per wake-up: notifying then costs a writer little, and
   saves the polling delay). A writer in a long transaction keeps a relay from sleeping (it holds
@@ -108,7 +108,7 @@ class WakePolicy:
 
     ``fetched(now, rows)``: a fetch returned ``rows`` rows; True if it was busy (the store then
     gives its slot back). ``sleepy(now)``: no busy fetch for long enough to sleep.
-    ``next_poll()``: how long the next polling wait lasts (grows while no fetch is busy)."""
+    ``next_poll()``: how long the next polling wait lasts (grows while fetches come back empty)."""
 
     poll_min: float = POLL_MIN_S
     poll_max: float = POLL_MAX_S
@@ -119,10 +119,11 @@ class WakePolicy:
     interval: float = field(default=POLL_MIN_S)
 
     def fetched(self, now: float, rows: int) -> bool:
+        if rows:
+            self.interval = self.poll_min  # rows came: the next ones are likely close behind
         if rows < self.busy_rows:
             return False
         self.last_rows = now
-        self.interval = self.poll_min
         return True
 
     def sleepy(self, now: float) -> bool:
