@@ -13,8 +13,9 @@ CLOCK_MONOTONIC is system-wide on Linux, so the two timestamps are comparable ac
 Two modes:
 
 * ``notify``: the default setup: the outbox's wake-up trigger, relay LISTENs, poll_interval 1.0 s. On
-  PostgreSQL since issue 19 the trigger notifies only while the relay sleeps (a busy relay polls
-  every 2 ms, backing off, and sleeps after 25 ms without rows: stores/postgres/wake.py);
+  PostgreSQL since issue 19 the trigger notifies only while the relay sleeps (a busy relay, whose
+  fetches bring 2+ rows, polls every 2 ms, backing off, and sleeps after 25 ms without such a
+  fetch: stores/postgres/wake.py);
 * ``notify-every``: PostgreSQL, the trigger before issue 19 (NOTIFY at every insert), relay as in
   ``notify``: the old default, to compare with in the same run;
 * ``poll``: outbox migrated with ``notify=False`` (no trigger), relay polls every ``--poll-interval``;
