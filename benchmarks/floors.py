@@ -109,3 +109,33 @@ def insert_floor(db: str, schema: str, writers: int, duration: float) -> dict[st
     record["transactions"] = sum(counts)
     record["tx_per_s"] = sum(counts) / duration
     return record
+
+
+def every_insert_trigger(ref: TableRef) -> list[str]:
+    """PostgreSQL: the wake-up trigger outboxkit installed before issue 19 (NOTIFY at the end of every
+    inserting statement, so every emitting commit took the notify lock), to compare the default with."""
+    fn, trigger, t = ref.derived("notify"), ref.index_name("notify"), ref.qualified
+    return [
+        f"DROP TRIGGER IF EXISTS {trigger} ON {t}",
+        f"""CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{ref.channel}', '');
+    RETURN NULL;
+END
+$$""",
+        f"CREATE TRIGGER {trigger} AFTER INSERT ON {t} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
+    ]
+
+
+def install_wakeup(db: str, ref: TableRef, wakeup: str) -> None:
+    """Give the outbox one of the wake-ups the benchmarks compare: ``wake`` (the default trigger:
+    notify only while a relay sleeps), ``notify-every`` (the trigger before issue 19), ``none``."""
+    import psycopg
+
+    from outboxkit import migrate
+
+    migrate(db, ref, notify=wakeup != "none")
+    if wakeup == "notify-every":
+        with psycopg.connect(db, autocommit=True) as conn:
+            for stmt in every_insert_trigger(ref):
+                conn.execute(stmt.encode())

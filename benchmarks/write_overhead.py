@@ -4,9 +4,17 @@ Variants, each with 1 and N concurrent writers (separate processes, one psycopg 
 so the GIL cannot distort the result):
 
 * ``baseline``      INSERT INTO <schema>.orders ...; COMMIT
-* ``emit+notify``   the same plus ``emit()`` in the transaction; outbox has the NOTIFY trigger
-  (default ``migrate``), so every commit takes PostgreSQL's global notify lock (hazard H2)
+* ``emit+wake``     the same plus ``emit()`` in the transaction, outbox with the default wake-up
+  trigger (issue 19: it notifies only while a relay sleeps; nobody sleeps here, so no commit
+  takes PostgreSQL's notify lock)
+* ``emit+wake-asleep``  the same while a stand-in relay sleeps the whole run (holds a wake-up slot):
+  every commit notifies, the default's worst case
+* ``emit+notify-every`` the same with the trigger before issue 19 (NOTIFY at every inserting
+  statement, so every commit takes the global notify lock, hazard H2)
 * ``emit``          the same, outbox migrated with ``notify=False`` (no trigger; the relay polls)
+* a ``+drain`` suffix (``emit+wake+drain``, ``emit+notify-every+drain``) runs a stand-in relay beside
+  the writers: the relay store's own fetch -> mark -> ``wait_for_new`` loop (no broker), so the
+  wake-up's sleeping and waking happen as in production; it also takes CPU from the writers
 
 * ``baseline+row``  the physical floor of issue 12: the business INSERT plus a plain second INSERT
   of the same width as the outbox row (a copy of the outbox table's own CREATE TABLE, so the same
@@ -22,7 +30,8 @@ outboxkit opens it), ``BEGIN IMMEDIATE`` transactions; variants ``baseline``, ``
 
     .venv/bin/python -m benchmarks.write_overhead
     .venv/bin/python -m benchmarks.write_overhead --writers 1,8 --duration 10
-    .venv/bin/python -m benchmarks.write_overhead --writers 8 --variants baseline,baseline+row,emit+notify,emit
+    .venv/bin/python -m benchmarks.write_overhead --writers 1,8 \
+        --variants baseline,baseline+row,emit,emit+notify-every,emit+wake,emit+wake-asleep
     .venv/bin/python -m benchmarks.write_overhead --db sqlite:///x --writers 8 --variants baseline,baseline+row,emit
 """
 
@@ -51,7 +60,7 @@ from benchmarks.common import (
     table,
     write_results,
 )
-from benchmarks.floors import floor_ddl, floor_row
+from benchmarks.floors import floor_ddl, floor_row, install_wakeup
 from outboxkit import Outbox, migrate
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres import PostgresSchema
@@ -64,10 +73,12 @@ VARIANTS = (
     "baseline",
     "baseline+insert",
     "baseline+row",
-    "emit+notify",
+    "emit+notify-every",
+    "emit+wake",
+    "emit+wake-asleep",
     "emit",
     "baseline/pipeline",
-    "emit+notify/pipeline",
+    "emit+wake/pipeline",
 )
 SQLITE_VARIANTS = ("baseline", "baseline+row", "emit")
 FLOOR = "baseline+row"
@@ -186,6 +197,64 @@ def run_variant(
     }
 
 
+def wakeup_of(variant: str) -> str:
+    """The outbox trigger a variant runs with (see floors.install_wakeup)."""
+    if "notify-every" in variant:
+        return "notify-every"
+    return "wake" if "+wake" in variant else "none"
+
+
+def _drain(db: str, schema: str, stop: Any, ready: Any) -> None:
+    """A stand-in relay: the relay store's fetch -> mark -> wait_for_new loop, without a broker."""
+    import asyncio
+
+    from outboxkit.stores.base import Filter
+    from outboxkit.stores.postgres.store import PostgresOutboxStore
+
+    async def main() -> None:
+        store = PostgresOutboxStore(db, TableRef("outbox", schema))
+        await store.open()
+        ready.set()
+        try:
+            while not stop.is_set():
+                rows = await store.fetch_pending(2000, Filter())
+                if rows:
+                    await store.mark_delivered([e.seq for e in rows])
+                if len(rows) < 2000:
+                    await store.wait_for_new(1.0)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def beside(db: str, ref: TableRef, variant: str, ctx: Any, manager: Any) -> Iterator[None]:
+    """What runs beside the writers: a relay asleep the whole run (``-asleep``: it holds a wake-up
+    slot, so every writer notifies), or a stand-in relay draining the outbox (``+drain``)."""
+    if variant.endswith("-asleep"):
+        from outboxkit.stores.postgres.wake import sleep_sql
+
+        with psycopg.connect(db, autocommit=True) as sleeper:
+            row = sleeper.execute(sleep_sql(ref).encode()).fetchone()
+            if row is None or row[0] < 0:
+                raise RuntimeError("could not take a wake-up slot")
+            yield  # the session lock goes with the connection
+        return
+    if variant.endswith("+drain"):
+        stop, ready = manager.Event(), manager.Event()
+        proc = ctx.Process(target=_drain, args=(db, ref.schema, stop, ready))
+        proc.start()
+        ready.wait(60)
+        try:
+            yield
+        finally:
+            stop.set()
+            proc.join(30)
+        return
+    yield
+
+
 def setup(db: str, schema: str) -> None:
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
@@ -248,22 +317,17 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with database(args.db) as (db, schema):
         ref = TableRef("outbox", schema or None)
-        if not sqlite:
-            migrate(db, ref, notify=True)
         ctx = mp.get_context("spawn")
         with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=max(writer_counts), mp_context=ctx) as pool:
             for rep, writers, variant in [(r, w, v) for r in range(args.reps) for w in writer_counts for v in variants]:
-                # The trigger is per table: switch it on or off for this variant.
-                if sqlite:
-                    pass
-                elif variant.startswith("emit+notify"):
-                    migrate(db, ref, notify=True)
-                elif variant.startswith("emit"):
-                    migrate(db, ref, notify=False)
+                # The trigger is per table: give the outbox this variant's wake-up.
+                if not sqlite and variant.startswith("emit"):
+                    install_wakeup(db, ref, wakeup_of(variant))
                 if not sqlite:
                     with psycopg.connect(db, autocommit=True) as conn:
                         conn.execute("CHECKPOINT")  # start each run from a comparable WAL state
-                r = run_variant(pool, manager, db, schema, variant, writers, args.duration)
+                with beside(db, ref, variant, ctx, manager):
+                    r = run_variant(pool, manager, db, schema, variant, writers, args.duration)
                 r["rep"] = rep + 1
                 results.append(r)
                 print(

@@ -18,6 +18,7 @@ from outboxkit.errors import ConfigurationError
 from outboxkit.stores.base import TableRef
 from outboxkit.stores.postgres.connection import connect_sync
 from outboxkit.stores.postgres.schema import PostgresSchema
+from outboxkit.stores.postgres.wake import POLL_MAX_S, sleep_sql, wake_sql
 
 
 class PostgresEventStoreSql:
@@ -32,7 +33,7 @@ class PostgresEventStoreSql:
     projection_lock = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 
     def waiter(self, url: str, ref: TableRef) -> PostgresWaiter:
-        return PostgresWaiter(url, ref.channel)
+        return PostgresWaiter(url, ref.channel, ref)
 
     def upgrade(self, url: str, ref: TableRef) -> list[str]:
         """ddl() adds the stream columns to a plain outbox itself (ADD COLUMN IF NOT EXISTS); this
@@ -101,26 +102,43 @@ _OUTBOX_COLUMNS = frozenset({"seq", "id", "topic", "key", "payload", "headers", 
 
 
 class PostgresWaiter:
-    """Wakes a projection runner when events commit: LISTEN on the table's NOTIFY channel (the
-    outbox trigger fires at the writers' commit); the timeout is the polling fallback."""
+    """Wakes a projection runner when events commit: LISTEN on the table's NOTIFY channel; the
+    timeout is the polling fallback. Writers notify only while someone sleeps (wake.py), so the
+    runner takes a slot before it sleeps, returns True once to read again (the events of writers
+    that saw no sleeper), and gives the slot back when a notification wakes it."""
 
-    def __init__(self, url: str, channel: str) -> None:
+    def __init__(self, url: str, channel: str, ref: TableRef | None = None) -> None:
         self.url = url
         self.channel = channel
+        self.ref = ref
         self.conn: Any = None
+        self.slot: int | None = None
 
     def wait(self, timeout: float) -> bool:
         try:
             if self.conn is None:
                 self.conn = connect_sync(self.url, label="outboxkit-projection-listen")
                 self.conn.execute(f'LISTEN "{self.channel}"')
-            return any(True for _ in self.conn.notifies(timeout=timeout, stop_after=1))
+            if self.ref is not None and self.slot is None:
+                row = self.conn.execute(sleep_sql(self.ref)).fetchone()
+                if row is not None and int(row[0]) >= 0:
+                    self.slot = int(row[0])
+                    return True  # read once more before sleeping
+                # No slot (a writer's transaction is open, or every slot has a sleeper): poll.
+                any(True for _ in self.conn.notifies(timeout=min(timeout, POLL_MAX_S), stop_after=1))
+                return True
+            woken = any(True for _ in self.conn.notifies(timeout=timeout, stop_after=1))
+            if woken and self.slot is not None and self.ref is not None:
+                self.conn.execute(wake_sql(self.ref, self.slot))
+                self.slot = None
+            return woken
         except Exception:  # the wake-up is an optimisation: fall back to polling
             self.close()
             time.sleep(timeout)
             return False
 
     def close(self) -> None:
+        self.slot = None  # closing the connection releases it
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.close()

@@ -4,6 +4,7 @@ it on a machine without psycopg (a DBA's laptop, a CI job that only renders the 
 from __future__ import annotations
 
 from outboxkit.stores.base import BUCKETS, SCHEMA_VERSION, TableRef
+from outboxkit.stores.postgres.wake import trigger_ddl
 
 
 class PostgresSchema:
@@ -65,21 +66,12 @@ class PostgresSchema:
     info         jsonb NOT NULL DEFAULT '{{}}'::jsonb
 )""",
         ]
-        fn = ref.derived("notify")
-        trigger = ref.index_name("notify")
-        stmts.append(f"DROP TRIGGER IF EXISTS {trigger} ON {t}")
+        # The wake-up trigger (hazard H2): it notifies only while a relay sleeps (see wake.py).
+        # Dropped and re-created by every migrate, which upgrades the trigger of earlier versions
+        # (it notified on every insert); without it (notify=False) relays poll.
+        stmts.append(f"DROP TRIGGER IF EXISTS {ref.index_name('notify')} ON {t}")
         if notify:
-            stmts += [
-                # One NOTIFY per inserting statement, and PostgreSQL folds identical notifications
-                # of one transaction into one, so a transaction emitting 100 events notifies once.
-                f"""CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('{ref.channel}', '');
-    RETURN NULL;
-END
-$$""",
-                f"CREATE TRIGGER {trigger} AFTER INSERT ON {t} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()",
-            ]
+            stmts += trigger_ddl(ref)
         return stmts
 
     def insert_sql(self, ref: TableRef, paramstyle: str) -> str:

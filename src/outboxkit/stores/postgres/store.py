@@ -1,14 +1,17 @@
 """PostgreSQL: schema, and the relay's store on psycopg 3 (async).
 
-Wake-ups come from a statement-level trigger that NOTIFYs the relay's channel, so rows inserted by
-plain SQL from any language wake the relay too; polling remains the fallback (H2 cost measured in
-benchmarks/write_overhead.py).
+Wake-ups (H2, see ``wake.py``): a busy relay polls; a quiet one sleeps holding a slot lock, and
+only then does the outbox's statement trigger NOTIFY its channel, so writers pay for NOTIFY's
+commit lock only while a relay sleeps. Rows inserted by plain SQL from any language wake the relay
+too, and polling remains the fallback (costs measured in benchmarks/write_overhead.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
@@ -34,6 +37,9 @@ from outboxkit.stores.base import (
 
 # The DDL lives in schema.py, which needs no driver (`outboxkit migrate --sql` without psycopg).
 from outboxkit.stores.postgres.schema import PostgresSchema  # noqa: F401
+from outboxkit.stores.postgres.wake import WakePolicy, sleep_sql, wake_sql
+
+log = logging.getLogger("outboxkit.relay")
 
 
 def bucket_sql(alias: str) -> str:
@@ -131,6 +137,14 @@ class PostgresOutboxStore:
         self._listen: psycopg.AsyncConnection[Any] | None = None
         self._woken = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        # Sleeping (wake.py): the slot this store holds, on which connection (the lease one: a
+        # session lock dies with it), and whether a fetch started since the slot was taken.
+        self._policy = WakePolicy()
+        self._slot: int | None = None
+        self._slot_conn: psycopg.AsyncConnection[Any] | None = None
+        self._rechecked = False
+        self._sleeping: asyncio.Task[None] | None = None
+        self._waking: asyncio.Task[None] | None = None
         t = self.ref.qualified
         hold = (
             f" AND (o.key IS NULL OR NOT EXISTS (SELECT 1 FROM {t} d WHERE d.dead_at IS NOT NULL AND d.key = o.key))"
@@ -160,6 +174,7 @@ class PostgresOutboxStore:
                 " ORDER BY o.seq LIMIT %(limit)s) w WHERE w.running - w.size < %(max_bytes)s ORDER BY w.c0"
             )
 
+        self._sleep_sql = sleep_sql(self.ref)
         self._fetch_sql = bounded("")
         # With some buckets only (several relays): same scan, filtered by bucket. The filter costs a
         # hash per pending row scanned; pending rows are few when relays keep up.
@@ -269,6 +284,11 @@ class PostgresOutboxStore:
             self._woken.set()
 
     async def close(self) -> None:
+        for task in (self._sleeping, self._waking):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+        self._sleeping = self._waking = None
+        self._slot = self._slot_conn = None  # closing the lease connection releases the slot
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
@@ -322,7 +342,15 @@ class PostgresOutboxStore:
         exclude: Collection[int] = (),
     ) -> Sequence[OutboxEvent]:
         sql, params = self._query(limit, skip, leases, max_bytes, exclude, seqs=False)
-        return [self._event(r) for r in await self._run(sql, params)]
+        if self._slot is not None:
+            # Asleep: this fetch's snapshot is taken after the slot was, so it sees the rows of
+            # every writer that found no sleeper (they had all ended before the slot was granted).
+            self._rechecked = True
+        rows = await self._run(sql, params)
+        if rows and self._policy.fetched(time.monotonic(), len(rows)):
+            # Busy: poll instead of sleeping, and give the slot back so writers stop notifying.
+            self._wake_up()
+        return [self._event(r) for r in rows]
 
     async def pending_seqs(
         self,
@@ -475,10 +503,60 @@ class PostgresOutboxStore:
             except psycopg.Error as exc:
                 raise translate(self.url, exc) from None
 
+    # -- waking (wake.py) ---------------------------------------------------------------------------
     async def wait_for_new(self, timeout: float) -> None:
+        """Busy (a fetch returned rows lately): wait one polling interval, or less if notified.
+        Quiet: take a slot, return at once so the relay fetches once more (the rows of writers that
+        saw no sleeper), then sleep until notified or ``timeout``."""
+        held_on = self._slot_conn
+        if self._slot is not None and (held_on is None or held_on is not self._lease or held_on.closed):
+            self._slot = None  # the lease connection was replaced: its session lock went with it
+        if self._slot is None and self._policy.sleepy(time.monotonic()):
+            # Shielded: a cancelled wait (the relay fetches) must not lose track of a slot taken.
+            # One attempt at a time: a session lock taken twice would need two unlocks.
+            if self._sleeping is None or self._sleeping.done():
+                self._sleeping = asyncio.ensure_future(self._sleep())
+            await asyncio.shield(self._sleeping)
+            if self._slot is not None and not self._rechecked:
+                return
+        if self._slot is not None and not self._rechecked:
+            return
+        wait = timeout if self._slot is not None else min(timeout, self._policy.next_poll())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._woken.wait(), timeout)
+            await asyncio.wait_for(self._woken.wait(), wait)
         self._woken.clear()
+
+    async def _sleep(self) -> None:
+        if self._waking is not None:
+            await asyncio.gather(self._waking, return_exceptions=True)  # its unlock comes first
+        async with self._lease_lock:
+            try:
+                conn = await self._lease_connection()
+                cur = await conn.execute(self._sleep_sql)
+                row = await cur.fetchone()
+            except (psycopg.Error, OutboxkitError) as exc:
+                # A hint only: stay awake and poll; the lease keeper reports the connection.
+                log.debug("could not take a wake-up slot: %s", exc)
+                return
+            if row is not None and int(row[0]) >= 0:
+                self._slot, self._slot_conn, self._rechecked = int(row[0]), conn, False
+
+    def _wake_up(self) -> None:
+        """Give the slot back (in the background: nothing waits for it)."""
+        slot, conn = self._slot, self._slot_conn
+        if slot is None or conn is None:
+            return
+        self._slot = self._slot_conn = None
+
+        async def unlock() -> None:
+            async with self._lease_lock:
+                if conn is self._lease and not conn.closed:
+                    try:
+                        await conn.execute(wake_sql(self.ref, slot))
+                    except psycopg.Error as exc:
+                        log.debug("could not give the wake-up slot back: %s", exc)
+
+        self._waking = asyncio.ensure_future(unlock())
 
     async def oldest_pending_age(self) -> float | None:
         """Seconds since the oldest pending row was written, on the database's clock (no skew)."""
