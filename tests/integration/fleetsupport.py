@@ -141,6 +141,11 @@ async def running_fleet(path: Path, **kwargs: Any) -> AsyncIterator[Fleet]:
     stop = asyncio.Event()
     task = asyncio.create_task(fleet.run(stop))
     try:
+        started = asyncio.ensure_future(fleet.started.wait())
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if task.done():
+            task.result()
         yield fleet
     finally:
         stop.set()

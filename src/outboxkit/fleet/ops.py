@@ -33,7 +33,7 @@ class OutboxStatus:
     pending: int | None = None
     oldest_pending_age_s: float | None = None
     dead: int | None = None
-    owners: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()  # relays holding leases of it now (SQLite: the one holding its lock)
     buckets_held: int | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -76,7 +76,9 @@ def outbox_status(spec: OutboxSpec) -> OutboxStatus:
         pending=int(doc["pending"]),
         oldest_pending_age_s=doc["oldest_pending_age_s"],
         dead=int(doc["dead"]),
-        owners=tuple(str(r["owner"]) for r in relays["live"]),
+        # Owners are the relays holding unexpired leases now (a relay killed a moment ago still
+        # heartbeats in the "live" window, but holds nothing once its leases expired).
+        owners=tuple(str(r["owner"]) for r in relays["live"] if r.get("buckets")),
         buckets_held=relays["buckets_held"],
     )
 

@@ -98,6 +98,7 @@ class Fleet:
         self.gate = Gate(self.settings.quantum, self.settings.fetch_slots, self.settings.turn_budget)
         self.publishers = SharedPublishers(publisher_factory)
         self.runs: dict[str, OutboxRun] = {}
+        self.started = asyncio.Event()  # set once the first set of outboxes has been started
         self.reloads = 0  # file changes applied
         self.refused = 0  # file changes refused (bad file)
         self._stamp = self._file_stamp()
@@ -156,6 +157,7 @@ class Fleet:
         self._install_log_filter()
         try:
             await self.apply(self.spec)
+            self.started.set()
             log.info("fleet %s serving %d outboxes", self.owner, len(self.runs))
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
