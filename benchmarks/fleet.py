@@ -115,7 +115,7 @@ async def run_writer(db: str, schemas: list[str], rate_each: float, duration: fl
     cmd += [str(duration), out]
     proc = await asyncio.create_subprocess_exec(*cmd, cwd=REPO, env=_env())
     await proc.wait()
-    stamps: dict[str, float] = json.loads(Path(out).read_text())
+    stamps: dict[str, float] = json.loads(await asyncio.to_thread(Path(out).read_text))
     os.unlink(out)
     return stamps
 
@@ -256,7 +256,9 @@ async def phase_backlog(args: argparse.Namespace, tag: str, tmp: Path) -> dict[s
 
 def fleet_connections(db: str) -> int:
     with psycopg.connect(db, autocommit=True) as conn:
-        row = conn.execute(b"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outboxkit-fleet'").fetchone()
+        row = conn.execute(
+            b"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outboxkit-fleet'"
+        ).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -283,6 +283,11 @@ def relay(
     """Publish committed outbox rows to the broker until SIGTERM/SIGINT (or, with --until-empty,
     until none is pending)."""
     if fleet:
+        if db or table or schema or workers or until_empty or dashboard or capture != "table":
+            raise ConfigurationError(
+                "--fleet takes its outboxes from the file: no --db, --table, --schema, --workers, "
+                "--until-empty, --dashboard or --capture with it (run several fleet processes to share the work)"
+            )
         _relay_fleet(fleet, owner=owner, http_host=http_host, http_port=http_port, summary=summary_interval)
         return
     from outboxkit.relay.process import build_relay

@@ -237,21 +237,28 @@ def parse_fleet(text: str, *, name: str = "fleet file") -> FleetSpec:
     outboxes: list[OutboxSpec] = []
     seen: dict[str, int] = {}
     places: dict[tuple[str, str | None, str], str] = {}
+    try:
+        settings = _settings(fleet)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
     for index, entry in enumerate(entries):
-        spec = _outbox(index, entry, fleet)
+        try:
+            spec = _outbox(index, entry, fleet)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{name}: {exc}") from None
         if spec.tenant in seen:
             raise ConfigurationError(
-                f"{_where(index, entry)}: tenant {spec.tenant!r} is also entry #{seen[spec.tenant] + 1}"
+                f"{name}: {_where(index, entry)}: tenant {spec.tenant!r} is also entry #{seen[spec.tenant] + 1}"
                 ": tenants are unique"
             )
         place = (spec.db, spec.ref.schema, spec.ref.table)
         if place in places:
             raise ConfigurationError(
-                f"{_where(index, entry)}: db/schema/table is the same outbox as tenant {places[place]!r}"
+                f"{name}: {_where(index, entry)}: db/schema/table is the same outbox as tenant {places[place]!r}"
             )
         seen[spec.tenant], places[place] = index, spec.tenant
         outboxes.append(spec)
-    return FleetSpec(tuple(outboxes), _settings(fleet))
+    return FleetSpec(tuple(outboxes), settings)
 
 
 def load_fleet(path: str) -> FleetSpec:

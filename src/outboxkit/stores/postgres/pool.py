@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from typing import Any
 
 import psycopg
@@ -129,16 +129,19 @@ class ServerPool:
 
     @contextlib.asynccontextmanager
     async def borrow(self, url: str, setup: str | None = None) -> AsyncIterator[Conn]:
+        """A connection for one operation. After an error it comes back only if it is idle and
+        open (``release`` checks); after a cancellation, never: a statement may be mid-flight."""
         conn = await self.acquire(url, setup)
-        broken = True
         try:
             yield conn
-            broken = False
-        except psycopg.Error:
-            broken = conn.closed or conn.info.transaction_status != pq.TransactionStatus.IDLE
+        except Exception:
+            self.release((url, setup), conn)
             raise
-        finally:
-            self.release((url, setup), conn, broken=broken)
+        except BaseException:
+            self.release((url, setup), conn, broken=True)
+            raise
+        else:
+            self.release((url, setup), conn)
 
     async def close(self) -> None:
         for conn in self.book.drain():
@@ -166,38 +169,35 @@ def _close_later(conn: Conn) -> None:
 
 
 class Listener:
-    """One LISTEN connection for one database; outboxes register their channel and an event."""
+    """One LISTEN connection for one database; outboxes register their channel and an event.
+
+    Each tick (``LISTEN_TICK_S``) it brings its LISTENs in line with the registered channels, and
+    sets the events of the channels it has just begun to LISTEN on: a row committed before that
+    moment is found by the fetch the event starts, one committed after it sends a notification.
+    Until then (and while the connection is down) the outbox polls (:meth:`listening`)."""
 
     def __init__(self, url: str, opener: Opener) -> None:
         self.url = url
         self.opener = opener
         self.channels: dict[str, set[asyncio.Event]] = {}
-        self._pending: deque[tuple[str, bool, asyncio.Future[None]]] = deque()
+        self._listened: set[str] = set()
         self.live = False
         self._task: asyncio.Task[None] | None = None
 
-    async def register(self, channel: str, event: asyncio.Event) -> None:
-        """LISTEN ``channel`` (once per database) and set ``event`` on each notification; returns
-        once the LISTEN is in force (or the listener is down: the outbox polls meanwhile)."""
-        first = channel not in self.channels
+    def listening(self, channel: str) -> bool:
+        return self.live and channel in self._listened
+
+    def register(self, channel: str, event: asyncio.Event) -> None:
         self.channels.setdefault(channel, set()).add(event)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        if first and self.live:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._pending.append((channel, True, fut))
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(fut), 5.0)
 
     def unregister(self, channel: str, event: asyncio.Event) -> None:
         events = self.channels.get(channel)
-        if events is None:
-            return
-        events.discard(event)
-        if not events:
-            del self.channels[channel]
-            if self.live:
-                self._pending.append((channel, False, asyncio.get_running_loop().create_future()))
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self.channels[channel]
 
     async def close(self) -> None:
         if self._task is not None:
@@ -206,10 +206,19 @@ class Listener:
             self._task = None
         self.live = False
 
-    def _wake_all(self) -> None:
-        for events in self.channels.values():
-            for event in events:
+    def _wake(self, channels: Iterable[str]) -> None:
+        for channel in channels:
+            for event in self.channels.get(channel, ()):
                 event.set()
+
+    async def _reconcile(self, conn: Conn) -> None:
+        for channel in sorted(set(self.channels) - self._listened):
+            await conn.execute(f'LISTEN "{channel}"')
+            self._listened.add(channel)
+            self._wake([channel])
+        for channel in sorted(self._listened - set(self.channels)):
+            await conn.execute(f'UNLISTEN "{channel}"')
+            self._listened.discard(channel)
 
     async def _run(self) -> None:
         attempt = 0
@@ -217,34 +226,22 @@ class Listener:
             conn: Conn | None = None
             try:
                 conn = await self.opener(self.url)
-                for channel in list(self.channels):
-                    await conn.execute(f'LISTEN "{channel}"')
+                self._listened = set()
                 self.live, attempt = True, 0
-                # Rows committed while nobody listened are found by one fetch of each outbox.
-                self._wake_all()
                 while self.channels:
-                    while self._pending:
-                        channel, on, fut = self._pending.popleft()
-                        if on == (channel in self.channels):  # still wanted as asked
-                            await conn.execute(f'{"LISTEN" if on else "UNLISTEN"} "{channel}"')
-                        if not fut.done():
-                            fut.set_result(None)
+                    await self._reconcile(conn)
                     async for note in conn.notifies(timeout=LISTEN_TICK_S):
-                        for event in self.channels.get(note.channel, ()):
-                            event.set()
+                        self._wake([note.channel])
             except Exception as exc:
                 attempt += 1
-                if self.live or attempt == 1:
-                    log.warning("LISTEN connection lost (%s); outboxes poll until it is back", exc)
+                if attempt == 1:
+                    log.warning("LISTEN connection lost (%s); its outboxes poll until it is back", exc)
                 self.live = False
-                self._wake_all()
-                for _, _, fut in self._pending:
-                    if not fut.done():
-                        fut.set_result(None)
-                self._pending.clear()
+                self._wake(list(self.channels))
                 await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
             finally:
                 self.live = False
+                self._listened = set()
                 if conn is not None:
                     await _close_quietly(conn)
 

@@ -55,7 +55,7 @@ class PooledPostgresStore(PostgresOutboxStore):
     @property
     def pushes(self) -> bool:
         """Whether a notification wakes this outbox now (else it polls)."""
-        return self._shared_listen is not None and self._shared_listen.live
+        return self._shared_listen is not None and self._shared_listen.listening(self.ref.channel)
 
     async def open(self) -> None:
         async with self._work_lock, self.pool.borrow(self.url) as conn:
@@ -63,7 +63,7 @@ class PooledPostgresStore(PostgresOutboxStore):
         listener = self.connections.listener(self.url)
         if listener is not None:
             self._shared_listen = listener
-            await listener.register(self.ref.channel, self._woken)
+            listener.register(self.ref.channel, self._woken)
 
     async def close(self) -> None:
         if self._shared_listen is not None:
