@@ -84,8 +84,9 @@ def fleet_file(path: Path, db: str, broker: str, tag: str, schemas: list[str], *
 
 
 # -- the writer (a child process) ------------------------------------------------------------------
-def writer_child(db: str, schemas: list[str], rate_each: float, duration: float, out: str) -> None:
-    """One event per transaction, round robin over ``schemas``, ``rate_each`` events/s each."""
+def writer_child(db: str, schemas: list[str], rate_each: float, duration: float, out: str, prefix: str) -> None:
+    """One event per transaction, round robin over ``schemas``, ``rate_each`` events/s each; topics
+    start with ``prefix`` (the single relay's; a fleet adds its outboxes' ``topic_prefix`` itself)."""
     outboxes = [Outbox(table="outbox", schema=s) for s in schemas]
     total_rate = rate_each * len(schemas)
     stamps: dict[str, float] = {}
@@ -101,18 +102,20 @@ def writer_child(db: str, schemas: list[str], rate_each: float, duration: float,
                 time.sleep(due - now)
             box = outboxes[n % len(outboxes)]
             conn.execute("BEGIN")
-            event_id = box.emit(conn, f"{schemas[n % len(schemas)]}.orders.created", {"n": n})
+            event_id = box.emit(conn, f"{prefix}{schemas[n % len(schemas)]}.orders.created", {"n": n})
             conn.execute("COMMIT")
             stamps[event_id] = time.monotonic()
             n += 1
     Path(out).write_text(json.dumps(stamps))
 
 
-async def run_writer(db: str, schemas: list[str], rate_each: float, duration: float) -> dict[str, float]:
+async def run_writer(
+    db: str, schemas: list[str], rate_each: float, duration: float, prefix: str = ""
+) -> dict[str, float]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out = fh.name
     cmd = [sys.executable, "-m", "benchmarks.fleet", "--writer-child", db, ",".join(schemas), str(rate_each)]
-    cmd += [str(duration), out]
+    cmd += [str(duration), out, prefix or "-"]
     proc = await asyncio.create_subprocess_exec(*cmd, cwd=REPO, env=_env())
     await proc.wait()
     stamps: dict[str, float] = json.loads(await asyncio.to_thread(Path(out).read_text))
@@ -193,7 +196,7 @@ async def phase_live(args: argparse.Namespace, tag: str, tmp: Path) -> dict[str,
         receiver = Receiver()
         nc = await receiver.start(broker, tag.upper())
         path = tmp / "fleet.toml"
-        fleet_file(path, db, broker, tag, schemas, lease_ttl=15.0)
+        fleet_file(path, db, broker, tag, schemas, lease_ttl=15.0, **args.knobs)
         proc = await start_process(["relay", "--fleet", str(path), "--summary-interval", "0"])
         try:
             await wait_ready(lambda: all_leased(db, schemas))
@@ -210,7 +213,7 @@ async def phase_live(args: argparse.Namespace, tag: str, tmp: Path) -> dict[str,
         try:
             await wait_ready(lambda: all_leased(db, single))
             cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-            stamps = await run_writer(db, single, args.rate * args.outboxes, args.duration)
+            stamps = await run_writer(db, single, args.rate * args.outboxes, args.duration, f"{tag}.")
             await asyncio.sleep(args.grace)
             cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
         finally:
@@ -230,14 +233,14 @@ async def phase_backlog(args: argparse.Namespace, tag: str, tmp: Path) -> dict[s
     try:
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute(
-                f'INSERT INTO "{big}"."outbox" (topic, key, payload) SELECT %s, \'k\' || (i % 100), '
+                f'INSERT INTO "{big}"."outbox" (topic, key, payload) SELECT %s, \'k\' || (i %% 100), '
                 "convert_to('{}', 'UTF8') FROM generate_series(1, %s) i".encode(),
                 [f"{big}.orders.created", args.backlog],
             )
         receiver = Receiver()
         nc = await receiver.start(broker, tag.upper())
         path = tmp / "fleet-backlog.toml"
-        fleet_file(path, db, broker, tag, schemas, lease_ttl=15.0)
+        fleet_file(path, db, broker, tag, schemas, lease_ttl=15.0, **args.knobs)
         proc = await start_process(["relay", "--fleet", str(path), "--summary-interval", "0"])
         try:
             await wait_ready(lambda: all_leased(db, live))
@@ -308,8 +311,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--writer-child":
-        db, schemas, rate, duration, out = sys.argv[2:7]
-        writer_child(db, schemas.split(","), float(rate), float(duration), out)
+        db, schemas, rate, duration, out, prefix = sys.argv[2:8]
+        writer_child(db, schemas.split(","), float(rate), float(duration), out, "" if prefix == "-" else prefix)
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default=PG_URL)
@@ -322,8 +325,10 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=1000, help="idle outboxes")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds before idle CPU is measured")
     parser.add_argument("--phases", default="live,backlog,idle")
+    parser.add_argument("--fleet-knob", action="append", default=[], help="[fleet] setting NAME=NUMBER; repeatable")
     parser.add_argument("--no-json", action="store_true")
     args = parser.parse_args()
+    args.knobs = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.fleet_knob)}
     results = asyncio.run(main_async(args))
     path = write_results("fleet", {"params": vars(args), **results}, disabled=args.no_json)
     if path is not None:

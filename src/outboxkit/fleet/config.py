@@ -85,7 +85,7 @@ class FleetSettings:
     max_connections: int = 20  # PostgreSQL: pooled connections per server (host, port, user)
     listen_max: int = 16  # PostgreSQL: LISTEN connections per server (one per database); beyond: polling
     quantum: int = 200  # events an outbox may fetch per round (times its weight)
-    fetch_slots: int = 4  # fetches running at once across the fleet: the contended resource
+    fetch_slots: int = 16  # fetches running at once across the fleet (keep below max_connections)
     turn_budget: float = 2.0  # seconds a fetch holds its slot; past it, the slot goes to the next outbox
     lease_ttl: float = 15.0  # per-outbox bucket leases: a dead fleet's outboxes move within ~1.33x
     window: int = 256  # unconfirmed publishes per outbox

@@ -10,8 +10,8 @@ operation and LISTENs through its database's shared :class:`~.pool.Listener`:
   most of the time: an idle outbox holds none between its lease renewals;
 * a lease transaction runs on one borrowed connection from BEGIN to COMMIT, so no other outbox's
   statement ever lands inside it;
-* marks commit with ``synchronous_commit = off`` on connections set up for that alone, as the plain
-  store's marks connection does (a mark lost in a crash only re-sends the row, G6);
+* marks commit with ``synchronous_commit = off`` (``SET LOCAL`` in their own transaction), as on the
+  plain store's marks connection (a mark lost in a crash only re-sends the row, G6);
 * without a LISTEN (the server's LISTEN budget spent, or the listener reconnecting) the outbox polls
   with a backoff: soon after rows came, then doubling up to the relay's poll interval.
 """
@@ -31,7 +31,7 @@ from outboxkit.stores.base import DEFAULT_FETCH_MAX_BYTES, Filter, LeaseGrant, L
 from outboxkit.stores.postgres.pool import Listener, PgConnections, ServerPool
 from outboxkit.stores.postgres.store import PostgresOutboxStore, translate
 
-MARKS_SETUP = "SET synchronous_commit = off"
+MARKS_SETUP = "SET LOCAL synchronous_commit = off"
 
 
 class PooledPostgresStore(PostgresOutboxStore):
@@ -106,7 +106,11 @@ class PooledPostgresStore(PostgresOutboxStore):
         if not seqs:
             return 0
         try:
-            async with self._mark_lock, self.pool.borrow(self.url, MARKS_SETUP) as conn:
+            async with self._mark_lock, self.pool.borrow(self.url) as conn, conn.transaction():
+                # Only this transaction commits without waiting for its WAL flush (the plain store
+                # sets it on its marks connection): pooled connections are all alike, so none is
+                # ever closed to make room for another kind.
+                await conn.execute(MARKS_SETUP)
                 if leases is None:
                     return await self._count(self._mark_sql, [list(seqs)], conn)
                 return await self._count(self._mark_fenced_sql, {"seqs": list(seqs), **self._fence(leases)}, conn)
