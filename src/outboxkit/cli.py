@@ -34,6 +34,10 @@ BrokerOpt = Annotated[
 TableOpt = Annotated[str | None, typer.Option("--table", help="Outbox table name (default outbox).")]
 SchemaOpt = Annotated[str | None, typer.Option("--schema", help="Database schema (PostgreSQL).")]
 ConfigOpt = Annotated[str | None, typer.Option("--config", help="TOML config file (env OUTBOXKIT_CONFIG).")]
+FleetOpt = Annotated[
+    str | None,
+    typer.Option("--fleet", help="Fleet file (TOML): every outbox it lists, in one process (docs/fleet.md)."),
+]
 SummaryOpt = Annotated[
     float,
     typer.Option(
@@ -104,10 +108,15 @@ def migrate(
             "binlog: the binlog position table of `relay --capture binlog`.",
         ),
     ] = "table",
+    fleet: FleetOpt = None,
 ) -> None:
     """Create or upgrade the outbox schema (idempotent)."""
     from outboxkit.migrate import migrate as run_migrate
     from outboxkit.migrate import migration_sql
+
+    if fleet:
+        _migrate_fleet(fleet)
+        return
 
     settings = _settings(config, db=db, table=table, schema=schema)
     if event_store:
@@ -254,9 +263,18 @@ def relay(
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, help="With --until-empty: seconds before giving up.")
     ] = 60.0,
+    fleet: FleetOpt = None,
 ) -> None:
     """Publish committed outbox rows to the broker until SIGTERM/SIGINT (or, with --until-empty,
     until none is pending)."""
+    if fleet:
+        if db or table or schema or workers or until_empty or dashboard or capture != "table":
+            raise ConfigurationError(
+                "--fleet takes its outboxes from the file: no --db, --table, --schema, --workers, "
+                "--until-empty, --dashboard or --capture with it (run several fleet processes to share the work)"
+            )
+        _relay_fleet(fleet, owner=owner, http_host=http_host, http_port=http_port, summary=summary_interval)
+        return
     from outboxkit.relay.loop import Relay
     from outboxkit.relay.process import build_relay
     from outboxkit.relay.tail import TailRelay, build_tail_relay
@@ -375,6 +393,31 @@ def relay(
         f"relay stopped: {stats.published} published, {stats.dead_lettered} dead-lettered, "
         f"{stats.fenced} fenced, {stats.handovers} buckets taken over"
     )
+
+
+def _relay_fleet(path: str, *, owner: str | None, http_host: str, http_port: int, summary: float) -> None:
+    """``relay --fleet FILE``: the outboxes of the file in this process; the file says the rest."""
+    from outboxkit.config import check_owner
+    from outboxkit.fleet.runner import Fleet
+    from outboxkit.web.fleet import serve_fleet
+
+    fleet_ = Fleet(path, owner=check_owner(owner))  # a bad file fails here, in one line
+    asyncio.run(serve_fleet(fleet_, host=http_host, port=http_port, summary_interval=summary))
+    err.print(f"fleet stopped: {len(fleet_.spec.outboxes)} outboxes released")
+
+
+def _migrate_fleet(path: str) -> None:
+    """``migrate --fleet FILE``: every outbox of the file; exit 1 if one failed."""
+    from outboxkit.fleet.config import load_fleet
+    from outboxkit.fleet.ops import fleet_migrate
+
+    results = fleet_migrate(load_fleet(path))
+    for m in results:
+        err.print(f"{'migrated' if m.ok else 'FAILED  '} {m.tenant} {m.table}: {m.detail}")
+    failed = sum(1 for m in results if not m.ok)
+    err.print(f"{len(results) - failed} of {len(results)} outboxes migrated")
+    if failed:
+        raise typer.Exit(1)
 
 
 def _relay_until_empty(

@@ -108,6 +108,11 @@ def _owner(value: Any) -> str | None:
     return owner
 
 
+def check_owner(value: Any) -> str | None:
+    """A relay owner name as ``--owner`` takes it (None: the default)."""
+    return _owner(value)
+
+
 def _number(name: str, value: Any, kind: type[int] | type[float], minimum: float) -> Any:
     try:
         number = kind(value)

@@ -146,8 +146,9 @@ class OutboxEvent:
 
 #: Headers that are also CloudEvents extension attributes (lowercase alphanumeric names, as the
 #: spec requires): the bus bindings put them where each carries attributes. "streamid" and
-#: "streamversion" are set by the event store (outboxkit.eventstore) on every event it appends.
-EXTENSION_HEADERS = ("operation", "streamid", "streamversion")
+#: "streamversion" are set by the event store (outboxkit.eventstore) on every event it appends;
+#: "tenantid" by the relay fleet for outboxes with ``tenant_attribute = true`` (docs/fleet.md).
+EXTENSION_HEADERS = ("operation", "streamid", "streamversion", "tenantid")
 
 
 def format_time(value: datetime | None) -> str:

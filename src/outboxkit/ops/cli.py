@@ -89,6 +89,33 @@ def _report(as_json: bool, doc: dict[str, Any], text: str) -> None:
         err.print(text)
 
 
+def _fleet_status(path: str, as_json: bool) -> None:
+    """``status --fleet FILE``: every outbox's backlog, oldest pending, dead letters, owners; exit 1
+    when one of them could not be read."""
+    from outboxkit.fleet.config import load_fleet
+    from outboxkit.fleet.ops import fleet_status
+
+    found = fleet_status(load_fleet(path))
+    if as_json:
+        _emit_json({"outboxes": [s.to_json() for s in found]})
+    else:
+        headers = ("tenant", "outbox", "pending", "oldest pending", "dead", "owners")
+        rows: list[tuple[object, ...]] = [
+            (
+                s.tenant,
+                f"{s.table} ({s.db})",
+                f"{s.pending:,}" if s.ok and s.pending is not None else "-",
+                _age(s.oldest_pending_age_s) if s.ok else "-",
+                f"{s.dead:,}" if s.ok and s.dead is not None else "-",
+                ", ".join(s.owners) if s.ok else f"UNREACHABLE: {s.error}",
+            )
+            for s in found
+        ]
+        print_rows(out, f"fleet {path}: {len(found)} outboxes", headers, rows, whole={"tenant"}, right=headers[2:5])
+    if any(not s.ok for s in found):
+        raise _exit(1)
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -126,8 +153,14 @@ def status(
     schema: SchemaOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    fleet: Annotated[
+        str | None, typer.Option("--fleet", help="Fleet file: one line per outbox it lists (docs/fleet.md).")
+    ] = None,
 ) -> None:
     """Backlog per topic, dead letters, retained rows, and live relays with their buckets."""
+    if fleet:
+        _fleet_status(fleet, as_json)
+        return
     with _session(db, table, schema, config) as conn:
         doc = q.status(conn).to_json()
     positions = _log_positions(db, table, schema, config)

@@ -114,6 +114,12 @@ class Relay:
         self.casualties = Casualties(self)
 
     @property
+    def outage_since(self) -> float | None:
+        """Monotonic time the current outage began, or None while the relay works (the fleet's
+        status reads it)."""
+        return self._outage_since
+
+    @property
     def leases(self) -> Leases:
         return self.keeper.leases if self.keeper is not None else {}
 

@@ -115,6 +115,28 @@ _COLUMNS = (
 _PENDING = "o.delivered_at IS NULL AND o.dead_at IS NULL"
 
 
+async def connect_relay(
+    url: str, application_name: str = "outboxkit-relay", connect_timeout: float = 5.0
+) -> psycopg.AsyncConnection[Any]:
+    """An autocommit connection as the relay uses them; ``UnavailableError`` if it cannot be made."""
+    try:
+        return await psycopg.AsyncConnection.connect(
+            url,
+            autocommit=True,
+            connect_timeout=max(1, int(connect_timeout)),
+            application_name=application_name,
+            row_factory=tuple_row,
+            # A peer that vanished without a FIN (partition, powered-off host) is noticed in
+            # about 10 s instead of the kernel's two hours.
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+        )
+    except psycopg.Error as exc:
+        raise _unavailable(url, exc) from None
+
+
 class PostgresOutboxStore:
     """Relay store on psycopg 3. Three connections: work (fetch, mark), leases (the keeper runs
     beside the batches), and one that only LISTENs, so a long wait never blocks a fetch."""
@@ -237,27 +259,22 @@ class PostgresOutboxStore:
         self._marks: psycopg.AsyncConnection[Any] | None = None
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        try:
-            return await psycopg.AsyncConnection.connect(
-                self.url,
-                autocommit=True,
-                connect_timeout=max(1, int(self.connect_timeout)),
-                application_name=self.application_name,
-                row_factory=tuple_row,
-                # A peer that vanished without a FIN (partition, powered-off host) is noticed in
-                # about 10 s instead of the kernel's two hours.
-                keepalives=1,
-                keepalives_idle=5,
-                keepalives_interval=2,
-                keepalives_count=3,
-            )
-        except psycopg.Error as exc:
-            raise _unavailable(self.url, exc) from None
+        return await connect_relay(self.url, self.application_name, self.connect_timeout)
 
     async def open(self) -> None:
         self._conn = await self._connect()
+        await self._check_schema(self._conn)
+        self._listen = await self._connect()
         try:
-            cur = await self._conn.execute(f"SELECT schema_version FROM {self.ref.derived('meta')}")
+            await self._listen.execute(f'LISTEN "{self.ref.channel}"')
+        except psycopg.Error as exc:
+            raise translate(self.url, exc) from None
+        self._listener = asyncio.create_task(self._listen_loop(self._listen))
+
+    async def _check_schema(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """``SchemaError`` unless the outbox's tables are there at this outboxkit's version."""
+        try:
+            cur = await conn.execute(f"SELECT schema_version FROM {self.ref.derived('meta')}")
             row = await cur.fetchone()
         except psycopg.errors.UndefinedTable:
             raise SchemaError(
@@ -267,12 +284,6 @@ class PostgresOutboxStore:
             raise translate(self.url, exc) from None
         if row is None or row[0] < SCHEMA_VERSION:
             raise SchemaError("outbox schema is older than this outboxkit: run `outboxkit migrate`")
-        self._listen = await self._connect()
-        try:
-            await self._listen.execute(f'LISTEN "{self.ref.channel}"')
-        except psycopg.Error as exc:
-            raise translate(self.url, exc) from None
-        self._listener = asyncio.create_task(self._listen_loop(self._listen))
 
     async def _listen_loop(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:
@@ -484,24 +495,23 @@ class PostgresOutboxStore:
             raise translate(self.url, exc) from None
 
     async def release_leases(self, owner: str, buckets: Collection[int] | None = None) -> None:
-        leases = self.ref.derived("leases")
         async with self._lease_lock:
-            try:
-                conn = await self._lease_connection()
-                async with conn.transaction():
-                    if buckets is None:
-                        await conn.execute(
-                            f"UPDATE {leases} SET owner = NULL, expires_at = NULL WHERE owner = %s", [owner]
-                        )
-                        await conn.execute(f"DELETE FROM {self.ref.derived('relays')} WHERE owner = %s", [owner])
-                    elif buckets:
-                        await conn.execute(
-                            f"UPDATE {leases} SET owner = NULL, expires_at = NULL"
-                            " WHERE owner = %s AND bucket = ANY(%s)",
-                            [owner, sorted(buckets)],
-                        )
-            except psycopg.Error as exc:
-                raise translate(self.url, exc) from None
+            await self._release(await self._lease_connection(), owner, buckets)
+
+    async def _release(self, conn: psycopg.AsyncConnection[Any], owner: str, buckets: Collection[int] | None) -> None:
+        leases = self.ref.derived("leases")
+        try:
+            async with conn.transaction():
+                if buckets is None:
+                    await conn.execute(f"UPDATE {leases} SET owner = NULL, expires_at = NULL WHERE owner = %s", [owner])
+                    await conn.execute(f"DELETE FROM {self.ref.derived('relays')} WHERE owner = %s", [owner])
+                elif buckets:
+                    await conn.execute(
+                        f"UPDATE {leases} SET owner = NULL, expires_at = NULL WHERE owner = %s AND bucket = ANY(%s)",
+                        [owner, sorted(buckets)],
+                    )
+        except psycopg.Error as exc:
+            raise translate(self.url, exc) from None
 
     # -- waking (wake.py) ---------------------------------------------------------------------------
     async def wait_for_new(self, timeout: float) -> None:
