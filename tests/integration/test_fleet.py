@@ -173,7 +173,7 @@ async def test_schema_per_tenant_shares_connections(nats_stream: Stream, tmp_pat
             for entry in many:
                 emit_many(entry["db"], ref_of(entry), "orders.created", list(range(10)), key=lambda i: f"k{i % 2}")
             await wait_until("all drained", lambda: all(pending_of(e) == 0 for e in many))
-            pg = fleet._pg
+            pg = fleet._pg.pg
             assert pg is not None
             assert len(pg.listeners) == 1 and next(iter(pg.listeners.values())).live
             assert all(pool.book.total <= 4 for pool in pg.pools.values())

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from outboxkit.brokers.base import Publisher
 from outboxkit.brokers.registry import publisher_for
@@ -40,10 +40,7 @@ from outboxkit.fleet.observer import TENANT, TenantLog, TenantObserver, relay_ob
 from outboxkit.fleet.publish import SharedPublishers
 from outboxkit.relay.loop import Relay, RelayConfig
 from outboxkit.stores.base import OutboxStore
-from outboxkit.stores.registry import database_for
-
-if TYPE_CHECKING:
-    from outboxkit.stores.postgres.pool import Conn, PgConnections
+from outboxkit.stores.registry import database_for, pooled_stores
 
 log = logging.getLogger("outboxkit.fleet")
 
@@ -102,31 +99,27 @@ class Fleet:
         self.reloads = 0  # file changes applied
         self.refused = 0  # file changes refused (bad file)
         self._stamp = self._file_stamp()
-        self._pg: PgConnections | None = None  # made on first use (psycopg only when needed)
+        self._pg: Any = None  # stores.postgres.pooled.PooledStores, made on first use
         self._log_filter = TenantLog(lambda tenant: run.state if (run := self.runs.get(tenant)) else None)
 
     # -- building one outbox's relay --------------------------------------------------------------
-    def _pg_connections(self) -> PgConnections:
+    def _pooled(self, database: str) -> Any:
+        """The shared-connection stores for ``database``'s outboxes, or None (own connections)."""
+        if database != "postgresql":
+            return None
         if self._pg is None:
-            from outboxkit.stores.postgres.pool import PgConnections
-            from outboxkit.stores.postgres.store import connect_relay
-
-            async def opener(url: str) -> Conn:
-                return await connect_relay(url, "outboxkit-fleet")
-
-            self._pg = PgConnections(self.settings.max_connections, self.settings.listen_max, opener)
+            self._pg = pooled_stores(
+                database, max_connections=self.settings.max_connections, listen_max=self.settings.listen_max
+            )
         return self._pg
 
     def _store_factory(self, spec: OutboxSpec) -> Callable[[], OutboxStore]:
         database = database_for(spec.db)
         inner: Callable[[], OutboxStore]
-        if database.name == "postgresql":
+        pooled = self._pooled(database.name)
+        if pooled is not None:
             # Shared connections and LISTEN: the one database that needs it to be bounded.
-            from outboxkit.stores.postgres.connection import libpq_url
-            from outboxkit.stores.postgres.pooled import PooledPostgresStore
-
-            pg, url = self._pg_connections(), libpq_url(spec.db)
-            inner = lambda: PooledPostgresStore(url, spec.ref, pg)  # noqa: E731
+            inner = lambda: pooled.store(spec.db, spec.ref)  # noqa: E731
         else:
             inner = lambda: database.store(spec.db, spec.ref)  # noqa: E731
         inner()  # built once now: a bad URL fails here, not in the retry loop
@@ -257,8 +250,7 @@ class Fleet:
 
     def _tidy(self) -> None:
         if self._pg is not None:
-            for pool in self._pg.pools.values():
-                pool.tidy()
+            self._pg.tidy()
 
     # -- status -----------------------------------------------------------------------------------
     def stale_after(self) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Iterator
+from typing import Any
 
 from outboxkit.core.urls import redact_url, scheme_of
 from outboxkit.errors import ConfigurationError
@@ -109,3 +110,14 @@ def translate_db_error(url: str, exc: BaseException) -> BaseException:
     the store for that database classes it; outboxkit errors and unknown types pass unchanged."""
     ours = database_for(url).translate(exc, redact_url(url))
     return ours if ours is not None else exc
+
+
+def pooled_stores(database: str, *, max_connections: int, listen_max: int) -> Any | None:
+    """Relay stores of many outboxes sharing bounded connections (the relay fleet), for the
+    databases that have them (PostgreSQL: ``stores.postgres.pooled.PooledStores``), else None:
+    such outboxes keep connections of their own. Made on first use (psycopg only when needed)."""
+    if database == "postgresql":
+        from outboxkit.stores.postgres.pooled import PooledStores
+
+        return PooledStores(max_connections, listen_max)
+    return None

@@ -142,3 +142,31 @@ class PooledPostgresStore(PostgresOutboxStore):
 
 
 __all__ = ["PooledPostgresStore"]
+
+
+class PooledStores:
+    """The relay stores of many outboxes on one process's bounded connections (the relay fleet):
+    at most ``max_connections`` pooled connections per server plus ``listen_max`` LISTEN ones."""
+
+    def __init__(self, max_connections: int, listen_max: int) -> None:
+        from outboxkit.stores.postgres.store import connect_relay
+
+        async def opener(url: str) -> Any:
+            return await connect_relay(url, "outboxkit-fleet")
+
+        self.pg = PgConnections(max_connections, listen_max, opener)
+
+    def store(self, url: str, ref: TableRef) -> PostgresOutboxStore:
+        from outboxkit.stores.postgres.connection import libpq_url
+
+        return PooledPostgresStore(libpq_url(url), ref, self.pg)
+
+    def tidy(self) -> None:
+        for pool in self.pg.pools.values():
+            pool.tidy()
+
+    def connections(self) -> int:
+        return self.pg.connections()
+
+    async def close(self) -> None:
+        await self.pg.close()
